@@ -1,0 +1,7 @@
+"""skystack: calibrate, align and stack astronomical FITS images at the speed of the hardware."""
+
+from ._version import __version__
+from .api import combine, combine_options, combine_to_file
+from .errors import SkystackError
+
+__all__ = ["__version__", "combine", "combine_options", "combine_to_file", "SkystackError"]

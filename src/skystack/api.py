@@ -1,0 +1,158 @@
+"""The public Python API; option names mirror the command line's, in snake_case."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Sequence
+
+from astropy import units as u
+from astropy.io import fits
+from astropy.nddata import CCDData, StdDevUncertainty
+
+from .backends import get_backend
+from .config import CombineOptions, Weights
+from .errors import SkystackError
+from .io.inputs import load_frames
+from .io.provenance import build_header
+from .io.writer import FitsTileWriter, check_output_path
+from .pipeline import ArraySink, combine_frames
+
+__all__ = ["combine", "combine_options"]
+
+
+def combine_options(*, method: str = "mean", reject: str = "none", center: str = "median",
+                    spread: str = "std", sigma: float | None = None, sigma_low: float = 3.0,
+                    sigma_high: float = 3.0, maxiters: int = 5, nlow: int = 1, nhigh: int = 1,
+                    low: float | None = None, high: float | None = None, plow: float = 10.0,
+                    phigh: float = 10.0, weights: str | Sequence[float] | None = None,
+                    scale: str = "none", zero: str = "none", hdu: int | str | None = None,
+                    mem_limit: int | str | None = None) -> CombineOptions:
+    """Build validated :class:`CombineOptions` from keyword options (``sigma`` sets both sides)."""
+    if sigma is not None:
+        sigma_low = sigma_high = sigma
+    return CombineOptions(
+        method=method, reject=reject, center=center, spread=spread, sigma_low=sigma_low,
+        sigma_high=sigma_high, maxiters=maxiters, nlow=nlow, nhigh=nhigh, range_low=low,
+        range_high=high, plow=plow, phigh=phigh, weights=Weights.parse(weights), scale=scale,
+        zero=zero, hdu=hdu, mem_limit=mem_limit).validated()
+
+
+def combine(inputs, output: str | os.PathLike | None = None, *, backend: str = "auto",
+            overwrite: bool = False, progress: Callable[[int, int], None] | None = None,
+            threads: int | None = None, max_tile_rows: int | None = None,
+            **options) -> CCDData:
+    """Combine a stack of images pixel by pixel along the frame axis.
+
+    Parameters
+    ----------
+    inputs
+        Paths, glob patterns, ``@list.txt`` files, astropy HDUs, ``CCDData`` or 2-D arrays (or
+        one 3-D array, frames along axis 0). All frames must have the same shape.
+    output
+        If given, the FITS file to write (primary image, ``UNCERT``, ``MASK``, ``COUNT``).
+    backend
+        ``"auto"``, ``"cpu"`` or ``"gpu"``.
+    overwrite
+        Replace an existing ``output``.
+    progress
+        Called as ``progress(done_tiles, total_tiles)``.
+    threads
+        CPU threads (default: all available).
+    max_tile_rows
+        Cap on rows per tile (the memory budget sets it otherwise).
+    **options
+        The combine options of :func:`combine_options`: ``method`` (mean, median, sum, min, max),
+        ``reject`` (none, sigclip, minmax, range, percentile), ``center``, ``spread``, ``sigma``,
+        ``sigma_low``, ``sigma_high``, ``maxiters``, ``nlow``, ``nhigh``, ``low``, ``high``,
+        ``plow``, ``phigh``, ``weights``, ``scale``, ``zero``, ``hdu``, ``mem_limit``.
+
+    Returns
+    -------
+    CCDData
+        The combined image (float32; NaN where no valid value), ``uncertainty`` the standard
+        error of each combined value (``StdDevUncertainty``), ``mask`` True where no valid value
+        existed, ``meta`` the provenance header, and the attribute ``count`` (int32 array): the
+        number of frames used per pixel.
+
+    Notes
+    -----
+    Pixel values that are NaN, infinite, BLANK or masked are ignored. See the README for the
+    exact semantics of each method, of the rejections and of the uncertainty.
+    """
+    opts = combine_options(**options)
+    if output is not None:
+        check_output_path(output, overwrite)
+    frames = load_frames(inputs, hdu=opts.hdu)
+    if output is not None:
+        _refuse_input_as_output(frames, output)
+    engine = get_backend(backend, threads=threads)
+    try:
+        header = build_header(frames, opts, engine.describe())
+        if "BUNIT" not in header:
+            header["BUNIT"] = ("adu", "assumed: inputs give no BUNIT")
+        sink = ArraySink(frames[0].shape)
+        sinks: list = [sink]
+        writer = None
+        if output is not None:
+            writer = FitsTileWriter(output, frames[0].shape, header, max_count=len(frames),
+                                    overwrite=overwrite)
+            sinks.append(writer)
+        try:
+            combine_frames(frames, opts, engine, sinks, progress=progress,
+                           max_tile_rows=max_tile_rows)
+            if writer is not None:
+                writer.commit()
+        except BaseException:
+            if writer is not None:
+                writer.abort()
+            raise
+    finally:
+        engine.close()
+    return _to_ccddata(sink, header)
+
+
+def combine_to_file(inputs, output: str | os.PathLike, *, backend: str = "auto",
+                    overwrite: bool = False, progress: Callable[[int, int], None] | None = None,
+                    threads: int | None = None, max_tile_rows: int | None = None,
+                    **options) -> str:
+    """Like :func:`combine` with an output file, but streams to disk without keeping the result
+    in memory (the command line's path for images larger than RAM). Returns the output path."""
+    opts = combine_options(**options)
+    check_output_path(output, overwrite)
+    frames = load_frames(inputs, hdu=opts.hdu)
+    _refuse_input_as_output(frames, output)
+    engine = get_backend(backend, threads=threads)
+    try:
+        header = build_header(frames, opts, engine.describe())
+        if "BUNIT" not in header:
+            header["BUNIT"] = ("adu", "assumed: inputs give no BUNIT")
+        writer = FitsTileWriter(output, frames[0].shape, header, max_count=len(frames),
+                                overwrite=overwrite)
+        try:
+            combine_frames(frames, opts, engine, [writer], progress=progress,
+                           max_tile_rows=max_tile_rows)
+            return writer.commit()
+        except BaseException:
+            writer.abort()
+            raise
+    finally:
+        engine.close()
+
+
+def _refuse_input_as_output(frames, output) -> None:
+    if not os.path.exists(output):
+        return
+    for f in frames:
+        if f.path is not None and os.path.samefile(f.path, output):
+            raise SkystackError(f"{output}: output would replace an input file")
+
+
+def _to_ccddata(sink: ArraySink, header: fits.Header) -> CCDData:
+    try:
+        unit = u.Unit(header["BUNIT"])
+    except ValueError:
+        unit = u.adu
+    ccd = CCDData(sink.image, unit=unit, uncertainty=StdDevUncertainty(sink.uncertainty),
+                  mask=sink.count == 0, meta=header)
+    ccd.count = sink.count
+    return ccd

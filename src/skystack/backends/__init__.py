@@ -1,0 +1,34 @@
+"""Backend selection: ``get_backend("auto" | "cpu" | "gpu")``, chosen once per run.
+
+``auto`` takes the GPU when :func:`skystack.backends.gpu.probe` finds it usable and otherwise
+the CPU, logging why; an explicit ``gpu`` that cannot run raises :class:`BackendUnavailable`
+(exit code 2 on the command line) rather than silently running on the CPU.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from ..errors import BackendUnavailable, SkystackError
+from .base import Backend, FrameParams, TileOutputs
+
+__all__ = ["Backend", "FrameParams", "TileOutputs", "get_backend"]
+
+log = logging.getLogger("skystack")
+
+
+def get_backend(name: str = "auto", *, threads: int | None = None) -> Backend:
+    """Return a ready backend for ``name`` (see module docstring)."""
+    from . import gpu
+
+    if name not in ("auto", "cpu", "gpu"):
+        raise SkystackError(f"invalid --backend {name!r}: choose from auto, cpu, gpu")
+    if name in ("auto", "gpu"):
+        usable, reason = gpu.probe()
+        if name == "gpu" and not usable:
+            raise BackendUnavailable(f"--backend gpu is not usable here: {reason}")
+        if name == "auto" and not usable:
+            log.info("backend auto: using the CPU because %s", reason)
+    from .cpu import CpuBackend
+
+    return CpuBackend(threads=threads)

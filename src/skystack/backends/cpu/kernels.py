@@ -1,0 +1,436 @@
+"""Numba kernels of the CPU backend: per-pixel combination along the frame axis.
+
+Conventions shared by every kernel here:
+
+* ``block`` is a ``(n_frames, n_pixels)`` float32 view of one tile (pixels flattened in C order);
+  kernels work on the pixel range ``[p0, p1)`` so that threads can split a tile without races.
+* A value is *valid* when it is finite after normalisation (``v * scale[k] + zero[k]``) and, for
+  range rejection, when the raw value lies in ``[range_lo, range_hi]``. Invalid values are ignored;
+  a pixel with no valid value gets NaN in ``out_img`` and ``out_unc`` and 0 in ``out_cnt``.
+* Sums, means and variances accumulate in float64.
+* Uncertainty is the standard error of the combined value (see :mod:`skystack.combine_spec`).
+
+Two strategies:
+
+``accumulate``
+    mean / sum / min / max without order statistics: one streaming pass for sums, one for the
+    variance, loops over contiguous pixels innermost so that LLVM vectorises them.
+``sorted``
+    everything that needs order statistics (median, sigma clipping, min/max and percentile
+    rejection). Each chunk of pixels is transposed into a scratch ``(n_frames, chunk)`` array with
+    invalid values set to ``+inf`` and sorted by a sorting network applied across the chunk, so
+    each compare-exchange is a vector min/max over many pixels. After sorting, every rejection
+    keeps a contiguous range ``[lo, hi)`` of a pixel's sorted valid values, and every statistic is
+    range arithmetic on that column.
+
+Kernels are compiled with ``cache=True`` (on disk, next to this file or in numba's user cache) and
+``nogil=True``; threading is done by the caller, not by ``parallel=True``, so that the on-disk
+cache works reliably and a cold command-line run does not recompile.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from numba import njit
+
+# Method codes (mirrored in skystack.combine_spec).
+MEAN, SUM, MEDIAN, MIN, MAX = 0, 1, 2, 3, 4
+# Rejection codes.
+REJ_NONE, REJ_SIGCLIP, REJ_MINMAX, REJ_RANGE, REJ_PERCENTILE = 0, 1, 2, 3, 4
+
+MAD_TO_SIGMA = 1.482602218505602
+# Asymptotic efficiency of the median for Gaussian data: SE(median) = sqrt(pi/2) * sigma / sqrt(n).
+MEDIAN_SE_FACTOR = math.sqrt(math.pi / 2.0)
+# Interquartile range of a unit Gaussian: 2 * Phi^-1(0.75).
+IQR_TO_SIGMA = 1.3489795003921634
+
+_INF32 = np.float32(np.inf)
+
+
+@njit(nogil=True, cache=True, inline="always")
+def _is_valid(raw, v, use_range, range_lo, range_hi):
+    # v - v is 0 for finite v and NaN for NaN or inf: a branch-free test that vectorises.
+    finite = (v - v) == 0
+    if use_range:
+        return finite and raw >= range_lo and raw <= range_hi
+    return finite
+
+
+@njit(nogil=True, cache=True)
+def _store_result(value, unc, count, q, out_img, out_unc, out_cnt):
+    if count == 0:
+        out_img[q] = np.nan
+        out_unc[q] = np.nan
+    else:
+        out_img[q] = value
+        out_unc[q] = unc
+    out_cnt[q] = count
+
+
+@njit(nogil=True, cache=True)
+def _moments_to_result(method, n, v1, v2, swx, ssd, vmin, vmax):
+    """Combined value and its standard error from weighted moments.
+
+    v1 = sum w, v2 = sum w^2, swx = sum w x, ssd = sum w (x - mean)^2.
+    The reliability-weighted sample variance s^2 = ssd / (v1 - v2 / v1) reduces to the usual
+    ddof=1 variance for equal weights; SE(mean) = s sqrt(v2) / v1 reduces to s / sqrt(n).
+    """
+    mean = swx / v1
+    if n > 1:
+        s = math.sqrt(ssd / (v1 - v2 / v1)) if v1 * v1 > v2 else 0.0
+    else:
+        s = np.nan
+    if method == MEAN:
+        return mean, s * math.sqrt(v2) / v1
+    if method == SUM:
+        return swx, s * math.sqrt(v2)
+    if method == MIN:
+        return vmin, s
+    return vmax, s
+
+
+# --------------------------------------------------------------------------------------------
+# accumulate: mean / sum / min / max, no order statistics
+# --------------------------------------------------------------------------------------------
+@njit(nogil=True, cache=True)
+def combine_accumulate(block, p0, p1, scale, zero, weights, method, use_range, range_lo,
+                       range_hi, chunk, out_img, out_unc, out_cnt):
+    """Mean, sum, min or max of the valid values of pixels ``[p0, p1)``; see module docstring."""
+    nf = block.shape[0]
+    v1 = np.empty(chunk, np.float64)
+    v2 = np.empty(chunk, np.float64)
+    swx = np.empty(chunk, np.float64)
+    ssd = np.empty(chunk, np.float64)
+    vmin = np.empty(chunk, np.float32)
+    vmax = np.empty(chunk, np.float32)
+    cnt = np.empty(chunk, np.int32)
+    for c0 in range(p0, p1, chunk):
+        b = min(chunk, p1 - c0)
+        for q in range(b):
+            v1[q] = 0.0
+            v2[q] = 0.0
+            swx[q] = 0.0
+            ssd[q] = 0.0
+            vmin[q] = _INF32
+            vmax[q] = -_INF32
+            cnt[q] = 0
+        # Branch-free accumulation (invalid values weigh 0) so that the pixel loops vectorise.
+        for k in range(nf):
+            w = weights[k]
+            sc = scale[k]
+            z = zero[k]
+            src = block[k, c0:c0 + b]
+            for q in range(b):
+                raw = src[q]
+                v = raw * sc + z
+                ok = _is_valid(raw, v, use_range, range_lo, range_hi)
+                wk = w if ok else 0.0
+                x = np.float64(v) if ok else 0.0
+                v1[q] += wk
+                v2[q] += wk * wk
+                swx[q] += wk * x
+                cnt[q] += np.int32(ok)
+                vmin[q] = min(vmin[q], v) if ok else vmin[q]
+                vmax[q] = max(vmax[q], v) if ok else vmax[q]
+        # Second pass for the variance: two passes are exact where one-pass float sums are not.
+        for q in range(b):
+            swx[q] = swx[q] / v1[q] if v1[q] > 0.0 else 0.0
+        for k in range(nf):
+            w = weights[k]
+            sc = scale[k]
+            z = zero[k]
+            src = block[k, c0:c0 + b]
+            for q in range(b):
+                raw = src[q]
+                v = raw * sc + z
+                ok = _is_valid(raw, v, use_range, range_lo, range_hi)
+                d = (np.float64(v) - swx[q]) if ok else 0.0
+                ssd[q] += w * d * d
+        for q in range(b):
+            n = cnt[q]
+            if n == 0:
+                _store_result(0.0, 0.0, 0, c0 + q, out_img, out_unc, out_cnt)
+                continue
+            value, unc = _moments_to_result(method, n, v1[q], v2[q], swx[q] * v1[q], ssd[q],
+                                            vmin[q], vmax[q])
+            _store_result(value, unc, n, c0 + q, out_img, out_unc, out_cnt)
+
+
+# --------------------------------------------------------------------------------------------
+# sorted: order statistics and rejection on ranges of sorted values
+# --------------------------------------------------------------------------------------------
+@njit(nogil=True, cache=True)
+def _median_of_range(col, lo, hi):
+    m = hi - lo
+    mid = lo + m // 2
+    if m % 2 == 1:
+        return col[mid]
+    return 0.5 * (col[mid - 1] + col[mid])
+
+
+@njit(nogil=True, cache=True)
+def _mad_of_range(col, lo, hi, med):
+    """Median absolute deviation from ``med`` of the sorted range [lo, hi) (unscaled).
+
+    ``med`` must be the median of the range. Deviations left of the median grow leftwards and
+    those right of it grow rightwards: two ascending sequences, whose k-th smallest element is
+    found by bisection in O(log n), without sorting deviations.
+    """
+    m = hi - lo
+    split = lo + m // 2  # every value before it is <= med
+    while split < hi and col[split] <= med:
+        split += 1
+    n_left = split - lo
+    n_right = hi - split
+    if m % 2 == 1:
+        return _kth_of_deviations(col, split, n_left, n_right, med, m // 2)
+    return 0.5 * (_kth_of_deviations(col, split, n_left, n_right, med, m // 2 - 1)
+                  + _kth_of_deviations(col, split, n_left, n_right, med, m // 2))
+
+
+@njit(nogil=True, cache=True, inline="always")
+def _kth_of_deviations(col, split, n_left, n_right, med, k):
+    # Left sequence L[i] = med - col[split - 1 - i], right R[j] = col[split + j] - med.
+    # Find how many (i) of the k + 1 smallest come from L.
+    need = k + 1
+    a = max(0, need - n_right)
+    b = min(need, n_left)
+    while a < b:
+        i = (a + b) // 2
+        j = need - i
+        if med - col[split - 1 - i] < col[split + j - 1] - med:
+            a = i + 1
+        else:
+            b = i
+    i = a
+    j = need - i
+    d = -np.inf
+    if i > 0:
+        d = med - col[split - i]
+    if j > 0:
+        d = max(d, col[split + j - 1] - med)
+    return d
+
+
+@njit(nogil=True, cache=True)
+def _percentile_of_range(col, lo, hi, frac):
+    """Percentile ``frac`` (0..1) of the sorted range, numpy's default linear interpolation."""
+    pos = frac * (hi - lo - 1)
+    i = int(math.floor(pos))
+    t = pos - i
+    if i + 1 >= hi - lo:
+        return col[lo + i]
+    return col[lo + i] + t * (col[lo + i + 1] - col[lo + i])
+
+
+@njit(nogil=True, cache=True)
+def _mean_of_range(col, lo, hi):
+    s = 0.0
+    for i in range(lo, hi):
+        s += col[i]
+    return s / (hi - lo)
+
+
+@njit(nogil=True, cache=True)
+def _sigclip_range(col, n, use_median, use_mad, sigma_lo, sigma_hi, maxiters):
+    """Kept range of astropy's ``sigma_clip`` (fast path) on the sorted valid values col[:n].
+
+    astropy iterates on a shrinking buffer (each iteration's bounds cut the values still kept),
+    stops when an iteration rejects nothing, when nothing would be left, or after ``maxiters``
+    iterations (``maxiters < 0``: no limit), and finally keeps *all* values within the last
+    bounds, inclusive. On sorted values the buffer and the final set are both ranges.
+    """
+    a = 0
+    b = n
+    it = 0
+    lower = -np.inf
+    upper = np.inf
+    while True:
+        med = 0.0
+        mean = 0.0
+        if use_median or use_mad:
+            med = _median_of_range(col, a, b)
+        if (not use_median) or (not use_mad):
+            mean = _mean_of_range(col, a, b)
+        cen = med if use_median else mean
+        if use_mad:
+            std = _mad_of_range(col, a, b, med) * MAD_TO_SIGMA
+        else:
+            ss = 0.0
+            for i in range(a, b):
+                d = col[i] - mean
+                ss += d * d
+            std = math.sqrt(ss / (b - a))
+        lower = cen - sigma_lo * std
+        upper = cen + sigma_hi * std
+        na = a
+        while na < b and col[na] < lower:
+            na += 1
+        nb = b
+        while nb > na and col[nb - 1] > upper:
+            nb -= 1
+        if nb - na == b - a or nb == na:
+            break
+        a = na
+        b = nb
+        it += 1
+        if maxiters >= 0 and it >= maxiters:
+            break
+    fa = 0
+    while fa < n and col[fa] < lower:
+        fa += 1
+    fb = n
+    while fb > fa and col[fb - 1] > upper:
+        fb -= 1
+    return fa, fb
+
+
+@njit(nogil=True, cache=True)
+def _reduce_sorted_range(method, col, lo, hi):
+    """Combined value and standard error of the unweighted sorted range [lo, hi)."""
+    m = hi - lo
+    if method == MEDIAN:
+        med = _median_of_range(col, lo, hi)
+        if m < 2:
+            return med, np.nan
+        # sigma from the interquartile range: as robust as the MAD, and O(1) on sorted values.
+        iqr = _percentile_of_range(col, lo, hi, 0.75) - _percentile_of_range(col, lo, hi, 0.25)
+        return med, MEDIAN_SE_FACTOR * (iqr / IQR_TO_SIGMA) / math.sqrt(m)
+    mean = _mean_of_range(col, lo, hi)
+    ssd = 0.0
+    for i in range(lo, hi):
+        d = col[i] - mean
+        ssd += d * d
+    return _moments_to_result(method, m, float(m), float(m), mean * m, ssd, col[lo],
+                              col[hi - 1])
+
+
+@njit(nogil=True, cache=True)
+def _reduce_weighted(method, block, pix, scale, zero, weights, use_range, range_lo, range_hi,
+                     col, lo, hi):
+    """Weighted mean or sum of the values kept in the sorted range [lo, hi).
+
+    Weights belong to frames, and sorting lost the frame of each value, so the kept values are
+    found again in frame order by value: strictly inside (col[lo], col[hi-1]) always, and equal to
+    an end only as many times as that value occurs inside the range (ties at a rank cut).
+    """
+    vlo = col[lo]
+    vhi = col[hi - 1]
+    need_lo = 0
+    for i in range(lo, hi):
+        if col[i] == vlo:
+            need_lo += 1
+    need_hi = 0
+    if vhi != vlo:
+        for i in range(lo, hi):
+            if col[i] == vhi:
+                need_hi += 1
+    nf = block.shape[0]
+    kept = np.zeros(nf, np.bool_)
+    v1 = 0.0
+    v2 = 0.0
+    swx = 0.0
+    for k in range(nf):
+        raw = block[k, pix]
+        v = raw * scale[k] + zero[k]
+        if not _is_valid(raw, v, use_range, range_lo, range_hi):
+            continue
+        x = np.float64(v)
+        take = False
+        if x > vlo and x < vhi:
+            take = True
+        elif x == vlo and need_lo > 0:
+            need_lo -= 1
+            take = True
+        elif x == vhi and need_hi > 0:
+            need_hi -= 1
+            take = True
+        if take:
+            kept[k] = True
+            w = weights[k]
+            v1 += w
+            v2 += w * w
+            swx += w * x
+    mean = swx / v1
+    ssd = 0.0
+    for k in range(nf):
+        if kept[k]:
+            d = np.float64(block[k, pix] * scale[k] + zero[k]) - mean
+            ssd += weights[k] * d * d
+    return _moments_to_result(method, hi - lo, v1, v2, swx, ssd, vlo, vhi)
+
+
+@njit(nogil=True, cache=True)
+def _sort_chunk(pairs, scratch, b):
+    # Each step is a min/max over b contiguous lanes: vectorised, branch-free.
+    for s in range(pairs.shape[0]):
+        i = pairs[s, 0]
+        j = pairs[s, 1]
+        ri = scratch[i]
+        rj = scratch[j]
+        for q in range(b):
+            x = ri[q]
+            y = rj[q]
+            ri[q] = min(x, y)
+            rj[q] = max(x, y)
+
+
+@njit(nogil=True, cache=True)
+def combine_sorted(block, p0, p1, pairs, scale, zero, weights, weighted, method, reject,
+                   use_range, range_lo, range_hi, use_median, use_mad, sigma_lo, sigma_hi,
+                   maxiters, nlow, nhigh, plow, phigh, chunk, out_img, out_unc, out_cnt):
+    """Combine pixels ``[p0, p1)`` with order statistics; see module docstring.
+
+    ``pairs`` is the sorting network for ``block.shape[0]`` values (:mod:`skystack.networks`).
+    ``weighted`` selects the weighted reduction (mean and sum only).
+    """
+    nf = block.shape[0]
+    scratch = np.empty((nf, chunk), np.float32)
+    nvalid = np.empty(chunk, np.int32)
+    col = np.empty(nf, np.float64)
+    for c0 in range(p0, p1, chunk):
+        b = min(chunk, p1 - c0)
+        for q in range(b):
+            nvalid[q] = 0
+        for k in range(nf):
+            sc = scale[k]
+            z = zero[k]
+            row = scratch[k]
+            src = block[k, c0:c0 + b]
+            for q in range(b):
+                raw = src[q]
+                v = raw * sc + z
+                ok = _is_valid(raw, v, use_range, range_lo, range_hi)
+                row[q] = v if ok else _INF32
+                nvalid[q] += np.int32(ok)
+        _sort_chunk(pairs, scratch, b)
+        for q in range(b):
+            n = nvalid[q]
+            pix = c0 + q
+            if n == 0:
+                _store_result(0.0, 0.0, 0, pix, out_img, out_unc, out_cnt)
+                continue
+            for i in range(n):
+                col[i] = scratch[i, q]
+            lo = 0
+            hi = n
+            if reject == REJ_SIGCLIP:
+                lo, hi = _sigclip_range(col, n, use_median, use_mad, sigma_lo, sigma_hi,
+                                        maxiters)
+            elif reject == REJ_MINMAX:
+                lo = nlow
+                hi = n - nhigh
+            elif reject == REJ_PERCENTILE:
+                lo = int(math.floor(n * plow / 100.0))
+                hi = n - int(math.floor(n * phigh / 100.0))
+            if hi <= lo:
+                _store_result(0.0, 0.0, 0, pix, out_img, out_unc, out_cnt)
+                continue
+            if weighted:
+                value, unc = _reduce_weighted(method, block, pix, scale, zero, weights,
+                                              use_range, range_lo, range_hi, col, lo, hi)
+            else:
+                value, unc = _reduce_sorted_range(method, col, lo, hi)
+            _store_result(value, unc, hi - lo, pix, out_img, out_unc, out_cnt)

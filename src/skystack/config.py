@@ -1,0 +1,191 @@
+"""Every combine option in one frozen dataclass, with its defaults and its validation.
+
+The command line, the Python API and the pipeline all use :class:`CombineOptions`; option names are
+the CLI's long options in snake_case.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
+
+from .errors import SkystackError
+
+METHODS = ("mean", "median", "sum", "min", "max")
+REJECTIONS = ("none", "sigclip", "minmax", "range", "percentile")
+CENTERS = ("median", "mean")
+SPREADS = ("std", "mad")
+SCALES = ("none", "median", "mean", "exposure")
+ZEROS = ("none", "median", "mean")
+BACKENDS = ("auto", "cpu", "gpu")
+
+_SIZE_UNITS = {"": 1, "B": 1, "K": 1e3, "KB": 1e3, "M": 1e6, "MB": 1e6, "G": 1e9, "GB": 1e9,
+               "T": 1e12, "TB": 1e12, "KIB": 2**10, "MIB": 2**20, "GIB": 2**30, "TIB": 2**40}
+
+
+def parse_size(text: str | int | float) -> int:
+    """Parse a memory size such as ``512MB``, ``2GiB``, ``1.5G`` or a number of bytes."""
+    if isinstance(text, (int, float)):
+        value = int(text)
+    else:
+        m = re.fullmatch(r"\s*([0-9]*\.?[0-9]+)\s*([A-Za-z]*)\s*", str(text))
+        unit = m.group(2).upper() if m else None
+        if not m or unit not in _SIZE_UNITS:
+            raise SkystackError(f"invalid memory size {text!r} (examples: 512MB, 2GB, 1GiB)")
+        value = int(float(m.group(1)) * _SIZE_UNITS[unit])
+    if value < 16 * 2**20:
+        raise SkystackError(f"memory limit {text!r} is too small: at least 16MB is needed")
+    return value
+
+
+def default_mem_limit() -> int:
+    """A quarter of the memory available now, between 256 MB and 8 GB."""
+    available = None
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    available = int(line.split()[1]) * 1024
+                    break
+    except OSError:
+        pass
+    if available is None:
+        try:
+            available = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+        except (ValueError, OSError, AttributeError):
+            available = 4 * 2**30
+    return int(min(max(available // 4, 256 * 2**20), 8 * 2**30))
+
+
+@dataclass(frozen=True)
+class Weights:
+    """How frames are weighted in mean and sum combines.
+
+    kind: ``none``; ``exptime`` (weight = EXPTIME); ``invvar`` (weight = 1 / header[key], the key
+    holding a variance); ``noise`` (weight = 1 / header[key]**2, the key holding a noise sigma);
+    ``values`` (one weight per frame, given).
+    """
+
+    kind: str = "none"
+    key: str | None = None
+    values: tuple[float, ...] | None = None
+
+    @classmethod
+    def parse(cls, spec: str | Sequence[float] | None) -> Weights:
+        """Parse ``none``, ``exptime``, ``invvar:KEY``, ``noise:KEY``, ``1,2,3`` or ``@file``."""
+        if spec is None:
+            return cls()
+        if not isinstance(spec, str):
+            return cls("values", values=_positive_weights(spec, "weights"))
+        text = spec.strip()
+        low = text.lower()
+        if low in ("none", "exptime"):
+            return cls(low)
+        for kind in ("invvar", "noise"):
+            if low.startswith(kind + ":") and text[len(kind) + 1:].strip():
+                return cls(kind, key=text[len(kind) + 1:].strip().upper())
+        if text.startswith("@"):
+            path = text[1:]
+            try:
+                with open(path) as f:
+                    items = f.read().replace(",", " ").split()
+            except OSError as exc:
+                raise SkystackError(f"{path}: cannot read weights file ({exc.strerror})") from None
+            return cls("values", values=_positive_weights(items, path))
+        if re.fullmatch(r"[0-9eE.+,\s-]+", text):
+            return cls("values", values=_positive_weights(text.split(","), "--weights"))
+        raise SkystackError(
+            f"invalid --weights {spec!r}: use none, exptime, invvar:KEY, noise:KEY, "
+            "a comma-separated list or @file")
+
+    def describe(self) -> str:
+        if self.kind in ("invvar", "noise"):
+            return f"{self.kind}:{self.key}"
+        return "list" if self.kind == "values" else self.kind
+
+
+def _positive_weights(items, where: str) -> tuple[float, ...]:
+    try:
+        values = tuple(float(x) for x in items)
+    except (TypeError, ValueError):
+        raise SkystackError(f"{where}: weights must be numbers") from None
+    if not values or not all(math.isfinite(v) and v > 0 for v in values):
+        raise SkystackError(f"{where}: weights must be finite and positive")
+    return values
+
+
+@dataclass(frozen=True)
+class CombineOptions:
+    """Options of a pixel-by-pixel combination; see ``skystack combine --help``.
+
+    Sigma-clipping thresholds are in units of the spread (std, or MAD scaled to sigma);
+    ``maxiters=0`` iterates until nothing changes. ``range_low``/``range_high`` are raw pixel
+    values (before scaling), inclusive. ``plow``/``phigh`` are percentages of each pixel's valid
+    values dropped from the low and high end (rounded down). ``mem_limit`` is in bytes.
+    """
+
+    method: str = "mean"
+    reject: str = "none"
+    center: str = "median"
+    spread: str = "std"
+    sigma_low: float = 3.0
+    sigma_high: float = 3.0
+    maxiters: int = 5
+    nlow: int = 1
+    nhigh: int = 1
+    range_low: float | None = None
+    range_high: float | None = None
+    plow: float = 10.0
+    phigh: float = 10.0
+    weights: Weights = field(default_factory=Weights)
+    scale: str = "none"
+    zero: str = "none"
+    hdu: int | str | None = None
+    mem_limit: int | None = None
+
+    def validated(self) -> CombineOptions:
+        """Return self (with defaults filled in) or raise SkystackError on an invalid value."""
+        _choice("method", self.method, METHODS)
+        _choice("reject", self.reject, REJECTIONS)
+        _choice("center", self.center, CENTERS)
+        _choice("spread", self.spread, SPREADS)
+        _choice("scale", self.scale, SCALES)
+        _choice("zero", self.zero, ZEROS)
+        for name in ("sigma_low", "sigma_high"):
+            v = getattr(self, name)
+            if not (isinstance(v, (int, float)) and math.isfinite(v) and v > 0):
+                raise SkystackError(f"invalid --{name.replace('_', '-')} {v!r}: must be > 0")
+        if not isinstance(self.maxiters, int) or self.maxiters < 0:
+            raise SkystackError(f"invalid --maxiters {self.maxiters!r}: must be an integer >= 0")
+        for name in ("nlow", "nhigh"):
+            v = getattr(self, name)
+            if not isinstance(v, int) or v < 0:
+                raise SkystackError(f"invalid --{name} {v!r}: must be an integer >= 0")
+        for name in ("plow", "phigh"):
+            v = getattr(self, name)
+            if not (isinstance(v, (int, float)) and 0 <= v < 100):
+                raise SkystackError(f"invalid --{name} {v!r}: must be a percentage in [0, 100)")
+        if self.reject == "range":
+            if self.range_low is None and self.range_high is None:
+                raise SkystackError("--reject range needs --low and/or --high")
+            lo = -math.inf if self.range_low is None else self.range_low
+            hi = math.inf if self.range_high is None else self.range_high
+            if not lo <= hi:
+                raise SkystackError(f"invalid range: --low {lo} is above --high {hi}")
+        if not isinstance(self.weights, Weights):
+            raise SkystackError("weights must be parsed with Weights.parse")
+        mem = self.mem_limit
+        return replace(self, mem_limit=default_mem_limit() if mem is None else parse_size(mem))
+
+    @property
+    def weighted(self) -> bool:
+        """Weights change the result only for mean and sum."""
+        return self.weights.kind != "none" and self.method in ("mean", "sum")
+
+
+def _choice(name: str, value, allowed: Sequence[str]) -> None:
+    if value not in allowed:
+        raise SkystackError(f"invalid --{name} {value!r}: choose from {', '.join(allowed)}")

@@ -1,0 +1,261 @@
+"""Inputs → :class:`Frame` records (label, shape, header, pixel source); no pixels are read here.
+
+Accepted inputs, normalised in :func:`load_frames`:
+
+* paths (``str`` / ``os.PathLike``), glob patterns (``"lights/*.fits"``) and ``@list.txt`` files
+  holding one path or pattern per line (blank lines and ``#`` comments ignored);
+* astropy HDUs (``PrimaryHDU``, ``ImageHDU``, ``CompImageHDU``) and ``CCDData`` (its mask honoured);
+* 2-D NumPy arrays, or one 3-D array holding a whole stack along axis 0.
+
+Every file is opened once, its headers parsed once, and checked before any pixel is combined: it
+exists and is readable, is FITS, has 2-D image data in the chosen HDU, is not truncated, and has
+the same shape as the first frame. A problem raises :class:`SkystackError` naming the file.
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from astropy.io import fits
+
+from ..errors import SkystackError
+from .reader import BITPIX_DTYPES, ArraySource, CompressedFitsSource, HandlePool, RawFitsSource
+
+__all__ = ["Frame", "expand_paths", "load_frames", "read_header"]
+
+
+@dataclass(frozen=True)
+class Frame:
+    """One input image: where its pixels come from and its header.
+
+    ``shape`` is ``(rows, cols)`` = ``(NAXIS2, NAXIS1)``; ``label`` names it in messages and in
+    provenance (the file name, or ``array[3]``).
+    """
+
+    label: str
+    shape: tuple[int, int]
+    header: fits.Header
+    source: object
+    path: str | None = None
+    hdu_index: int | None = None
+
+
+def expand_paths(items: Iterable[str | os.PathLike]) -> list[str]:
+    """Expand globs and ``@list`` files into paths, in the order given (globs sorted).
+
+    A pattern that matches nothing and a missing plain path are errors naming them.
+    """
+    paths: list[str] = []
+    for item in items:
+        text = os.fspath(item)
+        if text.startswith("@"):
+            list_file = text[1:]
+            try:
+                with open(list_file) as f:
+                    lines = [ln.strip() for ln in f]
+            except OSError as exc:
+                raise SkystackError(f"{list_file}: cannot read file list ({exc.strerror})") from None
+            base = os.path.dirname(list_file)
+            entries = [ln for ln in lines if ln and not ln.startswith("#")]
+            paths.extend(expand_paths(
+                e if os.path.isabs(e) else os.path.join(base, e) for e in entries))
+        elif glob.has_magic(text):
+            matches = sorted(glob.glob(text))
+            if not matches:
+                raise SkystackError(f"{text}: pattern matched no files")
+            paths.extend(matches)
+        else:
+            paths.append(text)
+    return paths
+
+
+def _is_image(hdu) -> bool:
+    return (isinstance(hdu, (fits.PrimaryHDU, fits.ImageHDU, fits.CompImageHDU))
+            and hdu.header.get("NAXIS", 0) >= 1 and _image_shape(hdu.header) is not None)
+
+
+def _image_shape(header: fits.Header) -> tuple[int, int] | None:
+    """(NAXIS2, NAXIS1) of a 2-D image, allowing extra axes of length 1; None otherwise."""
+    naxis = header.get("NAXIS", 0)
+    dims = [header.get(f"NAXIS{i}", 0) for i in range(1, naxis + 1)]
+    if len(dims) < 2 or any(d != 1 for d in dims[2:]) or dims[0] < 1 or dims[1] < 1:
+        return None
+    return (int(dims[1]), int(dims[0]))
+
+
+def _select_hdu(hdul: fits.HDUList, hdu: int | str | None, path: str) -> int:
+    if hdu is None:
+        for i, h in enumerate(hdul):
+            if _is_image(h):
+                return i
+        raise SkystackError(f"{path}: no 2-D image data in any HDU")
+    try:
+        index = hdul.index_of(hdu) if not isinstance(hdu, int) else hdu
+        h = hdul[index]
+    except (KeyError, IndexError):
+        raise SkystackError(f"{path}: no HDU {hdu!r} (file has {len(hdul)})") from None
+    if not _is_image(h):
+        naxis = h.header.get("NAXIS", 0)
+        what = "no image data" if naxis == 0 or not isinstance(
+            h, (fits.PrimaryHDU, fits.ImageHDU, fits.CompImageHDU)) else f"{naxis}-D data"
+        raise SkystackError(f"{path}: HDU {hdu!r} has {what}; skystack combines 2-D images")
+    return index
+
+
+def _open_fits(path: str) -> fits.HDUList:
+    if not os.path.exists(path):
+        raise SkystackError(f"{path}: no such file")
+    if os.path.isdir(path):
+        raise SkystackError(f"{path}: is a directory, not a FITS file")
+    if not os.access(path, os.R_OK):
+        raise SkystackError(f"{path}: permission denied")
+    try:
+        hdul = fits.open(path, memmap=False, lazy_load_hdus=True)
+        hdul[0]  # forces the primary header to be parsed
+        return hdul
+    except OSError as exc:
+        msg = str(exc)
+        if "Empty or corrupt" in msg or "No SIMPLE card" in msg or "not a FITS" in msg.lower():
+            raise SkystackError(f"{path}: not a FITS file") from None
+        raise SkystackError(f"{path}: cannot read ({msg})") from None
+    except Exception as exc:  # astropy raises many kinds on malformed headers
+        raise SkystackError(f"{path}: not a valid FITS file ({exc})") from None
+
+
+def read_header(path: str, hdu: int | str | None = None) -> tuple[fits.Header, tuple[int, int]]:
+    """Header and (rows, cols) of the chosen image HDU of ``path`` (for ``skystack info``)."""
+    with _open_fits(path) as hdul:
+        index = _select_hdu(hdul, hdu, path)
+        h = hdul[index]
+        return h.header.copy(), _image_shape(h.header)
+
+
+def _file_frame(path: str, hdu: int | str | None, pool: HandlePool) -> Frame:
+    hdul = _open_fits(path)
+    try:
+        index = _select_hdu(hdul, hdu, path)
+        h = hdul[index]
+        header = h.header.copy()
+        shape = _image_shape(header)
+        info = hdul.fileinfo(index)
+        size = os.path.getsize(path)
+        if isinstance(h, fits.CompImageHDU):
+            span = info.get("datSpan") or 0
+            if info["datLoc"] + span > size:
+                raise SkystackError(f"{path}: truncated data (file ends inside the image)")
+            source: object = CompressedFitsSource(path, index, shape)
+        else:
+            bitpix = header["BITPIX"]
+            if bitpix not in BITPIX_DTYPES:
+                raise SkystackError(f"{path}: unsupported BITPIX {bitpix}")
+            nbytes = shape[0] * shape[1] * abs(bitpix) // 8
+            if info["datLoc"] + nbytes > size:
+                raise SkystackError(
+                    f"{path}: truncated data ({size - info['datLoc']} of {nbytes} bytes present)")
+            blank = header.get("BLANK")
+            source = RawFitsSource(path, info["datLoc"], shape, bitpix,
+                                   bscale=header.get("BSCALE", 1.0),
+                                   bzero=header.get("BZERO", 0.0),
+                                   blank=int(blank) if blank is not None else None,
+                                   mask=_mask_source(hdul, index, shape, path, size, pool),
+                                   pool=pool)
+        # Primary keywords (DATE-OBS, EXPTIME…) often live in HDU 0 when the image is in HDU 1.
+        if index != 0:
+            for card in hdul[0].header.cards:
+                if card.keyword not in header and card.keyword not in _STRUCTURAL:
+                    header.append(card, end=True)
+        return Frame(label=os.path.basename(path), shape=shape, header=header, source=source,
+                     path=path, hdu_index=index)
+    finally:
+        hdul.close()
+
+
+_STRUCTURAL = {"SIMPLE", "BITPIX", "NAXIS", "NAXIS1", "NAXIS2", "EXTEND", "XTENSION", "PCOUNT",
+               "GCOUNT", "COMMENT", "HISTORY", "", "BZERO", "BSCALE", "BLANK", "EXTNAME",
+               "CHECKSUM", "DATASUM"}
+
+
+def _mask_source(hdul, index, shape, path, size, pool) -> RawFitsSource | None:
+    """A CCDData-style ``MASK`` extension of the same shape, if the file has one."""
+    for i, h in enumerate(hdul):
+        if i == index or h.header.get("EXTNAME", "").upper() != "MASK":
+            continue
+        if isinstance(h, fits.CompImageHDU) or _image_shape(h.header) != shape:
+            return None
+        bitpix = h.header["BITPIX"]
+        info = hdul.fileinfo(i)
+        if bitpix not in BITPIX_DTYPES or info["datLoc"] + shape[0] * shape[1] * abs(
+                bitpix) // 8 > size:
+            return None
+        return RawFitsSource(path, info["datLoc"], shape, bitpix, pool=pool)
+    return None
+
+
+def _array_frame(data, label: str, header=None, mask=None) -> Frame:
+    arr = np.asarray(data)
+    if arr.ndim != 2 or arr.size == 0:
+        raise SkystackError(f"{label}: expected a 2-D image, got shape {arr.shape}")
+    if arr.dtype.kind not in "biuf":
+        raise SkystackError(f"{label}: unsupported data type {arr.dtype}")
+    if mask is not None:
+        mask = np.asarray(mask, dtype=bool)
+        if mask.shape != arr.shape:
+            raise SkystackError(f"{label}: mask shape {mask.shape} differs from data {arr.shape}")
+    return Frame(label=label, shape=arr.shape, header=fits.Header(header or {}),
+                 source=ArraySource(arr, mask))
+
+
+def load_frames(inputs, hdu: int | str | None = None,
+                pool: HandlePool | None = None) -> list[Frame]:
+    """Normalise ``inputs`` (see module docstring) into checked frames of one common shape."""
+    from astropy.nddata import CCDData
+
+    if isinstance(inputs, (str, os.PathLike, np.ndarray, CCDData)) or isinstance(
+            inputs, (fits.PrimaryHDU, fits.ImageHDU, fits.CompImageHDU)):
+        inputs = [inputs]
+    if isinstance(inputs, np.ndarray) and inputs.ndim == 3:
+        inputs = list(inputs)
+    items: Sequence = list(inputs)
+    if len(items) == 1 and isinstance(items[0], np.ndarray) and items[0].ndim == 3:
+        items = list(items[0])
+    pool = pool or HandlePool()
+    frames: list[Frame] = []
+    pending_paths: list[str | os.PathLike] = []
+
+    def flush_paths():
+        for p in expand_paths(pending_paths):
+            frames.append(_file_frame(p, hdu, pool))
+        pending_paths.clear()
+
+    for i, item in enumerate(items):
+        if isinstance(item, (str, Path, os.PathLike)):
+            pending_paths.append(item)
+            continue
+        flush_paths()
+        if isinstance(item, CCDData):
+            frames.append(_array_frame(item.data, f"ccddata[{i}]", item.meta, item.mask))
+        elif isinstance(item, (fits.PrimaryHDU, fits.ImageHDU, fits.CompImageHDU)):
+            if item.data is None:
+                raise SkystackError(f"hdu[{i}]: no image data")
+            frames.append(_array_frame(item.data, f"hdu[{i}]", item.header))
+        elif isinstance(item, np.ndarray):
+            frames.append(_array_frame(item, f"array[{i}]"))
+        else:
+            raise SkystackError(
+                f"input {i}: unsupported type {type(item).__name__} (expected a path, glob, "
+                "@list, HDU, CCDData or numpy array)")
+    flush_paths()
+    if not frames:
+        raise SkystackError("no input files")
+    shape = frames[0].shape
+    for f in frames[1:]:
+        if f.shape != shape:
+            raise SkystackError(
+                f"{f.label}: shape {f.shape[0]}x{f.shape[1]} differs from "
+                f"{frames[0].label} ({shape[0]}x{shape[1]})")
+    return frames

@@ -1,0 +1,146 @@
+"""The output header: what was combined, how, when, by which version and backend.
+
+Keywords written (all in the primary header):
+
+* ``NCOMBINE`` frames combined; ``IMCMB001``… their file names (IRAF convention, first 999);
+* ``COMBMETH``, ``REJECT`` and the parameters of the rejection used (``SIGLOW``, ``SIGHIGH``,
+  ``SIGCEN``, ``SIGSPRD``, ``MAXITERS``, ``NLOW``, ``NHIGH``, ``RNGLOW``, ``RNGHIGH``, ``PCLOW``,
+  ``PCHIGH``), ``SCALEBY``, ``ZEROBY``, ``WEIGHTS``;
+* ``EXPTIME``: the sum of the inputs' for ``sum``, their mean otherwise;
+* ``DATE-OBS``/``MJD-OBS``: start of the earliest frame; ``DATE-END``/``MJD-END``: end of the
+  latest (start + EXPTIME); ``DATE-AVG``/``MJD-AVG``: exposure-weighted mean of the frames'
+  mid-exposure times (FITS WCS paper III keywords; MJD-OBS keeps its standard meaning, the start);
+* ``SKYSVER`` skystack version, ``SKYSBKND`` the backend;
+* the first frame's WCS (SIP included), and keywords such as OBJECT and FILTER where every frame
+  agrees on them.
+"""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+from astropy.io import fits
+
+from .._version import __version__
+from ..config import CombineOptions
+from .inputs import Frame
+
+# Descriptive keywords carried over when every input frame has the same value.
+SHARED_KEYS = ("OBJECT", "FILTER", "IMAGETYP", "TELESCOP", "INSTRUME", "OBSERVER", "BUNIT",
+               "XBINNING", "YBINNING", "CCDSUM", "GAIN", "EQUINOX", "RADESYS", "ORIGIN")
+
+
+def _frame_times(frame: Frame):
+    """(start MJD, exposure seconds) of a frame, or None where the header lacks a date."""
+    from astropy.time import Time
+
+    h = frame.header
+    exptime = h.get("EXPTIME", h.get("EXPOSURE", 0.0))
+    try:
+        exptime = float(exptime)
+    except (TypeError, ValueError):
+        exptime = 0.0
+    try:
+        if "DATE-OBS" in h:
+            value = str(h["DATE-OBS"]).strip()
+            if "T" not in value and "TIME-OBS" in h:
+                value = f"{value}T{str(h['TIME-OBS']).strip()}"
+            return Time(value, scale="utc").mjd, exptime
+        if "MJD-OBS" in h:
+            return float(h["MJD-OBS"]), exptime
+    except (ValueError, TypeError):
+        return None
+    return None
+
+
+def _isot(mjd: float) -> str:
+    from astropy.time import Time
+
+    return Time(mjd, format="mjd", scale="utc").isot
+
+
+def build_header(frames: list[Frame], options: CombineOptions, backend: str) -> fits.Header:
+    """The provenance header of a combine of ``frames`` (see module docstring)."""
+    h = fits.Header()
+    first = frames[0].header
+    for key in SHARED_KEYS:
+        if key in first and all(f.header.get(key) == first[key] for f in frames[1:]):
+            h[key] = (first[key], first.comments[key])
+    _add_wcs(h, first)
+    h["NCOMBINE"] = (len(frames), "number of frames combined")
+    h["COMBMETH"] = (options.method, "skystack combine method")
+    h["REJECT"] = (options.reject, "skystack rejection")
+    if options.reject == "sigclip":
+        h["SIGLOW"] = (options.sigma_low, "sigma clip: lower threshold (sigma)")
+        h["SIGHIGH"] = (options.sigma_high, "sigma clip: upper threshold (sigma)")
+        h["SIGCEN"] = (options.center, "sigma clip: centre")
+        h["SIGSPRD"] = (options.spread, "sigma clip: spread (mad scaled to sigma)")
+        h["MAXITERS"] = (options.maxiters, "sigma clip: max iterations (0 = converge)")
+    elif options.reject == "minmax":
+        h["NLOW"] = (options.nlow, "minmax: lowest values dropped per pixel")
+        h["NHIGH"] = (options.nhigh, "minmax: highest values dropped per pixel")
+    elif options.reject == "range":
+        if options.range_low is not None:
+            h["RNGLOW"] = (options.range_low, "range: lowest raw value kept")
+        if options.range_high is not None:
+            h["RNGHIGH"] = (options.range_high, "range: highest raw value kept")
+    elif options.reject == "percentile":
+        h["PCLOW"] = (options.plow, "percentile: % of lowest values dropped")
+        h["PCHIGH"] = (options.phigh, "percentile: % of highest values dropped")
+    h["SCALEBY"] = (options.scale, "multiplicative normalisation to frame 1")
+    h["ZEROBY"] = (options.zero, "additive normalisation to frame 1")
+    h["WEIGHTS"] = (options.weights.describe(), "frame weights (mean and sum)")
+
+    exptimes = []
+    for f in frames:
+        try:
+            exptimes.append(float(f.header["EXPTIME"]))
+        except (KeyError, TypeError, ValueError):
+            break
+    else:
+        if options.method == "sum":
+            h["EXPTIME"] = (float(np.sum(exptimes)), "[s] sum of the inputs' EXPTIME")
+        else:
+            h["EXPTIME"] = (float(np.mean(exptimes)), "[s] mean of the inputs' EXPTIME")
+
+    times = [_frame_times(f) for f in frames]
+    if all(t is not None for t in times):
+        start = np.array([t[0] for t in times])
+        expo = np.array([t[1] for t in times])
+        end = start + expo / 86400.0
+        mid = start + expo / 2 / 86400.0
+        avg = float(np.average(mid, weights=expo)) if expo.sum() > 0 else float(mid.mean())
+        h["DATE-OBS"] = (_isot(start.min()), "start of the earliest frame (UTC)")
+        h["MJD-OBS"] = (float(start.min()), "start of the earliest frame")
+        h["DATE-END"] = (_isot(end.max()), "end of the latest frame (UTC)")
+        h["MJD-END"] = (float(end.max()), "end of the latest frame")
+        h["DATE-AVG"] = (_isot(avg), "exposure-weighted mid-time (UTC)")
+        h["MJD-AVG"] = (avg, "exposure-weighted mid-time")
+    for i, f in enumerate(frames[:999], start=1):
+        h[f"IMCMB{i:03d}"] = (f.label[:68], "input frame")
+    if len(frames) > 999:
+        h["IMCMBMOR"] = (len(frames) - 999, "further inputs not listed")
+    h["SKYSVER"] = (__version__, "skystack version")
+    h["SKYSBKND"] = (backend, "skystack compute backend")
+    h["HISTORY"] = f"skystack {__version__}: {options.method} of {len(frames)} frames, " \
+                   f"reject={options.reject}"
+    return h
+
+
+def _add_wcs(out: fits.Header, header: fits.Header) -> None:
+    from astropy.wcs import WCS, FITSFixedWarning
+
+    if not any(k.startswith(("CTYPE", "CRPIX", "CD1_", "PC1_")) for k in header):
+        return
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", FITSFixedWarning)
+            wcs = WCS(header, naxis=2)
+            wcs_header = wcs.to_header(relax=True)
+    except Exception:
+        return
+    for card in wcs_header.cards:
+        if card.keyword not in ("COMMENT", "HISTORY", "DATE-OBS", "MJD-OBS", "DATEREF",
+                                "MJDREF", "MJDREFI", "MJDREFF", "WCSAXES"):
+            out[card.keyword] = (card.value, card.comment)

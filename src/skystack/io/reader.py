@@ -1,0 +1,243 @@
+"""Tile reads: the pixels of N frames for one tile, into one preallocated float32 block.
+
+Each frame has a *source* that knows how to read a rectangle of rows/columns as float32 with NaN
+for missing pixels (FITS BLANK, or a nonzero CCDData ``MASK`` extension):
+
+* :class:`RawFitsSource` for uncompressed FITS images: ``os.pread`` of the raw big-endian bytes at
+  offsets found once when the file was scanned, then byte order, BZERO/BSCALE and BLANK decoded by
+  NumPy. The file is never parsed again inside the tile loop.
+* :class:`CompressedFitsSource` for tile-compressed images (``.fz``): astropy's ``section``, which
+  decompresses only the compression tiles that overlap the request.
+* :class:`ArraySource` for in-memory arrays.
+
+File descriptors are kept in a bounded LRU (:class:`HandlePool`) so that stacks of more frames than
+the process may open at once still work: beyond the bound, files are reopened (a cheap ``open``
+system call, not a FITS parse).
+"""
+
+from __future__ import annotations
+
+import os
+import resource
+import threading
+from collections import OrderedDict
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..errors import SkystackError
+
+__all__ = ["Tile", "HandlePool", "RawFitsSource", "CompressedFitsSource", "ArraySource",
+           "TileReader"]
+
+
+@dataclass(frozen=True)
+class Tile:
+    """A rectangle of the image: rows ``[r0, r1)`` and columns ``[c0, c1)`` (0-based, numpy order)."""
+
+    r0: int
+    r1: int
+    c0: int
+    c1: int
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return (self.r1 - self.r0, self.c1 - self.c0)
+
+
+def _default_handle_limit() -> int:
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == resource.RLIM_INFINITY:
+        soft = 4096
+    # Leave room for the output, Python's own files and numba's cache.
+    return max(4, min(1024, soft // 2 - 32))
+
+
+class HandlePool:
+    """A bounded, thread-safe LRU of open read-only file descriptors, keyed by path."""
+
+    def __init__(self, limit: int | None = None) -> None:
+        self.limit = _default_handle_limit() if limit is None else max(1, limit)
+        self._fds: OrderedDict[str, int] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def pread_into(self, path: str, buf: memoryview, offset: int) -> int:
+        """Read ``len(buf)`` bytes at ``offset`` of ``path`` into ``buf``; returns bytes read."""
+        with self._lock:
+            fd = self._fds.pop(path, None)
+            if fd is None:
+                fd = os.open(path, os.O_RDONLY)
+                while len(self._fds) >= self.limit:
+                    os.close(self._fds.popitem(last=False)[1])
+            self._fds[path] = fd
+            # preadv is positional, so no lock is needed for the read itself, but a concurrent
+            # eviction could close fd: hold a duplicate for the duration of the read.
+            fd = os.dup(fd)
+        try:
+            total = 0
+            while total < len(buf):
+                n = os.preadv(fd, [buf[total:]], offset + total)
+                if n == 0:
+                    break
+                total += n
+            return total
+        finally:
+            os.close(fd)
+
+    def close(self) -> None:
+        with self._lock:
+            for fd in self._fds.values():
+                os.close(fd)
+            self._fds.clear()
+
+
+# BITPIX -> big-endian on-disk dtype
+BITPIX_DTYPES = {8: np.dtype("u1"), 16: np.dtype(">i2"), 32: np.dtype(">i4"), 64: np.dtype(">i8"),
+                 -32: np.dtype(">f4"), -64: np.dtype(">f8")}
+
+
+class RawFitsSource:
+    """Pixels of an uncompressed FITS image read by offset (see module docstring).
+
+    ``mask`` optionally names another raw source (a ``MASK`` extension) whose nonzero pixels are
+    set to NaN.
+    """
+
+    def __init__(self, path: str, data_offset: int, shape: tuple[int, int], bitpix: int,
+                 bscale: float = 1.0, bzero: float = 0.0, blank: int | None = None,
+                 mask: RawFitsSource | None = None, pool: HandlePool | None = None) -> None:
+        self.path = path
+        self.data_offset = data_offset
+        self.shape = shape
+        self.dtype = BITPIX_DTYPES[bitpix]
+        self.bscale = float(bscale)
+        self.bzero = float(bzero)
+        self.blank = blank if self.dtype.kind in "iu" else None
+        self.mask = mask
+        self.pool = pool or HandlePool()
+        self._local = threading.local()
+
+    def _buffer(self, nbytes: int) -> np.ndarray:
+        # One raw buffer per reading thread, grown as needed and reused across tiles.
+        buf = getattr(self._local, "buf", None)
+        if buf is None or buf.nbytes < nbytes:
+            buf = np.empty(nbytes, np.uint8)
+            self._local.buf = buf
+        return buf[:nbytes]
+
+    def read_raw(self, tile: Tile) -> np.ndarray:
+        """The tile's pixels as stored on disk (big-endian, unscaled), in a reused buffer."""
+        rows, cols = tile.shape
+        width = self.shape[1]
+        item = self.dtype.itemsize
+        raw = self._buffer(rows * cols * item)
+        view = memoryview(raw)
+        if cols == width:
+            spans = [(self.data_offset + tile.r0 * width * item, view)]
+        else:
+            row_bytes = cols * item
+            spans = [(self.data_offset + ((tile.r0 + i) * width + tile.c0) * item,
+                      view[i * row_bytes:(i + 1) * row_bytes]) for i in range(rows)]
+        for offset, part in spans:
+            got = self.pool.pread_into(self.path, part, offset)
+            if got != len(part):
+                raise SkystackError(f"{self.path}: truncated data (file ends inside the image)")
+        return raw.view(self.dtype).reshape(rows, cols)
+
+    def read(self, tile: Tile, out: np.ndarray) -> None:
+        """Write the tile's pixels as float32 into ``out`` (shape ``tile.shape``)."""
+        raw = self.read_raw(tile)
+        blank_mask = (raw == self.blank) if self.blank is not None else None
+        if self.bscale == 1.0 and self.bzero == 0.0:
+            np.copyto(out, raw, casting="unsafe")
+        elif self.dtype.itemsize <= 2 and self.bscale == 1.0 and self.bzero.is_integer():
+            # 8/16-bit with integer BZERO (e.g. uint16 as int16 + 32768): exact in float32.
+            np.copyto(out, raw, casting="unsafe")
+            out += np.float32(self.bzero)
+        else:
+            # Wider integers: scale in float64, round once to float32, as astropy does.
+            out[...] = raw * self.bscale + self.bzero
+        if blank_mask is not None:
+            out[blank_mask] = np.nan
+        if self.mask is not None:
+            out[self.mask.read_raw(tile) != 0] = np.nan
+
+
+class CompressedFitsSource:
+    """Pixels of a tile-compressed image HDU, decompressed by astropy per tile read."""
+
+    _open_lock = threading.Lock()
+    _open: OrderedDict[tuple[str, int], object] = OrderedDict()
+    open_limit = 64
+
+    def __init__(self, path: str, hdu_index: int, shape: tuple[int, int]) -> None:
+        self.path = path
+        self.hdu_index = hdu_index
+        self.shape = shape
+
+    def _hdu(self):
+        from astropy.io import fits
+
+        key = (self.path, self.hdu_index)
+        with self._open_lock:
+            hdul = self._open.pop(key, None)
+            if hdul is None:
+                hdul = fits.open(self.path, memmap=False, lazy_load_hdus=True)
+                while len(self._open) >= self.open_limit:
+                    self._open.popitem(last=False)[1].close()
+            self._open[key] = hdul
+            return hdul[self.hdu_index]
+
+    def read(self, tile: Tile, out: np.ndarray) -> None:
+        try:
+            data = self._hdu().section[tile.r0:tile.r1, tile.c0:tile.c1]
+        except (OSError, ValueError) as exc:
+            raise SkystackError(f"{self.path}: cannot decompress image data ({exc})") from None
+        np.copyto(out, data, casting="unsafe")
+
+    @classmethod
+    def close_all(cls) -> None:
+        with cls._open_lock:
+            for hdul in cls._open.values():
+                hdul.close()
+            cls._open.clear()
+
+
+class ArraySource:
+    """Pixels of an in-memory 2-D array; ``mask`` (True = bad) pixels become NaN."""
+
+    def __init__(self, data: np.ndarray, mask: np.ndarray | None = None) -> None:
+        self.data = data
+        self.mask = mask
+        self.shape = data.shape
+
+    def read(self, tile: Tile, out: np.ndarray) -> None:
+        np.copyto(out, self.data[tile.r0:tile.r1, tile.c0:tile.c1], casting="unsafe")
+        if self.mask is not None:
+            out[self.mask[tile.r0:tile.r1, tile.c0:tile.c1]] = np.nan
+
+
+class TileReader:
+    """Reads one tile of every frame into a ``(n_frames, rows, cols)`` float32 block.
+
+    Frames are read concurrently by ``workers`` threads (system reads and NumPy decoding release
+    the GIL), so a tile's reads overlap each other and the combine of the previous tile.
+    """
+
+    def __init__(self, sources: list, workers: int = 2) -> None:
+        self.sources = sources
+        self._pool = ThreadPoolExecutor(max_workers=max(1, workers),
+                                        thread_name_prefix="skystack-read")
+
+    def read(self, tile: Tile, block: np.ndarray) -> None:
+        """Fill ``block[k]`` with frame k's pixels of ``tile``; raises the first read error."""
+        if block.shape != (len(self.sources), *tile.shape):
+            raise ValueError(f"block shape {block.shape} does not fit tile {tile.shape}")
+        futures = [self._pool.submit(src.read, tile, block[k])
+                   for k, src in enumerate(self.sources)]
+        for f in futures:
+            f.result()
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=True)

@@ -1,0 +1,171 @@
+"""The output FITS file, preallocated on disk and filled tile by tile, renamed into place at the end.
+
+Layout, readable by ``astropy.nddata.CCDData.read``:
+
+====  ========  ========  =================================================================
+HDU   EXTNAME   BITPIX    content
+====  ========  ========  =================================================================
+0     (primary) -32       combined image, float32; provenance header
+1     UNCERT    -32       standard error of the combined value (UTYPE = StdDevUncertainty)
+2     MASK      8         1 where no valid input value exists, else 0
+3     COUNT     16 or 32  number of frames used per pixel (after rejection)
+====  ========  ========  =================================================================
+
+Headers are written first and the data areas sized with ``ftruncate``; tiles are converted to
+big-endian and written with ``pwrite`` at their offsets, so the file never needs to fit in memory.
+The file is written under a temporary name in the output's directory and only renamed to its
+final name by :meth:`FitsTileWriter.commit`; :meth:`FitsTileWriter.abort` removes it.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+
+import numpy as np
+from astropy.io import fits
+
+from ..errors import SkystackError
+from .reader import Tile
+
+BLOCK = 2880
+
+__all__ = ["FitsTileWriter", "check_output_path"]
+
+
+def check_output_path(path: str | os.PathLike, overwrite: bool) -> str:
+    """Validate an output path before any work: its folder exists, and it does not exist unless
+    ``overwrite``."""
+    path = os.fspath(path)
+    folder = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(folder):
+        raise SkystackError(f"{path}: output folder {folder} does not exist")
+    if os.path.isdir(path):
+        raise SkystackError(f"{path}: is a directory")
+    if os.path.exists(path) and not overwrite:
+        raise SkystackError(f"{path}: output exists (use --overwrite to replace it)")
+    if not os.access(folder, os.W_OK):
+        raise SkystackError(f"{path}: output folder is not writable")
+    return path
+
+
+def _image_header(primary: bool, bitpix: int, shape: tuple[int, int], extname: str | None,
+                  extra: fits.Header | None = None) -> fits.Header:
+    if primary:
+        cards = [("SIMPLE", True, "conforms to FITS standard")]
+    else:
+        cards = [("XTENSION", "IMAGE", "image extension")]
+    cards += [("BITPIX", bitpix, "array data type"), ("NAXIS", 2, "number of array dimensions"),
+              ("NAXIS1", shape[1]), ("NAXIS2", shape[0])]
+    if primary:
+        cards.append(("EXTEND", True))
+    else:
+        cards += [("PCOUNT", 0), ("GCOUNT", 1), ("EXTNAME", extname)]
+    header = fits.Header(cards)
+    if extra is not None:
+        for card in extra.cards:
+            if card.keyword not in header or card.keyword in ("COMMENT", "HISTORY"):
+                header.append(card, end=True)
+    return header
+
+
+class FitsTileWriter:
+    """Writes the combined products of :mod:`skystack.io.writer` tile by tile (see module doc)."""
+
+    def __init__(self, path: str | os.PathLike, shape: tuple[int, int], header: fits.Header,
+                 *, max_count: int, overwrite: bool = False) -> None:
+        self.path = check_output_path(path, overwrite)
+        self.overwrite = overwrite
+        self.shape = shape
+        count_bitpix = 16 if max_count < 2**15 else 32
+        unc_header = fits.Header([("UTYPE", "StdDevUncertainty",
+                                   "standard error of the combined value")])
+        if "BUNIT" in header:
+            unc_header["BUNIT"] = header["BUNIT"]
+        count_header = fits.Header([("BUNIT", "frames", "input values used per pixel")])
+        mask_header = fits.Header([("COMMENT", "1 = no valid input value")])
+        self._parts = [
+            (_image_header(True, -32, shape, None, header), np.dtype(">f4")),
+            (_image_header(False, -32, shape, "UNCERT", unc_header), np.dtype(">f4")),
+            (_image_header(False, 8, shape, "MASK", mask_header), np.dtype("u1")),
+            (_image_header(False, count_bitpix, shape, "COUNT", count_header),
+             np.dtype(">i2") if count_bitpix == 16 else np.dtype(">i4")),
+        ]
+        folder = os.path.dirname(os.path.abspath(self.path))
+        fd, self.tmp_path = tempfile.mkstemp(prefix=f".{os.path.basename(self.path)}.",
+                                             suffix=".partial", dir=folder)
+        self._fd = fd
+        try:
+            # mkstemp makes the file private (0600); give the product the usual permissions.
+            umask = os.umask(0)
+            os.umask(umask)
+            os.fchmod(fd, 0o666 & ~umask)
+            self._offsets = []
+            pos = 0
+            for hdr, dtype in self._parts:
+                text = hdr.tostring(padding=True).encode("ascii")
+                os.pwrite(fd, text, pos)
+                pos += len(text)
+                self._offsets.append(pos)
+                nbytes = shape[0] * shape[1] * dtype.itemsize
+                pos += -(-nbytes // BLOCK) * BLOCK
+            # Data areas read as zeros until written, which is also the FITS padding.
+            os.ftruncate(fd, pos)
+        except BaseException:
+            self.abort()
+            raise
+
+    def write_tile(self, tile: Tile, image: np.ndarray, uncertainty: np.ndarray,
+                   count: np.ndarray) -> None:
+        """Write one tile's outputs (arrays of shape ``tile.shape``) at their places in the file."""
+        mask = (count == 0).astype(np.uint8)
+        for (_, dtype), offset, data in zip(self._parts, self._offsets,
+                                            (image, uncertainty, mask, count)):
+            be = np.ascontiguousarray(data, dtype=dtype)
+            width = self.shape[1]
+            item = dtype.itemsize
+            if tile.c0 == 0 and tile.c1 == width:
+                os.pwrite(self._fd, be.tobytes(), offset + tile.r0 * width * item)
+            else:
+                for i in range(tile.r1 - tile.r0):
+                    os.pwrite(self._fd, be[i].tobytes(),
+                              offset + ((tile.r0 + i) * width + tile.c0) * item)
+
+    def commit(self) -> str:
+        """Flush, then move the finished file to its final name; returns that name."""
+        os.fsync(self._fd)
+        os.close(self._fd)
+        self._fd = None
+        try:
+            if self.overwrite:
+                os.replace(self.tmp_path, self.path)
+            else:
+                # link() fails if the name appeared meanwhile: never clobber a file we were not
+                # allowed to overwrite.
+                try:
+                    os.link(self.tmp_path, self.path)
+                except FileExistsError:
+                    raise SkystackError(
+                        f"{self.path}: output exists (use --overwrite to replace it)") from None
+                except OSError:
+                    if os.path.exists(self.path):
+                        raise SkystackError(
+                            f"{self.path}: output exists (use --overwrite to replace it)"
+                        ) from None
+                    os.replace(self.tmp_path, self.path)
+                    return self.path
+                os.unlink(self.tmp_path)
+        except BaseException:
+            self.abort()
+            raise
+        return self.path
+
+    def abort(self) -> None:
+        """Close and remove the temporary file; the final name is untouched."""
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+        try:
+            os.unlink(self.tmp_path)
+        except FileNotFoundError:
+            pass
