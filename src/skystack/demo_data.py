@@ -426,7 +426,8 @@ def write_sample_night(directory: str | os.PathLike, *, shape: tuple[int, int] =
         raise ValueError("exposure times must be > 0")
     if dither_px < 0:
         raise ValueError("dither_px must be >= 0")
-    filters = [str(f) for f in filters]
+    # A bare string is one filter name, not a sequence of one-letter filters.
+    filters = [filters] if isinstance(filters, str) else [str(f) for f in filters]
     if len(set(filters)) != len(filters):
         raise ValueError(f"duplicate filter names in {filters}")
     if (n_flat or n_light) and not filters:

@@ -1,9 +1,9 @@
 """Sorting networks: the one source of truth for the CPU and GPU selection kernels.
 
-A sorting network is a fixed list of compare-exchange steps ``(i, j)`` with ``i < j``: after the step,
-``v[i] <= v[j]``. Because the list does not depend on the data, the same step can be applied to many
-pixels at once (SIMD lanes on a CPU, threads on a GPU) without branches, which is what makes a
-per-pixel median or sigma clip run at memory speed instead of at quickselect speed.
+A sorting network is a fixed list of compare-exchange steps ``(i, j)`` with ``i < j``: after the
+step, ``v[i] <= v[j]``. Because the list does not depend on the data, the same step can be applied
+to many pixels at once (SIMD lanes on a CPU, threads on a GPU) without branches, which is what
+makes a per-pixel median or sigma clip run at memory speed instead of at quickselect speed.
 
 Networks here are Batcher's odd-even merge sort, generated for any length ``n``. Missing values are
 sorted as ``+inf`` so that the valid values of a pixel end up first, in ascending order.
@@ -11,14 +11,14 @@ sorted as ``+inf`` so that the valid values of a pixel end up first, in ascendin
 
 from __future__ import annotations
 
-from functools import lru_cache
+from functools import cache, lru_cache
 
 import numpy as np
 
 __all__ = ["oddeven_merge_pairs", "network_array"]
 
 
-@lru_cache(maxsize=None)
+@cache
 def oddeven_merge_pairs(n: int) -> tuple[tuple[int, int], ...]:
     """Return Batcher's odd-even merge sorting network for ``n`` inputs.
 

@@ -59,7 +59,8 @@ def expand_paths(items: Iterable[str | os.PathLike]) -> list[str]:
                 with open(list_file) as f:
                     lines = [ln.strip() for ln in f]
             except OSError as exc:
-                raise SkystackError(f"{list_file}: cannot read file list ({exc.strerror})") from None
+                raise SkystackError(
+                    f"{list_file}: cannot read file list ({exc.strerror})") from None
             base = os.path.dirname(list_file)
             entries = [ln for ln in lines if ln and not ln.startswith("#")]
             paths.extend(expand_paths(

@@ -34,7 +34,7 @@ __all__ = ["Tile", "HandlePool", "RawFitsSource", "CompressedFitsSource", "Array
 
 @dataclass(frozen=True)
 class Tile:
-    """A rectangle of the image: rows ``[r0, r1)`` and columns ``[c0, c1)`` (0-based, numpy order)."""
+    """A rectangle of the image: rows ``[r0, r1)``, columns ``[c0, c1)`` (0-based, numpy order)."""
 
     r0: int
     r1: int

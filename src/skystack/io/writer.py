@@ -1,4 +1,4 @@
-"""The output FITS file, preallocated on disk and filled tile by tile, renamed into place at the end.
+"""The output FITS file: preallocated on disk, filled tile by tile, renamed into place at the end.
 
 Layout, readable by ``astropy.nddata.CCDData.read``:
 

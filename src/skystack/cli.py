@@ -1,0 +1,180 @@
+"""The ``skystack`` command line: ``main(argv=None) -> int``.
+
+Exit codes: 0 success; 1 processing failure (e.g. a disk error while writing); 2 usage or input
+error (one line on stderr naming the file and the problem); 130 interrupted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import time
+
+from . import __version__
+from .errors import SkystackError
+
+log = logging.getLogger("skystack")
+
+EPILOG_COMBINE = """\
+examples:
+  skystack combine bias_*.fits -o master_bias.fits --method mean --reject sigclip --sigma 3
+  skystack combine @lights.txt -o stack.fits --method median --scale median --backend cpu
+  skystack combine 'flats/*.fz' -o flat.fits --reject minmax --nlow 1 --nhigh 2 --mem-limit 1GB
+"""
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse with one-line errors and exit code 2."""
+
+    def error(self, message: str):  # noqa: D102 - argparse API
+        self.exit(2, f"skystack: error: {message} (see '{self.prog} --help')\n")
+
+
+def _hdu(text: str) -> int | str:
+    return int(text) if text.lstrip("-").isdigit() else text
+
+
+def _add_combine_options(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("combination")
+    g.add_argument("--method", default="mean", choices=("mean", "median", "sum", "min", "max"),
+                   help="per-pixel statistic of the kept values (default: mean)")
+    g.add_argument("--reject", default="none",
+                   choices=("none", "sigclip", "minmax", "range", "percentile"),
+                   help="outlier rejection before the statistic (default: none)")
+    g.add_argument("--center", default="median", choices=("median", "mean"),
+                   help="sigclip: centre of the clipping interval (default: median)")
+    g.add_argument("--spread", default="std", choices=("std", "mad"),
+                   help="sigclip: spread, std (ddof 0) or MAD scaled to sigma (default: std)")
+    g.add_argument("--sigma", type=float, help="sigclip: both thresholds, in sigma")
+    g.add_argument("--sigma-low", type=float, default=3.0, help="sigclip: lower threshold (3)")
+    g.add_argument("--sigma-high", type=float, default=3.0, help="sigclip: upper threshold (3)")
+    g.add_argument("--maxiters", type=int, default=5,
+                   help="sigclip: iterations, 0 = until nothing changes (default: 5)")
+    g.add_argument("--nlow", type=int, default=1, help="minmax: lowest values dropped (1)")
+    g.add_argument("--nhigh", type=int, default=1, help="minmax: highest values dropped (1)")
+    g.add_argument("--low", type=float, help="range: lowest raw value kept (inclusive)")
+    g.add_argument("--high", type=float, help="range: highest raw value kept (inclusive)")
+    g.add_argument("--plow", type=float, default=10.0,
+                   help="percentile: %% of each pixel's values dropped at the low end (10)")
+    g.add_argument("--phigh", type=float, default=10.0,
+                   help="percentile: %% of each pixel's values dropped at the high end (10)")
+    g.add_argument("--weights", default="none",
+                   help="none, exptime, invvar:KEY (KEY = variance), noise:KEY (KEY = sigma), "
+                        "w1,w2,... or @file (mean and sum only)")
+    g.add_argument("--scale", default="none", choices=("none", "median", "mean", "exposure"),
+                   help="multiplicative normalisation to the first frame (default: none)")
+    g.add_argument("--zero", default="none", choices=("none", "median", "mean"),
+                   help="additive normalisation to the first frame (default: none)")
+    r = p.add_argument_group("resources")
+    r.add_argument("--hdu", type=_hdu, help="HDU index or EXTNAME (default: first image HDU)")
+    r.add_argument("--backend", default="auto", choices=("auto", "cpu", "gpu"),
+                   help="compute engine (default: auto = GPU if usable, else CPU)")
+    r.add_argument("--mem-limit", help="memory budget for tiles, e.g. 512MB (default: 1/4 of "
+                                       "available RAM, 256MB..8GB)")
+    r.add_argument("--threads", type=int, help="CPU threads (default: all cores)")
+
+
+def _combine_kwargs(a: argparse.Namespace) -> dict:
+    return dict(method=a.method, reject=a.reject, center=a.center, spread=a.spread, sigma=a.sigma,
+                sigma_low=a.sigma_low, sigma_high=a.sigma_high, maxiters=a.maxiters,
+                nlow=a.nlow, nhigh=a.nhigh, low=a.low, high=a.high, plow=a.plow, phigh=a.phigh,
+                weights=a.weights, scale=a.scale, zero=a.zero, hdu=a.hdu,
+                mem_limit=a.mem_limit)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="skystack",
+                     description="Calibrate, align and stack astronomical FITS images.")
+    parser.add_argument("--version", action="version", version=f"skystack {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+
+    c = sub.add_parser("combine", help="combine a stack of images pixel by pixel",
+                       epilog=EPILOG_COMBINE, formatter_class=argparse.RawDescriptionHelpFormatter)
+    c.add_argument("files", nargs="+", metavar="FILES",
+                   help="FITS files, glob patterns or @list.txt files")
+    c.add_argument("-o", "--output", required=True, help="output FITS file")
+    c.add_argument("--overwrite", action="store_true", help="replace an existing output")
+    _add_combine_options(c)
+    _add_common(c)
+
+    i = sub.add_parser("info", help="table of shape, dtype, IMAGETYP, FILTER, EXPTIME, DATE-OBS")
+    i.add_argument("files", nargs="+", metavar="FILES")
+    i.add_argument("--hdu", type=_hdu, help="HDU index or EXTNAME (default: first image HDU)")
+    _add_common(i)
+
+    d = sub.add_parser("demo", help="write a synthetic night of raw frames to DIR and stack it")
+    d.add_argument("directory", metavar="DIR")
+    d.add_argument("--overwrite", action="store_true", help="replace existing products")
+    d.add_argument("--backend", default="auto", choices=("auto", "cpu", "gpu"))
+    _add_common(d)
+    return parser
+
+
+def _add_common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar or summary")
+    p.add_argument("-v", "--verbose", action="store_true", help="log details")
+
+
+def _run_combine(a: argparse.Namespace) -> int:
+    from .api import combine_to_file
+    from .progress import ProgressBar
+
+    t0 = time.perf_counter()
+    progress = None if a.quiet else ProgressBar("combining")
+    path = combine_to_file(a.files, a.output, backend=a.backend, overwrite=a.overwrite,
+                           progress=progress, threads=a.threads, **_combine_kwargs(a))
+    if not a.quiet:
+        print(f"wrote {path} ({time.perf_counter() - t0:.2f} s)")
+    return 0
+
+
+def _run_info(a: argparse.Namespace) -> int:
+    from .io.info import format_table, info_rows
+
+    rows, errors = info_rows(a.files, hdu=a.hdu)
+    if rows:
+        print(format_table(rows))
+    for err in errors:
+        print(f"skystack: error: {err}", file=sys.stderr)
+    return 2 if errors else 0
+
+
+def _run_demo(a: argparse.Namespace) -> int:
+    from .demo import run_demo
+
+    run_demo(a.directory, backend=a.backend, overwrite=a.overwrite, quiet=a.quiet)
+    return 0
+
+
+COMMANDS = {"combine": _run_combine, "info": _run_info, "demo": _run_demo}
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the command line; returns the exit code (see module docstring)."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return 2
+    logging.basicConfig(format="skystack: %(message)s",
+                        level=logging.DEBUG if args.verbose else logging.WARNING)
+    try:
+        return COMMANDS[args.command](args)
+    except SkystackError as exc:
+        print(f"skystack: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("skystack: interrupted", file=sys.stderr)
+        return 130
+    except OSError as exc:
+        where = f"{exc.filename}: " if getattr(exc, "filename", None) else ""
+        print(f"skystack: error: {where}{exc.strerror or exc}", file=sys.stderr)
+        return 1
+    except MemoryError:
+        print("skystack: error: out of memory (try a smaller --mem-limit)", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
