@@ -136,7 +136,134 @@ def read_header(path: str, hdu: int | str | None = None) -> tuple[fits.Header, t
         return h.header.copy(), _image_shape(h.header)
 
 
+@dataclass(frozen=True)
+class _HduInfo:
+    header_text: str
+    data_offset: int
+    data_bytes: int
+    keys: dict
+
+
+_BLOCK = 2880
+_STRUCT_KEYS = ("SIMPLE", "XTENSION", "BITPIX", "NAXIS", "PCOUNT", "GCOUNT", "EXTNAME", "ZIMAGE")
+
+
+def _card_value(card: bytes):
+    text = card[10:80].decode("ascii", "replace")
+    if text.lstrip().startswith("'"):
+        return text.strip()[1:].split("'", 1)[0].strip()
+    value = text.split("/", 1)[0].strip()
+    if value in ("T", "F"):
+        return value == "T"
+    try:
+        return int(value)
+    except ValueError:
+        return float(value)
+
+
+def _scan_hdus(path: str, stop_after: int | None = None) -> list[_HduInfo]:
+    """Headers and data spans of a FITS file's HDUs, reading only the header blocks.
+
+    A fast path for uncompressed files: only the structural keywords are parsed here; anything
+    unusual raises ValueError and the caller falls back to astropy.
+    """
+    size = os.path.getsize(path)
+    hdus: list[_HduInfo] = []
+    with open(path, "rb") as f:
+        offset = 0
+        while offset < size and (stop_after is None or len(hdus) < stop_after):
+            f.seek(offset)
+            blocks = []
+            keys: dict = {}
+            done = False
+            while not done:
+                block = f.read(_BLOCK)
+                if len(block) < _BLOCK:
+                    raise ValueError("truncated header")
+                blocks.append(block)
+                for i in range(0, _BLOCK, 80):
+                    card = block[i:i + 80]
+                    name = card[:8].rstrip().decode("ascii", "replace")
+                    if name == "END":
+                        done = True
+                        break
+                    if (name in _STRUCT_KEYS or name.startswith("NAXIS")) and card[8:10] == b"= ":
+                        keys[name] = _card_value(card)
+            first = "SIMPLE" if not hdus else "XTENSION"
+            if first not in keys:
+                raise ValueError("not a FITS HDU")
+            naxis = int(keys.get("NAXIS", 0))
+            count = 0
+            if naxis:
+                count = 1
+                for i in range(1, naxis + 1):
+                    count *= int(keys[f"NAXIS{i}"])
+            nbytes = abs(int(keys["BITPIX"])) // 8 * int(keys.get("GCOUNT", 1)) * (
+                int(keys.get("PCOUNT", 0)) + count)
+            data_offset = offset + len(blocks) * _BLOCK
+            hdus.append(_HduInfo(b"".join(blocks).decode("ascii", "replace"), data_offset, nbytes,
+                                 keys))
+            offset = data_offset + -(-nbytes // _BLOCK) * _BLOCK
+    return hdus
+
+
+def _fast_file_frame(path: str, hdu: int | str | None, pool: HandlePool) -> Frame | None:
+    """The frame of an uncompressed image by :func:`_scan_hdus`; None when astropy must decide
+    (compressed data, an unusual file, or any problem to report)."""
+    try:
+        hdus = _scan_hdus(path)
+    except (ValueError, KeyError, OSError, UnicodeError):
+        return None
+    if isinstance(hdu, int):
+        index = hdu
+    elif hdu is None:
+        index = next((i for i, h in enumerate(hdus) if h.keys.get("NAXIS", 0) >= 2), None)
+    else:
+        index = next((i for i, h in enumerate(hdus)
+                      if str(h.keys.get("EXTNAME", "")).upper() == str(hdu).upper()), None)
+    if index is None or not 0 <= index < len(hdus):
+        return None
+    info = hdus[index]
+    if info.keys.get("XTENSION", "IMAGE") != "IMAGE" and index != 0:
+        return None
+    header = fits.Header.fromstring(info.header_text)
+    shape = _image_shape(header)
+    bitpix = info.keys["BITPIX"]
+    if shape is None or bitpix not in BITPIX_DTYPES:
+        return None
+    size = os.path.getsize(path)
+    if info.data_offset + info.data_bytes > size:
+        return None
+    blank = header.get("BLANK")
+    mask = None
+    for i, h in enumerate(hdus):
+        if i != index and str(h.keys.get("EXTNAME", "")).upper() == "MASK":
+            if (h.keys.get("XTENSION") == "IMAGE" and h.keys.get("BITPIX") in BITPIX_DTYPES
+                    and _image_shape(fits.Header.fromstring(h.header_text)) == shape
+                    and h.data_offset + h.data_bytes <= size):
+                mask = RawFitsSource(path, h.data_offset, shape, h.keys["BITPIX"], pool=pool)
+            break
+    source = RawFitsSource(path, info.data_offset, shape, bitpix,
+                           bscale=header.get("BSCALE", 1.0), bzero=header.get("BZERO", 0.0),
+                           blank=int(blank) if blank is not None else None, mask=mask, pool=pool)
+    if index != 0:
+        _merge_primary(header, fits.Header.fromstring(hdus[0].header_text))
+    return Frame(label=os.path.basename(path), shape=shape, header=header, source=source,
+                 path=path, hdu_index=index)
+
+
+def _merge_primary(header: fits.Header, primary: fits.Header) -> None:
+    """Primary keywords (DATE-OBS, EXPTIME…) often live in HDU 0 when the image is in HDU 1."""
+    for card in primary.cards:
+        if card.keyword not in header and card.keyword not in _STRUCTURAL:
+            header.append(card, end=True)
+
+
 def _file_frame(path: str, hdu: int | str | None, pool: HandlePool) -> Frame:
+    if os.path.isfile(path) and os.access(path, os.R_OK):
+        frame = _fast_file_frame(path, hdu, pool)
+        if frame is not None:
+            return frame
     hdul = _open_fits(path)
     try:
         index = _select_hdu(hdul, hdu, path)
@@ -165,11 +292,8 @@ def _file_frame(path: str, hdu: int | str | None, pool: HandlePool) -> Frame:
                                    blank=int(blank) if blank is not None else None,
                                    mask=_mask_source(hdul, index, shape, path, size, pool),
                                    pool=pool)
-        # Primary keywords (DATE-OBS, EXPTIME…) often live in HDU 0 when the image is in HDU 1.
         if index != 0:
-            for card in hdul[0].header.cards:
-                if card.keyword not in header and card.keyword not in _STRUCTURAL:
-                    header.append(card, end=True)
+            _merge_primary(header, hdul[0].header)
         return Frame(label=os.path.basename(path), shape=shape, header=header, source=source,
                      path=path, hdu_index=index)
     finally:
