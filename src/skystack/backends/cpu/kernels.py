@@ -225,12 +225,28 @@ def _percentile_of_range(col, lo, hi, frac):
     return col[lo + i] + t * (col[lo + i + 1] - col[lo + i])
 
 
-@njit(nogil=True, cache=True)
+# Sums over a pixel's values may be reassociated (several accumulators, SIMD): a serial float64
+# chain of additions is latency-bound, and the order of summation is not part of any contract.
+# Only 'reassoc' is enabled: no FMA contraction, no assumptions about NaN or inf.
+_REASSOC = {"reassoc"}
+
+
+@njit(nogil=True, cache=True, fastmath=_REASSOC)
 def _mean_of_range(col, lo, hi):
     s = 0.0
     for i in range(lo, hi):
         s += col[i]
     return s / (hi - lo)
+
+
+@njit(nogil=True, cache=True, fastmath=_REASSOC)
+def _ssd_of_range(col, lo, hi, mean):
+    """Sum of squared deviations from ``mean`` over [lo, hi)."""
+    s = 0.0
+    for i in range(lo, hi):
+        d = col[i] - mean
+        s += d * d
+    return s
 
 
 @njit(nogil=True, cache=True)
@@ -248,6 +264,7 @@ def _sigclip_range(col, n, use_median, use_mad, sigma_lo, sigma_hi, maxiters):
     lower = -np.inf
     upper = np.inf
     while True:
+        m = b - a
         med = 0.0
         mean = 0.0
         if use_median or use_mad:
@@ -258,11 +275,7 @@ def _sigclip_range(col, n, use_median, use_mad, sigma_lo, sigma_hi, maxiters):
         if use_mad:
             std = _mad_of_range(col, a, b, med) * MAD_TO_SIGMA
         else:
-            ss = 0.0
-            for i in range(a, b):
-                d = col[i] - mean
-                ss += d * d
-            std = math.sqrt(ss / (b - a))
+            std = math.sqrt(_ssd_of_range(col, a, b, mean) / m)
         lower = cen - sigma_lo * std
         upper = cen + sigma_hi * std
         na = a
@@ -271,7 +284,7 @@ def _sigclip_range(col, n, use_median, use_mad, sigma_lo, sigma_hi, maxiters):
         nb = b
         while nb > na and col[nb - 1] > upper:
             nb -= 1
-        if nb - na == b - a or nb == na:
+        if nb - na == m or nb == na:
             break
         a = na
         b = nb
@@ -299,10 +312,7 @@ def _reduce_sorted_range(method, col, lo, hi):
         iqr = _percentile_of_range(col, lo, hi, 0.75) - _percentile_of_range(col, lo, hi, 0.25)
         return med, MEDIAN_SE_FACTOR * (iqr / IQR_TO_SIGMA) / math.sqrt(m)
     mean = _mean_of_range(col, lo, hi)
-    ssd = 0.0
-    for i in range(lo, hi):
-        d = col[i] - mean
-        ssd += d * d
+    ssd = _ssd_of_range(col, lo, hi, mean)
     return _moments_to_result(method, m, float(m), float(m), mean * m, ssd, col[lo],
                               col[hi - 1])
 
