@@ -97,6 +97,9 @@ BITPIX_DTYPES = {8: np.dtype("u1"), 16: np.dtype(">i2"), 32: np.dtype(">i4"), 64
                  -32: np.dtype(">f4"), -64: np.dtype(">f8")}
 
 
+_THREAD_BUFFERS = threading.local()
+
+
 class RawFitsSource:
     """Pixels of an uncompressed FITS image read by offset (see module docstring).
 
@@ -116,14 +119,16 @@ class RawFitsSource:
         self.blank = blank if self.dtype.kind in "iu" else None
         self.mask = mask
         self.pool = pool or HandlePool()
-        self._local = threading.local()
 
-    def _buffer(self, nbytes: int) -> np.ndarray:
-        # One raw buffer per reading thread, grown as needed and reused across tiles.
-        buf = getattr(self._local, "buf", None)
+    @staticmethod
+    def _buffer(nbytes: int) -> np.ndarray:
+        # One raw buffer per reading thread, shared by all frames and reused across tiles, so
+        # memory does not grow with the number of frames. read() is done with it before the next
+        # read_raw() on the same thread.
+        buf = getattr(_THREAD_BUFFERS, "buf", None)
         if buf is None or buf.nbytes < nbytes:
             buf = np.empty(nbytes, np.uint8)
-            self._local.buf = buf
+            _THREAD_BUFFERS.buf = buf
         return buf[:nbytes]
 
     def read_raw(self, tile: Tile) -> np.ndarray:
@@ -160,7 +165,7 @@ class RawFitsSource:
             out[...] = raw * self.bscale + self.bzero
         if blank_mask is not None:
             out[blank_mask] = np.nan
-        if self.mask is not None:
+        if self.mask is not None:  # reuses the thread's buffer: raw is no longer needed
             out[self.mask.read_raw(tile) != 0] = np.nan
 
 
