@@ -79,17 +79,8 @@ def combine(inputs, output: str | os.PathLike | None = None, *, backend: str = "
     Pixel values that are NaN, infinite, BLANK or masked are ignored. See the README for the
     exact semantics of each method, of the rejections and of the uncertainty.
     """
-    opts = combine_options(**options)
-    if output is not None:
-        check_output_path(output, overwrite)
-    frames = load_frames(inputs, hdu=opts.hdu)
-    if output is not None:
-        _refuse_input_as_output(frames, output)
-    engine = get_backend(backend, threads=threads)
+    opts, frames, engine, header = _prepare(inputs, output, overwrite, backend, threads, options)
     try:
-        header = build_header(frames, opts, engine.describe())
-        if "BUNIT" not in header:
-            header["BUNIT"] = ("adu", "assumed: inputs give no BUNIT")
         sink = ArraySink(frames[0].shape)
         sinks: list = [sink]
         writer = None
@@ -117,15 +108,8 @@ def combine_to_file(inputs, output: str | os.PathLike, *, backend: str = "auto",
                     **options) -> str:
     """Like :func:`combine` with an output file, but streams to disk without keeping the result
     in memory (the command line's path for images larger than RAM). Returns the output path."""
-    opts = combine_options(**options)
-    check_output_path(output, overwrite)
-    frames = load_frames(inputs, hdu=opts.hdu)
-    _refuse_input_as_output(frames, output)
-    engine = get_backend(backend, threads=threads)
+    opts, frames, engine, header = _prepare(inputs, output, overwrite, backend, threads, options)
     try:
-        header = build_header(frames, opts, engine.describe())
-        if "BUNIT" not in header:
-            header["BUNIT"] = ("adu", "assumed: inputs give no BUNIT")
         writer = FitsTileWriter(output, frames[0].shape, header, max_count=len(frames),
                                 overwrite=overwrite)
         try:
@@ -137,6 +121,25 @@ def combine_to_file(inputs, output: str | os.PathLike, *, backend: str = "auto",
             raise
     finally:
         engine.close()
+
+
+def _prepare(inputs, output, overwrite, backend, threads, options):
+    """Validate options and output, load the frames, bind the backend, build the header."""
+    opts = combine_options(**options)
+    if output is not None:
+        check_output_path(output, overwrite)
+    frames = load_frames(inputs, hdu=opts.hdu)
+    if output is not None:
+        _refuse_input_as_output(frames, output)
+    engine = get_backend(backend, threads=threads)
+    try:
+        header = build_header(frames, opts, engine.describe())
+    except BaseException:
+        engine.close()
+        raise
+    if "BUNIT" not in header:
+        header["BUNIT"] = ("adu", "assumed: inputs give no BUNIT")
+    return opts, frames, engine, header
 
 
 def _refuse_input_as_output(frames, output) -> None:
