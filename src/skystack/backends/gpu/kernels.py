@@ -1,0 +1,118 @@
+"""The CUDA sources of the GPU backend: where they live, which kernel a combine uses, and the
+single translation unit that both CuPy (NVRTC, at run time) and CI (nvcc) compile.
+
+Nothing here imports CuPy, so the choice of kernels and the assembled source are tested on
+machines without a GPU.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass
+from functools import cache
+from pathlib import Path
+
+from ...config import CombineOptions
+from ...errors import SkystackError
+from ...networks import GPU_REGISTER_SIZES
+
+__all__ = ["KernelChoice", "kernels_dir", "assemble_source", "choose_combine_kernel",
+           "all_name_expressions", "MAX_GPU_FRAMES", "THREADS_PER_BLOCK"]
+
+# The warp kernel holds 32 * ITEMS values per pixel; 64 items per lane is the register limit.
+WARP_ITEMS = (4, 8, 16, 32, 64)
+MAX_GPU_FRAMES = 32 * WARP_ITEMS[-1]
+THREADS_PER_BLOCK = 128
+_INCLUDE = re.compile(r'^\s*#\s*include\s+"([^"]+)"\s*$', re.MULTILINE)
+
+
+def kernels_dir() -> Path:
+    """The folder holding ``combine.cu`` and its headers (in the wheel, or the source tree)."""
+    here = Path(__file__).resolve()
+    installed = here.parents[2] / "kernels"  # site-packages/skystack/kernels
+    if (installed / "combine.cu").is_file():
+        return installed
+    checkout = here.parents[4] / "kernels"  # <repo>/src/skystack/backends/gpu -> <repo>/kernels
+    if (checkout / "combine.cu").is_file():
+        return checkout
+    raise SkystackError(f"CUDA sources not found (looked in {installed} and {checkout})")
+
+
+@cache
+def assemble_source(name: str = "combine.cu") -> str:
+    """``name`` with its local ``#include "..."`` headers inlined, each once.
+
+    One self-contained string: NVRTC needs no include paths, and CuPy's on-disk cache (keyed on the
+    source text) is invalidated whenever any header changes.
+    """
+    root = kernels_dir()
+    seen: set[str] = set()
+
+    def expand(fname: str) -> str:
+        if fname in seen:
+            return ""
+        seen.add(fname)
+        path = root / fname
+        if not path.is_file():
+            raise SkystackError(f"CUDA source {path} is missing")
+        text = path.read_text()
+        text = text.replace("#pragma once", "")
+        return _INCLUDE.sub(lambda m: expand(m.group(1)), text)
+
+    return f"// assembled from {name} by skystack.backends.gpu.kernels\n" + expand(name)
+
+
+@dataclass(frozen=True)
+class KernelChoice:
+    """One combine kernel and how to launch it."""
+
+    name: str            # the name expression, e.g. "combine_small<16>"
+    pixels_per_block: int
+    threads_per_block: int
+    shared_bytes: int = 0
+
+
+def _needs_order_statistics(options: CombineOptions) -> bool:
+    return options.method == "median" or options.reject in ("sigclip", "minmax", "percentile")
+
+
+def _small(size: int) -> KernelChoice:
+    return KernelChoice(f"combine_small<{size}>", THREADS_PER_BLOCK, THREADS_PER_BLOCK)
+
+
+def _warp(items: int) -> KernelChoice:
+    warps = 8 if items <= 32 else 4
+    return KernelChoice(f"combine_warp<{items}, {int(math.log2(items))}, {warps}>", warps,
+                        32 * warps, warps * (32 * items + 8) * 4)
+
+
+def choose_combine_kernel(n_frames: int, options: CombineOptions) -> KernelChoice:
+    """The kernel for combining ``n_frames`` values per pixel with ``options``.
+
+    Mean, sum, min and max without rank or sigma rejection stream through one pass; everything
+    else sorts: in one thread's registers up to 64 frames, across a warp up to 2048.
+    """
+    if not _needs_order_statistics(options):
+        return KernelChoice("combine_accumulate", THREADS_PER_BLOCK, THREADS_PER_BLOCK)
+    for size in GPU_REGISTER_SIZES:
+        if n_frames <= size:
+            return _small(size)
+    for items in WARP_ITEMS:
+        if n_frames <= 32 * items:
+            return _warp(items)
+    raise SkystackError(f"the GPU backend sorts at most {MAX_GPU_FRAMES} frames per pixel for "
+                        f"{options.method}/{options.reject} (got {n_frames}); use --backend cpu")
+
+
+def all_name_expressions() -> list[str]:
+    """Every kernel the backend may launch (CuPy instantiates these; CI compiles them all)."""
+    return (["decode_frames", "combine_accumulate"]
+            + [_small(s).name for s in GPU_REGISTER_SIZES]
+            + [_warp(i).name for i in WARP_ITEMS])
+
+
+def instantiation_unit() -> str:
+    """The assembled source plus references that make nvcc instantiate every template kernel."""
+    refs = ",\n    ".join(f"(void*)&{name}" for name in all_name_expressions())
+    return assemble_source() + f"\nvoid* skystack_all_kernels[] = {{\n    {refs}}};\n"

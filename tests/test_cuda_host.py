@@ -1,0 +1,292 @@
+"""The GPU kernels without a GPU: nvcc compiles every kernel, and the per-pixel algorithms of the
+kernels, compiled for the host, match the NumPy / astropy references.
+
+These need ``nvcc``; they skip where it is missing unless SKYSTACK_REQUIRE_NVCC=1 (set by CI),
+in which case a missing compiler is a failure.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import skystack
+from skystack.backends.gpu.kernels import (
+    all_name_expressions,
+    choose_combine_kernel,
+    instantiation_unit,
+    kernels_dir,
+)
+from skystack.networks import GPU_REGISTER_SIZES, cuda_header
+from tests.reference import keep_mask, make_stack, reduce_kept
+from tests.test_combine import METHODS, REJECTIONS
+
+HARNESS = Path(__file__).parent / "cuda" / "host_harness.cu"
+METHOD_CODES = {"mean": 0, "sum": 1, "median": 2, "min": 3, "max": 4}
+REJECT_CODES = {"none": 0, "sigclip": 1, "minmax": 2, "range": 3, "percentile": 4}
+
+
+def _nvcc() -> str:
+    found = shutil.which("nvcc") or next(
+        (p for p in ("/usr/local/cuda/bin/nvcc", "/usr/local/bin/nvcc") if os.path.exists(p)), None)
+    if found is None:
+        if os.environ.get("SKYSTACK_REQUIRE_NVCC") == "1":
+            pytest.fail("nvcc not found but SKYSTACK_REQUIRE_NVCC=1")
+        pytest.skip("nvcc not found")
+    return found
+
+
+def test_network_header_is_generated_from_networks_py():
+    committed = (kernels_dir() / "sk_networks.cuh").read_text()
+    assert committed == cuda_header(), (
+        "kernels/sk_networks.cuh is stale: run python -m skystack.networks kernels/sk_networks.cuh")
+
+
+@pytest.mark.slow
+def test_every_kernel_compiles_for_hopper_without_spills(tmp_path):
+    """nvcc compiles every instantiation CuPy may request; register kernels must not spill."""
+    nvcc = _nvcc()
+    src = tmp_path / "all_kernels.cu"
+    src.write_text(instantiation_unit())
+    proc = subprocess.run([nvcc, "-std=c++17", "-arch=sm_90", "-Xptxas", "-v", "-c", str(src),
+                           "-o", str(tmp_path / "all.o")], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    chunks = proc.stderr.split("Compiling entry function '")[1:]
+    assert len(chunks) == len(all_name_expressions())
+    spilled = [c.split("'")[0] for c in chunks
+               if int(re.search(r"(\d+) bytes spill stores", c).group(1)) > 0]
+    assert not spilled, f"kernels spill registers: {spilled}"
+
+
+@pytest.fixture(scope="session")
+def harness(tmp_path_factory):
+    nvcc = _nvcc()
+    out = tmp_path_factory.mktemp("harness") / "sk_harness.so"
+    proc = subprocess.run([nvcc, "-std=c++17", "-x", "cu", "-O2", "-shared", "-Xcompiler",
+                           "-fPIC", f"-I{kernels_dir()}", str(HARNESS), "-o", str(out)],
+                          capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    lib = ctypes.CDLL(str(out))
+    lib.sk_host_combine.restype = ctypes.c_int
+    return lib
+
+
+def _ptr(a: np.ndarray):
+    return a.ctypes.data_as(ctypes.c_void_p)
+
+
+def host_combine(lib, cube, *, method="mean", reject="none", center="median", spread="std",
+                 sigma_low=3.0, sigma_high=3.0, maxiters=5, nlow=1, nhigh=1, low=None,
+                 high=None, plow=10.0, phigh=10.0, weights=None, scale=None, zero=None,
+                 path=None):
+    """Run the host build of the kernel that the GPU backend would choose for this combine."""
+    n = cube.shape[0]
+    opts = skystack.combine_options(method=method, reject=reject, low=low, high=high)
+    choice = choose_combine_kernel(n, opts)
+    if path is None:
+        path = 0 if choice.name == "combine_accumulate" else (
+            1 if choice.name.startswith("combine_small") else 2)
+    nmax = int(re.search(r"<(\d+)>", choice.name).group(1)) if path == 1 else 0
+    block = np.ascontiguousarray(cube, np.float32).reshape(n, -1)
+    npix = block.shape[1]
+    sc = np.ones(n, np.float32) if scale is None else np.asarray(scale, np.float32)
+    zr = np.zeros(n, np.float32) if zero is None else np.asarray(zero, np.float32)
+    w = np.ones(n, np.float64) if weights is None else np.asarray(weights, np.float64)
+    img = np.empty(npix, np.float32)
+    unc = np.empty(npix, np.float32)
+    cnt = np.empty(npix, np.int32)
+    rc = lib.sk_host_combine(
+        _ptr(block), ctypes.c_int(n), ctypes.c_longlong(npix), _ptr(sc), _ptr(zr), _ptr(w),
+        METHOD_CODES[method], REJECT_CODES[reject], int(weights is not None),
+        int(reject == "range"), ctypes.c_float(-np.inf if low is None else low),
+        ctypes.c_float(np.inf if high is None else high), int(center == "median"),
+        int(spread == "mad"), ctypes.c_double(sigma_low), ctypes.c_double(sigma_high),
+        maxiters if maxiters > 0 else -1, nlow, nhigh, ctypes.c_double(plow),
+        ctypes.c_double(phigh), path, nmax, _ptr(img), _ptr(unc), _ptr(cnt))
+    assert rc == 0
+    shape = cube.shape[1:]
+    return img.reshape(shape), unc.reshape(shape), cnt.reshape(shape)
+
+
+def _compare(got, cube, reject, opts, method, weights=None):
+    img, unc, cnt = got
+    keep = keep_mask(cube, reject, **opts)
+    value, unc_ref, count = reduce_kept(cube, keep, method, weights)
+    np.testing.assert_array_equal(cnt, count)
+    rtol = 1e-6 if method in ("median", "min", "max") else 1e-5
+    np.testing.assert_allclose(img, value, rtol=rtol, atol=1e-4, equal_nan=True)
+    np.testing.assert_allclose(unc, unc_ref, rtol=1e-4, atol=1e-4, equal_nan=True)
+
+
+@pytest.mark.parametrize("n", [3, 15, 40, 100])
+@pytest.mark.parametrize("reject,opts", REJECTIONS)
+@pytest.mark.parametrize("method", METHODS)
+def test_kernel_pixel_code_matches_references(harness, n, method, reject, opts):
+    cube = make_stack(n=n, shape=(11, 23), seed=n * 7 + len(method))
+    kw = {("low" if k == "low" else k): v for k, v in opts.items()}
+    got = host_combine(harness, cube, method=method, reject=reject, **kw)
+    _compare(got, cube, reject, opts, method)
+
+
+@pytest.mark.parametrize("n", [1, 2, 5, 12, 33, 64])
+def test_register_path_every_size_matches_numpy_median(harness, n):
+    cube = make_stack(n=n, shape=(9, 17), seed=n, dead_pixels=False, nan_fraction=0.0)
+    img, _, cnt = host_combine(harness, cube, method="median", path=1)
+    np.testing.assert_array_equal(img, np.median(cube, axis=0))
+    assert (cnt == n).all()
+
+
+@pytest.mark.parametrize("path", [1, 2])
+@pytest.mark.parametrize("center,spread", [("median", "std"), ("mean", "std"),
+                                           ("median", "mad"), ("mean", "mad")])
+@pytest.mark.parametrize("maxiters", [0, 1, 5])
+def test_sigclip_kept_counts_equal_astropy(harness, path, center, spread, maxiters):
+    from astropy.stats import sigma_clip
+
+    cube = make_stack(n=21, shape=(30, 30), seed=maxiters, outlier_fraction=0.08)
+    clipped = sigma_clip(cube, sigma_lower=2.0, sigma_upper=2.5, cenfunc=center,
+                         stdfunc="std" if spread == "std" else "mad_std",
+                         maxiters=None if maxiters == 0 else maxiters, axis=0)
+    img, _, cnt = host_combine(harness, cube, method="mean", reject="sigclip", center=center,
+                               spread=spread, sigma_low=2.0, sigma_high=2.5, maxiters=maxiters,
+                               path=path)
+    np.testing.assert_array_equal(cnt, (~clipped.mask).sum(0))
+    np.testing.assert_allclose(img, clipped.mean(axis=0).filled(np.nan), rtol=1e-5,
+                               equal_nan=True)
+
+
+@pytest.mark.parametrize("n", [12, 90])
+@pytest.mark.parametrize("method", ["mean", "sum"])
+@pytest.mark.parametrize("reject,opts", [("none", {}), ("minmax", dict(nlow=2, nhigh=2)),
+                                         ("sigclip", dict(sigma_low=3.0, sigma_high=3.0))])
+def test_weighted_kernel_code(harness, n, method, reject, opts):
+    cube = make_stack(n=n, seed=7)
+    weights = np.linspace(0.5, 3.0, n)
+    got = host_combine(harness, cube, method=method, reject=reject, weights=weights, **opts)
+    _compare(got, cube, reject, opts, method, weights=weights)
+
+
+def test_scale_and_zero_are_applied_in_float32(harness):
+    cube = make_stack(n=7, seed=4)
+    scale = np.linspace(0.9, 1.1, 7).astype(np.float32)
+    zero = np.linspace(-5, 5, 7).astype(np.float32)
+    normalised = cube * scale[:, None, None] + zero[:, None, None]
+    for method in ("mean", "median"):
+        got = host_combine(harness, cube, method=method, reject="sigclip", scale=scale, zero=zero)
+        _compare(got, normalised, "sigclip", {}, method)
+
+
+def test_range_rejection_uses_raw_values(harness):
+    cube = make_stack(n=9, seed=8)
+    scale = np.full(9, 2.0, np.float32)
+    img, _, cnt = host_combine(harness, cube, method="mean", reject="range", low=90.0,
+                               high=110.0, scale=scale)
+    keep = keep_mask(cube * np.float32(2.0), "range", low=90.0, high=110.0, raw=cube)
+    value, _, count = reduce_kept(cube * np.float32(2.0), keep, "mean")
+    np.testing.assert_array_equal(cnt, count)
+    np.testing.assert_allclose(img, value, rtol=1e-6, equal_nan=True)
+
+
+# FITS storage kinds of kernels/sk_decode.cuh
+DECODE_CASES = [
+    # (kind, BITPIX, dtype, bscale, bzero, blank)
+    (0, 8, "u1", 1.0, 0.0, None),
+    (0, 8, "u1", 1.0, -128.0, 7),
+    (1, 16, ">i2", 1.0, 32768.0, None),
+    (1, 16, ">i2", 1.0, 0.0, -32768),
+    (1, 16, ">i2", 0.25, 100.5, 5),
+    (2, 32, ">i4", 1.0, 0.0, None),
+    (2, 32, ">i4", 1.0, 2147483648.0, 17),
+    (2, 32, ">i4", 0.001, 3.0, None),
+    (3, 64, ">i8", 1.0, 0.0, None),
+    (3, 64, ">i8", 2.5, -1.0, 99),
+    (4, -32, ">f4", 1.0, 0.0, None),
+    (4, -32, ">f4", 1.7, 0.3, None),
+    (5, -64, ">f8", 1.0, 0.0, None),
+    (5, -64, ">f8", 0.5, 1e3, None),
+]
+
+
+@pytest.mark.parametrize("kind,bitpix,dtype,bscale,bzero,blank", DECODE_CASES)
+def test_decode_matches_cpu_reader_and_astropy(harness, tmp_path, kind, bitpix, dtype, bscale,
+                                               bzero, blank):
+    """The GPU decode of raw big-endian bytes equals the CPU reader and astropy's data."""
+    from astropy.io import fits
+
+    from skystack.io.reader import RawFitsSource, Tile
+
+    rng = np.random.default_rng(kind)
+    dt = np.dtype(dtype)
+    if dt.kind in "iu":
+        info = np.iinfo(dt)
+        raw = rng.integers(max(info.min, -2**40), min(info.max, 2**40), (13, 29),
+                           endpoint=True).astype(dt)
+        if blank is not None:
+            raw[3, 4] = blank
+    else:
+        raw = (rng.normal(0, 1e4, (13, 29))).astype(dt)
+    hdu = fits.PrimaryHDU(raw.astype(dt.newbyteorder("=")))
+    hdu.header["BSCALE"] = bscale
+    hdu.header["BZERO"] = bzero
+    if blank is not None:
+        hdu.header["BLANK"] = blank
+    path = str(tmp_path / "f.fits")
+    # Write raw storage values untouched (no astropy rescaling) by building the file by hand.
+    hdr = hdu.header.copy()
+    hdr["BITPIX"] = bitpix
+    with open(path, "wb") as f:
+        f.write(hdr.tostring().encode("ascii"))
+        data = raw.astype(dt).tobytes()
+        f.write(data + b"\0" * (-len(data) % 2880))
+    staged = np.frombuffer(raw.astype(dt).tobytes(), np.uint8).copy()
+    out = np.empty(raw.size, np.float32)
+    harness.sk_host_decode(_ptr(staged), kind, ctypes.c_double(bscale), ctypes.c_double(bzero),
+                           ctypes.c_longlong(0 if blank is None else blank),
+                           int(blank is not None), ctypes.c_longlong(raw.size), _ptr(out))
+    got = out.reshape(raw.shape)
+    src = RawFitsSource(path, len(hdr.tostring()), raw.shape, bitpix, bscale, bzero, blank)
+    cpu = np.empty(raw.shape, np.float32)
+    src.read(Tile(0, 13, 0, 29), cpu)
+    np.testing.assert_array_equal(got, cpu)
+    with fits.open(path, do_not_scale_image_data=True) as hl:
+        stored = hl[0].data
+        np.testing.assert_array_equal(stored, raw)
+        ref = stored.astype(np.float64) * bscale + bzero
+        if blank is not None:
+            ref[stored == blank] = np.nan
+    np.testing.assert_allclose(got, ref, rtol=2e-7, equal_nan=True)
+
+
+@pytest.mark.parametrize("size", GPU_REGISTER_SIZES)
+def test_generated_networks_sort_with_inf_padding(harness, size):
+    rng = np.random.default_rng(size)
+    for valid in sorted({1, size // 2, size}):
+        v = np.full(size, np.inf, np.float32)
+        v[:valid] = rng.normal(size=valid)
+        rng.shuffle(v)
+        expected = np.sort(v)
+        harness.sk_host_sort(size, _ptr(v))
+        np.testing.assert_array_equal(v, expected)
+
+
+def test_kernel_choice_covers_frame_counts():
+    med = skystack.combine_options(method="median")
+    mean = skystack.combine_options(method="mean")
+    assert choose_combine_kernel(500, mean).name == "combine_accumulate"
+    assert choose_combine_kernel(5, med).name == "combine_small<8>"
+    assert choose_combine_kernel(64, med).name == "combine_small<64>"
+    assert choose_combine_kernel(65, med).name.startswith("combine_warp<4,")
+    assert choose_combine_kernel(1000, med).name.startswith("combine_warp<32,")
+    assert choose_combine_kernel(2048, med).name.startswith("combine_warp<64,")
+    with pytest.raises(skystack.SkystackError, match="at most 2048"):
+        choose_combine_kernel(2049, med)
+    names = set(all_name_expressions())
+    for n in range(1, 2049, 7):
+        assert choose_combine_kernel(n, med).name in names
