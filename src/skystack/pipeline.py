@@ -72,6 +72,15 @@ def combine_frames(frames: list[Frame], options: CombineOptions, backend: Backen
     shape = frames[0].shape
     scale, zero = normalization(frames, options)
     params = FrameParams(scale=scale, zero=zero, weights=frame_weights(frames, options))
+    if hasattr(backend, "stream_combine"):
+        # The GPU streams raw bytes through pinned memory with its own tiling and buffers.
+        sstats = backend.stream_combine([f.source for f in frames], shape, options, params,
+                                        sinks, progress=progress, max_tile_rows=max_tile_rows,
+                                        read_workers=max(read_workers, 4))
+        stats = RunStats(n, sstats.n_tiles, sstats.tile_shape, time.perf_counter() - t0,
+                         sstats.read_wait_seconds, 0.0)
+        log.debug("combine: %s", stats)
+        return stats
     tiles = plan_tiles(shape, n, options.mem_limit, max_rows=max_tile_rows)
     biggest = max(t.shape[0] * t.shape[1] for t in tiles)
     buffers = [np.empty(n * biggest, np.float32) for _ in range(2)]

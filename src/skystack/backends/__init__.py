@@ -29,6 +29,13 @@ def get_backend(name: str = "auto", *, threads: int | None = None) -> Backend:
             raise BackendUnavailable(f"--backend gpu is not usable here: {reason}")
         if name == "auto" and not usable:
             log.info("backend auto: using the CPU because %s", reason)
+        if usable:
+            try:
+                return gpu.create_backend()
+            except Exception as exc:  # e.g. NVRTC missing or failing on this driver
+                if name == "gpu":
+                    raise BackendUnavailable(f"--backend gpu failed to start: {exc}") from None
+                log.warning("backend auto: GPU failed to start (%s); using the CPU", exc)
     from .cpu import CpuBackend
 
     return CpuBackend(threads=threads)

@@ -29,7 +29,7 @@ import numpy as np
 from ..errors import SkystackError
 
 __all__ = ["Tile", "HandlePool", "RawFitsSource", "CompressedFitsSource", "ArraySource",
-           "TileReader"]
+           "TileReader", "StageSpec", "NATIVE_F32"]
 
 
 @dataclass(frozen=True)
@@ -99,6 +99,35 @@ BITPIX_DTYPES = {8: np.dtype("u1"), 16: np.dtype(">i2"), 32: np.dtype(">i4"), 64
 
 _THREAD_BUFFERS = threading.local()
 
+# Storage kinds of staged tiles, as decoded by kernels/sk_decode.cuh (the GPU ships raw bytes).
+STAGE_KINDS = {8: 0, 16: 1, 32: 2, 64: 3, -32: 4, -64: 5}
+NATIVE_F32 = 6
+
+
+@dataclass(frozen=True)
+class StageSpec:
+    """How a source's staged bytes are decoded on the GPU (see kernels/sk_decode.cuh).
+
+    ``kind`` is a storage code (big-endian FITS BITPIX, or :data:`NATIVE_F32` for pixels decoded
+    on the host), ``itemsize`` bytes per pixel in the staging buffer.
+    """
+
+    kind: int
+    itemsize: int
+    bscale: float = 1.0
+    bzero: float = 0.0
+    blank: int = 0
+    has_blank: bool = False
+
+
+_NATIVE = StageSpec(NATIVE_F32, 4)
+
+
+def _stage_decoded(source, tile: Tile, dest: np.ndarray) -> None:
+    """Stage host-decoded float32 pixels (sources the GPU cannot decode from raw bytes)."""
+    source.read(tile, dest[: tile.shape[0] * tile.shape[1] * 4].view(np.float32)
+                .reshape(tile.shape))
+
 
 class RawFitsSource:
     """Pixels of an uncompressed FITS image read by offset (see module docstring).
@@ -113,6 +142,7 @@ class RawFitsSource:
         self.path = path
         self.data_offset = data_offset
         self.shape = shape
+        self.bitpix = bitpix
         self.dtype = BITPIX_DTYPES[bitpix]
         self.bscale = float(bscale)
         self.bzero = float(bzero)
@@ -131,12 +161,17 @@ class RawFitsSource:
             _THREAD_BUFFERS.buf = buf
         return buf[:nbytes]
 
-    def read_raw(self, tile: Tile) -> np.ndarray:
-        """The tile's pixels as stored on disk (big-endian, unscaled), in a reused buffer."""
+    def read_raw(self, tile: Tile, into: np.ndarray | None = None) -> np.ndarray:
+        """The tile's pixels as stored on disk (big-endian, unscaled).
+
+        Read into ``into`` (a uint8 buffer of at least the tile's bytes, e.g. pinned memory for
+        the GPU) or else into this thread's reused buffer.
+        """
         rows, cols = tile.shape
         width = self.shape[1]
         item = self.dtype.itemsize
-        raw = self._buffer(rows * cols * item)
+        nbytes = rows * cols * item
+        raw = self._buffer(nbytes) if into is None else into[:nbytes]
         view = memoryview(raw)
         if cols == width:
             spans = [(self.data_offset + tile.r0 * width * item, view)]
@@ -167,6 +202,20 @@ class RawFitsSource:
             out[blank_mask] = np.nan
         if self.mask is not None:  # reuses the thread's buffer: raw is no longer needed
             out[self.mask.read_raw(tile) != 0] = np.nan
+
+    def stage_spec(self) -> StageSpec:
+        """Raw bytes go to the GPU as stored, unless a mask must be applied on the host."""
+        if self.mask is not None:
+            return _NATIVE
+        return StageSpec(STAGE_KINDS[self.bitpix], self.dtype.itemsize, self.bscale, self.bzero,
+                         0 if self.blank is None else int(self.blank), self.blank is not None)
+
+    def read_staged(self, tile: Tile, dest: np.ndarray) -> None:
+        """Put the tile into ``dest`` (uint8) in the form :meth:`stage_spec` describes."""
+        if self.mask is not None:
+            _stage_decoded(self, tile, dest)
+        else:
+            self.read_raw(tile, into=dest)
 
 
 class CompressedFitsSource:
@@ -201,6 +250,12 @@ class CompressedFitsSource:
             raise SkystackError(f"{self.path}: cannot decompress image data ({exc})") from None
         np.copyto(out, data, casting="unsafe")
 
+    def stage_spec(self) -> StageSpec:
+        return _NATIVE
+
+    def read_staged(self, tile: Tile, dest: np.ndarray) -> None:
+        _stage_decoded(self, tile, dest)
+
     @classmethod
     def close_all(cls) -> None:
         with cls._open_lock:
@@ -221,6 +276,12 @@ class ArraySource:
         np.copyto(out, self.data[tile.r0:tile.r1, tile.c0:tile.c1], casting="unsafe")
         if self.mask is not None:
             out[self.mask[tile.r0:tile.r1, tile.c0:tile.c1]] = np.nan
+
+    def stage_spec(self) -> StageSpec:
+        return _NATIVE
+
+    def read_staged(self, tile: Tile, dest: np.ndarray) -> None:
+        _stage_decoded(self, tile, dest)
 
 
 class TileReader:

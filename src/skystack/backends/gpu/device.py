@@ -1,0 +1,146 @@
+"""The CuPy implementation of the streaming loop's :class:`~.streaming.Device`.
+
+Kernels come from one :class:`cupy.RawModule` built from the assembled ``kernels/combine.cu``
+(compiled by NVRTC on first use and cached on disk by CuPy). Streams are created non-blocking so
+that nothing on CuPy's default stream serialises the pipeline; copies are ``cudaMemcpyAsync``
+between pinned host memory and device memory.
+"""
+
+from __future__ import annotations
+
+from functools import cache
+
+import numpy as np
+
+from ...config import CombineOptions
+from .kernels import KernelChoice, all_name_expressions, assemble_source
+
+_H2D = 1  # cudaMemcpyHostToDevice
+_D2H = 2  # cudaMemcpyDeviceToHost
+DECODE_THREADS = 256
+
+METHOD_CODES = {"mean": 0, "sum": 1, "median": 2, "min": 3, "max": 4}
+REJECT_CODES = {"none": 0, "sigclip": 1, "minmax": 2, "range": 3, "percentile": 4}
+
+
+@cache
+def load_module():
+    """The compiled RawModule with every kernel instantiated (cached per process)."""
+    import cupy
+
+    module = cupy.RawModule(code=assemble_source(), options=("--std=c++17",),
+                            name_expressions=all_name_expressions())
+    module.compile()
+    return module
+
+
+def combine_args(block, n_frames: int, npix: int, options: CombineOptions, params: dict,
+                 outs: tuple) -> tuple:
+    """The argument tuple of every combine kernel (SK_COMBINE_ARGS in kernels/combine.cu)."""
+    lo = -np.inf if options.range_low is None else options.range_low
+    hi = np.inf if options.range_high is None else options.range_high
+    return (block, np.int32(n_frames), np.int64(npix), params["scale"], params["zero"],
+            params["weights"], np.int32(METHOD_CODES[options.method]),
+            np.int32(REJECT_CODES[options.reject]), np.int32(options.weighted),
+            np.int32(options.reject == "range"), np.float32(lo), np.float32(hi),
+            np.int32(options.center == "median"), np.int32(options.spread == "mad"),
+            np.float64(options.sigma_low), np.float64(options.sigma_high),
+            np.int32(options.maxiters if options.maxiters > 0 else -1),
+            np.int32(options.nlow), np.int32(options.nhigh), np.float64(options.plow),
+            np.float64(options.phigh), *outs)
+
+
+class CupyDevice:
+    """One CUDA device driven through CuPy."""
+
+    def __init__(self, device_id: int = 0) -> None:
+        import cupy
+
+        self.cp = cupy
+        self.device = cupy.cuda.Device(device_id)
+        self.device.use()
+        props = cupy.cuda.runtime.getDeviceProperties(device_id)
+        name = props["name"]
+        self.name = name.decode() if isinstance(name, bytes) else str(name)
+        self.sm_count = int(props["multiProcessorCount"])
+        self.total_bytes = int(props["totalGlobalMem"])
+        self.module = load_module()
+        self._kernels: dict[str, object] = {}
+
+    def kernel(self, name: str):
+        k = self._kernels.get(name)
+        if k is None:
+            k = self._kernels[name] = self.module.get_function(name)
+        return k
+
+    # -- memory ------------------------------------------------------------------------------
+    def free_bytes(self) -> int:
+        free, _ = self.cp.cuda.runtime.memGetInfo()
+        return int(free) + int(self.cp.get_default_memory_pool().free_bytes())
+
+    def empty(self, n: int, dtype):
+        return self.cp.empty(int(n), dtype=dtype)
+
+    def pinned(self, n: int, dtype) -> np.ndarray:
+        import cupyx
+
+        return cupyx.empty_pinned((int(n),), dtype=dtype)
+
+    def upload(self, host: np.ndarray):
+        arr = self.cp.asarray(host)
+        self.cp.cuda.Device().synchronize()
+        return arr
+
+    def release(self) -> None:
+        self.cp.cuda.Device().synchronize()
+        self.cp.get_default_memory_pool().free_all_blocks()
+        self.cp.get_default_pinned_memory_pool().free_all_blocks()
+
+    def is_out_of_memory(self, exc: BaseException) -> bool:
+        cp = self.cp
+        if isinstance(exc, cp.cuda.memory.OutOfMemoryError):
+            return True
+        runtime_error = getattr(cp.cuda.runtime, "CUDARuntimeError", ())
+        return isinstance(exc, runtime_error) and "memory" in str(exc).lower()
+
+    # -- streams and events ------------------------------------------------------------------
+    def stream(self):
+        return self.cp.cuda.Stream(non_blocking=True)
+
+    def event(self):
+        return self.cp.cuda.Event(disable_timing=True)
+
+    def record(self, event, stream) -> None:
+        event.record(stream)
+
+    def wait(self, stream, event) -> None:
+        stream.wait_event(event)
+
+    def synchronize(self, event) -> None:
+        event.synchronize()
+
+    def copy_h2d(self, dst, src: np.ndarray, nbytes: int, stream) -> None:
+        self.cp.cuda.runtime.memcpyAsync(dst.data.ptr, src.ctypes.data, int(nbytes), _H2D,
+                                         stream.ptr)
+
+    def copy_d2h(self, dst: np.ndarray, src, nbytes: int, stream) -> None:
+        self.cp.cuda.runtime.memcpyAsync(dst.ctypes.data, src.data.ptr, int(nbytes), _D2H,
+                                         stream.ptr)
+
+    # -- kernels -----------------------------------------------------------------------------
+    def decode(self, staged, tables: dict, n_frames: int, npix: int, block, stream) -> None:
+        blocks_x = max(1, min(-(-npix // DECODE_THREADS), 4096))  # grid-stride beyond
+        with stream:
+            self.kernel("decode_frames")(
+                (blocks_x, n_frames), (DECODE_THREADS,),
+                (staged, tables["offsets"], tables["kinds"], tables["bscale"], tables["bzero"],
+                 tables["blank"], tables["has_blank"], np.int64(npix), block))
+
+    def combine(self, block, n_frames: int, npix: int, choice: KernelChoice,
+                options: CombineOptions, params: dict, outs: tuple, stream) -> None:
+        groups = -(-npix // choice.pixels_per_block)
+        grid = max(1, min(groups, self.sm_count * 32))
+        with stream:
+            self.kernel(choice.name)((grid,), (choice.threads_per_block,),
+                                     combine_args(block, n_frames, npix, options, params, outs),
+                                     shared_mem=choice.shared_bytes)
