@@ -129,3 +129,27 @@ def test_read_errors_propagate(tmp_path):
         fh.truncate(2880 + 100)
     with pytest.raises(skystack.SkystackError, match="truncated"):
         _run(frames, skystack.combine_options(method="mean"), FakeGpuBackend(FakeDevice()))
+
+
+@pytest.mark.gpu
+def test_real_gpu_streams_mixed_fits_like_the_cpu(tmp_path):
+    """On a GPU machine: raw uint16/int32/float files decoded on the device, many tiles."""
+    from skystack.backends.gpu import probe
+
+    usable, reason = probe()
+    if not usable:
+        pytest.skip(reason)
+    from skystack.backends.gpu.backend import GpuBackend
+
+    cube = make_stack(n=11, shape=(45, 61), seed=9, dead_pixels=False)
+    frames = load_frames(_write_mixed_stack(tmp_path, cube))
+    for kw in (dict(method="median"), dict(method="mean", reject="sigclip", spread="mad")):
+        options = skystack.combine_options(**kw)
+        gpu = GpuBackend()
+        got, stats = _run(frames, options, gpu, max_tile_rows=6)
+        gpu.close()
+        assert stats.n_tiles == 8
+        cpu, _ = _run(frames, options, CpuBackend(threads=2))
+        np.testing.assert_array_equal(got.count, cpu.count)
+        np.testing.assert_allclose(got.image, cpu.image, rtol=1e-6, equal_nan=True)
+        np.testing.assert_allclose(got.uncertainty, cpu.uncertainty, rtol=1e-5, equal_nan=True)

@@ -131,7 +131,8 @@ def _prepare(inputs, output, overwrite, backend, threads, options):
     frames = load_frames(inputs, hdu=opts.hdu)
     if output is not None:
         _refuse_input_as_output(frames, output)
-    engine = get_backend(backend, threads=threads)
+    # A Backend instance (benchmarks, embedding applications) is used as given.
+    engine = get_backend(backend, threads=threads) if isinstance(backend, str) else backend
     try:
         header = build_header(frames, opts, engine.describe())
     except BaseException:

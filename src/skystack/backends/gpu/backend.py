@@ -21,8 +21,8 @@ class GpuBackend:
 
     name = "gpu"
 
-    def __init__(self, device_id: int = 0) -> None:
-        self.device = CupyDevice(device_id)
+    def __init__(self, device_id: int = 0, memory_limit: int | None = None) -> None:
+        self.device = CupyDevice(device_id, memory_limit=memory_limit)
 
     def describe(self) -> str:
         import cupy

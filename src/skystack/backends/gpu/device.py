@@ -53,9 +53,12 @@ def combine_args(block, n_frames: int, npix: int, options: CombineOptions, param
 class CupyDevice:
     """One CUDA device driven through CuPy."""
 
-    def __init__(self, device_id: int = 0) -> None:
+    def __init__(self, device_id: int = 0, memory_limit: int | None = None) -> None:
+        """``memory_limit`` caps the device bytes the tile loop plans for (benchmarks use it to
+        stream a stack larger than the budget on a GPU with more memory than the disk holds)."""
         import cupy
 
+        self.memory_limit = memory_limit
         self.cp = cupy
         self.device = cupy.cuda.Device(device_id)
         self.device.use()
@@ -76,7 +79,8 @@ class CupyDevice:
     # -- memory ------------------------------------------------------------------------------
     def free_bytes(self) -> int:
         free, _ = self.cp.cuda.runtime.memGetInfo()
-        return int(free) + int(self.cp.get_default_memory_pool().free_bytes())
+        free = int(free) + int(self.cp.get_default_memory_pool().free_bytes())
+        return free if self.memory_limit is None else min(free, int(self.memory_limit))
 
     def empty(self, n: int, dtype):
         return self.cp.empty(int(n), dtype=dtype)

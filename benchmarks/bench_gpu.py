@@ -1,0 +1,317 @@
+"""GPU benchmark: ceilings, combine kernels on resident tiles, and the streamed end-to-end stack.
+
+Run on a GPU machine (one process, one run)::
+
+    python benchmarks/bench_gpu.py [--out benchmarks/results] [--e2e-gb 24] [--quick]
+
+Measures, with CUDA events after a warm-up (median of repeats; random data, never zeros; the
+count output is poisoned before each run and checked to be fully written):
+
+* ceilings: device-to-device copy bandwidth (bytes read + written per second) and pinned
+  host-to-device bandwidth;
+* ``mean``, ``median``, ``sigclip_median_mad`` and ``sigclip_mean_std`` (sky + ~2 % outliers)
+  for N in {5, 9, 16, 25, 32, 64, 200, 1000} on a frame-major block resident on the GPU. Bytes
+  moved = 4 N + 12 per pixel (read the stack once, write image, uncertainty, count);
+  ``fraction_of_ceiling`` = achieved / device copy bandwidth. ``cupy_median`` (``cupy.median``
+  along axis 0) and the CPU backend (all cores) on the same data are the baselines;
+* ``end_to_end``: uint16 FITS files (BZERO = 32768, as cameras write them) streamed from disk
+  through ``skystack.combine_to_file(..., backend=<GpuBackend>)`` with sigma clipping, with the
+  device budget capped below the stack size so that it streams; compared with the pinned
+  host-to-device bandwidth (for the bytes shipped) and with just reading the same tiles
+  (``read_only``); and ``end_to_end_cpu`` vs ``end_to_end_gpu`` on the same subset of frames.
+
+Writes ``<out>/gpu-<device>-<date>.json`` ({device, date, commit, ceilings, benchmarks: [{name,
+n, shape, seconds, gb_per_s, fraction_of_ceiling}], notes}) and a Markdown table beside it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import re
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from functools import partial
+from pathlib import Path
+
+import numpy as np
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parent
+N_VALUES = [5, 9, 16, 25, 32, 64, 200, 1000]
+KERNEL_CASES = {
+    "mean": dict(method="mean"),
+    "median": dict(method="median"),
+    "sigclip_median_mad": dict(method="mean", reject="sigclip", center="median", spread="mad",
+                               sigma=3.0, maxiters=5),
+    "sigclip_mean_std": dict(method="mean", reject="sigclip", center="mean", spread="std",
+                             sigma=3.0, maxiters=5),
+}
+
+
+def cuda_seconds(fn, repeats: int = 5) -> float:
+    import cupy as cp
+
+    fn()
+    cp.cuda.Device().synchronize()
+    times = []
+    for _ in range(repeats):
+        start, stop = cp.cuda.Event(), cp.cuda.Event()
+        start.record()
+        fn()
+        stop.record()
+        stop.synchronize()
+        times.append(cp.cuda.get_elapsed_time(start, stop) / 1e3)
+    return statistics.median(times)
+
+
+def row(name, n, shape, seconds, nbytes, ceiling=None, **extra):
+    gbps = nbytes / seconds / 1e9
+    r = {"name": name, "n": n, "shape": list(shape), "seconds": seconds, "gb_per_s": gbps,
+         "fraction_of_ceiling": (gbps / ceiling) if ceiling else None}
+    r.update(extra)
+    print(f"{name:>22} n={n:<5} {str(tuple(shape)):>16} {seconds * 1e3:10.3f} ms "
+          f"{gbps:9.1f} GB/s" + (f"  {gbps / ceiling:6.1%} of ceiling" if ceiling else ""),
+          flush=True)
+    return r
+
+
+def ceilings(nbytes: int) -> dict:
+    import cupy as cp
+    import cupyx
+
+    a = cp.random.random(nbytes // 4, dtype=cp.float32)
+    b = cp.empty_like(a)
+    copy_s = cuda_seconds(partial(b.__setitem__, Ellipsis, a))
+    host = cupyx.empty_pinned(a.shape, np.float32)
+    host[...] = 1.5
+    stream = cp.cuda.get_current_stream()
+
+    def h2d():
+        cp.cuda.runtime.memcpyAsync(b.data.ptr, host.ctypes.data, a.nbytes, 1, stream.ptr)
+
+    h2d_s = cuda_seconds(h2d)
+    cp.get_default_memory_pool().free_all_blocks()
+    return {"device_copy_gb_per_s": 2 * nbytes / copy_s / 1e9,
+            "pinned_h2d_gb_per_s": nbytes / h2d_s / 1e9}
+
+
+def make_block(n: int, npix: int, seed: int = 1):
+    import cupy as cp
+
+    rng = cp.random.default_rng(seed)
+    block = rng.standard_normal((n, npix), dtype=cp.float32) * 10 + 1000
+    hits = rng.random((n, npix), dtype=cp.float32) < 0.02
+    block[hits] += 5000
+    return block
+
+
+def kernel_benchmarks(ceiling: float, target_bytes: int, quick: bool) -> list[dict]:
+    import cupy as cp
+
+    import skystack
+    from skystack.backends.base import FrameParams, TileOutputs
+    from skystack.backends.cpu import CpuBackend
+    from skystack.backends.gpu.device import CupyDevice
+    from skystack.backends.gpu.kernels import choose_combine_kernel
+
+    dev = CupyDevice()
+    cpu = CpuBackend()
+    rows = []
+    for n in (N_VALUES[:3] if quick else N_VALUES):
+        npix = max(1 << 16, min(1 << 26, target_bytes // (4 * n)))
+        side = int(np.sqrt(npix))
+        npix = side * side
+        block = make_block(n, npix)
+        params = {"scale": cp.ones(n, cp.float32), "zero": cp.zeros(n, cp.float32),
+                  "weights": cp.ones(n, cp.float64)}
+        outs = (cp.empty(npix, cp.float32), cp.empty(npix, cp.float32), cp.empty(npix, cp.int32))
+        nbytes = (4 * n + 12) * npix
+        for name, kw in KERNEL_CASES.items():
+            opts = skystack.combine_options(**kw)
+            choice = choose_combine_kernel(n, opts)
+            stream = cp.cuda.get_current_stream()
+            outs[2].fill(-1)
+            secs = cuda_seconds(partial(dev.combine, block, n, npix, choice, opts, params, outs,
+                                        stream))
+            assert int((outs[2] < 0).sum()) == 0, f"{name} n={n}: outputs not fully written"
+            rows.append(row(name, n, (side, side), secs, nbytes, ceiling, kernel=choice.name))
+        if 4 * n * npix * 3 < cp.cuda.runtime.memGetInfo()[0]:
+            med = cp.median(block, axis=0)
+            secs = cuda_seconds(partial(cp.median, block, axis=0))
+            rows.append(row("cupy_median", n, (side, side), secs, nbytes, ceiling))
+            opts = skystack.combine_options(method="median")
+            dev.combine(block, n, npix, choose_combine_kernel(n, opts), opts, params, outs,
+                        cp.cuda.get_current_stream())
+            diff = float(cp.nanmax(cp.abs(outs[0] - med)))
+            rows[-1]["max_abs_diff_vs_skystack"] = diff
+            del med
+        # CPU backend on a slice of the same data (it is far slower; time scales with pixels).
+        cpix = min(npix, max(1 << 14, (1 << 24) // n))
+        host = cp.asnumpy(block[:, :cpix])
+        out = TileOutputs.empty((1, cpix))
+        fp = FrameParams(np.ones(n, np.float32), np.zeros(n, np.float32), np.ones(n))
+        for name in ("median", "sigclip_mean_std"):
+            opts = skystack.combine_options(**KERNEL_CASES[name])
+            cpu.combine_tile(host.reshape(n, 1, cpix), opts, fp, out)
+            t0 = time.perf_counter()
+            cpu.combine_tile(host.reshape(n, 1, cpix), opts, fp, out)
+            secs = time.perf_counter() - t0
+            rows.append(row(f"cpu_backend_{name}", n, (1, cpix), secs, (4 * n + 12) * cpix,
+                            None, threads=cpu.threads))
+        cp.get_default_memory_pool().free_all_blocks()
+    cpu.close()
+    return rows
+
+
+def write_stack(folder: Path, n: int, shape: tuple[int, int]) -> list[str]:
+    from astropy.io import fits
+
+    rng = np.random.default_rng(5)
+    paths = []
+    base = rng.normal(1000, 10, shape).astype(np.float32)
+    for k in range(n):
+        frame = (base + rng.normal(0, 5, shape).astype(np.float32)).clip(0, 65535)
+        frame[rng.random(shape) < 0.01] = 60000
+        p = folder / f"frame_{k:04d}.fits"
+        fits.PrimaryHDU(frame.astype(np.uint16)).writeto(p)
+        paths.append(str(p))
+    return paths
+
+
+def read_only_seconds(paths: list[str], rows_per_tile: int, workers: int) -> float:
+    """Time to read every file's pixels once, tile by tile, into one pinned buffer per frame
+    slot, with the loop's reader threads: the file read speed the pipeline can hope for."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    import cupyx
+
+    from skystack.io.inputs import load_frames
+    from skystack.io.reader import Tile
+
+    frames = load_frames(paths)
+    rows, cols = frames[0].shape
+    item = frames[0].source.stage_spec().itemsize
+    slot = rows_per_tile * cols * item
+    buf = cupyx.empty_pinned((slot * len(frames),), np.uint8)
+    t0 = time.perf_counter()
+    with ThreadPoolExecutor(workers) as pool:
+        for r0 in range(0, rows, rows_per_tile):
+            tile = Tile(r0, min(rows, r0 + rows_per_tile), 0, cols)
+            futs = [pool.submit(f.source.read_staged, tile, buf[k * slot:(k + 1) * slot])
+                    for k, f in enumerate(frames)]
+            for f in futs:
+                f.result()
+    return time.perf_counter() - t0
+
+
+def end_to_end(folder: Path, total_gb: float, h2d: float, quick: bool) -> tuple[list, list]:
+    import skystack
+    from skystack.backends.gpu.backend import GpuBackend
+    from skystack.backends.gpu.device import CupyDevice
+    from skystack.backends.gpu.kernels import choose_combine_kernel  # noqa: F401
+
+    shape = (1024, 1024) if quick else (6388, 9576)  # a 61-Mpix sensor, uint16
+    frame_bytes = shape[0] * shape[1] * 2
+    n = max(8, int(total_gb * 1e9 // frame_bytes))
+    t0 = time.perf_counter()
+    paths = write_stack(folder, n, shape)
+    print(f"wrote {n} frames of {shape} uint16 ({n * frame_bytes / 1e9:.1f} GB) in "
+          f"{time.perf_counter() - t0:.0f} s", flush=True)
+    stack_bytes = n * frame_bytes
+    budget = max(256 << 20, stack_bytes // 8)  # device budget: an eighth of the stack
+    sig = KERNEL_CASES["sigclip_mean_std"]
+    rows, notes = [], []
+    probe = CupyDevice(memory_limit=budget)
+    per_pix = 2 * 2 * n + 4 * n + 24
+    tile_rows = max(1, int(budget * 0.6 // per_pix // shape[1]))
+    del probe
+    read_s = read_only_seconds(paths, tile_rows, 8)
+    rows.append(row("read_only", n, shape, read_s, stack_bytes))
+    for label, mem in (("end_to_end", "8G"),):
+        out = folder / "out.fits"
+        gpu = GpuBackend(memory_limit=budget)
+        t0 = time.perf_counter()
+        skystack.combine_to_file(paths, out, backend=gpu, overwrite=True, mem_limit=mem, **sig)
+        secs = time.perf_counter() - t0
+        r = row(label, n, shape, secs, stack_bytes)
+        r["ratio_to_pinned_h2d"] = r["gb_per_s"] / h2d
+        r["ratio_to_read_only"] = read_s / secs
+        r["device_budget_bytes"] = budget
+        rows.append(r)
+    # Same stack subset on the CPU backend and the GPU backend, end to end from the files.
+    sub = paths[: min(n, 24)]
+    sub_bytes = len(sub) * frame_bytes
+    for label, backend in (("end_to_end_gpu_subset", GpuBackend(memory_limit=budget)),
+                           ("end_to_end_cpu_subset", "cpu")):
+        t0 = time.perf_counter()
+        skystack.combine_to_file(sub, folder / "sub.fits", backend=backend, overwrite=True,
+                                 mem_limit="8G", **sig)
+        rows.append(row(label, len(sub), shape, time.perf_counter() - t0, sub_bytes))
+    g, c = rows[-2]["seconds"], rows[-1]["seconds"]
+    rows[-2]["speedup_vs_cpu_backend"] = c / g
+    notes.append(f"end_to_end streams {n} frames ({stack_bytes / 1e9:.1f} GB) with the device "
+                 f"budget capped at {budget / 1e9:.2f} GB (the disk, 64 GiB, is smaller than the "
+                 "GPU's memory, so the stack cannot exceed the GPU itself); files were just "
+                 "written, so reads come from the page cache.")
+    return rows, notes
+
+
+def device_slug(name: str) -> str:
+    return re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--out", default=str(HERE / "results"))
+    ap.add_argument("--e2e-gb", type=float, default=24.0)
+    ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--workdir", default=None)
+    args = ap.parse_args(argv)
+    import cupy as cp
+
+    props = cp.cuda.runtime.getDeviceProperties(0)
+    name = props["name"].decode() if isinstance(props["name"], bytes) else str(props["name"])
+    print(f"device: {name}", flush=True)
+    ceil = ceilings(256 << 20 if args.quick else 4 << 30)
+    print(json.dumps(ceil), flush=True)
+    rows = kernel_benchmarks(ceil["device_copy_gb_per_s"], 256 << 20 if args.quick else 2 << 30,
+                             args.quick)
+    with tempfile.TemporaryDirectory(dir=args.workdir) as tmp:
+        e2e_rows, notes = end_to_end(Path(tmp), 0.5 if args.quick else args.e2e_gb,
+                                     ceil["pinned_h2d_gb_per_s"], args.quick)
+    rows += e2e_rows
+    try:
+        commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True,
+                                cwd=REPO).stdout.strip() or "unknown"
+    except OSError:
+        commit = "unknown"
+    date = dt.date.today().isoformat()
+    result = {"device": name, "date": date, "commit": commit, "ceilings": ceil,
+              "benchmarks": rows, "notes": notes, "cpu_count": os.cpu_count(),
+              "python": sys.version.split()[0], "cupy": cp.__version__}
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    stem = out / f"gpu-{device_slug(name)}-{date}{'-quick' if args.quick else ''}"
+    stem.with_suffix(".json").write_text(json.dumps(result, indent=1))
+    lines = [f"# GPU benchmark on {name}, {date} (commit {commit[:10]})", "",
+             f"Ceilings: device copy {ceil['device_copy_gb_per_s']:.0f} GB/s, pinned H2D "
+             f"{ceil['pinned_h2d_gb_per_s']:.1f} GB/s.", "",
+             "| name | n | shape | ms | GB/s | of copy ceiling |", "|---|---|---|---|---|---|"]
+    for r in rows:
+        frac = "" if r["fraction_of_ceiling"] is None else f"{r['fraction_of_ceiling']:.1%}"
+        lines.append(f"| {r['name']} | {r['n']} | {r['shape'][0]}×{r['shape'][1]} | "
+                     f"{r['seconds'] * 1e3:.2f} | {r['gb_per_s']:.1f} | {frac} |")
+    lines += [""] + [f"- {n}" for n in notes]
+    stem.with_suffix(".md").write_text("\n".join(lines) + "\n")
+    print(f"wrote {stem}.json and .md")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
