@@ -65,6 +65,54 @@ def test_every_kernel_compiles_for_hopper_without_spills(tmp_path):
     assert not spilled, f"kernels spill registers: {spilled}"
 
 
+def _libnvrtc() -> str | None:
+    """libnvrtc from the nvidia-cuda-nvrtc wheel (a test dependency on Linux) or a toolkit."""
+    try:
+        import nvidia.cuda_nvrtc as pkg
+
+        roots = [Path(p) / "lib" for p in pkg.__path__]
+    except ImportError:
+        roots = []
+    roots += [Path("/usr/local/cuda/lib64"), Path("/usr/lib/x86_64-linux-gnu")]
+    for root in roots:
+        found = sorted(root.glob("libnvrtc.so*")) if root.is_dir() else []
+        if found:
+            return str(found[0])
+    return None
+
+
+@pytest.mark.slow
+def test_nvrtc_compiles_the_source_cupy_loads():
+    """The assembled source compiles under NVRTC (no system headers), as CuPy compiles it."""
+    from skystack.backends.gpu.device import NVRTC_OPTIONS
+
+    path = _libnvrtc()
+    if path is None:
+        pytest.skip("libnvrtc not found (pip install nvidia-cuda-nvrtc-cu12)")
+    lib = ctypes.CDLL(path)
+    names = ["decode_frames", "combine_accumulate", "combine_small<16>", "combine_warp<8, 3, 8>"]
+    assert set(names) <= set(all_name_expressions())
+    prog = ctypes.c_void_p()
+    from skystack.backends.gpu.kernels import assemble_source
+
+    assert lib.nvrtcCreateProgram(ctypes.byref(prog), assemble_source().encode(), b"combine.cu",
+                                  0, None, None) == 0
+    for name in names:
+        assert lib.nvrtcAddNameExpression(prog, name.encode()) == 0
+    opts = [b"--gpu-architecture=compute_90", *(o.encode() for o in NVRTC_OPTIONS)]
+    rc = lib.nvrtcCompileProgram(prog, len(opts), (ctypes.c_char_p * len(opts))(*opts))
+    size = ctypes.c_size_t()
+    lib.nvrtcGetProgramLogSize(prog, ctypes.byref(size))
+    log = ctypes.create_string_buffer(size.value)
+    lib.nvrtcGetProgramLog(prog, log)
+    assert rc == 0, log.value.decode()[-3000:]
+    for name in names:
+        lowered = ctypes.c_char_p()
+        assert lib.nvrtcGetLoweredName(prog, name.encode(), ctypes.byref(lowered)) == 0
+        assert lowered.value
+    lib.nvrtcDestroyProgram(ctypes.byref(prog))
+
+
 @pytest.fixture(scope="session")
 def harness(tmp_path_factory):
     nvcc = _nvcc()

@@ -16,7 +16,7 @@ Reprojecting one frame::
 
 from .grid import grid_from_header, grid_from_reference, optimal_grid
 from .interp import bilinear, footprint, nearest, pixel_area_ratio, resample
-from .pixmap import map_positions, pixel_map
+from .pixmap import choose_step, map_error, map_positions, pixel_map
 
 __all__ = [
     "optimal_grid",
@@ -24,6 +24,8 @@ __all__ = [
     "grid_from_reference",
     "pixel_map",
     "map_positions",
+    "map_error",
+    "choose_step",
     "bilinear",
     "nearest",
     "resample",

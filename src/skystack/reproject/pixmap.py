@@ -28,7 +28,8 @@ Invalid positions and the round trip
     NaN node is NaN. This is conservative: it can mark NaN up to about ``2 * step`` px more than
     reproject does next to such a region (which lies far outside the input image in practice,
     e.g. beyond the horizon of a projection or where a SIP polynomial folds over), and it tests
-    the round trip at the nodes only, not at every pixel.
+    the round trip at the nodes only, not at every pixel. With ``exact_near_invalid=True`` those
+    pixels are instead computed one by one with astropy, giving exactly reproject's NaN pattern.
 """
 
 from __future__ import annotations
@@ -43,7 +44,7 @@ from numba import njit
 
 from ..errors import SkystackError
 
-__all__ = ["pixel_map", "map_positions", "check_celestial"]
+__all__ = ["pixel_map", "map_positions", "map_error", "choose_step", "check_celestial"]
 
 
 def check_celestial(wcs: object, what: str) -> WCS:
@@ -167,16 +168,26 @@ def _interp_map(node_x, node_y, start_r, w_r, start_c, w_c, out_x, out_y):  # pr
                 ay += w * node_y[s + k, j]
             tx[j] = ax
             ty[j] = ay
-        for c in range(cols):
-            s = start_c[c]
-            ax = 0.0
-            ay = 0.0
-            for k in range(pc):
-                w = w_c[c, k]
-                ax += w * tx[s + k]
-                ay += w * ty[s + k]
-            out_x[r, c] = ax
-            out_y[r, c] = ay
+        if pc == 4:  # the usual case, unrolled
+            for c in range(cols):
+                s = start_c[c]
+                w0 = w_c[c, 0]
+                w1 = w_c[c, 1]
+                w2 = w_c[c, 2]
+                w3 = w_c[c, 3]
+                out_x[r, c] = w0 * tx[s] + w1 * tx[s + 1] + w2 * tx[s + 2] + w3 * tx[s + 3]
+                out_y[r, c] = w0 * ty[s] + w1 * ty[s + 1] + w2 * ty[s + 2] + w3 * ty[s + 3]
+        else:
+            for c in range(cols):
+                s = start_c[c]
+                ax = 0.0
+                ay = 0.0
+                for k in range(pc):
+                    w = w_c[c, k]
+                    ax += w * tx[s + k]
+                    ay += w * ty[s + k]
+                out_x[r, c] = ax
+                out_y[r, c] = ay
 
 
 def _band(rows: slice | None, height: int) -> tuple[int, int]:
@@ -189,7 +200,8 @@ def _band(rows: slice | None, height: int) -> tuple[int, int]:
 
 
 def pixel_map(wcs_in: WCS, wcs_out: WCS, out_shape: tuple[int, int], *,
-              rows: slice | None = None, step: int = 32) -> tuple[np.ndarray, np.ndarray]:
+              rows: slice | None = None, step: int = 32,
+              exact_near_invalid: bool = False) -> tuple[np.ndarray, np.ndarray]:
     """Input pixel coordinates of every output pixel of a band of output rows.
 
     Parameters
@@ -205,6 +217,11 @@ def pixel_map(wcs_in: WCS, wcs_out: WCS, out_shape: tuple[int, int], *,
     step : int
         Largest node spacing in output pixels (see the module docstring); 32 keeps the error near
         1e-7 px. Smaller is slower and barely more accurate.
+    exact_near_invalid : bool
+        Recompute the pixels whose 4×4-node stencil holds a NaN node with astropy, one by one
+        (as :func:`map_positions`), instead of making them NaN: the NaN pattern is then exactly
+        reproject's, at the cost of per-pixel astropy calls next to invalid regions (none when
+        every node is valid, the usual case).
 
     Returns
     -------
@@ -242,4 +259,83 @@ def pixel_map(wcs_in: WCS, wcs_out: WCS, out_shape: tuple[int, int], *,
     node_x, node_y = map_positions(wcs_in, wcs_out, grid_c, grid_r)
     _interp_map(np.ascontiguousarray(node_x), np.ascontiguousarray(node_y),
                 start_r, w_r, start_c, w_c, out_x, out_y)
+    if exact_near_invalid and np.isnan(node_x).any():
+        redo = np.nonzero(np.isnan(out_x))
+        out_x[redo], out_y[redo] = map_positions(
+            wcs_in, wcs_out, redo[1].astype(np.float64), (redo[0] + r0).astype(np.float64))
     return out_x, out_y
+
+
+def map_error(wcs_in: WCS, wcs_out: WCS, out_shape: tuple[int, int], *, step: int = 32,
+              in_shape: tuple[int, int] | None = None) -> float:
+    """Estimated largest error (input px) of :func:`pixel_map` at this ``step``.
+
+    The interpolated map is compared with astropy (:func:`map_positions`) at the centre of every
+    cell of the node grid, where the cubic interpolation error peaks. When ``in_shape`` is given
+    only the cells that may reach the input image count (the box of their corners' input
+    positions, widened by a quarter of its size plus 2 px, meets the image), since the map does
+    not matter where it leads outside the image. Costs about two node grids of astropy calls.
+
+    Returns
+    -------
+    float
+        ``max(hypot(dx, dy))`` over the finite check points, in input pixels (0.0 if none).
+    """
+    check_celestial(wcs_in, "input WCS")
+    check_celestial(wcs_out, "output WCS")
+    height, width = (int(v) for v in out_shape)
+    nodes_r, spacing_r = _axis_nodes(height, int(step))
+    nodes_c, spacing_c = _axis_nodes(width, int(step))
+    grid_c, grid_r = np.meshgrid(nodes_c, nodes_r)
+    node_x, node_y = map_positions(wcs_in, wcs_out, grid_c, grid_r)
+
+    def centres(nodes: np.ndarray) -> np.ndarray:
+        return (nodes[:-1] + nodes[1:]) / 2 if nodes.size > 1 else nodes
+
+    pc, pr = (a.ravel() for a in np.meshgrid(centres(nodes_c), centres(nodes_r)))
+    exact_x, exact_y = map_positions(wcs_in, wcs_out, pc, pr)
+    start_r, w_r = _axis_weights(pr, nodes_r.size, spacing_r)
+    start_c, w_c = _axis_weights(pc, nodes_c.size, spacing_c)
+    est_x = np.zeros(pc.size)
+    est_y = np.zeros(pc.size)
+    for k in range(w_r.shape[1]):
+        for m in range(w_c.shape[1]):
+            w = w_r[:, k] * w_c[:, m]
+            est_x += w * node_x[start_r + k, start_c + m]
+            est_y += w * node_y[start_r + k, start_c + m]
+    err = np.hypot(est_x - exact_x, est_y - exact_y)
+    keep = np.isfinite(err)
+    if in_shape is not None and nodes_r.size > 1 and nodes_c.size > 1:
+        # A cell counts if the box of its corner nodes' input positions, widened by a quarter
+        # of its size plus 2 px, meets the input image.
+        ny, nx = in_shape
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN cells
+            corners_x = np.stack([node_x[:-1, :-1], node_x[:-1, 1:], node_x[1:, :-1],
+                                  node_x[1:, 1:]])
+            corners_y = np.stack([node_y[:-1, :-1], node_y[:-1, 1:], node_y[1:, :-1],
+                                  node_y[1:, 1:]])
+            lo_x, hi_x = np.nanmin(corners_x, axis=0), np.nanmax(corners_x, axis=0)
+            lo_y, hi_y = np.nanmin(corners_y, axis=0), np.nanmax(corners_y, axis=0)
+        pad_x = (hi_x - lo_x) / 4 + 2
+        pad_y = (hi_y - lo_y) / 4 + 2
+        near = ((hi_x + pad_x >= -0.5) & (lo_x - pad_x <= nx - 0.5)
+                & (hi_y + pad_y >= -0.5) & (lo_y - pad_y <= ny - 0.5))
+        keep &= near.ravel()
+    return float(err[keep].max()) if keep.any() else 0.0
+
+
+def choose_step(wcs_in: WCS, wcs_out: WCS, out_shape: tuple[int, int], *,
+                in_shape: tuple[int, int] | None = None, tol: float = 1e-4,
+                step: int = 32) -> int:
+    """The largest node spacing, ``step`` halved as needed, whose :func:`map_error` is <= ``tol``.
+
+    For frames of similar pixel scale ``step = 32`` gives about 1e-7 px or better; strongly
+    downsampling grids (output pixels tens of input pixels wide) over distorted frames need finer
+    nodes. Call it once per frame and pass the result to every band's :func:`pixel_map`, so
+    that all bands use one node grid. ``step = 1`` (astropy at every pixel) is always exact.
+    """
+    step = max(1, int(step))
+    while step > 1 and map_error(wcs_in, wcs_out, out_shape, step=step, in_shape=in_shape) > tol:
+        step = (step + 1) // 2
+    return step

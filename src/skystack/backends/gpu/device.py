@@ -23,15 +23,24 @@ METHOD_CODES = {"mean": 0, "sum": 1, "median": 2, "min": 3, "max": 4}
 REJECT_CODES = {"none": 0, "sigclip": 1, "minmax": 2, "range": 3, "percentile": 4}
 
 
+NVRTC_OPTIONS = ("--std=c++17",)
+
+
 @cache
-def load_module():
-    """The compiled RawModule with every kernel instantiated (cached per process)."""
+def load_kernel(name: str):
+    """The compiled kernel ``name`` (a name expression of :func:`all_name_expressions`).
+
+    One RawModule per kernel: NVRTC instantiates only that template, so a cold run compiles the
+    two kernels it uses (seconds) rather than all of them (about a minute); CuPy caches each on
+    disk, keyed by the source text, options and name.
+    """
     import cupy
 
-    module = cupy.RawModule(code=assemble_source(), options=("--std=c++17",),
-                            name_expressions=all_name_expressions())
-    module.compile()
-    return module
+    if name not in all_name_expressions():
+        raise ValueError(f"unknown kernel {name!r}")
+    module = cupy.RawModule(code=assemble_source(), options=NVRTC_OPTIONS,
+                            name_expressions=[name])
+    return module.get_function(name)
 
 
 def combine_args(block, n_frames: int, npix: int, options: CombineOptions, params: dict,
@@ -67,14 +76,9 @@ class CupyDevice:
         self.name = name.decode() if isinstance(name, bytes) else str(name)
         self.sm_count = int(props["multiProcessorCount"])
         self.total_bytes = int(props["totalGlobalMem"])
-        self.module = load_module()
-        self._kernels: dict[str, object] = {}
 
     def kernel(self, name: str):
-        k = self._kernels.get(name)
-        if k is None:
-            k = self._kernels[name] = self.module.get_function(name)
-        return k
+        return load_kernel(name)
 
     # -- memory ------------------------------------------------------------------------------
     def free_bytes(self) -> int:
