@@ -23,6 +23,13 @@ examples:
   skystack combine 'flats/*.fz' -o flat.fits --reject minmax --nlow 1 --nhigh 2 --mem-limit 1GB
 """
 
+EPILOG_STACK = """\
+examples:
+  skystack stack 'lights/M67_V_*.fits' -o M67_V.fits --method median
+  skystack stack @lights.txt -o deep.fits --reference lights/first.fits --reject sigclip
+  skystack stack lights/*.fits -o core.fits --crop intersection --weights exptime
+"""
+
 
 class _Parser(argparse.ArgumentParser):
     """argparse with one-line errors and exit code 2."""
@@ -98,6 +105,25 @@ def build_parser() -> argparse.ArgumentParser:
     _add_combine_options(c)
     _add_common(c)
 
+    s = sub.add_parser("stack", help="reproject frames onto one WCS grid and combine them",
+                       epilog=EPILOG_STACK, formatter_class=argparse.RawDescriptionHelpFormatter)
+    s.add_argument("files", nargs="+", metavar="FILES",
+                   help="FITS files with celestial WCS, glob patterns or @list.txt files")
+    s.add_argument("-o", "--output", required=True, help="output FITS file")
+    s.add_argument("--overwrite", action="store_true", help="replace an existing output")
+    _add_grid_options(s, required=False)
+    _add_combine_options(s)
+    _add_common(s)
+
+    rp = sub.add_parser("reproject", help="resample one image onto another grid")
+    rp.add_argument("file", metavar="FILE", help="FITS image with a celestial WCS")
+    rp.add_argument("-o", "--output", required=True, help="output FITS file")
+    rp.add_argument("--overwrite", action="store_true", help="replace an existing output")
+    rp.add_argument("--hdu", type=_hdu, help="HDU index or EXTNAME (default: first image HDU)")
+    rp.add_argument("--backend", default="auto", choices=("auto", "cpu", "gpu"))
+    _add_grid_options(rp, required=True)
+    _add_common(rp)
+
     i = sub.add_parser("info", help="table of shape, dtype, IMAGETYP, FILTER, EXPTIME, DATE-OBS")
     i.add_argument("files", nargs="+", metavar="FILES")
     i.add_argument("--hdu", type=_hdu, help="HDU index or EXTNAME (default: first image HDU)")
@@ -109,6 +135,23 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--backend", default="auto", choices=("auto", "cpu", "gpu"))
     _add_common(d)
     return parser
+
+
+def _add_grid_options(p: argparse.ArgumentParser, required: bool) -> None:
+    g = p.add_argument_group("output grid")
+    target = g.add_mutually_exclusive_group(required=required)
+    target.add_argument("--reference", metavar="FILE",
+                        help="use this FITS file's WCS and shape as the output grid")
+    target.add_argument("--grid-header", metavar="FILE",
+                        help="output grid from a FITS header (a FITS file or a text header)")
+    if not required:
+        g.add_argument("--crop", default="union", choices=("union", "intersection"),
+                       help="default grid (north up, median pixel scale): cover every frame "
+                            "(union, default) or only the area all frames cover")
+    g.add_argument("--interp", default="bilinear", choices=("bilinear", "nearest"),
+                   help="resampling (default: bilinear, as reproject_interp)")
+    g.add_argument("--conserve-flux", action="store_true",
+                   help="multiply by the output/input pixel-area ratio")
 
 
 def _add_common(p: argparse.ArgumentParser) -> None:
@@ -126,6 +169,32 @@ def _run_combine(a: argparse.Namespace) -> int:
                            progress=progress, threads=a.threads, **_combine_kwargs(a))
     if not a.quiet:
         print(f"wrote {path} ({time.perf_counter() - t0:.2f} s)")
+    return 0
+
+
+def _run_stack(a: argparse.Namespace) -> int:
+    from .api_reproject import stack
+    from .progress import ProgressBar
+
+    t0 = time.perf_counter()
+    progress = None if a.quiet else ProgressBar("stacking")
+    stack(a.files, a.output, reference=a.reference, grid_header=a.grid_header, crop=a.crop,
+          interp=a.interp, conserve_flux=a.conserve_flux, backend=a.backend,
+          overwrite=a.overwrite, progress=progress, threads=a.threads, **_combine_kwargs(a))
+    if not a.quiet:
+        print(f"wrote {a.output} ({time.perf_counter() - t0:.2f} s)")
+    return 0
+
+
+def _run_reproject(a: argparse.Namespace) -> int:
+    from .api_reproject import read_header_file, reproject
+
+    t0 = time.perf_counter()
+    target = a.reference if a.reference is not None else read_header_file(a.grid_header)
+    reproject(a.file, target, a.output, interp=a.interp, conserve_flux=a.conserve_flux,
+              backend=a.backend, overwrite=a.overwrite, hdu=a.hdu)
+    if not a.quiet:
+        print(f"wrote {a.output} ({time.perf_counter() - t0:.2f} s)")
     return 0
 
 
@@ -147,7 +216,8 @@ def _run_demo(a: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {"combine": _run_combine, "info": _run_info, "demo": _run_demo}
+COMMANDS = {"combine": _run_combine, "stack": _run_stack, "reproject": _run_reproject,
+            "info": _run_info, "demo": _run_demo}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -35,11 +35,23 @@ class ArraySink:
         self.uncertainty = np.empty(shape, np.float32)
         self.count = np.empty(shape, np.int32)
 
-    def write_tile(self, tile: Tile, image, uncertainty, count) -> None:
+        self.mask: np.ndarray | None = None
+        self.extras: dict[str, np.ndarray] = {}
+
+    def write_tile(self, tile: Tile, image, uncertainty, count, *, mask=None,
+                   extras=None) -> None:
         sl = (slice(tile.r0, tile.r1), slice(tile.c0, tile.c1))
         self.image[sl] = image
         self.uncertainty[sl] = uncertainty
         self.count[sl] = count
+        if mask is not None:
+            if self.mask is None:
+                self.mask = np.zeros(self.image.shape, bool)
+            self.mask[sl] = mask
+        for name, plane in (extras or {}).items():
+            if name not in self.extras:
+                self.extras[name] = np.full(self.image.shape, np.nan, np.float32)
+            self.extras[name][sl] = plane
 
 
 @dataclass

@@ -8,7 +8,9 @@ HDU   EXTNAME   BITPIX    content
 0     (primary) -32       combined image, float32; provenance header
 1     UNCERT    -32       standard error of the combined value (UTYPE = StdDevUncertainty)
 2     MASK      8         1 where no valid input value exists, else 0
-3     COUNT     16 or 32  number of frames used per pixel (after rejection)
+3     COUNT     16 or 32  number of frames used per pixel (after rejection); for reprojected
+                          stacks, the coverage: frames whose footprint covers the pixel
+4...  (extras)  -32       optional float32 planes, e.g. EXPMAP (exposure seconds per pixel)
 ====  ========  ========  =================================================================
 
 Headers are written first and the data areas sized with ``ftruncate``; tiles are converted to
@@ -73,7 +75,11 @@ class FitsTileWriter:
     """Writes the combined products of :mod:`skystack.io.writer` tile by tile (see module doc)."""
 
     def __init__(self, path: str | os.PathLike, shape: tuple[int, int], header: fits.Header,
-                 *, max_count: int, overwrite: bool = False) -> None:
+                 *, max_count: int, overwrite: bool = False,
+                 extras: dict[str, fits.Header] | None = None,
+                 count_comment: str = "input values used per pixel") -> None:
+        """``extras`` names float32 planes written after COUNT (EXTNAME -> extra header cards),
+        filled through the ``extras`` argument of :meth:`write_tile`."""
         self.path = check_output_path(path, overwrite)
         self.overwrite = overwrite
         self.shape = shape
@@ -82,7 +88,7 @@ class FitsTileWriter:
                                    "standard error of the combined value")])
         if "BUNIT" in header:
             unc_header["BUNIT"] = header["BUNIT"]
-        count_header = fits.Header([("BUNIT", "frames", "input values used per pixel")])
+        count_header = fits.Header([("BUNIT", "frames", count_comment)])
         mask_header = fits.Header([("COMMENT", "1 = no valid input value")])
         self._parts = [
             (_image_header(True, -32, shape, None, header), np.dtype(">f4")),
@@ -91,6 +97,10 @@ class FitsTileWriter:
             (_image_header(False, count_bitpix, shape, "COUNT", count_header),
              np.dtype(">i2") if count_bitpix == 16 else np.dtype(">i4")),
         ]
+        self.extra_names = list(extras or {})
+        for name, extra_header in (extras or {}).items():
+            self._parts.append((_image_header(False, -32, shape, name, extra_header),
+                                np.dtype(">f4")))
         folder = os.path.dirname(os.path.abspath(self.path))
         fd, self.tmp_path = tempfile.mkstemp(prefix=f".{os.path.basename(self.path)}.",
                                              suffix=".partial", dir=folder)
@@ -116,11 +126,16 @@ class FitsTileWriter:
             raise
 
     def write_tile(self, tile: Tile, image: np.ndarray, uncertainty: np.ndarray,
-                   count: np.ndarray) -> None:
-        """Write one tile's outputs (arrays of shape ``tile.shape``) at their places in the file."""
-        mask = (count == 0).astype(np.uint8)
-        for (_, dtype), offset, data in zip(self._parts, self._offsets,
-                                            (image, uncertainty, mask, count)):
+                   count: np.ndarray, *, mask: np.ndarray | None = None,
+                   extras: dict[str, np.ndarray] | None = None) -> None:
+        """Write one tile's outputs (arrays of shape ``tile.shape``) at their places in the file.
+
+        ``mask`` defaults to ``count == 0``; ``extras`` fills the planes named at construction.
+        """
+        mask = (count == 0) if mask is None else mask
+        planes = [image, uncertainty, mask.astype(np.uint8), count]
+        planes += [(extras or {})[name] for name in self.extra_names]
+        for (_, dtype), offset, data in zip(self._parts, self._offsets, planes):
             be = np.ascontiguousarray(data, dtype=dtype)
             width = self.shape[1]
             item = dtype.itemsize

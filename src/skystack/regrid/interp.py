@@ -1,6 +1,6 @@
 """Sampling one input image at fractional pixel positions, exactly like ``reproject_interp``.
 
-Conventions (shared with :mod:`skystack.reproject.pixmap`):
+Conventions (shared with :mod:`skystack.regrid.pixmap`):
 
 * Coordinates are 0-based pixel coordinates in float64, with pixel *centres* at integers: pixel
   ``image[j, i]`` covers ``x`` in ``[i - 0.5, i + 0.5)`` and ``y`` in ``[j - 0.5, j + 0.5)``.
@@ -55,7 +55,7 @@ def _snap(c: float, n: int) -> float:
 
 
 @njit(nogil=True, cache=True)
-def bilinear(image, x, y, out):
+def bilinear(image: np.ndarray, x: np.ndarray, y: np.ndarray, out: np.ndarray) -> None:
     """Bilinear samples of ``image`` at ``(x, y)`` written into ``out`` (reproject's rules).
 
     Parameters
@@ -101,7 +101,7 @@ def bilinear(image, x, y, out):
 
 
 @njit(nogil=True, cache=True)
-def nearest(image, x, y, out):
+def nearest(image: np.ndarray, x: np.ndarray, y: np.ndarray, out: np.ndarray) -> None:
     """Nearest-neighbour samples of ``image`` at ``(x, y)`` into ``out`` (reproject's rules).
 
     Same arguments and conventions as :func:`bilinear`; the pixel taken is ``floor(c + 0.5)``
@@ -135,7 +135,7 @@ def resample(image: np.ndarray, x: np.ndarray, y: np.ndarray, method: str = "bil
         Input pixels, in any unit (converted to native float32 if needed). NaN = missing.
     x, y : float arrays of one shape
         0-based input column and row coordinates (pixel centres at integers), e.g. from
-        :func:`skystack.reproject.pixel_map`. Converted to float64: float32 resolves only about
+        :func:`skystack.regrid.pixel_map`. Converted to float64: float32 resolves only about
         5e-4 px at ``x ≈ 9000``. NaN positions give NaN.
     method : {"bilinear", "nearest"}
         ``"bilinear"`` matches ``order='bilinear'``; ``"nearest"`` matches
@@ -196,7 +196,7 @@ def pixel_area_ratio(x: np.ndarray, y: np.ndarray) -> np.ndarray:
     ----------
     x, y : float64 arrays, shape (rows, cols)
         A pixel map (input coordinates of consecutive output pixels), e.g. from
-        :func:`skystack.reproject.pixel_map`.
+        :func:`skystack.regrid.pixel_map`.
 
     Returns
     -------

@@ -31,9 +31,11 @@ __all__ = ["optimal_grid", "grid_from_header", "grid_from_reference", "CROPS"]
 
 CROPS = ("union", "intersection")
 
-# Tolerance (output pixels) when rounding a footprint's extent up to whole pixels, so that a
-# footprint edge lying on a pixel edge up to rounding error does not add a column.
-_EXTENT_TOL = 1e-6
+# Tolerance (output pixels) when rounding a footprint's extent up to whole pixels: an extent of
+# 300.003 px gives 300 columns, not 301 (the footprint then overhangs each side by 0.0015 px, a
+# tiny fraction of the outer half pixel that bilinear sampling snaps to the border pixel anyway).
+# Such excesses come from the small differences between the frames' and the grid's projections.
+_EXTENT_TOL = 0.01
 
 
 def _edge_points(shape: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
@@ -143,11 +145,13 @@ def optimal_grid(headers_or_wcs_and_shapes: list[tuple[WCS, tuple[int, int]]], *
     -----
     Each frame's footprint is its outer pixel edge (``-0.5`` to ``n - 0.5``), sampled at least
     every 8 px and projected into the grid with astropy. The union grid is the bounding box of
-    all these points, rounded outwards to whole pixels. For the intersection, each footprint is
-    replaced by its convex hull (frames are convex up to distortion; a hull can only be larger)
-    and the hulls are intersected exactly (Sutherland–Hodgman); the grid is the bounding box of
-    that polygon. This is conservative: the grid contains all of the sky common to all frames,
-    and (for rotated frames, or edges bowed inwards by distortion) possibly a little more.
+    all these points, rounded outwards to whole pixels (an excess below 0.01 px is dropped, so a
+    footprint may overhang the grid edge by up to 0.005 px), centred. For the intersection,
+    each footprint is replaced by its convex hull (frames are convex up to distortion; a hull
+    can only be larger) and the hulls are intersected exactly (Sutherland–Hodgman); the grid is
+    the bounding box of that polygon. This is conservative: the grid contains all of the sky
+    common to all frames, and (for rotated frames, or edges bowed inwards by distortion)
+    possibly a little more.
     """
     if crop not in CROPS:
         raise SkystackError(f"unknown crop {crop!r} (choose from {', '.join(CROPS)})")

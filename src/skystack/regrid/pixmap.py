@@ -13,14 +13,18 @@ Node grid
     Along an axis of ``n`` pixels the nodes are ``K + 1`` evenly spaced positions from ``0`` to
     ``n - 1`` inclusive (``K = ceil((n - 1) / step)``, at least 3 intervals), so the first and
     last row/column are always nodes and the spacing is at most ``step``. Nodes belong to the
-    whole output grid, not to a band: a band evaluates only the nodes its rows need, and a pixel's
-    coordinates do not depend on how the output is cut into bands. An axis of at most 4 pixels
-    has a node at every pixel (exact).
+    whole output grid, not to a band: a band evaluates only the nodes its rows need, so a pixel's
+    coordinates do not depend on how the output is cut into bands (up to astropy's iterative SIP
+    inversion, which stops per batch of points: identical in the tests, ≪ 1e-9 px in any case).
+    An axis of at most 4 pixels has a node at every pixel (exact).
 Interpolation
     Each pixel uses the 4×4 nodes around it (the window is shifted inwards at the grid's borders,
     so no extrapolation is needed). The interpolant is exact at the nodes and accurate to
-    ``O(step⁴)`` for smooth mappings: about 1e-7 px or better on SIP-distorted frames at
-    ``step = 32`` (measured in ``tests/test_reproject_core.py``).
+    ``O(step⁴)`` for smooth mappings: about 1e-9 px on SIP-distorted, rotated frames of similar
+    pixel scale at ``step = 32`` (measured in ``tests/test_reproject_core.py`` and the
+    benchmark). Grids whose pixels are many input pixels wide magnify the error (measured on the
+    test frame: 6e-4 px with 30× wider output pixels, 0.3 px with 150×): :func:`choose_step`
+    checks the error and refines the spacing.
 Invalid positions and the round trip
     Like ``reproject_interp``'s default ``roundtrip_coords=True``, a node whose input position
     does not map back to the node within 1 px (along either axis) is NaN, as is a node whose world
@@ -30,11 +34,16 @@ Invalid positions and the round trip
     e.g. beyond the horizon of a projection or where a SIP polynomial folds over), and it tests
     the round trip at the nodes only, not at every pixel. With ``exact_near_invalid=True`` those
     pixels are instead computed one by one with astropy, giving exactly reproject's NaN pattern.
+Threads
+    astropy WCS objects are not thread-safe, so every astropy call here holds one module lock;
+    the interpolation (Numba, ``nogil``) runs in parallel. Bands of one output may be mapped
+    from several threads.
 """
 
 from __future__ import annotations
 
 import math
+import threading
 import warnings
 
 import numpy as np
@@ -75,13 +84,20 @@ def _same_world(wcs_a: WCS, wcs_b: WCS) -> bool:
     return bool(frame_a.is_equivalent_frame(frame_b))
 
 
+# astropy's WCS objects are not thread-safe: two threads transforming with one WCS at once get
+# wrong positions (seen here: ~5 % of a band's pixels). All astropy calls of this module hold
+# this lock, so bands may be mapped from several threads; they are only the node grid's calls.
+_ASTROPY_LOCK = threading.RLock()
+
+
 def _pix2pix(wcs_a: WCS, wcs_b: WCS, x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, ...]:
-    if _same_world(wcs_a, wcs_b):
-        world = wcs_a.pixel_to_world_values(x, y)
-        px, py = wcs_b.world_to_pixel_values(*world)
-    else:  # different celestial frames: let astropy's high-level API transform them
-        px, py = pixel_to_pixel(wcs_a, wcs_b, x, y)
-    return np.asarray(px, dtype=np.float64), np.asarray(py, dtype=np.float64)
+    with _ASTROPY_LOCK:
+        if _same_world(wcs_a, wcs_b):
+            world = wcs_a.pixel_to_world_values(x, y)
+            px, py = wcs_b.world_to_pixel_values(*world)
+        else:  # different celestial frames: let astropy's high-level API transform them
+            px, py = pixel_to_pixel(wcs_a, wcs_b, x, y)
+        return np.array(px, dtype=np.float64), np.array(py, dtype=np.float64)
 
 
 def map_positions(wcs_in: WCS, wcs_out: WCS, x_out: np.ndarray, y_out: np.ndarray,
@@ -108,8 +124,6 @@ def map_positions(wcs_in: WCS, wcs_out: WCS, x_out: np.ndarray, y_out: np.ndarra
     x_out = np.asarray(x_out, dtype=np.float64)
     y_out = np.asarray(y_out, dtype=np.float64)
     x_in, y_in = _pix2pix(wcs_out, wcs_in, x_out, y_out)
-    x_in = x_in.copy()
-    y_in = y_in.copy()
     if roundtrip:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", RuntimeWarning)  # NaN comparisons
@@ -215,8 +229,8 @@ def pixel_map(wcs_in: WCS, wcs_out: WCS, out_shape: tuple[int, int], *,
     rows : slice, optional
         The band of output rows to map (step 1); all rows by default.
     step : int
-        Largest node spacing in output pixels (see the module docstring); 32 keeps the error near
-        1e-7 px. Smaller is slower and barely more accurate.
+        Largest node spacing in output pixels (see the module docstring); 32 keeps the error
+        near 1e-9 px for frames of similar pixel scale (see :func:`choose_step` otherwise).
     exact_near_invalid : bool
         Recompute the pixels whose 4×4-node stencil holds a NaN node with astropy, one by one
         (as :func:`map_positions`), instead of making them NaN: the NaN pattern is then exactly

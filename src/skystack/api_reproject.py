@@ -1,0 +1,256 @@
+"""Public API for reprojection: ``skystack.stack`` and ``skystack.reproject``."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import warnings
+from collections.abc import Callable
+
+import numpy as np
+from astropy import units as u
+from astropy.io import fits
+from astropy.nddata import CCDData, StdDevUncertainty
+from astropy.wcs import WCS
+
+from .api import _refuse_input_as_output, combine_options
+from .backends import get_backend
+from .errors import SkystackError
+from .io.inputs import load_frames
+from .io.provenance import build_header
+from .io.reader import Tile
+from .io.writer import FitsTileWriter, check_output_path
+from .pipeline import ArraySink
+from .regrid.grid import grid_from_header, grid_from_reference, optimal_grid
+from .regrid.interp import pixel_area_ratio, resample
+from .regrid.pixmap import check_celestial, pixel_map
+from .stacking import Grid, frame_wcs, stack_frames
+
+__all__ = ["stack", "reproject", "choose_grid"]
+
+INTERPOLATIONS = ("bilinear", "nearest")
+CROPS = ("union", "intersection")
+
+
+def _check_choice(name: str, value: str, allowed) -> None:
+    if value not in allowed:
+        raise SkystackError(f"invalid --{name} {value!r}: choose from {', '.join(allowed)}")
+
+
+def read_header_file(path: str | os.PathLike) -> fits.Header:
+    """A header from a FITS file (its first HDU) or from a text file of 80-column cards."""
+    path = os.fspath(path)
+    try:
+        if path.lower().endswith((".fits", ".fit", ".fts", ".fz")):
+            return fits.getheader(path)
+        return fits.Header.fromtextfile(path)
+    except (OSError, ValueError) as exc:
+        raise SkystackError(f"{path}: cannot read a FITS header ({exc})") from None
+
+
+def choose_grid(frames, wcs_list, *, reference=None, grid_header=None, crop: str = "union") -> Grid:
+    """The output grid: ``grid_header`` (a header or a FITS/text header file), else the WCS and
+    shape of ``reference`` (a FITS file or header), else the optimal north-up grid covering the
+    frames (``crop="union"``) or their common area (``"intersection"``)."""
+    _check_choice("crop", crop, CROPS)
+    if grid_header is not None and reference is not None:
+        raise SkystackError("give --reference or --grid-header, not both")
+    if grid_header is not None:
+        header = grid_header
+        if not isinstance(header, fits.Header):
+            header = read_header_file(header)
+        wcs, shape = grid_from_header(header)
+        return Grid(wcs, shape)
+    if reference is not None:
+        wcs, shape = grid_from_reference(reference)
+        return Grid(wcs, shape)
+    wcs, shape = optimal_grid([(w, f.shape) for w, f in zip(wcs_list, frames)], crop=crop)
+    return Grid(wcs, shape)
+
+
+def _grid_header(header: fits.Header, grid: Grid) -> fits.Header:
+    """Provenance header with the inputs' WCS replaced by the grid's."""
+    out = header.copy()
+    for key in list(out.keys()):
+        if key[:5] in ("CTYPE", "CRPIX", "CRVAL", "CDELT", "CUNIT") or key[:2] in ("CD", "PC") \
+                or key[:2] in ("A_", "B_") or key[:3] in ("AP_", "BP_") or \
+                key in ("WCSAXES", "LONPOLE", "LATPOLE", "RADESYS", "EQUINOX", "MJDREF"):
+            if key in out:
+                del out[key]
+    out.update(grid.wcs.to_header(relax=True))
+    return out
+
+
+def stack(inputs, output: str | os.PathLike | None = None, *, reference=None,
+          grid_header=None, crop: str = "union", interp: str = "bilinear",
+          conserve_flux: bool = False, backend: str = "auto", overwrite: bool = False,
+          progress: Callable[[int, int], None] | None = None, threads: int | None = None,
+          max_tile_rows: int | None = None, **options) -> CCDData:
+    """Reproject ``inputs`` onto one grid and combine them: a deep co-add.
+
+    Parameters
+    ----------
+    inputs
+        FITS paths, globs, ``@lists``, HDUs or CCDData with celestial WCS (SIP honoured).
+    output
+        Optional FITS file (image, UNCERT, MASK, COUNT = coverage, EXPMAP = seconds per pixel).
+    reference, grid_header, crop
+        The output grid (see :func:`choose_grid`).
+    interp
+        ``"bilinear"`` (as ``reproject.reproject_interp(order="bilinear")``) or ``"nearest"``.
+    conserve_flux
+        Multiply each resampled value by the output/input pixel-area ratio (surface brightness
+        → flux per pixel).
+    options
+        Every option of :func:`skystack.combine` (method, reject, weights, scale, ...).
+
+    Returns
+    -------
+    CCDData
+        With the grid's WCS, ``uncertainty`` (standard error), ``mask`` (no value kept),
+        and attributes ``coverage`` (int32) and ``expmap`` (float32 seconds).
+    """
+    _check_choice("interp", interp, INTERPOLATIONS)
+    opts = combine_options(**options)
+    if output is not None:
+        check_output_path(output, overwrite)
+    frames = load_frames(inputs, hdu=opts.hdu)
+    if output is not None:
+        _refuse_input_as_output(frames, output)
+    wcs_list = [frame_wcs(f) for f in frames]
+    grid = choose_grid(frames, wcs_list, reference=reference, grid_header=grid_header,
+                       crop=crop)
+    engine = get_backend(backend, threads=threads) if isinstance(backend, str) else backend
+    try:
+        header = _grid_header(build_header(frames, opts, engine.describe()), grid)
+        header["INTERP"] = (interp, "resampling onto the output grid")
+        header["CONSFLUX"] = (bool(conserve_flux), "values scaled by pixel-area ratio")
+        if "BUNIT" not in header:
+            header["BUNIT"] = ("adu", "assumed: inputs give no BUNIT")
+        sink = ArraySink(grid.shape)
+        sinks = [sink]
+        writer = None
+        if output is not None:
+            writer = FitsTileWriter(
+                output, grid.shape, header, max_count=len(frames), overwrite=overwrite,
+                extras={"EXPMAP": fits.Header([("BUNIT", "s", "exposure time per pixel")])},
+                count_comment="frames covering the pixel")
+            sinks.append(writer)
+        try:
+            stack_frames(frames, grid, opts, engine, sinks, interp=interp,
+                         conserve_flux=conserve_flux, progress=progress,
+                         max_tile_rows=max_tile_rows, workers=getattr(engine, "threads", 2))
+            if writer is not None:
+                writer.commit()
+        except BaseException:
+            if writer is not None:
+                writer.abort()
+            raise
+    finally:
+        engine.close()
+    try:
+        unit = u.Unit(header["BUNIT"])
+    except ValueError:
+        unit = u.adu
+    mask = sink.mask if sink.mask is not None else sink.count == 0
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        ccd = CCDData(sink.image, unit=unit, uncertainty=StdDevUncertainty(sink.uncertainty),
+                      mask=mask, meta=header, wcs=grid.wcs)
+    ccd.coverage = sink.count
+    ccd.expmap = sink.extras.get("EXPMAP")
+    return ccd
+
+
+def _target_grid(target) -> Grid:
+    if isinstance(target, WCS):
+        shape = target.array_shape or (target.pixel_shape[::-1] if target.pixel_shape else None)
+        if shape is None:
+            raise SkystackError("target WCS has no pixel shape: give a header with NAXIS1/2")
+        return Grid(check_celestial(target, "target WCS"), tuple(int(s) for s in shape))
+    if isinstance(target, fits.Header):
+        return Grid(*grid_from_header(target))
+    return Grid(*grid_from_reference(target))
+
+
+def reproject(input, target, output: str | os.PathLike | None = None, *,
+              interp: str = "bilinear", conserve_flux: bool = False, backend: str = "auto",
+              overwrite: bool = False, hdu: int | str | None = None) -> CCDData:
+    """Resample one image onto ``target``'s grid, like ``reproject.reproject_interp``.
+
+    ``input`` is a path, an HDU, CCDData or an ``(array, WCS)`` pair; ``target`` a WCS with a
+    pixel shape, a header (NAXIS1/2 + WCS) or a FITS file. Pixel centres are at integers
+    (0-based); outside the input's footprint the value is NaN. Returns CCDData whose ``mask`` is
+    True outside the footprint and with a ``footprint`` attribute (1.0 inside, 0.0 outside);
+    ``output`` gets the image (float32) and a FOOTPRINT extension (uint8).
+    """
+    _check_choice("interp", interp, INTERPOLATIONS)
+    if output is not None:
+        check_output_path(output, overwrite)
+    if isinstance(input, tuple) and len(input) == 2:
+        data, wcs = input
+        header = wcs.to_header(relax=True)
+        frames = load_frames([np.asarray(data, np.float32)])
+        in_wcs = check_celestial(wcs, "input WCS")
+        label = "array"
+    else:
+        frames = load_frames([input], hdu=hdu)
+        in_wcs = frame_wcs(frames[0])
+        header = frames[0].header
+        label = frames[0].label
+    if output is not None:
+        _refuse_input_as_output(frames, output)
+    get_backend(backend).close()  # validates --backend; resampling runs on the CPU for now
+    grid = _target_grid(target)
+    frame = frames[0]
+    image = np.empty((frame.shape[0], frame.shape[1]), np.float32)
+    frame.source.read(Tile(0, frame.shape[0], 0, frame.shape[1]), image)
+    out = np.empty(grid.shape, np.float32)
+    band = max(1, (1 << 22) // max(1, grid.shape[1]))
+    for r0 in range(0, grid.shape[0], band):
+        rows = slice(r0, min(grid.shape[0], r0 + band))
+        x, y = pixel_map(in_wcs, grid.wcs, grid.shape, rows=rows)
+        values = resample(image, x, y, interp)
+        if conserve_flux:
+            values *= pixel_area_ratio(x, y).astype(np.float32)
+        out[rows] = values
+    footprint = np.isfinite(out)
+    hdr = fits.Header()
+    for card in header.cards:
+        if card.keyword in ("BUNIT", "OBJECT", "FILTER", "EXPTIME", "DATE-OBS", "TELESCOP",
+                            "INSTRUME"):
+            hdr.append(card)
+    hdr.update(grid.wcs.to_header(relax=True))
+    hdr["INTERP"] = (interp, "resampling onto the output grid")
+    hdr["HISTORY"] = f"skystack reproject of {label}"
+    if output is not None:
+        _write_reprojected(os.fspath(output), out, footprint, hdr, overwrite)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        ccd = CCDData(out, unit=u.Unit(hdr.get("BUNIT", "adu"), parse_strict="silent"),
+                      mask=~footprint, meta=hdr, wcs=grid.wcs)
+    ccd.footprint = footprint.astype(np.float64)
+    return ccd
+
+
+def _write_reprojected(path: str, image, footprint, header, overwrite: bool) -> None:
+    hdul = fits.HDUList([fits.PrimaryHDU(image, header=header),
+                         fits.ImageHDU(footprint.astype(np.uint8), name="FOOTPRINT")])
+    folder = os.path.dirname(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".partial",
+                               dir=folder)
+    os.close(fd)
+    try:
+        hdul.writeto(tmp, overwrite=True)
+        if overwrite:
+            os.replace(tmp, path)
+        else:
+            try:
+                os.link(tmp, path)
+            except FileExistsError:
+                raise SkystackError(
+                    f"{path}: output exists (use --overwrite to replace it)") from None
+            os.unlink(tmp)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
