@@ -220,6 +220,22 @@ SK_HD PixelResult reduce_sorted_range(int method, const Col& col, int lo, int hi
                            (double)col.at(lo), (double)col.at(hi - 1));
 }
 
+// Picks, in frame order, the values of a kept sorted range [vlo .. vhi]: every value strictly
+// inside, and values equal to an end only as many times as that end occurs in the range.
+struct KeptSelector {
+  float vlo;
+  float vhi;
+  int nlo;
+  int nhi;
+
+  SK_HD bool take(float v) {
+    if (v > vlo && v < vhi) return true;
+    if (v == vlo && nlo > 0) { --nlo; return true; }
+    if (v == vhi && nhi > 0) { --nhi; return true; }
+    return false;
+  }
+};
+
 // Weighted mean or sum of the values kept in the sorted range [lo, hi). Weights belong to frames
 // and sorting lost each value's frame, so the kept values are found again in frame order by value:
 // strictly inside (col[lo], col[hi-1]) always, and equal to an end only as many times as that
@@ -232,17 +248,12 @@ SK_HD PixelResult reduce_weighted(int method, const FrameView& fr, const Combine
   int need_lo = clamp_int(col.count_le((double)vlo), lo, hi) - lo;
   int need_hi = 0;
   if (vhi != vlo) need_hi = hi - clamp_int(col.count_lt((double)vhi), lo, hi);
-  int nlo = need_lo, nhi = need_hi;
   double v1 = 0.0, v2 = 0.0, swx = 0.0;
+  KeptSelector sel{vlo, vhi, need_lo, need_hi};
   for (int k = 0; k < fr.nf; ++k) {
     float raw = fr.raw(k);
     float v = mul_add_f32(raw, fr.scale[k], fr.zero[k]);
-    if (!is_valid(raw, v, p)) continue;
-    bool take = false;
-    if (v > vlo && v < vhi) take = true;
-    else if (v == vlo && nlo > 0) { --nlo; take = true; }
-    else if (v == vhi && nhi > 0) { --nhi; take = true; }
-    if (take) {
+    if (is_valid(raw, v, p) && sel.take(v)) {
       double w = fr.weights[k];
       v1 += w;
       v2 += w * w;
@@ -251,18 +262,12 @@ SK_HD PixelResult reduce_weighted(int method, const FrameView& fr, const Combine
   }
   double mean = swx / v1;
   // Second pass over the same selection for the variance about the weighted mean.
-  nlo = need_lo;
-  nhi = need_hi;
   double ssd = 0.0;
+  sel = KeptSelector{vlo, vhi, need_lo, need_hi};
   for (int k = 0; k < fr.nf; ++k) {
     float raw = fr.raw(k);
     float v = mul_add_f32(raw, fr.scale[k], fr.zero[k]);
-    if (!is_valid(raw, v, p)) continue;
-    bool take = false;
-    if (v > vlo && v < vhi) take = true;
-    else if (v == vlo && nlo > 0) { --nlo; take = true; }
-    else if (v == vhi && nhi > 0) { --nhi; take = true; }
-    if (take) {
+    if (is_valid(raw, v, p) && sel.take(v)) {
       double d = (double)v - mean;
       ssd += fr.weights[k] * d * d;
     }
