@@ -139,7 +139,8 @@ def stack(inputs, output: str | os.PathLike | None = None, *, reference=None,
         try:
             stack_frames(frames, grid, opts, engine, sinks, interp=interp,
                          conserve_flux=conserve_flux, progress=progress,
-                         max_tile_rows=max_tile_rows, workers=getattr(engine, "threads", 2))
+                         max_tile_rows=max_tile_rows, workers=getattr(engine, "threads", 2),
+                         wcs_list=wcs_list)
             if writer is not None:
                 writer.commit()
         except BaseException:

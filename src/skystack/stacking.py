@@ -135,7 +135,7 @@ class _FrameResampler:
 def stack_frames(frames: list[Frame], grid: Grid, options: CombineOptions, backend: Backend,
                  sinks, *, interp: str = "bilinear", conserve_flux: bool = False,
                  progress=None, max_tile_rows: int | None = None, workers: int = 2,
-                 step: int = 32) -> RunStats:
+                 step: int = 32, wcs_list: list[WCS] | None = None) -> RunStats:
     """Reproject ``frames`` onto ``grid`` and combine them tile by tile into ``sinks``.
 
     Each sink gets ``write_tile(tile, image, uncertainty, coverage, mask=..., extras={"EXPMAP":
@@ -143,10 +143,11 @@ def stack_frames(frames: list[Frame], grid: Grid, options: CombineOptions, backe
     """
     t0 = time.perf_counter()
     n = len(frames)
-    wcs_list = [frame_wcs(f) for f in frames]
+    if wcs_list is None:
+        wcs_list = [frame_wcs(f) for f in frames]
     scale, zero = normalization(frames, options)
     params = FrameParams(scale=scale, zero=zero, weights=frame_weights(frames, options))
-    exptimes = np.array([_exptime(f) for f in frames], np.float64)
+    exptimes = np.nan_to_num(np.array([_exptime(f) for f in frames], np.float32))
     # A frame-sized read region and a pixel map per worker come on top of the tile loop.
     biggest_frame = max(f.shape[0] * f.shape[1] for f in frames) * 4
     budget = max(options.mem_limit - workers * biggest_frame, options.mem_limit // 4)
@@ -166,7 +167,9 @@ def stack_frames(frames: list[Frame], grid: Grid, options: CombineOptions, backe
             read_time += time.perf_counter() - tr
             covered = np.isfinite(block)
             coverage = covered.sum(axis=0, dtype=np.int32)
-            expmap = np.tensordot(np.nan_to_num(exptimes), covered, axes=(0, 0))
+            expmap = np.zeros(tile.shape, np.float32)
+            for k in range(n):  # in place, frame by frame: no float copy of the whole block
+                np.add(expmap, exptimes[k], out=expmap, where=covered[k])
             out = TileOutputs.empty(tile.shape)
             tc = time.perf_counter()
             backend.combine_tile(block, options, params, out)
