@@ -14,7 +14,7 @@ from .config import CombineOptions, Weights
 from .errors import SkystackError
 from .io.inputs import load_frames
 from .io.provenance import build_header
-from .io.writer import FitsTileWriter, check_output_path
+from .io.writer import FitsTileWriter, check_output_path, committed
 from .pipeline import ArraySink, combine_frames
 
 __all__ = ["combine", "combine_options"]
@@ -88,15 +88,9 @@ def combine(inputs, output: str | os.PathLike | None = None, *, backend: str = "
             writer = FitsTileWriter(output, frames[0].shape, header, max_count=len(frames),
                                     overwrite=overwrite)
             sinks.append(writer)
-        try:
+        with committed(writer):
             combine_frames(frames, opts, engine, sinks, progress=progress,
                            max_tile_rows=max_tile_rows)
-            if writer is not None:
-                writer.commit()
-        except BaseException:
-            if writer is not None:
-                writer.abort()
-            raise
     finally:
         engine.close()
     return _to_ccddata(sink, header)
@@ -112,13 +106,10 @@ def combine_to_file(inputs, output: str | os.PathLike, *, backend: str = "auto",
     try:
         writer = FitsTileWriter(output, frames[0].shape, header, max_count=len(frames),
                                 overwrite=overwrite)
-        try:
+        with committed(writer):
             combine_frames(frames, opts, engine, [writer], progress=progress,
                            max_tile_rows=max_tile_rows)
-            return writer.commit()
-        except BaseException:
-            writer.abort()
-            raise
+        return writer.path
     finally:
         engine.close()
 

@@ -19,7 +19,7 @@ from .errors import SkystackError
 from .io.inputs import load_frames
 from .io.provenance import build_header
 from .io.reader import Tile
-from .io.writer import FitsTileWriter, check_output_path
+from .io.writer import FitsTileWriter, check_output_path, committed
 from .pipeline import ArraySink
 from .regrid.grid import grid_from_header, grid_from_reference, optimal_grid
 from .regrid.interp import pixel_area_ratio, resample
@@ -136,17 +136,11 @@ def stack(inputs, output: str | os.PathLike | None = None, *, reference=None,
                 extras={"EXPMAP": fits.Header([("BUNIT", "s", "exposure time per pixel")])},
                 count_comment="frames covering the pixel")
             sinks.append(writer)
-        try:
+        with committed(writer):
             stack_frames(frames, grid, opts, engine, sinks, interp=interp,
                          conserve_flux=conserve_flux, progress=progress,
                          max_tile_rows=max_tile_rows, workers=getattr(engine, "threads", 2),
                          wcs_list=wcs_list)
-            if writer is not None:
-                writer.commit()
-        except BaseException:
-            if writer is not None:
-                writer.abort()
-            raise
     finally:
         engine.close()
     try:

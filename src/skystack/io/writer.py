@@ -23,6 +23,8 @@ from __future__ import annotations
 
 import os
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import numpy as np
 from astropy.io import fits
@@ -32,7 +34,7 @@ from .reader import Tile
 
 BLOCK = 2880
 
-__all__ = ["FitsTileWriter", "check_output_path"]
+__all__ = ["FitsTileWriter", "check_output_path", "committed"]
 
 
 def check_output_path(path: str | os.PathLike, overwrite: bool) -> str:
@@ -184,3 +186,17 @@ class FitsTileWriter:
             os.unlink(self.tmp_path)
         except FileNotFoundError:
             pass
+
+
+@contextmanager
+def committed(writer: FitsTileWriter | None) -> Iterator[None]:
+    """Commit ``writer`` when the block succeeds; abort it (removing the partial file) when the
+    block raises, interrupts included. ``None`` (no output file) does nothing."""
+    try:
+        yield
+    except BaseException:
+        if writer is not None:
+            writer.abort()
+        raise
+    if writer is not None:
+        writer.commit()
