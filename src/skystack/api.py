@@ -116,14 +116,8 @@ def combine_to_file(inputs, output: str | os.PathLike, *, backend: str = "auto",
 
 def _prepare(inputs, output, overwrite, backend, threads, options):
     """Validate options and output, load the frames, bind the backend, build the header."""
-    opts = combine_options(**options)
-    if output is not None:
-        check_output_path(output, overwrite)
-    frames = load_frames(inputs, hdu=opts.hdu)
-    if output is not None:
-        _refuse_input_as_output(frames, output)
-    # A Backend instance (benchmarks, embedding applications) is used as given.
-    engine = get_backend(backend, threads=threads) if isinstance(backend, str) else backend
+    opts, frames = load_checked(inputs, output, overwrite, options)
+    engine = bind_backend(backend, threads)
     try:
         header = build_header(frames, opts, engine.describe())
     except BaseException:
@@ -132,6 +126,24 @@ def _prepare(inputs, output, overwrite, backend, threads, options):
     if "BUNIT" not in header:
         header["BUNIT"] = ("adu", "assumed: inputs give no BUNIT")
     return opts, frames, engine, header
+
+
+def load_checked(inputs, output, overwrite: bool, options: dict):
+    """Validated options and loaded frames, with the output path checked before any reading
+    and refused if it names an input."""
+    opts = combine_options(**options)
+    if output is not None:
+        check_output_path(output, overwrite)
+    frames = load_frames(inputs, hdu=opts.hdu)
+    if output is not None:
+        _refuse_input_as_output(frames, output)
+    return opts, frames
+
+
+def bind_backend(backend, threads: int | None):
+    """The engine for a run: a name for :func:`get_backend`, or a Backend instance (benchmarks,
+    embedding applications) used as given."""
+    return get_backend(backend, threads=threads) if isinstance(backend, str) else backend
 
 
 def _refuse_input_as_output(frames, output) -> None:

@@ -13,7 +13,7 @@ from astropy.io import fits
 from astropy.nddata import CCDData, StdDevUncertainty
 from astropy.wcs import WCS
 
-from .api import _refuse_input_as_output, combine_options
+from .api import _refuse_input_as_output, bind_backend, load_checked
 from .backends import get_backend
 from .errors import SkystackError
 from .io.inputs import load_frames
@@ -111,16 +111,11 @@ def stack(inputs, output: str | os.PathLike | None = None, *, reference=None,
         and attributes ``coverage`` (int32) and ``expmap`` (float32 seconds).
     """
     _check_choice("interp", interp, INTERPOLATIONS)
-    opts = combine_options(**options)
-    if output is not None:
-        check_output_path(output, overwrite)
-    frames = load_frames(inputs, hdu=opts.hdu)
-    if output is not None:
-        _refuse_input_as_output(frames, output)
+    opts, frames = load_checked(inputs, output, overwrite, options)
     wcs_list = [frame_wcs(f) for f in frames]
     grid = choose_grid(frames, wcs_list, reference=reference, grid_header=grid_header,
                        crop=crop)
-    engine = get_backend(backend, threads=threads) if isinstance(backend, str) else backend
+    engine = bind_backend(backend, threads)
     try:
         header = _grid_header(build_header(frames, opts, engine.describe()), grid)
         header["INTERP"] = (interp, "resampling onto the output grid")

@@ -28,6 +28,7 @@ from astropy.wcs import WCS
 from .backends.base import Backend, FrameParams, TileOutputs
 from .config import CombineOptions
 from .io.inputs import Frame
+from .io.provenance import exposure_seconds
 from .io.reader import Tile
 from .normalization import frame_weights, normalization
 from .pipeline import RunStats
@@ -59,14 +60,6 @@ def frame_wcs(frame: Frame) -> WCS:
 
             raise SkystackError(f"{frame.label}: invalid WCS ({exc})") from None
     return check_celestial(wcs, frame.label)
-
-
-def _exptime(frame: Frame) -> float:
-    for key in ("EXPTIME", "EXPOSURE"):
-        value = frame.header.get(key)
-        if isinstance(value, (int, float)) and math.isfinite(value):
-            return float(value)
-    return float("nan")
 
 
 def _bbox_in_grid(wcs: WCS, shape: tuple[int, int], grid: Grid) -> tuple[float, float] | None:
@@ -147,7 +140,7 @@ def stack_frames(frames: list[Frame], grid: Grid, options: CombineOptions, backe
         wcs_list = [frame_wcs(f) for f in frames]
     scale, zero = normalization(frames, options)
     params = FrameParams(scale=scale, zero=zero, weights=frame_weights(frames, options))
-    exptimes = np.nan_to_num(np.array([_exptime(f) for f in frames], np.float32))
+    exptimes = np.nan_to_num(np.array([exposure_seconds(f.header) for f in frames], np.float32))
     # A frame-sized read region and a pixel map per worker come on top of the tile loop.
     biggest_frame = max(f.shape[0] * f.shape[1] for f in frames) * 4
     budget = max(options.mem_limit - workers * biggest_frame, options.mem_limit // 4)

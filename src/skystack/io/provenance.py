@@ -17,6 +17,7 @@ Keywords written (all in the primary header):
 
 from __future__ import annotations
 
+import math
 import warnings
 
 import numpy as np
@@ -31,16 +32,23 @@ SHARED_KEYS = ("OBJECT", "FILTER", "IMAGETYP", "TELESCOP", "INSTRUME", "OBSERVER
                "XBINNING", "YBINNING", "CCDSUM", "GAIN", "EQUINOX", "RADESYS", "ORIGIN")
 
 
+def exposure_seconds(header) -> float:
+    """EXPTIME (or EXPOSURE) in seconds; NaN when absent or not a finite number."""
+    value = header.get("EXPTIME", header.get("EXPOSURE"))
+    try:
+        value = float(value)
+    except (TypeError, ValueError):
+        return math.nan
+    return value if math.isfinite(value) else math.nan
+
+
 def _frame_times(frame: Frame):
     """(start MJD, exposure seconds) of a frame, or None where the header lacks a date."""
     from astropy.time import Time
 
     h = frame.header
-    exptime = h.get("EXPTIME", h.get("EXPOSURE", 0.0))
-    try:
-        exptime = float(exptime)
-    except (TypeError, ValueError):
-        exptime = 0.0
+    exptime = exposure_seconds(h)
+    exptime = exptime if math.isfinite(exptime) else 0.0
     try:
         if "DATE-OBS" in h:
             value = str(h["DATE-OBS"]).strip()
