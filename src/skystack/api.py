@@ -99,10 +99,14 @@ def combine(inputs, output: str | os.PathLike | None = None, *, backend: str = "
 def combine_to_file(inputs, output: str | os.PathLike, *, backend: str = "auto",
                     overwrite: bool = False, progress: Callable[[int, int], None] | None = None,
                     threads: int | None = None, max_tile_rows: int | None = None,
-                    **options) -> str:
+                    extra_header: fits.Header | None = None, **options) -> str:
     """Like :func:`combine` with an output file, but streams to disk without keeping the result
-    in memory (the command line's path for images larger than RAM). Returns the output path."""
+    in memory (the command line's path for images larger than RAM). Returns the output path.
+
+    ``extra_header`` cards are added to (or replace those of) the provenance header."""
     opts, frames, engine, header = _prepare(inputs, output, overwrite, backend, threads, options)
+    if extra_header is not None:
+        header.extend(extra_header, update=True)
     try:
         writer = FitsTileWriter(output, frames[0].shape, header, max_count=len(frames),
                                 overwrite=overwrite)

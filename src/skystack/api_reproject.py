@@ -26,7 +26,7 @@ from .regrid.interp import pixel_area_ratio, resample
 from .regrid.pixmap import check_celestial, pixel_map
 from .stacking import Grid, frame_wcs, stack_frames
 
-__all__ = ["stack", "reproject", "choose_grid"]
+__all__ = ["stack", "stack_to_file", "reproject", "choose_grid"]
 
 INTERPOLATIONS = ("bilinear", "nearest")
 CROPS = ("union", "intersection")
@@ -115,6 +115,52 @@ def stack(inputs, output: str | os.PathLike | None = None, *, reference=None,
     wcs_list = [frame_wcs(f) for f in frames]
     grid = choose_grid(frames, wcs_list, reference=reference, grid_header=grid_header,
                        crop=crop)
+    sink = ArraySink(grid.shape)
+    header = _run_stack(frames, wcs_list, grid, opts, output, sink, interp=interp,
+                        conserve_flux=conserve_flux, backend=backend, overwrite=overwrite,
+                        progress=progress, threads=threads, max_tile_rows=max_tile_rows)
+    try:
+        unit = u.Unit(header["BUNIT"])
+    except ValueError:
+        unit = u.adu
+    mask = sink.mask if sink.mask is not None else sink.count == 0
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        ccd = CCDData(sink.image, unit=unit, uncertainty=StdDevUncertainty(sink.uncertainty),
+                      mask=mask, meta=header, wcs=grid.wcs)
+    ccd.coverage = sink.count
+    ccd.expmap = sink.extras.get("EXPMAP")
+    return ccd
+
+
+def stack_to_file(inputs, output: str | os.PathLike, *, grid: Grid | None = None,
+                  reference=None, grid_header=None, crop: str = "union",
+                  interp: str = "bilinear", conserve_flux: bool = False, backend: str = "auto",
+                  overwrite: bool = False, progress: Callable[[int, int], None] | None = None,
+                  threads: int | None = None, max_tile_rows: int | None = None,
+                  extra_header: fits.Header | None = None, **options) -> str:
+    """Like :func:`stack`, streaming the result to ``output`` without keeping it in memory.
+
+    ``grid`` (a :class:`~skystack.stacking.Grid`) may be given directly instead of
+    ``reference``/``grid_header``/``crop``; ``extra_header`` cards are added to the output
+    header. Returns the output path."""
+    _check_choice("interp", interp, INTERPOLATIONS)
+    opts, frames = load_checked(inputs, output, overwrite, options)
+    wcs_list = [frame_wcs(f) for f in frames]
+    if grid is None:
+        grid = choose_grid(frames, wcs_list, reference=reference, grid_header=grid_header,
+                           crop=crop)
+    _run_stack(frames, wcs_list, grid, opts, output, None, interp=interp,
+               conserve_flux=conserve_flux, backend=backend, overwrite=overwrite,
+               progress=progress, threads=threads, max_tile_rows=max_tile_rows,
+               extra_header=extra_header)
+    return os.fspath(output)
+
+
+def _run_stack(frames, wcs_list, grid: Grid, opts, output, sink: ArraySink | None, *, interp,
+               conserve_flux, backend, overwrite, progress, threads, max_tile_rows,
+               extra_header: fits.Header | None = None) -> fits.Header:
+    """Stack ``frames`` onto ``grid`` into ``sink`` and/or ``output``; returns the header."""
     engine = bind_backend(backend, threads)
     try:
         header = _grid_header(build_header(frames, opts, engine.describe()), grid)
@@ -122,8 +168,9 @@ def stack(inputs, output: str | os.PathLike | None = None, *, reference=None,
         header["CONSFLUX"] = (bool(conserve_flux), "values scaled by pixel-area ratio")
         if "BUNIT" not in header:
             header["BUNIT"] = ("adu", "assumed: inputs give no BUNIT")
-        sink = ArraySink(grid.shape)
-        sinks = [sink]
+        if extra_header is not None:
+            header.extend(extra_header, update=True)
+        sinks: list = [] if sink is None else [sink]
         writer = None
         if output is not None:
             writer = FitsTileWriter(
@@ -138,18 +185,7 @@ def stack(inputs, output: str | os.PathLike | None = None, *, reference=None,
                          wcs_list=wcs_list)
     finally:
         engine.close()
-    try:
-        unit = u.Unit(header["BUNIT"])
-    except ValueError:
-        unit = u.adu
-    mask = sink.mask if sink.mask is not None else sink.count == 0
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        ccd = CCDData(sink.image, unit=unit, uncertainty=StdDevUncertainty(sink.uncertainty),
-                      mask=mask, meta=header, wcs=grid.wcs)
-    ccd.coverage = sink.count
-    ccd.expmap = sink.extras.get("EXPMAP")
-    return ccd
+    return header
 
 
 def _target_grid(target) -> Grid:

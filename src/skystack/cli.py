@@ -31,6 +31,18 @@ examples:
 """
 
 
+EPILOG_NIGHT = """\
+examples:
+  skystack night raw/ -o reduced/
+  skystack night raw/ -o reduced/ --backend gpu --method median --reject none
+  skystack night raw/ -o reduced/ --overscan '[2049:2080,1:2048]' --trim '[1:2048,1:2048]'
+"""
+
+# The night's stacks reject outliers (cosmic rays, satellites) unless told otherwise.
+NIGHT_STACK_DEFAULTS = dict(method="mean", reject="sigclip", center="median", spread="mad",
+                            sigma_low=4.0, sigma_high=3.0, maxiters=0)
+
+
 class _Parser(argparse.ArgumentParser):
     """argparse with one-line errors and exit code 2."""
 
@@ -129,6 +141,34 @@ def build_parser() -> argparse.ArgumentParser:
     i.add_argument("--hdu", type=_hdu, help="HDU index or EXTNAME (default: first image HDU)")
     _add_common(i)
 
+    n = sub.add_parser("night", help="masters, calibration and one aligned stack per object and "
+                                     "filter, from a directory of raw frames",
+                       epilog=EPILOG_NIGHT, formatter_class=argparse.RawDescriptionHelpFormatter)
+    n.add_argument("raw", metavar="RAW_DIR", help="directory of raw FITS frames")
+    n.add_argument("-o", "--output", required=True, metavar="OUT_DIR",
+                   help="output directory (masters/, stacks/, previews/, summary.json)")
+    n.add_argument("--overwrite", action="store_true",
+                   help="rebuild products made from other inputs or options")
+    n.add_argument("--overscan", metavar="SECTION",
+                   help="overscan [x1:x2,y1:y2] (default: each frame's BIASSEC, if any)")
+    n.add_argument("--trim", metavar="SECTION",
+                   help="area kept [x1:x2,y1:y2] (default: each frame's TRIMSEC, if any)")
+    n.add_argument("--save-calibrated", action="store_true",
+                   help="also write every calibrated light to OUT_DIR/calibrated/")
+    n.add_argument("--no-previews", action="store_true", help="no PNG previews")
+    _add_combine_options(n)
+    n.set_defaults(**{k: v for k, v in NIGHT_STACK_DEFAULTS.items()})
+    n.description = ("Stacks are combined with --reject sigclip --spread mad --sigma-low 4 "
+                     "--sigma-high 3 --maxiters 0 unless told otherwise.")
+    _add_common(n)
+
+    ins = sub.add_parser("inspect", help="statistics of calibration frames: bias level, read "
+                                         "noise, dark current, hot pixels, flat uniformity")
+    ins.add_argument("files", nargs="+", metavar="FILES",
+                     help="FITS files, directories, glob patterns or @list.txt files")
+    ins.add_argument("--plot", metavar="DIR", help="write histograms and images as PNG to DIR")
+    _add_common(ins)
+
     d = sub.add_parser("demo", help="write a synthetic night of raw frames to DIR and stack it")
     d.add_argument("directory", metavar="DIR")
     d.add_argument("--overwrite", action="store_true", help="replace existing products")
@@ -209,6 +249,36 @@ def _run_info(a: argparse.Namespace) -> int:
     return 2 if errors else 0
 
 
+def _run_night(a: argparse.Namespace) -> int:
+    from .night.run import format_night_table, run_night
+
+    kwargs = _combine_kwargs(a)
+    mem_limit = kwargs.pop("mem_limit")
+    kwargs.pop("hdu")
+    result = run_night(a.raw, a.output, backend=a.backend, overwrite=a.overwrite,
+                       overscan=a.overscan, trim=a.trim, save_calibrated=a.save_calibrated,
+                       previews=not a.no_previews, threads=a.threads, mem_limit=mem_limit,
+                       log=None if a.quiet else print, **kwargs)
+    if not a.quiet:
+        print()
+        print(format_night_table(result))
+        built = sum(p.status == "built" for p in result.products)
+        reused = sum(p.status == "reused" for p in result.products)
+        print(f"\n{built} products built, {reused} reused, in {result.seconds:.1f} s; "
+              f"summary in {a.output}/summary.json")
+    failed = [p for p in result.products if p.status == "failed"]
+    return 1 if failed and not any(p.status in ("built", "reused") for p in result.products) \
+        else 0
+
+
+def _run_inspect(a: argparse.Namespace) -> int:
+    from .night.inspect import format_inspect_table, inspect_frames
+
+    report = inspect_frames(a.files, plot_dir=a.plot)
+    print(format_inspect_table(report))
+    return 0
+
+
 def _run_demo(a: argparse.Namespace) -> int:
     from .demo import run_demo
 
@@ -217,7 +287,8 @@ def _run_demo(a: argparse.Namespace) -> int:
 
 
 COMMANDS = {"combine": _run_combine, "stack": _run_stack, "reproject": _run_reproject,
-            "info": _run_info, "demo": _run_demo}
+            "info": _run_info, "night": _run_night, "inspect": _run_inspect,
+            "demo": _run_demo}
 
 
 def main(argv: list[str] | None = None) -> int:

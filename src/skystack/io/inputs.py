@@ -5,7 +5,8 @@ Accepted inputs, normalised in :func:`load_frames`:
 * paths (``str`` / ``os.PathLike``), glob patterns (``"lights/*.fits"``) and ``@list.txt`` files
   holding one path or pattern per line (blank lines and ``#`` comments ignored);
 * astropy HDUs (``PrimaryHDU``, ``ImageHDU``, ``CompImageHDU``) and ``CCDData`` (its mask honoured);
-* 2-D NumPy arrays, or one 3-D array holding a whole stack along axis 0.
+* 2-D NumPy arrays, or one 3-D array holding a whole stack along axis 0;
+* :class:`Frame` records already made (e.g. calibrated frames of a night), used as given.
 
 Every file is opened once, its headers parsed once, and checked before any pixel is combined: it
 exists and is readable, is FITS, has 2-D image data in the chosen HDU, is not truncated, and has
@@ -362,7 +363,9 @@ def load_frames(inputs, hdu: int | str | None = None,
             pending_paths.append(item)
             continue
         flush_paths()
-        if isinstance(item, CCDData):
+        if isinstance(item, Frame):  # already loaded (e.g. a calibrated frame): used as given
+            frames.append(item)
+        elif isinstance(item, CCDData):
             frames.append(_array_frame(item.data, f"ccddata[{i}]", item.meta, item.mask))
         elif isinstance(item, (fits.PrimaryHDU, fits.ImageHDU, fits.CompImageHDU)):
             if item.data is None:

@@ -1,0 +1,225 @@
+"""Calibration of raw frames inside the tile loop: no calibrated copy is ever written.
+
+A :class:`CalibratedSource` wraps a raw frame's pixel source and the master frames' sources. When
+the tile loop asks it for a tile it reads the raw tile and the same tile of each master and
+returns, in float32 ADU::
+
+    calibrated = (raw - overscan_row_level - bias - dark_scale * dark) / flat
+
+with pixels flagged in the bad-pixel mask, pixels where the flat is not positive and finite, and
+NaN/BLANK raw pixels set to NaN (= no data, ignored by every combine). Memory: one tile of each
+master per reading thread, independent of the number of frames.
+
+Conventions
+-----------
+* Sections (``BIASSEC``, ``TRIMSEC``, options) use IRAF/FITS notation ``[x1:x2,y1:y2]``: 1-based,
+  inclusive, x = column (NAXIS1) first. They become 0-based half-open :class:`Section` objects in
+  NumPy order (rows, cols).
+* Overscan: the median of each row's overscan pixels is subtracted from that row (ccdproc's
+  ``subtract_overscan(median=True, overscan_axis=1)`` without a model fit). An overscan given
+  by rows (``overscan_axis=0``: the section spans every column) is subtracted per column.
+* Trimming: the calibrated frame is the ``TRIMSEC`` part of the raw frame; its WCS reference
+  pixel (``CRPIX``) is shifted so that sky positions are unchanged, and ``LTV1/2`` record the
+  offset (IRAF convention).
+* The dark master is bias-subtracted (ADU in its own exposure time ``t_dark``); it is scaled by
+  ``dark_scale = t_light / t_dark`` (1 when exposures match).
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+from dataclasses import dataclass
+
+import numpy as np
+from astropy.io import fits
+
+from ..errors import SkystackError
+from ..io.inputs import Frame
+from ..io.reader import NATIVE_F32, StageSpec, Tile
+
+__all__ = ["Section", "parse_section", "Calibration", "CalibratedSource", "calibrated_frame"]
+
+_NATIVE = StageSpec(NATIVE_F32, 4)
+_SECTION = re.compile(r"^\s*\[\s*(\d+)\s*:\s*(\d+)\s*,\s*(\d+)\s*:\s*(\d+)\s*\]\s*$")
+
+
+@dataclass(frozen=True)
+class Section:
+    """A rectangle of a frame: rows ``[r0, r1)``, columns ``[c0, c1)`` (0-based)."""
+
+    r0: int
+    r1: int
+    c0: int
+    c1: int
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return (self.r1 - self.r0, self.c1 - self.c0)
+
+    def fits(self) -> str:
+        """The section in FITS notation ``[x1:x2,y1:y2]`` (1-based, inclusive)."""
+        return f"[{self.c0 + 1}:{self.c1},{self.r0 + 1}:{self.r1}]"
+
+
+def parse_section(text: str, shape: tuple[int, int], what: str = "section") -> Section:
+    """``[x1:x2,y1:y2]`` (1-based inclusive, either order) → :class:`Section`, checked against
+    ``shape`` (rows, cols); one-line :class:`SkystackError` otherwise."""
+    m = _SECTION.match(str(text))
+    if not m:
+        raise SkystackError(f"{what} {text!r} is not of the form [x1:x2,y1:y2]")
+    x1, x2, y1, y2 = (int(v) for v in m.groups())
+    x1, x2 = sorted((x1, x2))
+    y1, y2 = sorted((y1, y2))
+    rows, cols = shape
+    if x1 < 1 or y1 < 1 or x2 > cols or y2 > rows:
+        raise SkystackError(f"{what} {text!r} lies outside the {rows}x{cols} image")
+    return Section(y1 - 1, y2, x1 - 1, x2)
+
+
+@dataclass(frozen=True)
+class Calibration:
+    """What to apply to a raw frame. Masters are :class:`Frame` objects (their sources are read
+    tile by tile) of the calibrated frame's shape; any of them may be None."""
+
+    overscan: Section | None = None
+    trim: Section | None = None
+    bias: Frame | None = None
+    dark: Frame | None = None
+    dark_scale: float = 1.0
+    flat: Frame | None = None
+    badpix: Frame | None = None
+
+    def describe(self) -> list[str]:
+        """Human-readable steps, for HISTORY cards and the night's summary."""
+        steps = []
+        if self.overscan is not None:
+            steps.append(f"overscan {self.overscan.fits()} subtracted (median per line)")
+        if self.trim is not None:
+            steps.append(f"trimmed to {self.trim.fits()}")
+        if self.bias is not None:
+            steps.append(f"bias {self.bias.label} subtracted")
+        if self.dark is not None:
+            steps.append(f"dark {self.dark.label} x {self.dark_scale:.6g} subtracted")
+        if self.flat is not None:
+            steps.append(f"divided by flat {self.flat.label}")
+        if self.badpix is not None:
+            steps.append(f"bad pixels of {self.badpix.label} masked")
+        return steps
+
+
+_BUFFERS = threading.local()
+
+
+def _scratch(name: str, shape: tuple[int, int]) -> np.ndarray:
+    """A float32 buffer per reading thread and purpose, reused across tiles and frames."""
+    key = f"buf_{name}"
+    buf = getattr(_BUFFERS, key, None)
+    size = shape[0] * shape[1]
+    if buf is None or buf.size < size:
+        buf = np.empty(size, np.float32)
+        setattr(_BUFFERS, key, buf)
+    return buf[:size].reshape(shape)
+
+
+class CalibratedSource:
+    """Pixel source of a calibrated frame (see module docstring); thread-safe like the raw
+    sources: each thread reads into its own scratch buffers."""
+
+    def __init__(self, raw, raw_shape: tuple[int, int], calibration: Calibration,
+                 label: str) -> None:
+        self.raw = raw
+        self.raw_shape = raw_shape
+        self.cal = calibration
+        self.label = label
+        trim = calibration.trim or Section(0, raw_shape[0], 0, raw_shape[1])
+        self.offset = (trim.r0, trim.c0)
+        self.shape = trim.shape
+        for master in (calibration.bias, calibration.dark, calibration.flat,
+                       calibration.badpix):
+            if master is not None and master.shape != self.shape:
+                raise SkystackError(
+                    f"{label}: master {master.label} is {master.shape[0]}x{master.shape[1]}, "
+                    f"the calibrated frame {self.shape[0]}x{self.shape[1]}")
+        os_ = calibration.overscan
+        if os_ is not None:
+            full_rows = os_.r0 == 0 and os_.r1 == raw_shape[0]
+            full_cols = os_.c0 == 0 and os_.c1 == raw_shape[1]
+            # Columns at the side of the image (the usual case): one level per row.
+            self.overscan_axis = 1 if full_rows or not full_cols else 0
+
+    def _overscan_levels(self, raw_tile: Tile) -> np.ndarray:
+        """Median overscan level per row (axis 1) or per column (axis 0) of ``raw_tile``."""
+        os_ = self.cal.overscan
+        if self.overscan_axis == 1:
+            region = Tile(raw_tile.r0, raw_tile.r1, os_.c0, os_.c1)
+            buf = _scratch("overscan", region.shape)
+            self.raw.read(region, buf)
+            return np.nanmedian(buf, axis=1)[:, None].astype(np.float32)
+        region = Tile(os_.r0, os_.r1, raw_tile.c0, raw_tile.c1)
+        buf = _scratch("overscan", region.shape)
+        self.raw.read(region, buf)
+        return np.nanmedian(buf, axis=0)[None, :].astype(np.float32)
+
+    def read(self, tile: Tile, out: np.ndarray) -> None:
+        """Write the calibrated pixels of ``tile`` (calibrated-frame coordinates) into ``out``."""
+        dr, dc = self.offset
+        raw_tile = Tile(tile.r0 + dr, tile.r1 + dr, tile.c0 + dc, tile.c1 + dc)
+        cal = self.cal
+        if cal.overscan is not None:
+            levels = self._overscan_levels(raw_tile)  # uses the scratch before the raw read
+            self.raw.read(raw_tile, out)
+            out -= levels
+        else:
+            self.raw.read(raw_tile, out)
+        scratch = _scratch("master", tile.shape)
+        if cal.bias is not None:
+            cal.bias.source.read(tile, scratch)
+            out -= scratch
+        if cal.dark is not None:
+            cal.dark.source.read(tile, scratch)
+            if cal.dark_scale != 1.0:
+                scratch *= np.float32(cal.dark_scale)
+            out -= scratch
+        if cal.flat is not None:
+            cal.flat.source.read(tile, scratch)
+            with np.errstate(divide="ignore", invalid="ignore"):
+                out /= scratch
+            out[~(scratch > 0) | ~np.isfinite(scratch)] = np.nan
+        if cal.badpix is not None:
+            cal.badpix.source.read(tile, scratch)
+            out[scratch != 0] = np.nan
+
+    def stage_spec(self) -> StageSpec:
+        """Calibrated pixels are computed on the host and shipped as float32."""
+        return _NATIVE
+
+    def read_staged(self, tile: Tile, dest: np.ndarray) -> None:
+        self.read(tile, dest[: tile.shape[0] * tile.shape[1] * 4].view(np.float32)
+                  .reshape(tile.shape))
+
+
+def _shift_wcs(header: fits.Header, trim: Section) -> None:
+    """Keep sky positions when the frame is cut to ``trim`` (CRPIX and IRAF LTV)."""
+    if trim.r0 == 0 and trim.c0 == 0:
+        return
+    for axis, delta in ((1, trim.c0), (2, trim.r0)):
+        if f"CRPIX{axis}" in header:
+            header[f"CRPIX{axis}"] = float(header[f"CRPIX{axis}"]) - delta
+        header[f"LTV{axis}"] = (float(header.get(f"LTV{axis}", 0.0)) - delta,
+                                "offset from the raw frame (trimmed)")
+
+
+def calibrated_frame(frame: Frame, calibration: Calibration) -> Frame:
+    """``frame`` as the tile loop should see it once calibrated (shape trimmed, WCS shifted,
+    ``HISTORY`` cards for each step); pixels are calibrated lazily, tile by tile."""
+    source = CalibratedSource(frame.source, frame.shape, calibration, frame.label)
+    header = frame.header.copy()
+    if calibration.trim is not None:
+        _shift_wcs(header, calibration.trim)
+        for key in ("TRIMSEC", "BIASSEC", "DATASEC"):
+            header.remove(key, ignore_missing=True)
+    header["NAXIS1"], header["NAXIS2"] = source.shape[1], source.shape[0]
+    for step in calibration.describe():
+        header.add_history(f"skystack: {step}")
+    return Frame(frame.label, source.shape, header, source, frame.path, frame.hdu_index)

@@ -1,0 +1,580 @@
+"""``skystack night RAW_DIR -o OUT_DIR``: masters, then one aligned stack per object and filter.
+
+Plan (everything is decided, and every existing product checked, before any pixel is read):
+
+1. :func:`skystack.night.scan.scan` reads every header once and classifies the frames; files
+   that cannot be read or classified are reported and skipped.
+2. Frames are grouped by *camera*: binning and calibrated shape (after ``TRIMSEC``). Masters are
+   per camera: ``bias``, ``dark_<T>s`` per exposure time, ``flat_<FILTER>`` per filter and
+   ``badpix`` (see :mod:`skystack.night.masters`). When a night holds several cameras the names
+   get a ``_<bx>x<by>_<rows>x<cols>`` suffix.
+3. Lights are calibrated inside the tile loop (:mod:`skystack.night.calibrate`): bias, the dark
+   of the same exposure time or else the longest one scaled by exposure time, the flat of the
+   light's filter, bad pixels masked. Missing masters are skipped with a note, never fatal.
+4. One stack per (OBJECT, FILTER, camera) on the grid of the group's first light (by DATE-OBS),
+   reprojected with the frames' WCS and combined with outlier rejection (sigma clipping about
+   the median by default; any combine option can be given).
+5. PNG previews (asinh stretch), an RGB composite for objects with three or more filters, and
+   ``summary.json`` plus a printed table: every frame, its role, group, the masters used, and
+   whether it was used or why not.
+
+Re-running into the same OUT_DIR reuses every product whose recipe is unchanged (see
+:mod:`skystack.night.products`).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from collections import defaultdict
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+from astropy.io import fits
+
+from .._version import __version__
+from ..errors import SkystackError
+from ..io.inputs import Frame, load_frames
+from ..io.reader import Tile
+from . import masters as mst
+from .calibrate import Calibration, calibrated_frame, parse_section
+from .products import FINGERPRINT_KEY, atomic_path, fingerprint, product_state
+
+__all__ = ["run_night", "NightResult", "STACK_OPTIONS"]
+
+STACK_OPTIONS = dict(method="mean", reject="sigclip", center="median", spread="mad",
+                     sigma_low=4.0, sigma_high=3.0, maxiters=0)
+
+
+@dataclass
+class FrameRecord:
+    """One raw file's fate in the night (a row of the summary)."""
+
+    file: str
+    role: str
+    group: str = ""
+    masters: dict = field(default_factory=dict)
+    used: bool = False
+    reason: str = ""
+
+
+@dataclass
+class Product:
+    """One output file of the night."""
+
+    kind: str
+    path: str
+    inputs: list[str]
+    status: str = "planned"  # built | reused | failed
+    seconds: float = 0.0
+    notes: list[str] = field(default_factory=list)
+
+
+@dataclass
+class NightResult:
+    """What ``run_night`` did: ``products`` in build order, ``frames`` one per raw file."""
+
+    out_dir: str
+    products: list[Product]
+    frames: list[FrameRecord]
+    seconds: float
+    backend: str
+
+    def product(self, kind: str, name: str | None = None) -> Product | None:
+        for p in self.products:
+            if p.kind == kind and (name is None or os.path.basename(p.path) == name):
+                return p
+        return None
+
+
+def _tag(value: float) -> str:
+    """Exposure time for file names: ``60`` for whole seconds, ``2.5`` otherwise."""
+    return f"{int(round(value))}" if abs(value - round(value)) < 1e-6 else f"{value:g}"
+
+
+def _safe(text: str) -> str:
+    keep = "".join(c if c.isalnum() or c in "-+." else "_" for c in str(text).strip())
+    return keep.strip("_") or "unknown"
+
+
+@dataclass
+class _Camera:
+    binning: tuple[int, int]
+    shape: tuple[int, int]  # calibrated (trimmed)
+
+    def suffix(self, many: bool) -> str:
+        if not many:
+            return ""
+        return f"_{self.binning[0]}x{self.binning[1]}_{self.shape[0]}x{self.shape[1]}"
+
+
+class _Night:
+    """Planning and execution state of one night (see module docstring)."""
+
+    def __init__(self, raw_dir, out_dir: str, *, backend: str, overwrite: bool,
+                 stack_options: dict, overscan: str | None, trim: str | None,
+                 save_calibrated: bool, previews: bool, threads: int | None,
+                 mem_limit, log: Callable[[str], None]) -> None:
+        self.raw_dir = raw_dir
+        self.out = out_dir
+        self.backend = backend
+        self.overwrite = overwrite
+        self.stack_options = {**STACK_OPTIONS, **stack_options}
+        self.overscan_opt = overscan
+        self.trim_opt = trim
+        self.save_calibrated = save_calibrated
+        self.previews = previews
+        self.threads = threads
+        self.mem_limit = mem_limit
+        self.log = log
+        self.records: dict[str, FrameRecord] = {}
+        self.products: list[Product] = []
+        self.master_frames: dict[str, Frame] = {}
+        self.fprints: dict[str, str] = {}
+
+    # -- helpers ---------------------------------------------------------------------------
+
+    def _common(self) -> dict:
+        opts = {"backend": self.backend, "threads": self.threads}
+        if self.mem_limit is not None:
+            opts["mem_limit"] = self.mem_limit
+        return opts
+
+    def _pre(self, info) -> tuple[Calibration, tuple[int, int]]:
+        """Overscan and trim of a raw frame (options first, then its BIASSEC/TRIMSEC)."""
+        shape = tuple(info.shape)
+        os_text = self.overscan_opt or info.header.get("BIASSEC")
+        trim_text = self.trim_opt or info.header.get("TRIMSEC")
+        overscan = parse_section(os_text, shape, f"{info.path}: overscan section") \
+            if os_text else None
+        trim = parse_section(trim_text, shape, f"{info.path}: trim section") \
+            if trim_text else None
+        cal = Calibration(overscan=overscan, trim=trim)
+        return cal, (trim.shape if trim is not None else shape)
+
+    def _frame(self, info, cal: Calibration) -> Frame:
+        raw = load_frames([info.path])[0]
+        return calibrated_frame(raw, cal)
+
+    def _master(self, key: str) -> Frame | None:
+        if key not in self.master_frames:
+            return None
+        return self.master_frames[key]
+
+    # -- planning ----------------------------------------------------------------------------
+
+    def plan(self) -> list[tuple]:
+        from .scan import scan
+
+        result = scan(self.raw_dir)
+        for s in result.skipped:
+            self.records[s.path] = FrameRecord(s.path, "unknown", reason=s.reason)
+        infos = []
+        for info in result.frames:
+            rec = FrameRecord(info.path, info.role)
+            self.records[info.path] = rec
+            try:
+                cal, shape = self._pre(info)
+            except SkystackError as exc:
+                rec.reason = str(exc)
+                continue
+            infos.append((info, cal, _Camera(tuple(info.binning), shape)))
+        cameras = {(c.binning, c.shape) for _, _, c in infos}
+        many = len(cameras) > 1
+        by_role: dict[str, list] = defaultdict(list)
+        for item in infos:
+            by_role[item[0].role].append(item)
+        jobs: list[tuple] = []
+        self.camera_masters: dict[tuple, dict] = defaultdict(lambda: {"darks": {}, "flats": {}})
+        for cam_key in sorted(cameras):
+            cam = _Camera(*cam_key)
+            sfx = cam.suffix(many)
+            mine = {role: [it for it in items if (it[2].binning, it[2].shape) == cam_key]
+                    for role, items in by_role.items()}
+            cm = self.camera_masters[cam_key]
+            group_name = f"{cam.binning[0]}x{cam.binning[1]} {cam.shape[0]}x{cam.shape[1]}"
+            biases = mine.get("bias", [])
+            if biases:
+                path = os.path.join(self.out, "masters", f"bias{sfx}.fits")
+                cm["bias"] = path
+                jobs.append(("bias", path, biases, group_name))
+            darks_by_t: dict[float, list] = defaultdict(list)
+            for it in mine.get("dark", []):
+                t = it[0].exptime
+                if not math.isfinite(t) or t <= 0:
+                    self.records[it[0].path].reason = "dark without a positive EXPTIME"
+                    continue
+                darks_by_t[round(t, 6)].append(it)
+            for t in sorted(darks_by_t):
+                path = os.path.join(self.out, "masters", f"dark_{_tag(t)}s{sfx}.fits")
+                cm["darks"][t] = path
+                jobs.append(("dark", path, darks_by_t[t], f"{group_name} {_tag(t)}s"))
+            flats_by_f: dict[str, list] = defaultdict(list)
+            for it in mine.get("flat", []):
+                flats_by_f[it[0].filter or "none"].append(it)
+            for filt in sorted(flats_by_f):
+                path = os.path.join(self.out, "masters", f"flat_{_safe(filt)}{sfx}.fits")
+                cm["flats"][filt] = path
+                jobs.append(("flat", path, flats_by_f[filt], f"{group_name} {filt}"))
+            if cm["darks"] or cm["flats"]:
+                path = os.path.join(self.out, "masters", f"badpix{sfx}.fits")
+                cm["badpix"] = path
+                jobs.append(("badpix", path, [], group_name))
+            lights: dict[tuple, list] = defaultdict(list)
+            for it in mine.get("light", []):
+                lights[(it[0].object or "unknown", it[0].filter or "none")].append(it)
+            for (obj, filt) in sorted(lights):
+                items = sorted(lights[(obj, filt)], key=lambda it: (it[0].date_obs, it[0].path))
+                path = os.path.join(self.out, "stacks", f"{_safe(obj)}_{_safe(filt)}{sfx}.fits")
+                label = f"{obj} {filt}" + (f" {group_name}" if many else "")
+                jobs.append(("stack", path, items, label, cam_key, obj, filt))
+        return jobs
+
+    # -- calibration choices -------------------------------------------------------------------
+
+    def _dark_for(self, cam_key, exptime: float) -> tuple[str | None, float, str]:
+        """(master dark path, scale, note) for a frame of ``exptime`` seconds."""
+        darks = self.camera_masters[cam_key]["darks"]
+        if not darks:
+            return None, 1.0, "no dark"
+        if math.isfinite(exptime):
+            for t, path in darks.items():
+                if abs(t - exptime) <= 1e-3 * max(1.0, t):
+                    return path, 1.0, ""
+            t = max(darks)
+            return darks[t], exptime / t, f"dark {_tag(t)}s scaled by {exptime / t:.4g}"
+        return None, 1.0, "no EXPTIME: dark not subtracted"
+
+    def _recipe_calibration(self, cam_key, info, cal: Calibration, role: str) -> tuple:
+        """The calibration of one frame for ``role``'s product, and its recipe for the
+        fingerprint (master fingerprints + scale)."""
+        cm = self.camera_masters[cam_key]
+        used: dict = {}
+        bias = dark = flat = badpix = None
+        scale = 1.0
+        if role in ("dark", "flat", "light") and "bias" in cm:
+            bias = cm["bias"]
+        if role in ("flat", "light"):
+            dark, scale, note = self._dark_for(cam_key, info.exptime)
+            if note:
+                used["dark_note"] = note
+        if role == "light":
+            flat = cm["flats"].get(info.filter or "none")
+            if flat is None:
+                used["flat_note"] = f"no flat for filter {info.filter or 'none'}"
+            badpix = cm.get("badpix")
+        for name, path in (("bias", bias), ("dark", dark), ("flat", flat), ("badpix", badpix)):
+            if path is not None:
+                used[name] = os.path.basename(path)
+        if dark is not None:
+            used["dark_scale"] = round(scale, 6)
+        recipe = [self.fprints.get(p) for p in (bias, dark, flat, badpix)] + [
+            round(scale, 9), cal.describe()]
+        return (bias, dark, scale, flat, badpix), used, recipe
+
+    def _calibration(self, cal: Calibration, choice) -> Calibration:
+        bias, dark, scale, flat, badpix = choice
+        return Calibration(overscan=cal.overscan, trim=cal.trim, bias=self._master(bias),
+                           dark=self._master(dark), dark_scale=scale, flat=self._master(flat),
+                           badpix=self._master(badpix))
+
+    # -- execution -----------------------------------------------------------------------------
+
+    def fingerprints(self, jobs) -> list[tuple]:
+        """Each job with its fingerprint and state; raises before any work on a stale product."""
+        planned = []
+        for job in jobs:
+            kind, path, items = job[0], job[1], job[2]
+            if kind == "badpix":
+                cam_key = next(k for k, cm in self.camera_masters.items()
+                               if cm.get("badpix") == path)
+                cm = self.camera_masters[cam_key]
+                deps = [self.fprints[p] for p in [*cm["darks"].values(), *cm["flats"].values()]]
+                fp = fingerprint(kind, [], {}, deps)
+            else:
+                cam_key = (items[0][2].binning, items[0][2].shape)
+                recipes = [self._recipe_calibration(cam_key, it[0], it[1], kind)[2]
+                           for it in items]
+                options = {"bias": mst.BIAS_OPTIONS, "dark": mst.DARK_OPTIONS,
+                           "flat": mst.FLAT_OPTIONS, "stack": self.stack_options}[kind]
+                fp = fingerprint(kind, [it[0].path for it in items],
+                                 {"options": options, "calibration": recipes})
+            self.fprints[path] = fp
+            planned.append((job, fp, product_state(path, fp, self.overwrite)))
+        return planned
+
+    def execute(self, planned) -> None:
+        os.makedirs(os.path.join(self.out, "masters"), exist_ok=True)
+        os.makedirs(os.path.join(self.out, "stacks"), exist_ok=True)
+        for job, fp, state in planned:
+            kind, path, items = job[0], job[1], job[2]
+            product = Product(kind, path, [it[0].path for it in items])
+            self.products.append(product)
+            t0 = time.perf_counter()
+            header = fits.Header()
+            header[FINGERPRINT_KEY] = (fp, "skystack night: recipe fingerprint")
+            if kind == "stack":
+                ok = self._stack(job, product, header, state)
+            else:
+                ok = self._build_master(job, product, header, state)
+            product.seconds = time.perf_counter() - t0
+            if ok and kind != "stack" and os.path.exists(path):
+                self.master_frames[path] = load_frames([path])[0]
+            if ok:
+                self.log(f"{kind:<7} {product.status:<7} {os.path.relpath(path, self.out):<34}"
+                         f"{len(items):4d} frames  {product.seconds:6.2f} s"
+                         + (f"  ({'; '.join(product.notes)})" if product.notes else ""))
+
+    def _frames_for(self, kind, items, cam_key, product: Product) -> list[tuple]:
+        """(raw record, calibrated frame) for each frame that can be opened."""
+        frames = []
+        for info, cal, _ in items:
+            rec = self.records[info.path]
+            choice, used, _ = self._recipe_calibration(cam_key, info, cal, kind)
+            rec.group = product.path and os.path.relpath(product.path, self.out)
+            rec.masters = used
+            try:
+                frames.append((rec, self._frame(info, self._calibration(cal, choice))))
+            except SkystackError as exc:
+                rec.reason = str(exc)
+        return frames
+
+    def _build_master(self, job, product: Product, header: fits.Header, state: str) -> bool:
+        kind, path, items, group = job[0], job[1], job[2], job[3]
+        if kind == "badpix":
+            return self._build_badpix(path, product, header, state)
+        cam_key = (items[0][2].binning, items[0][2].shape)
+        if state == "reuse":
+            product.status = "reused"
+            for info, cal, _ in items:
+                rec = self.records[info.path]
+                rec.group = os.path.relpath(path, self.out)
+                rec.masters = self._recipe_calibration(cam_key, info, cal, kind)[1]
+                rec.used = True
+            return True
+        pairs = self._frames_for(kind, items, cam_key, product)
+        if not pairs:
+            product.status = "failed"
+            product.notes.append("no usable frames")
+            return False
+        frames = [f for _, f in pairs]
+        options = {"bias": mst.BIAS_OPTIONS, "dark": mst.DARK_OPTIONS,
+                   "flat": mst.FLAT_OPTIONS}[kind]
+        header["IMAGETYP"] = (f"MASTER {kind.upper()}", "skystack night master frame")
+        header["SKYGROUP"] = (group, "camera / exposure / filter group")
+        for step in Calibration().describe():
+            header.add_history(step)
+        with atomic_path(path, overwrite=True) as tmp:
+            from ..api import combine_to_file
+
+            combine_to_file(frames, tmp, extra_header=header, **options, **self._common())
+            if kind == "flat":
+                level = mst.normalise_flat(tmp)
+                product.notes.append(f"median level {level:.1f} ADU")
+        for rec, _ in pairs:
+            rec.used = True
+        product.status = "built"
+        return True
+
+    def _build_badpix(self, path: str, product: Product, header: fits.Header,
+                      state: str) -> bool:
+        cam_key = next(k for k, cm in self.camera_masters.items() if cm.get("badpix") == path)
+        cm = self.camera_masters[cam_key]
+        if state == "reuse":
+            product.status = "reused"
+            return True
+        dark = None
+        dark_t = math.nan
+        if cm["darks"]:
+            dark_t = max(cm["darks"])
+            dark = self._master(cm["darks"][dark_t])
+        flats = [self._master(p) for p in cm["flats"].values()]
+        flats = [f for f in flats if f is not None]
+        if dark is None and not flats:
+            product.status = "failed"
+            product.notes.append("no master dark or flat")
+            return False
+        mask, counts = mst.badpix_mask(cam_key[1], dark, dark_t, flats)
+        header["IMAGETYP"] = ("MASTER BADPIX", "skystack night bad-pixel mask")
+        header["NHOT"] = (counts["hot"], "hot pixels (from the master dark)")
+        header["NLOWRESP"] = (counts["low"], "dead or low-response pixels (from the flats)")
+        with atomic_path(path, overwrite=True) as tmp:
+            mst.write_badpix(tmp, mask, header)
+        product.status = "built"
+        product.notes.append(f"{counts['hot']} hot, {counts['low']} low-response pixels")
+        return True
+
+    def _stack(self, job, product: Product, header: fits.Header, state: str) -> bool:
+        from ..api_reproject import stack_to_file
+        from ..stacking import Grid, frame_wcs
+
+        _, path, items, group, cam_key, obj, filt = job
+        if state == "reuse":
+            product.status = "reused"
+            for info, cal, _ in items:
+                rec = self.records[info.path]
+                rec.group = os.path.relpath(path, self.out)
+                rec.masters = self._recipe_calibration(cam_key, info, cal, "light")[1]
+                rec.used = True
+            return True
+        usable, wcs_list, used_records = [], [], []
+        for rec, f in self._frames_for("light", items, cam_key, product):
+            try:
+                wcs_list.append(frame_wcs(f))
+                usable.append(f)
+                used_records.append(rec)
+            except SkystackError as exc:
+                rec.reason = f"{exc} (no alignment possible without a WCS)"
+        if not usable:
+            product.status = "failed"
+            product.notes.append("no light frame with a celestial WCS")
+            return False
+        grid = Grid(wcs_list[0], usable[0].shape)
+        header["SKYGROUP"] = (group, "object / filter group")
+        header["GRIDREF"] = (os.path.basename(usable[0].path or usable[0].label),
+                             "grid: WCS and shape of this light")
+        with atomic_path(path, overwrite=True) as tmp:
+            stack_to_file(usable, tmp, grid=grid, extra_header=header, overwrite=True,
+                          **self.stack_options, **self._common())
+        for rec in used_records:
+            rec.used = True
+        if self.save_calibrated:
+            self._save_calibrated(usable)
+        product.status = "built"
+        return True
+
+    def _save_calibrated(self, frames: list[Frame]) -> None:
+        folder = os.path.join(self.out, "calibrated")
+        os.makedirs(folder, exist_ok=True)
+        for f in frames:
+            data = np.empty(f.shape, np.float32)
+            f.source.read(Tile(0, f.shape[0], 0, f.shape[1]), data)
+            name = os.path.basename(f.path or f.label)
+            for ext in (".fz", ".gz"):
+                name = name[: -len(ext)] if name.endswith(ext) else name
+            target = os.path.join(folder, name)
+            with atomic_path(target, overwrite=True) as tmp:
+                fits.PrimaryHDU(data, header=f.header).writeto(tmp)
+
+    # -- previews and summary ------------------------------------------------------------------
+
+    def write_previews(self) -> None:
+        if not self.previews:
+            return
+        from .preview import filter_order_for_rgb, write_preview, write_rgb
+
+        folder = os.path.join(self.out, "previews")
+        os.makedirs(folder, exist_ok=True)
+        by_object: dict[str, dict[str, str]] = defaultdict(dict)
+        for p in self.products:
+            if p.kind != "stack" or p.status not in ("built", "reused"):
+                continue
+            stem = os.path.splitext(os.path.basename(p.path))[0]
+            image = fits.getdata(p.path)
+            write_preview(image, os.path.join(folder, f"{stem}.png"))
+            obj, filt = fits.getval(p.path, "OBJECT", default=None), None
+            filt = fits.getval(p.path, "FILTER", default=None)
+            if obj is not None and filt is not None:
+                by_object[str(obj)][str(filt)] = p.path
+        for obj, paths in by_object.items():
+            order = filter_order_for_rgb(list(paths))
+            if order is None:
+                continue
+            try:
+                channels = [fits.getdata(paths[f]) for f in order]
+                write_rgb(*channels, os.path.join(folder, f"{_safe(obj)}_rgb.png"))
+            except SkystackError as exc:
+                self.log(f"no RGB composite for {obj}: {exc}")
+
+    def summary(self, seconds: float) -> NightResult:
+        frames = sorted(self.records.values(), key=lambda r: r.file)
+        for r in frames:
+            if not r.used and not r.reason:
+                r.reason = "not used (no product needed it)"
+        result = NightResult(self.out, self.products, frames, seconds, self.backend)
+        doc = {
+            "skystack": __version__, "raw": str(self.raw_dir), "out": self.out,
+            "backend": self.backend, "seconds": round(seconds, 3),
+            "stack_options": self.stack_options,
+            "products": [{"kind": p.kind, "path": os.path.relpath(p.path, self.out),
+                          "status": p.status, "frames": len(p.inputs),
+                          "seconds": round(p.seconds, 3), "notes": p.notes}
+                         for p in self.products],
+            "frames": [{"file": r.file, "role": r.role, "group": r.group, "masters": r.masters,
+                        "used": r.used, "reason": r.reason} for r in frames],
+        }
+        with atomic_path(os.path.join(self.out, "summary.json"), overwrite=True) as tmp:
+            with open(tmp, "w") as fh:
+                json.dump(doc, fh, indent=1)
+        return result
+
+
+def format_night_table(result: NightResult) -> str:
+    """The printed table: one line per raw frame (file, role, product, masters, status)."""
+    rows = [("file", "role", "product", "calibration", "status")]
+    for r in result.frames:
+        cal = ",".join(f"{k}={v}" for k, v in r.masters.items() if not k.endswith("_note"))
+        notes = [v for k, v in r.masters.items() if k.endswith("_note")]
+        status = "used" if r.used else f"skipped: {r.reason}"
+        if notes and r.used:
+            status += " (" + "; ".join(notes) + ")"
+        rows.append((os.path.basename(r.file), r.role, r.group, cal, status))
+    widths = [max(len(row[i]) for row in rows) for i in range(4)]
+    lines = []
+    for k, row in enumerate(rows):
+        lines.append("  ".join(v.ljust(w) for v, w in zip(row[:4], widths)) + "  " + row[4])
+        if k == 0:
+            lines.append("  ".join("-" * w for w in widths) + "  " + "-" * 6)
+    return "\n".join(lines)
+
+
+def run_night(raw_dir, out_dir: str | os.PathLike, *, backend: str = "auto",
+              overwrite: bool = False, overscan: str | None = None, trim: str | None = None,
+              save_calibrated: bool = False, previews: bool = True,
+              threads: int | None = None, mem_limit=None,
+              log: Callable[[str], None] | None = None, **stack_options) -> NightResult:
+    """Reduce a night of raw frames (see module docstring).
+
+    Parameters
+    ----------
+    raw_dir
+        A directory of FITS files (or a list of paths/globs).
+    out_dir
+        Created if missing; receives ``masters/``, ``stacks/``, ``previews/`` and
+        ``summary.json``.
+    backend, threads, mem_limit
+        As for :func:`skystack.combine`; one backend for every product.
+    overwrite
+        Rebuild products that exist with another recipe (otherwise such a product stops the
+        night before any work); products with the same recipe are always reused.
+    overscan, trim
+        FITS sections ``[x1:x2,y1:y2]`` overriding the headers' ``BIASSEC`` / ``TRIMSEC``.
+    save_calibrated
+        Also write each calibrated light (float32 ADU) to ``out_dir/calibrated/``.
+    previews
+        Write PNG previews and RGB composites.
+    **stack_options
+        Combine options for the stacks (default :data:`STACK_OPTIONS`).
+    """
+    from ..api import combine_options
+
+    t0 = time.perf_counter()
+    out = os.fspath(out_dir)
+    if os.path.exists(out) and not os.path.isdir(out):
+        raise SkystackError(f"{out}: exists and is not a directory")
+    combine_options(**{**STACK_OPTIONS, **stack_options})  # validate before any work
+    os.makedirs(out, exist_ok=True)
+    night = _Night(raw_dir, out, backend=backend, overwrite=overwrite,
+                   stack_options=stack_options, overscan=overscan, trim=trim,
+                   save_calibrated=save_calibrated, previews=previews, threads=threads,
+                   mem_limit=mem_limit, log=log or (lambda s: None))
+    jobs = night.plan()
+    if not jobs:
+        raise SkystackError(f"{raw_dir}: no usable bias, dark, flat or light frames found")
+    planned = night.fingerprints(jobs)
+    night.execute(planned)
+    night.write_previews()
+    return night.summary(time.perf_counter() - t0)
