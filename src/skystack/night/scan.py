@@ -1,0 +1,404 @@
+"""Classify a directory of raw frames by reading every FITS header once.
+
+Each file becomes a :class:`FrameInfo` (role, filter, exposure time, object, binning, shape…) or
+a :class:`SkippedFile` saying why it cannot be used. Nothing here raises for a bad file.
+
+Conventions
+-----------
+* ``role`` is one of ``'bias'``, ``'dark'``, ``'flat'``, ``'light'``, read from ``IMAGETYP``
+  (or, when that is missing or blank, ``IMAGETYPE``, ``OBSTYPE``, ``FRAME``), case-insensitively,
+  ignoring spaces, ``_`` and ``-`` and a trailing ``FRAME``: ``Bias Frame``/``ZERO`` are biases,
+  ``Flat Field``/``SKYFLAT``/``DOMEFLAT``/``TWIFLAT`` flats, ``OBJECT``/``SCIENCE`` lights…
+* ``exptime`` in seconds (``EXPTIME`` or ``EXPOSURE``), NaN when absent; such a frame is kept
+  with a note in :attr:`FrameInfo.notes` (it cannot be matched to a dark by exposure time).
+* ``shape`` is ``(rows, cols)`` = ``(NAXIS2, NAXIS1)``; ``binning`` is ``(xbin, ybin)`` from
+  ``XBINNING``/``YBINNING``, else ``CCDSUM``/``BINNING`` (``'2 2'``, ``'2x2'``, ``2``), else 1x1.
+* ``filter`` and ``object`` are the stripped header strings, ``''`` when absent.
+
+Groups (see :class:`GroupKey`) never mix binning or shape: lights of one (OBJECT, FILTER) taken
+with two binnings, or two windowed shapes, become two light groups whose keys differ only in
+``binning``/``shape``; :func:`group_names` gives them distinct short names.
+"""
+
+from __future__ import annotations
+
+import glob
+import math
+import os
+import re
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import NamedTuple
+
+from astropy.io import fits
+
+from ..errors import SkystackError
+from ..io.inputs import expand_paths, read_header
+from ..io.provenance import exposure_seconds
+
+__all__ = ["ROLES", "FITS_SUFFIXES", "FrameInfo", "SkippedFile", "GroupKey", "ScanResult",
+           "classify_imagetyp", "scan", "group_names", "format_scan_table"]
+
+ROLES = ("bias", "dark", "flat", "light")
+
+#: File name endings that a directory scan picks up (compared case-insensitively).
+FITS_SUFFIXES = (".fits", ".fit", ".fts", ".fits.fz", ".fit.fz", ".fts.fz", ".fits.gz",
+                 ".fit.gz", ".fts.gz")
+
+#: Header keywords holding the frame type, in order of preference.
+TYPE_KEYS = ("IMAGETYP", "IMAGETYPE", "OBSTYPE", "FRAME")
+
+# Normalised type (upper case, no spaces/underscores/hyphens, trailing FRAME dropped) -> role.
+_ROLE_OF = {
+    "BIAS": "bias", "ZERO": "bias",
+    "DARK": "dark",
+    "FLAT": "flat", "FLATFIELD": "flat", "SKYFLAT": "flat", "DOMEFLAT": "flat",
+    "TWIFLAT": "flat", "TWILIGHTFLAT": "flat", "LAMPFLAT": "flat",
+    "LIGHT": "light", "OBJECT": "light", "SCIENCE": "light",
+}
+
+# Group fields available to ScanResult.groups, and the default fields per role.
+GROUP_FIELDS = ("object", "filter", "exptime", "binning", "shape")
+DEFAULT_GROUP_FIELDS = {
+    "bias": ("binning", "shape"),
+    "dark": ("binning", "shape", "exptime"),
+    "flat": ("binning", "shape", "filter"),
+    "light": ("object", "filter", "binning", "shape"),
+}
+
+
+@dataclass(frozen=True)
+class FrameInfo:
+    """One classified raw frame. See the module docstring for units and conventions."""
+
+    path: str
+    role: str
+    filter: str
+    exptime: float
+    object: str
+    binning: tuple[int, int]
+    shape: tuple[int, int]
+    date_obs: str
+    header: fits.Header = field(repr=False, compare=False)
+    notes: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class SkippedFile:
+    """A file that cannot be used; ``reason`` is one line (the path is not repeated in it)."""
+
+    path: str
+    reason: str
+
+    def __str__(self) -> str:
+        return f"{self.path}: {self.reason}"
+
+
+class GroupKey(NamedTuple):
+    """What the frames of one group share. Fields not used by the grouping are ``None``.
+
+    ``exptime`` is rounded to milliseconds, and ``None`` also when the header has none.
+    """
+
+    role: str
+    object: str | None = None
+    filter: str | None = None
+    exptime: float | None = None
+    binning: tuple[int, int] | None = None
+    shape: tuple[int, int] | None = None
+
+    @property
+    def label(self) -> str:
+        """Readable description, e.g. ``'M67 V 1x1 512x512'`` or ``'dark 60 s 1x1 512x512'``."""
+        parts = []
+        if self.object is not None:
+            parts.append(self.object or "(no OBJECT)")
+        if self.filter is not None:
+            parts.append(self.filter or "(no FILTER)")
+        if self.role == "dark" or (self.exptime is not None and self.role != "light"):
+            parts.append(f"{self.exptime:g} s" if self.exptime is not None else "(no EXPTIME)")
+        if self.binning is not None:
+            parts.append(f"bin {self.binning[0]}x{self.binning[1]}")
+        if self.shape is not None:
+            parts.append(f"{self.shape[0]}x{self.shape[1]}")
+        return " ".join(parts)
+
+
+def _group_value(info: FrameInfo, name: str):
+    if name == "exptime":
+        return round(info.exptime, 3) if math.isfinite(info.exptime) else None
+    return getattr(info, name)
+
+
+def _sort_key(key: GroupKey) -> tuple:
+    """Sort None first and NaN-free, so that keys of mixed completeness still order."""
+    return tuple((v is not None, v if v is not None else 0) for v in key[1:])
+
+
+@dataclass
+class ScanResult:
+    """Frames found by :func:`scan` (in input order) and the files skipped, with reasons."""
+
+    frames: list[FrameInfo] = field(default_factory=list)
+    skipped: list[SkippedFile] = field(default_factory=list)
+
+    def by_role(self, role: str) -> list[FrameInfo]:
+        """Frames of one role, in scan order."""
+        if role not in ROLES:
+            raise ValueError(f"unknown role {role!r}; expected one of {ROLES}")
+        return [f for f in self.frames if f.role == role]
+
+    def groups(self, role: str, keys: Sequence[str] | None = None
+               ) -> dict[GroupKey, list[FrameInfo]]:
+        """Frames of ``role`` grouped by the fields ``keys`` (default: that role's usual ones,
+        see :data:`DEFAULT_GROUP_FIELDS`); groups are sorted by key, frames keep scan order."""
+        keys = DEFAULT_GROUP_FIELDS[role] if keys is None else tuple(keys)
+        bad = [k for k in keys if k not in GROUP_FIELDS]
+        if bad:
+            raise ValueError(f"unknown group fields {bad}; expected some of {GROUP_FIELDS}")
+        out: dict[GroupKey, list[FrameInfo]] = {}
+        for info in self.by_role(role):
+            key = GroupKey(role, **{k: _group_value(info, k) for k in keys})
+            out.setdefault(key, []).append(info)
+        return {k: out[k] for k in sorted(out, key=_sort_key)}
+
+    def bias_groups(self) -> dict[GroupKey, list[FrameInfo]]:
+        """Biases by (binning, shape)."""
+        return self.groups("bias")
+
+    def dark_groups(self) -> dict[GroupKey, list[FrameInfo]]:
+        """Darks by (binning, shape, exptime)."""
+        return self.groups("dark")
+
+    def flat_groups(self) -> dict[GroupKey, list[FrameInfo]]:
+        """Flats by (binning, shape, filter)."""
+        return self.groups("flat")
+
+    def light_groups(self) -> dict[GroupKey, list[FrameInfo]]:
+        """Lights by (object, filter, binning, shape): never mixing binnings or shapes."""
+        return self.groups("light")
+
+
+def classify_imagetyp(value) -> str | None:
+    """Role (``'bias'``…) of a frame-type header value, or None when it is not recognised."""
+    key = re.sub(r"[\s_\-]+", "", str(value)).upper()
+    if key.endswith("FRAME") and len(key) > len("FRAME"):
+        key = key[: -len("FRAME")]
+    return _ROLE_OF.get(key)
+
+
+def _frame_type(header: fits.Header) -> tuple[str | None, str | None]:
+    """(keyword, stripped value) of the first non-blank frame-type keyword, or (None, None)."""
+    for key in TYPE_KEYS:
+        if key in header:
+            value = str(header[key]).strip()
+            if value:
+                return key, value
+    return None, None
+
+
+def _text(header: fits.Header, *keys: str) -> str:
+    for key in keys:
+        value = header.get(key)
+        if value is not None and str(value).strip():
+            return str(value).strip()
+    return ""
+
+
+def _binning(header: fits.Header) -> tuple[tuple[int, int], str | None]:
+    """((xbin, ybin), note or None): XBINNING/YBINNING, else CCDSUM/BINNING, else 1x1."""
+    try:
+        if "XBINNING" in header or "YBINNING" in header:
+            x = int(header.get("XBINNING", header.get("YBINNING")))
+            y = int(header.get("YBINNING", x))
+        else:
+            text = _text(header, "CCDSUM", "BINNING")
+            if not text:
+                return (1, 1), None
+            parts = [int(float(p)) for p in re.split(r"[\s,xX*]+", text) if p]
+            if len(parts) not in (1, 2):
+                raise ValueError(text)
+            x, y = parts[0], parts[-1]
+        if x < 1 or y < 1:
+            raise ValueError((x, y))
+        return (x, y), None
+    except (TypeError, ValueError):
+        return (1, 1), "unreadable binning keywords, assumed 1x1"
+
+
+def _classify(path: str) -> FrameInfo | SkippedFile:
+    try:
+        header, shape = read_header(path)
+    except SkystackError as exc:
+        msg = str(exc)
+        return SkippedFile(path, msg[len(path) + 2:] if msg.startswith(f"{path}: ") else msg)
+    except Exception as exc:  # never raise for one bad file
+        return SkippedFile(path, f"cannot read ({type(exc).__name__}: {exc})")
+    key, value = _frame_type(header)
+    if key is None:
+        return SkippedFile(path, "no frame type: none of the keywords " + "/".join(TYPE_KEYS)
+                           + " is set, so it is not known to be a bias, dark, flat or light")
+    role = classify_imagetyp(value)
+    if role is None:
+        if value.upper().startswith("MASTER"):
+            return SkippedFile(path, f"{key} = {value!r} is a master calibration frame, "
+                                     "not a raw frame")
+        return SkippedFile(path, f"unknown {key} = {value!r} (expected a bias, dark, flat or "
+                                 "light type)")
+    notes = []
+    exptime = exposure_seconds(header)
+    if not math.isfinite(exptime) and role != "bias":
+        notes.append("no EXPTIME/EXPOSURE keyword: exposure time unknown")
+    binning, note = _binning(header)
+    if note:
+        notes.append(note)
+    return FrameInfo(path=path, role=role, filter=_text(header, "FILTER", "FILTNAME"),
+                     exptime=exptime, object=_text(header, "OBJECT"), binning=binning,
+                     shape=(int(shape[0]), int(shape[1])), date_obs=_text(header, "DATE-OBS"),
+                     header=header, notes=tuple(notes))
+
+
+def _is_fits_name(name: str) -> bool:
+    lower = name.lower()
+    return lower.endswith(FITS_SUFFIXES)
+
+
+def _directory_files(directory: str) -> list[str]:
+    """FITS files directly inside ``directory`` (not sub-directories, not hidden), sorted."""
+    names = sorted(n for n in os.listdir(directory)
+                   if not n.startswith(".") and _is_fits_name(n))
+    return [os.path.join(directory, n) for n in names
+            if os.path.isfile(os.path.join(directory, n))]
+
+
+def _expand(inputs) -> tuple[list[str], list[SkippedFile]]:
+    if isinstance(inputs, (str, os.PathLike)):
+        inputs = [inputs]
+    paths: list[str] = []
+    skipped: list[SkippedFile] = []
+    for item in inputs:
+        text = os.fspath(item)
+        if os.path.isdir(text):
+            try:
+                paths.extend(_directory_files(text))
+            except OSError as exc:
+                skipped.append(SkippedFile(text, f"cannot list directory ({exc.strerror})"))
+            continue
+        if not text.startswith("@") and not glob.has_magic(text) and not os.path.exists(text):
+            skipped.append(SkippedFile(text, "no such file or directory"))
+            continue
+        try:
+            found = expand_paths([text])
+        except SkystackError as exc:
+            msg = str(exc)
+            skipped.append(SkippedFile(text, msg[len(text) + 2:]
+                                       if msg.startswith(f"{text}: ") else msg))
+            continue
+        for p in found:
+            if os.path.isdir(p):
+                paths.extend(_directory_files(p))
+            else:
+                paths.append(p)
+    return paths, skipped
+
+
+def scan(inputs: str | os.PathLike | Iterable[str | os.PathLike]) -> ScanResult:
+    """Read and classify every FITS header once.
+
+    ``inputs`` is a directory (its ``*.fits``/``.fit``/``.fts`` files, optionally ``.fz`` or
+    ``.gz``, matched case-insensitively, sorted by name, not recursive, hidden files ignored), a
+    file, a glob pattern, an ``@list.txt``, or a list mixing these. A file named twice is read
+    once. Unreadable, non-FITS, non-2-D and unclassifiable files, missing paths and patterns
+    that match nothing become :class:`SkippedFile` entries; this function does not raise for
+    them (a caller with nothing in ``frames`` decides what to say).
+    """
+    paths, skipped = _expand(inputs)
+    result = ScanResult(skipped=skipped)
+    seen: set[str] = set()
+    for path in paths:
+        real = os.path.realpath(path)
+        if real in seen:
+            continue
+        seen.add(real)
+        item = _classify(path)
+        if isinstance(item, SkippedFile):
+            result.skipped.append(item)
+        else:
+            result.frames.append(item)
+    return result
+
+
+def _safe(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9+.-]+", "_", text).strip("_") or "none"
+
+
+def group_names(groups: Iterable[GroupKey]) -> dict[GroupKey, str]:
+    """Short, file-name-safe, distinct names for group keys.
+
+    The name is built from the role (bias/dark/flat only), object, filter and exposure time
+    (``M67_V``, ``dark_60s``, ``flat_B``); ``_bin2x2`` and then ``_<rows>x<cols>`` are appended
+    only where needed to tell apart groups that would otherwise share a name.
+    """
+    keys = list(groups)
+
+    def base(k: GroupKey) -> str:
+        parts = [] if k.role == "light" else [k.role]
+        if k.object is not None:
+            parts.append(_safe(k.object or "unknown"))
+        if k.filter is not None:
+            parts.append(_safe(k.filter or "none"))
+        if k.exptime is not None and k.role != "light":
+            parts.append(f"{k.exptime:g}s".replace(".", "p"))
+        return "_".join(parts)
+
+    def with_bin(k: GroupKey) -> str:
+        b = k.binning
+        return base(k) + (f"_bin{b[0]}x{b[1]}" if b is not None else "")
+
+    def with_shape(k: GroupKey) -> str:
+        s = k.shape
+        return with_bin(k) + (f"_{s[0]}x{s[1]}" if s is not None else "")
+
+    names: dict[GroupKey, str] = {}
+    for k in keys:
+        if sum(base(o) == base(k) for o in keys) == 1:
+            names[k] = base(k)
+        elif sum(with_bin(o) == with_bin(k) for o in keys) == 1:
+            names[k] = with_bin(k)
+        else:
+            names[k] = with_shape(k)
+    return names
+
+
+def _fmt_exptimes(frames: list[FrameInfo]) -> str:
+    values = sorted({round(f.exptime, 3) for f in frames if math.isfinite(f.exptime)})
+    text = ", ".join(f"{v:g}" for v in values)
+    if any(not math.isfinite(f.exptime) for f in frames):
+        text = f"{text}, ?" if text else "?"
+    return text
+
+
+def format_scan_table(result: ScanResult) -> str:
+    """A readable table: one row per group (role, group, number of frames, exposure times),
+    then the frames that carry notes and the skipped files with their reasons."""
+    rows = []
+    for role in ROLES:
+        for key, frames in result.groups(role).items():
+            rows.append((role, key.label, str(len(frames)), _fmt_exptimes(frames)))
+    header = ("role", "group", "frames", "exptime [s]")
+    lines = [f"{len(result.frames)} frames classified, {len(result.skipped)} skipped"]
+    if rows:
+        widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(header)]
+        lines.append("  ".join(h.ljust(w) for h, w in zip(header, widths)).rstrip())
+        lines.append("  ".join("-" * w for w in widths))
+        lines += ["  ".join(v.ljust(w) for v, w in zip(r, widths)).rstrip() for r in rows]
+    noted = [f for f in result.frames if f.notes]
+    if noted:
+        lines.append("")
+        lines.append(f"notes ({len(noted)}):")
+        lines += [f"  {f.path}: {'; '.join(f.notes)}" for f in noted]
+    if result.skipped:
+        lines.append("")
+        lines.append(f"skipped ({len(result.skipped)}):")
+        lines += [f"  {s}" for s in result.skipped]
+    return "\n".join(lines)
