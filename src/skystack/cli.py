@@ -40,7 +40,7 @@ examples:
 
 # The night's stacks reject outliers (cosmic rays, satellites) unless told otherwise.
 NIGHT_STACK_DEFAULTS = dict(method="mean", reject="sigclip", center="median", spread="mad",
-                            sigma_low=4.0, sigma_high=3.0, maxiters=0)
+                            sigma_low=5.0, sigma_high=5.0, maxiters=0)
 
 
 class _Parser(argparse.ArgumentParser):
@@ -158,8 +158,8 @@ def build_parser() -> argparse.ArgumentParser:
     n.add_argument("--no-previews", action="store_true", help="no PNG previews")
     _add_combine_options(n)
     n.set_defaults(**{k: v for k, v in NIGHT_STACK_DEFAULTS.items()})
-    n.description = ("Stacks are combined with --reject sigclip --spread mad --sigma-low 4 "
-                     "--sigma-high 3 --maxiters 0 unless told otherwise.")
+    n.description = ("Stacks are combined with --reject sigclip --spread mad --sigma 5 "
+                     "--maxiters 0 unless told otherwise.")
     _add_common(n)
 
     ins = sub.add_parser("inspect", help="statistics of calibration frames: bias level, read "

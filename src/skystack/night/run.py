@@ -45,8 +45,11 @@ from .products import FINGERPRINT_KEY, atomic_path, fingerprint, product_state
 
 __all__ = ["run_night", "NightResult", "STACK_OPTIONS"]
 
+# 5 sigma about the median (MAD spread): seeing changes from frame to frame then do not clip
+# star cores (3 sigma biased the flux of bright stars low by 0.25 % on the generated night),
+# while cosmic rays and satellite trails, tens of sigma above the sky, are still rejected.
 STACK_OPTIONS = dict(method="mean", reject="sigclip", center="median", spread="mad",
-                     sigma_low=4.0, sigma_high=3.0, maxiters=0)
+                     sigma_low=5.0, sigma_high=5.0, maxiters=0)
 
 
 @dataclass
