@@ -56,6 +56,12 @@ def test_layout_summary_and_skipped_files(night):
     assert first["bias"] == "bias.fits" and first["dark"] == "dark_60s.fits"
     assert first["dark_scale"] == pytest.approx(LIGHT_T / 60.0)
     assert first["flat"].startswith("flat_") and first["badpix"] == "badpix.fits"
+    # All filters of an object share one grid, so that colours align.
+    grids = [WCS(fits.getheader(out / "stacks" / f"M67_{f}.fits")) for f in "BVR"]
+    for g in grids[1:]:
+        assert np.allclose(g.wcs.crval, grids[0].wcs.crval)
+        assert np.allclose(g.wcs.crpix, grids[0].wcs.crpix)
+        assert np.allclose(g.pixel_scale_matrix, grids[0].pixel_scale_matrix)
     with fits.open(out / "stacks" / "M67_V.fits") as hdul:
         assert hdul[0].header["NCOMBINE"] == N_LIGHT
         assert {"UNCERT", "MASK", "COUNT", "EXPMAP"} <= {h.name for h in hdul}

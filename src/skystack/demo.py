@@ -1,83 +1,67 @@
-"""``skystack demo DIR``: a synthetic night written to ``DIR/raw`` and combined end to end.
+"""``skystack demo DIR``: a synthetic night written to ``DIR/raw``, reduced by ``skystack night``.
 
-Products (the layout that ``skystack night`` will use):
-``DIR/masters/bias.fits`` (sigma-clipped mean), ``DIR/masters/dark_<T>s.fits`` (median),
-``DIR/masters/flat_<F>.fits`` (median of flats scaled to a common median), and
-``DIR/stacks/<OBJECT>_<F>.fits`` (sigma-clipped mean of the lights, cosmic rays rejected).
-The demo stacks raw lights: calibration with the masters arrives with ``skystack night``.
+The night (see :mod:`skystack.demo_data`): biases, 60 s darks, flats in B, V and R, and 9 lights
+of M67 per filter exposed 90 s (so the dark is scaled), dithered by up to 8 px and rotated by up
+to 1.5 degrees, with hot pixels, vignetting, dust and cosmic rays. Products land in ``DIR`` in
+the layout of ``skystack night`` (``masters/``, ``stacks/``, ``previews/`` with an RGB
+composite, ``summary.json``).
+
+The raw night is written once: a second ``skystack demo DIR`` finds it (``raw/demo.json``) and
+the night reuses every product that is up to date.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import time
 from pathlib import Path
 
 import numpy as np
 
-from .api import combine_to_file
 from .demo_data import write_sample_night
-from .io.writer import check_output_path
+
+DEMO_NIGHT = dict(shape=(512, 512), n_bias=9, n_dark=5, dark_exptime=60.0, n_flat=5,
+                  filters=("B", "V", "R"), n_light=9, light_exptime=90.0, dither_px=8.0,
+                  rotation_deg=1.5, seed=0)
 
 
-def _products(night, directory: Path) -> list[tuple[str, list, Path, dict]]:
-    masters = directory / "masters"
-    stacks = directory / "stacks"
-    dark_t = int(round(float(_exptime(night.dark[0]))))
-    jobs = [("master bias", night.bias, masters / "bias.fits",
-             dict(method="mean", reject="sigclip", sigma=3.0, maxiters=0)),
-            (f"master dark {dark_t}s", night.dark, masters / f"dark_{dark_t}s.fits",
-             dict(method="median"))]
-    for filt, flats in night.flat.items():
-        jobs.append((f"master flat {filt}", flats, masters / f"flat_{filt}.fits",
-                     dict(method="median", scale="median")))
-    for filt, lights in night.light.items():
-        obj = _header_value(lights[0], "OBJECT")
-        jobs.append((f"stack {obj} {filt}", lights, stacks / f"{obj}_{filt}.fits",
-                     dict(method="mean", reject="sigclip", center="median", spread="mad",
-                          sigma_low=4.0, sigma_high=3.0, maxiters=0)))
-    return jobs
-
-
-def _header_value(path, key):
-    from astropy.io import fits
-
-    return fits.getheader(path)[key]
-
-
-def _exptime(path) -> float:
-    return float(_header_value(path, "EXPTIME"))
+def _raw_night(raw: Path, quiet: bool) -> None:
+    marker = raw / "demo.json"
+    recipe = json.dumps(DEMO_NIGHT, sort_keys=True, default=list)
+    if marker.is_file() and marker.read_text() == recipe:
+        if not quiet:
+            print(f"using the sample night already in {raw}")
+        return
+    t0 = time.perf_counter()
+    night = write_sample_night(raw, **DEMO_NIGHT)
+    marker.write_text(recipe)
+    if not quiet:
+        n = len(night.bias) + len(night.dark) + sum(map(len, night.flat.values())) + sum(
+            map(len, night.light.values()))
+        print(f"wrote {n} raw frames to {raw} ({time.perf_counter() - t0:.1f} s)")
 
 
 def run_demo(directory: str | os.PathLike, *, backend: str = "auto", overwrite: bool = False,
              quiet: bool = False) -> list[Path]:
-    """Write the sample night into ``directory`` and combine it; returns the product paths."""
+    """Write the sample night into ``directory/raw`` (once) and reduce it into ``directory``;
+    returns the product paths."""
+    from .night.run import format_night_table, run_night
+
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
-    t0 = time.perf_counter()
-    night = write_sample_night(directory / "raw")
-    jobs = _products(night, directory)
-    for _, _, out, _ in jobs:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        check_output_path(out, overwrite)  # refuse before any work, not halfway through
+    _raw_night(directory / "raw", quiet)
+    result = run_night(directory / "raw", directory, backend=backend, overwrite=overwrite,
+                       log=None if quiet else print)
     if not quiet:
-        n = len(night.bias) + len(night.dark) + sum(map(len, night.flat.values())) + sum(
-            map(len, night.light.values()))
-        print(f"wrote {n} raw frames to {directory / 'raw'} ({time.perf_counter() - t0:.1f} s)")
-    written = []
-    for label, inputs, out, options in jobs:
-        t = time.perf_counter()
-        combine_to_file([str(p) for p in inputs], out, backend=backend, overwrite=overwrite,
-                        **options)
-        written.append(out)
-        if not quiet:
-            seconds = time.perf_counter() - t
-            print(f"{label:<18} {len(inputs):3d} frames -> {out}  ({seconds:.2f} s)")
-    if not quiet:
-        _report_stack(written[-1])
-        print(f"done in {time.perf_counter() - t0:.1f} s; open the products with "
-              "astropy.nddata.CCDData.read or any FITS viewer")
-    return written
+        print()
+        print(format_night_table(result))
+        stack = result.product("stack", "M67_V.fits")
+        if stack is not None:
+            _report_stack(Path(stack.path))
+        print(f"done in {result.seconds:.1f} s; previews in {directory / 'previews'}, open the "
+              "FITS products with astropy.nddata.CCDData.read or any FITS viewer")
+    return [Path(p.path) for p in result.products]
 
 
 def _report_stack(path: Path) -> None:
@@ -86,6 +70,6 @@ def _report_stack(path: Path) -> None:
     with fits.open(path) as hdul:
         count = hdul["COUNT"].data
         image = hdul[0].data
-        print(f"{path.name}: median level {np.nanmedian(image):.1f} ADU, "
-              f"{int((count < count.max()).sum())} pixels with at least one value rejected, "
-              f"NCOMBINE={hdul[0].header['NCOMBINE']}")
+        print(f"{path.name}: median sky {np.nanmedian(image):.1f} ADU, coverage "
+              f"{int(count.min())}..{int(count.max())} frames, NCOMBINE="
+              f"{hdul[0].header['NCOMBINE']}")

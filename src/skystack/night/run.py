@@ -137,6 +137,7 @@ class _Night:
         self.products: list[Product] = []
         self.master_frames: dict[str, Frame] = {}
         self.fprints: dict[str, str] = {}
+        self.grid_refs: dict[tuple, tuple] = {}
 
     # -- helpers ---------------------------------------------------------------------------
 
@@ -229,6 +230,10 @@ class _Night:
             lights: dict[tuple, list] = defaultdict(list)
             for it in mine.get("light", []):
                 lights[(it[0].object or "unknown", it[0].filter or "none")].append(it)
+            # One grid per object for all its filters (so that colours align, e.g. in the RGB
+            # composite): that of its first light of the night.
+            for it in sorted(mine.get("light", []), key=lambda it: (it[0].date_obs, it[0].path)):
+                self.grid_refs.setdefault((it[0].object or "unknown", cam_key), it)
             for (obj, filt) in sorted(lights):
                 items = sorted(lights[(obj, filt)], key=lambda it: (it[0].date_obs, it[0].path))
                 path = os.path.join(self.out, "stacks", f"{_safe(obj)}_{_safe(filt)}{sfx}.fits")
@@ -303,8 +308,10 @@ class _Night:
                            for it in items]
                 options = {"bias": mst.BIAS_OPTIONS, "dark": mst.DARK_OPTIONS,
                            "flat": mst.FLAT_OPTIONS, "stack": self.stack_options}[kind]
-                fp = fingerprint(kind, [it[0].path for it in items],
-                                 {"options": options, "calibration": recipes})
+                recipe = {"options": options, "calibration": recipes}
+                if kind == "stack":
+                    recipe["grid"] = os.path.abspath(self.grid_refs[(job[5], cam_key)][0].path)
+                fp = fingerprint(kind, [it[0].path for it in items], recipe)
             self.fprints[path] = fp
             planned.append((job, fp, product_state(path, fp, self.overwrite)))
         return planned
@@ -435,9 +442,15 @@ class _Night:
             product.status = "failed"
             product.notes.append("no light frame with a celestial WCS")
             return False
-        grid = Grid(wcs_list[0], usable[0].shape)
+        ref_info, ref_cal, _ = self.grid_refs[(obj, cam_key)]
+        try:
+            ref = calibrated_frame(load_frames([ref_info.path])[0],
+                                   Calibration(overscan=ref_cal.overscan, trim=ref_cal.trim))
+            grid = Grid(frame_wcs(ref), ref.shape)
+        except SkystackError:  # the object's first light has no usable WCS: this group's first
+            ref, grid = usable[0], Grid(wcs_list[0], usable[0].shape)
         header["SKYGROUP"] = (group, "object / filter group")
-        header["GRIDREF"] = (os.path.basename(usable[0].path or usable[0].label),
+        header["GRIDREF"] = (os.path.basename(ref.path or ref.label),
                              "grid: WCS and shape of this light")
         with atomic_path(path, overwrite=True) as tmp:
             stack_to_file(usable, tmp, grid=grid, extra_header=header, overwrite=True,
@@ -515,16 +528,28 @@ class _Night:
         return result
 
 
+def _calibration_text(masters: dict) -> str:
+    """``bias + dark_60s x1.5 + flat_V + badpix`` (and notes such as ``no flat for filter R``)."""
+    parts = []
+    for key in ("bias", "dark", "flat", "badpix"):
+        name = masters.get(key)
+        if name is None:
+            continue
+        name = os.path.splitext(name)[0]
+        if key == "dark" and masters.get("dark_scale", 1.0) != 1.0:
+            name += f" x{masters['dark_scale']:.4g}"
+        parts.append(name)
+    parts += [v for k, v in masters.items() if k.endswith("_note") and k != "dark_note"]
+    return " + ".join(parts)
+
+
 def format_night_table(result: NightResult) -> str:
-    """The printed table: one line per raw frame (file, role, product, masters, status)."""
+    """The printed table: one line per raw file (file, role, product, calibration, status)."""
     rows = [("file", "role", "product", "calibration", "status")]
     for r in result.frames:
-        cal = ",".join(f"{k}={v}" for k, v in r.masters.items() if not k.endswith("_note"))
-        notes = [v for k, v in r.masters.items() if k.endswith("_note")]
         status = "used" if r.used else f"skipped: {r.reason}"
-        if notes and r.used:
-            status += " (" + "; ".join(notes) + ")"
-        rows.append((os.path.basename(r.file), r.role, r.group, cal, status))
+        rows.append((os.path.basename(r.file), r.role, r.group, _calibration_text(r.masters),
+                     status))
     widths = [max(len(row[i]) for row in rows) for i in range(4)]
     lines = []
     for k, row in enumerate(rows):
