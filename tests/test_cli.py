@@ -97,3 +97,14 @@ def test_demo_end_to_end(tmp_path, capsys):
     assert main(["demo", str(tmp_path / "night"), "--backend", "cpu"]) == 0
     assert "reused" in capsys.readouterr().out
     assert before == {p: p.stat().st_mtime_ns for p in (tmp_path / "night").rglob("*.fits")}
+
+
+def test_info_on_a_directory_classifies_the_frames(tmp_path, capsys):
+    from skystack.demo_data import write_sample_night
+
+    write_sample_night(tmp_path / "raw", shape=(32, 32), n_bias=2, n_dark=1, n_flat=1,
+                       n_light=2)
+    (tmp_path / "raw" / "junk.fits").write_text("junk")
+    assert main(["info", str(tmp_path / "raw")]) == 0
+    out = capsys.readouterr().out
+    assert "light" in out and "M67 V" in out and "junk.fits" in out

@@ -136,8 +136,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_grid_options(rp, required=True)
     _add_common(rp)
 
-    i = sub.add_parser("info", help="table of shape, dtype, IMAGETYP, FILTER, EXPTIME, DATE-OBS")
-    i.add_argument("files", nargs="+", metavar="FILES")
+    i = sub.add_parser("info", help="table of shape, dtype, IMAGETYP, FILTER, EXPTIME, DATE-OBS; "
+                                    "for a directory, its frames classified as by 'night'")
+    i.add_argument("files", nargs="+", metavar="FILES", help="FITS files or a directory")
     i.add_argument("--hdu", type=_hdu, help="HDU index or EXTNAME (default: first image HDU)")
     _add_common(i)
 
@@ -239,7 +240,16 @@ def _run_reproject(a: argparse.Namespace) -> int:
 
 
 def _run_info(a: argparse.Namespace) -> int:
+    import os
+
     from .io.info import format_table, info_rows
+
+    if any(os.path.isdir(f) for f in a.files):
+        # A directory: classify its frames as the night would (unreadable files are listed).
+        from .night.scan import format_scan_table, scan
+
+        print(format_scan_table(scan(a.files)))
+        return 0
 
     rows, errors = info_rows(a.files, hdu=a.hdu)
     if rows:
