@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from datetime import datetime
 from pathlib import Path
 
@@ -10,7 +11,7 @@ import pytest
 from astropy.io import fits
 from astropy.wcs import WCS
 
-from skystack.demo_data import SampleNight, write_sample_night
+from skystack.demo_data import SampleNight, truth_image, write_sample_night
 
 SHAPE = (256, 224)
 
@@ -206,3 +207,242 @@ def test_undithered_and_reproducible(tmp_path: Path) -> None:
     c = write_sample_night(tmp_path / "a", **kwargs, seed=1)
     assert c.light["B"][0] == a.light["B"][0]
     assert not np.array_equal(fits.getdata(c.light["B"][0]), fits.getdata(b.light["B"][0]))
+
+
+# --- options of multi-exposure, multi-target, rotated and overscanned nights ------------------
+
+def _files_sha256(directory: Path) -> str:
+    h = hashlib.sha256()
+    for path in sorted(directory.glob("*.fits")):
+        h.update(path.name.encode())
+        h.update(path.read_bytes())
+    return h.hexdigest()
+
+
+# SHA-256 of every file (name and bytes, sorted by name) written by write_sample_night before
+# the dark_exptimes / objects / rotation_deg / overscan options existed (astropy 8.0.2, numpy
+# 2.4.6): the defaults must keep writing exactly these bytes.
+_DEFAULT_HASHES = [
+    ({"shape": (64, 48)},
+     "cd803276dc98224fb10cc68ff7ac8de86acb6c384b44aae8329855a4ef7da360"),
+    ({"shape": (64, 80), "n_bias": 2, "n_dark": 2, "dark_exptime": 30.0, "n_flat": 2,
+      "filters": ("V", "R"), "n_light": 3, "dither_px": 3.0, "seed": 5,
+      "object_name": "NGC 2682", "light_exptime": 45.0},
+     "2c5ceee4b33cfe0126e7e0a767abe62156419f72989d3d328e50c329973ff5bf"),
+    ({}, "0b72f407978a272f5c9606bd4a79949d263a5d6cfd78890fdfcb7472cbecf0c8"),  # the demo's
+]
+
+
+@pytest.mark.parametrize("kwargs,expected", _DEFAULT_HASHES,
+                         ids=["small-defaults", "dithered-two-filters", "demo-defaults"])
+def test_defaults_write_the_same_bytes_as_before(tmp_path: Path, kwargs: dict,
+                                                 expected: str) -> None:
+    night = write_sample_night(tmp_path, **kwargs)
+    assert _files_sha256(tmp_path) == expected
+    assert night.truth["overscan"] == 0 and night.truth["biassec"] is None
+    assert all(np.all(r == 0) for r in night.truth["rotation"].values())
+
+
+RICH = dict(shape=(128, 160), n_bias=2, n_dark=2, dark_exptimes=(30.0, 60.0), n_flat=1,
+            filters=("V", "R"), n_light=4, objects=("M67", "NGC 2548"),
+            light_exptime={"M67": 90.0, "NGC 2548": 60.0}, dither_px=5.0, rotation_deg=3.0,
+            seed=11)
+
+
+@pytest.fixture(scope="module")
+def rich(tmp_path_factory: pytest.TempPathFactory) -> SampleNight:
+    return write_sample_night(tmp_path_factory.mktemp("rich") / "raw", overscan=8, **RICH)
+
+
+def test_several_dark_exposures_and_targets(rich: SampleNight) -> None:
+    t = rich.truth
+    assert t["dark_exptimes"] == (30.0, 60.0)
+    assert {k: [p.name for p in v] for k, v in rich.dark_by_exptime.items()} == {
+        30.0: ["dark_030s_001.fits", "dark_030s_002.fits"],
+        60.0: ["dark_060s_001.fits", "dark_060s_002.fits"]}
+    assert rich.dark == rich.dark_by_exptime[30.0] + rich.dark_by_exptime[60.0]
+    for exptime, paths in rich.dark_by_exptime.items():
+        assert all(fits.getheader(p)["EXPTIME"] == exptime for p in paths)
+    assert list(rich.light_by_object) == ["M67", "NGC 2548"]
+    assert rich.light_by_object["NGC 2548"]["R"][0].name == "light_NGC_2548_R_001.fits"
+    assert rich.light["V"] == rich.light_by_object["M67"]["V"] + rich.light_by_object[
+        "NGC 2548"]["V"]
+    centres = []
+    for obj, exptime in (("M67", 90.0), ("NGC 2548", 60.0)):
+        fld = t["objects"][obj]
+        assert fld["light_exptime"] == exptime
+        centres.append((fld["ra"], fld["dec"]))
+        for band in ("V", "R"):
+            for i, path in enumerate(rich.light_by_object[obj][band]):
+                hdr = fits.getheader(path)
+                assert (hdr["OBJECT"], hdr["FILTER"], hdr["EXPTIME"]) == (obj, band, exptime)
+                info = t["lights"][path.name]
+                assert (info["object"], info["filter"], info["index"]) == (obj, band, i)
+                # 90 s lights have no 90 s dark: a master dark must be scaled.
+                assert info["dark_exptime"] == (None if exptime == 90.0 else 60.0)
+                assert info["dark_scaled"] is (exptime == 90.0)
+    assert centres[0] == (132.825, 11.8)
+    # The second field is well away from the first: no star in common.
+    sep = np.hypot((centres[1][0] - centres[0][0]) * np.cos(np.radians(11.8)),
+                   centres[1][1] - centres[0][1])
+    assert 0.3 < sep < 0.5
+    assert not np.array_equal(t["objects"]["M67"]["stars"]["flux"],
+                              t["objects"]["NGC 2548"]["stars"]["flux"])
+    # The first target's truth is also at the top level, as for single-target nights.
+    assert t["stars"] is t["objects"]["M67"]["stars"]
+    assert t["rotation"] is t["objects"]["M67"]["rotation"]
+
+
+def test_overscan_sections(rich: SampleNight, tmp_path: Path) -> None:
+    t = rich.truth
+    ny, nx = RICH["shape"]
+    assert t["overscan"] == 8
+    assert t["datasec"] == "[1:160,1:128]" and t["biassec"] == "[161:168,1:128]"
+    for path in [rich.bias[0], rich.dark[-1], rich.flat["R"][0], rich.light["V"][-1]]:
+        hdr = fits.getheader(path)
+        assert (hdr["NAXIS1"], hdr["NAXIS2"]) == (nx + 8, ny)
+        assert hdr["BIASSEC"] == t["biassec"]
+        assert hdr["TRIMSEC"] == hdr["DATASEC"] == t["datasec"]
+        over = fits.getdata(path)[:, nx:].astype(np.float64)
+        # Bias level and read noise only: no column pattern, no dark current, no light.
+        assert over.mean() == pytest.approx(t["bias_level"], abs=0.5)
+        assert over.std() == pytest.approx(t["read_noise"], rel=0.1)
+    # The data section is the same with or without overscan columns.
+    plain = write_sample_night(tmp_path, **RICH)
+    for a, b in [(rich.bias[1], plain.bias[1]), (rich.light["R"][-1], plain.light["R"][-1])]:
+        assert np.array_equal(fits.getdata(a)[:, :nx], fits.getdata(b))
+        assert "BIASSEC" not in fits.getheader(b)
+
+
+def _centroid(data: np.ndarray, x: float, y: float, half: int = 6) -> tuple[float, float]:
+    """First moment in a (2 half + 1)^2 window, re-centred until it settles."""
+    for _ in range(5):
+        cx, cy = int(round(x)), int(round(y))
+        win = data[cy - half:cy + half + 1, cx - half:cx + half + 1]
+        off = np.arange(-half, half + 1)
+        x = cx + (win.sum(axis=0) * off).sum() / win.sum()
+        y = cy + (win.sum(axis=1) * off).sum() / win.sum()
+    return x, y
+
+
+def test_rotation_in_stars_and_wcs(rich: SampleNight) -> None:
+    t = rich.truth
+    ny, nx = RICH["shape"]
+    centre = np.array([(nx - 1) / 2, (ny - 1) / 2])
+    measured = []
+    for obj in RICH["objects"]:
+        fld = t["objects"][obj]
+        stars = fld["stars"]
+        for band in RICH["filters"]:
+            rot = fld["rotation"][band]
+            assert np.all(np.abs(rot) <= 3.0)
+            for i, path in enumerate(rich.light_by_object[obj][band]):
+                info = t["lights"][path.name]
+                assert info["rotation"] == rot[i]
+                assert np.array_equal(info["dither"], fld["dither"][band][i])
+                hdr = fits.getheader(path)
+                wcs = WCS(hdr)
+                theta = np.radians(rot[i])
+                if rot[i] == 0.0:
+                    assert band == RICH["filters"][0] and i == 0  # the target's reference
+                    assert "PC1_1" not in hdr
+                else:
+                    # PC = R(-theta): the position angle of the frame is theta.
+                    assert np.degrees(np.arctan2(hdr["PC1_2"], hdr["PC1_1"])) == \
+                        pytest.approx(rot[i], abs=1e-9)
+                    assert np.allclose(wcs.wcs.get_pc(), info["wcs"].wcs.get_pc())
+                # Truth star positions through the header WCS = the documented geometry.
+                px, py = wcs.world_to_pixel_values(stars["ra"], stars["dec"])
+                rel = np.stack([stars["x"], stars["y"]]) - centre[:, None]
+                c, s = np.cos(theta), np.sin(theta)
+                dy, dx = info["dither"]
+                ex = centre[0] + c * rel[0] - s * rel[1] + dx
+                ey = centre[1] + s * rel[0] + c * rel[1] + dy
+                assert np.allclose(px, ex, atol=1e-6) and np.allclose(py, ey, atol=1e-6)
+                # ... and where the brightest well-placed isolated star is really drawn.
+                data = fits.getdata(path)[:, :nx].astype(np.float64)
+                exptime = info["exptime"]
+                data -= t["bias_level"] + t["bias_columns"][None, :]
+                data -= t["dark_current"] * exptime / t["gain"]
+                data /= t["flat"][band]
+                data -= t["sky"][band] * info["sky_scale"] * exptime
+                flux = fld["star_flux"][band]
+                cosmic = np.zeros((ny, nx), dtype=bool)
+                cosmic[tuple(t["cosmic_rays"][path.name].T)] = True
+                peak_e = flux * exptime * 0.08  # peak pixel of a FWHM 2.2 px Moffat, roughly
+                for k in np.argsort(flux)[::-1]:
+                    if peak_e[k] / t["gain"] > 40000 or flux[k] * exptime < 2e4:
+                        continue
+                    if not (10 <= px[k] < nx - 10 and 10 <= py[k] < ny - 10):
+                        continue
+                    dist = np.hypot(px - px[k], py - py[k])
+                    if np.any((dist > 0) & (dist < 14) & (flux > 0.01 * flux[k])):
+                        continue
+                    cy, cx = int(round(py[k])), int(round(px[k]))
+                    if cosmic[cy - 8:cy + 9, cx - 8:cx + 9].any():
+                        continue
+                    xc, yc = _centroid(data, px[k], py[k])
+                    measured.append(np.hypot(xc - px[k], yc - py[k]))
+                    break
+    assert len(measured) >= 8
+    assert max(measured) < 0.2
+
+
+def test_new_options_are_deterministic(tmp_path: Path) -> None:
+    kwargs = dict(RICH, shape=(48, 64), n_light=2)
+    a = write_sample_night(tmp_path / "a", overscan=4, **kwargs)
+    b = write_sample_night(tmp_path / "b", overscan=4, **kwargs)
+    assert _files_sha256(a.directory) == _files_sha256(b.directory)
+    for name, info in a.truth["lights"].items():
+        assert info["rotation"] == b.truth["lights"][name]["rotation"]
+    c = write_sample_night(tmp_path / "c", overscan=4, **dict(kwargs, seed=12))
+    assert _files_sha256(c.directory) != _files_sha256(a.directory)
+    # A second target leaves the first target's files as in a single-target night.
+    single = write_sample_night(tmp_path / "single", overscan=4,
+                                **dict(kwargs, objects=None, object_name="M67",
+                                       light_exptime=90.0))
+    assert [p.name for p in single.light["V"]] == [p.name for p in
+                                                  a.light_by_object["M67"]["V"]]
+    for pa, ps in zip(a.light_by_object["M67"]["R"] + a.dark, single.light["R"] + single.dark,
+                      strict=True):
+        assert pa.read_bytes() == ps.read_bytes()
+
+
+def test_truth_image_matches_a_calibrated_light(rich: SampleNight) -> None:
+    t = rich.truth
+    ny, nx = RICH["shape"]
+    path = rich.light_by_object["NGC 2548"]["R"][2]
+    info = t["lights"][path.name]
+    model = truth_image(rich, "NGC 2548", "R", info["wcs"], (ny, nx), frames=[path.name])
+    data = fits.getdata(path)[:, :nx].astype(np.float64)
+    data -= t["bias_level"] + t["bias_columns"][None, :]
+    data -= t["dark_current"] * info["exptime"] / t["gain"]
+    data /= t["flat"]["R"]
+    good = np.ones((ny, nx), dtype=bool)
+    good[tuple(t["cosmic_rays"][path.name].T)] = False
+    good[tuple(t["hot_pixels"].T)] = False
+    good &= model < 20000  # far from saturation
+    sigma = np.sqrt(model / t["gain"] + t["read_noise"] ** 2) / t["flat"]["R"]
+    chi = ((data - model) / sigma)[good]
+    assert abs(chi.mean()) < 0.05
+    assert chi.std() == pytest.approx(1.0, abs=0.05)
+    # The truth image averages frames: here, all of the target's R lights.
+    mean = truth_image(rich, "NGC 2548", "R", info["wcs"], (ny, nx))
+    assert np.median(mean) == pytest.approx(np.median(model), rel=0.05)
+    with pytest.raises(ValueError, match="pixel scale"):
+        w = info["wcs"].deepcopy()
+        w.wcs.cdelt = w.wcs.cdelt * 2
+        truth_image(rich, "NGC 2548", "R", w, (ny, nx))
+
+
+@pytest.mark.parametrize("kwargs,match", [
+    (dict(objects=("M 67", "M_67")), "distinct target"),
+    (dict(objects=("M67", "X"), light_exptime={"M67": 60.0}), "no exposure time"),
+    (dict(dark_exptimes=(30.0, 30.0)), "duplicate dark"),
+    (dict(dark_exptimes=(0.0,)), "exposure times"),
+    (dict(overscan=-1), "overscan"),
+    (dict(rotation_deg=-1.0), "rotation_deg"),
+])
+def test_new_options_are_checked(tmp_path: Path, kwargs: dict, match: str) -> None:
+    with pytest.raises(ValueError, match=match):
+        write_sample_night(tmp_path, shape=(32, 32), **kwargs)

@@ -23,6 +23,19 @@ The image model of one raw frame, in ADU, is::
 with ``sky`` in ADU/s, ``stars`` and ``dark_current`` in e-/s and ``t`` the
 exposure time in seconds. Flats replace ``sky * gain + stars`` by a uniform
 illumination; biases have ``t = 0``.
+
+Geometry of the light frames: a star at ``p = (x, y)`` on the grid of the first light
+frame of its target is at ``R(theta) (p - c) + c + (dx, dy)`` in light frame ``i``, with
+``c = ((nx - 1) / 2, (ny - 1) / 2)`` the frame centre, ``(dy, dx)`` the frame's dither and
+``R(theta) = [[cos, -sin], [sin, cos]]`` a counter-clockwise rotation (x right, y up) by the
+frame's rotation angle. Each frame's WCS says the same: ``CRPIX = c + 1 + (dx, dy)`` and
+``PC = R(-theta)`` (written only for frames with ``theta != 0``).
+
+With ``overscan > 0`` every frame has that many extra columns on the right of the data
+section, holding the bias level and read noise only (no column pattern, no signal), and
+the header keywords ``BIASSEC`` (overscan), ``TRIMSEC`` and ``DATASEC`` (data section) in
+IRAF's 1-based, inclusive ``[x1:x2,y1:y2]`` notation. The truth arrays describe the data
+section only.
 """
 
 from __future__ import annotations
@@ -31,8 +44,8 @@ import math
 import os
 import re
 import zlib
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -41,7 +54,7 @@ import numpy as np
 from astropy.io import fits
 from astropy.wcs import WCS
 
-__all__ = ["SampleNight", "write_sample_night"]
+__all__ = ["SampleNight", "truth_image", "write_sample_night"]
 
 # Camera: a typical cooled full-frame CCD behind a ~1.9 m focal length telescope.
 BIAS_LEVEL = 1000.0  # ADU
@@ -63,6 +76,8 @@ NIGHT_START = datetime(2026, 3, 14, 20, 0, 0)
 _MJD_ZERO = datetime(1858, 11, 17)
 FIELD_RA = 132.825  # deg, M67
 FIELD_DEC = 11.8  # deg
+# Further targets of a night (``objects=``) lie on a line from M67 towards the south-east.
+FIELD_STEP_DEG = (0.3, -0.2)  # (RA on the sky, Dec) per target, deg
 
 # Optics / atmosphere.
 FWHM = 3.0  # pixels, median seeing
@@ -91,14 +106,20 @@ class SampleNight:
     directory : Path
         Directory holding the FITS files.
     bias, dark : list of Path
-        Bias and dark frames, in acquisition order.
+        Bias and dark frames, in acquisition order (darks of every exposure time).
     flat, light : dict of str to list of Path
-        Flat-field and light frames by filter name, in acquisition order.
+        Flat-field and light frames by filter name, in acquisition order (lights of every
+        target, target after target).
+    dark_by_exptime : dict of float to list of Path
+        Dark frames by exposure time, s.
+    light_by_object : dict of str to dict of str to list of Path
+        Light frames by target (``OBJECT``) and filter.
     truth : dict
-        Noiseless ingredients of the simulation:
+        Noiseless ingredients of the simulation. Arrays describe the data section (without
+        overscan columns), indexed ``(y, x)``.
 
         ``bias_level`` : float
-            Mean bias level, ADU.
+            Mean bias level, ADU (also the level of the overscan columns).
         ``bias_columns`` : ndarray, float32, shape (nx,)
             Zero-mean fixed column pattern added to ``bias_level``, ADU.
         ``read_noise`` : float
@@ -108,7 +129,9 @@ class SampleNight:
         ``dark_current`` : ndarray, float32, shape (ny, nx)
             Dark current, e-/s/pixel, hot pixels included.
         ``hot_pixels`` : ndarray, int, shape (n, 2)
-            ``(y, x)`` positions of the hot pixels.
+            ``(y, x)`` positions of the hot pixels (10-100x the typical dark current).
+        ``dark_exptimes`` : tuple of float
+            Exposure times of the darks, s, in acquisition order.
         ``flat`` : dict of str to ndarray, float32
             Pixel response per filter (vignetting x dust x pixel-to-pixel), median 1.
         ``vignetting`` : dict of str to ndarray, float32
@@ -120,27 +143,48 @@ class SampleNight:
             Exposure time of the flats, s.
         ``sky`` : dict of str to float
             Nominal sky background per filter, ADU/s at ``flat == 1``.
-        ``sky_scale`` : dict of str to ndarray
-            Per light frame multiplier of ``sky`` (the sky drifts by a few % in the night).
-        ``stars`` : structured ndarray
-            Fields ``x``, ``y`` (pixels on the grid of the first light frame, may lie
-            slightly outside it), ``flux`` (e-/s in the first filter, before the flat),
-            ``ra``, ``dec`` (deg).
-        ``star_flux`` : dict of str to ndarray
-            Star fluxes per filter, e-/s.
-        ``fwhm`` : dict of str to ndarray
-            Seeing FWHM of each light frame, pixels.
-        ``moffat_beta`` : float
-            Moffat PSF exponent.
-        ``dither`` : dict of str to ndarray, shape (n, 2)
-            ``(dy, dx)`` of each light frame: a star at ``(y, x)`` in the first light
-            frame is at ``(y + dy, x + dx)`` in this one.
+        ``stars``, ``star_flux``, ``fwhm``, ``sky_scale``, ``dither``, ``rotation``, ``wcs``
+            Those of the first target, as in ``objects[first target]`` below.
+        ``objects`` : dict of str to dict
+            Per target (``OBJECT`` value), in acquisition order:
+
+            ``ra``, ``dec`` : float
+                Field centre, deg (the first target is M67, RA 132.825, Dec 11.8).
+            ``wcs`` : astropy.wcs.WCS
+                Celestial WCS of the grid of the target's first light frame (no dither, no
+                rotation): the truth grid of ``stars``.
+            ``stars`` : structured ndarray
+                Fields ``x``, ``y`` (pixels on the truth grid, may lie slightly outside it),
+                ``flux`` (e-/s in the first filter, before the flat), ``ra``, ``dec`` (deg).
+            ``star_flux`` : dict of str to ndarray
+                Star fluxes per filter, e-/s.
+            ``light_exptime`` : float
+                Exposure time of the target's lights, s.
+            ``fwhm`` : dict of str to ndarray
+                Seeing FWHM of each light frame, pixels.
+            ``sky_scale`` : dict of str to ndarray
+                Per light frame multiplier of ``sky`` (the sky drifts by a few % in the night).
+            ``dither`` : dict of str to ndarray, shape (n, 2)
+                ``(dy, dx)`` of each light frame, pixels (see the module docstring).
+            ``rotation`` : dict of str to ndarray, shape (n,)
+                Rotation ``theta`` of each light frame about the frame centre, deg,
+                counter-clockwise (see the module docstring).
+        ``lights`` : dict of str to dict
+            Per light frame file name: ``object``, ``filter``, ``index`` (0-based, within
+            the target and filter), ``exptime`` (s), ``dither`` (``(dy, dx)``), ``rotation``
+            (deg), ``fwhm`` (pixels), ``sky_scale``, ``wcs`` (the frame's WCS, as in its
+            header), ``dark_exptime`` (the light's exposure time if darks of that exposure
+            exist, else None) and ``dark_scaled`` (True when no dark matches the exposure,
+            so that a master dark must be scaled by exposure time).
         ``cosmic_rays`` : dict of str to ndarray, int, shape (n, 2)
             ``(y, x)`` pixels hit by cosmic rays, by light frame file name.
-        ``wcs`` : astropy.wcs.WCS
-            Celestial WCS of the first light frame grid.
         ``pixel_scale`` : float
             arcsec/pixel.
+        ``overscan`` : int
+            Number of overscan columns (0: none).
+        ``datasec``, ``biassec`` : str or None
+            The ``DATASEC`` (= ``TRIMSEC``) and ``BIASSEC`` header values; None without
+            overscan.
     """
 
     directory: Path
@@ -149,6 +193,8 @@ class SampleNight:
     flat: dict[str, list[Path]]
     light: dict[str, list[Path]]
     truth: dict[str, Any]
+    dark_by_exptime: dict[float, list[Path]] = field(default_factory=dict)
+    light_by_object: dict[str, dict[str, list[Path]]] = field(default_factory=dict)
 
 
 def _rng(seed: int, *keys: str | int) -> np.random.Generator:
@@ -355,12 +401,13 @@ def _write(path: Path, adu: np.ndarray, header: fits.Header) -> None:
     fits.PrimaryHDU(data=data, header=header).writeto(path, overwrite=True)
 
 
-def _reference_wcs(shape: tuple[int, int]) -> WCS:
+def _reference_wcs(shape: tuple[int, int], ra: float = FIELD_RA,
+                   dec: float = FIELD_DEC) -> WCS:
     ny, nx = shape
     w = WCS(naxis=2)
     w.wcs.ctype = ["RA---TAN", "DEC--TAN"]
     w.wcs.cunit = ["deg", "deg"]
-    w.wcs.crval = [FIELD_RA, FIELD_DEC]
+    w.wcs.crval = [ra, dec]
     # FITS pixels are 1-based: the 0-based centre (n - 1) / 2 is (n + 1) / 2.
     w.wcs.crpix = [(nx + 1) / 2, (ny + 1) / 2]
     # North up, east left, as seen on the sky.
@@ -370,47 +417,97 @@ def _reference_wcs(shape: tuple[int, int]) -> WCS:
     return w
 
 
+def _frame_wcs(ref_wcs: WCS, dy: float, dx: float, theta_deg: float) -> WCS:
+    """WCS of a light frame dithered by ``(dy, dx)`` and rotated by ``theta_deg`` about the
+    frame centre (which is the reference CRPIX)."""
+    w = ref_wcs.deepcopy()
+    w.wcs.crpix = [w.wcs.crpix[0] + dx, w.wcs.crpix[1] + dy]
+    if theta_deg != 0.0:
+        t = math.radians(theta_deg)
+        # Pixel offsets from CRPIX are R(theta) times those on the reference grid, so the
+        # frame's PC matrix is R(-theta) (the reference has PC = identity).
+        w.wcs.pc = [[math.cos(t), math.sin(t)], [-math.sin(t), math.cos(t)]]
+    return w
+
+
+def _frame_positions(x: np.ndarray, y: np.ndarray, shape: tuple[int, int], dy: float,
+                     dx: float, theta_deg: float) -> tuple[np.ndarray, np.ndarray]:
+    """Positions in a dithered and rotated light frame of points ``(x, y)`` of the truth grid."""
+    if theta_deg == 0.0:
+        # Exactly the arithmetic of unrotated frames (keeps those files bit-identical).
+        return x + dx, y + dy
+    ny, nx = shape
+    cx, cy = (nx - 1) / 2.0, (ny - 1) / 2.0
+    t = math.radians(theta_deg)
+    c, s = math.cos(t), math.sin(t)
+    return (cx + c * (x - cx) - s * (y - cy) + dx, cy + s * (x - cx) + c * (y - cy) + dy)
+
+
+def _field_centre(k: int) -> tuple[float, float]:
+    """(RA, Dec) of the k-th target of the night, deg; the first is M67."""
+    dec = FIELD_DEC + FIELD_STEP_DEG[1] * k
+    ra = FIELD_RA + FIELD_STEP_DEG[0] * k / math.cos(math.radians(dec))
+    return ra, dec
+
+
 def write_sample_night(directory: str | os.PathLike, *, shape: tuple[int, int] = (512, 512),
                        n_bias: int = 9, n_dark: int = 5, dark_exptime: float = 60.0,
                        n_flat: int = 5, filters: Sequence[str] = ("V",), n_light: int = 9,
-                       light_exptime: float = 60.0, object_name: str = "M67",
-                       dither_px: float = 0.0, seed: int = 0) -> SampleNight:
+                       light_exptime: float | Mapping[str, float] = 60.0,
+                       object_name: str = "M67", dither_px: float = 0.0, seed: int = 0,
+                       dark_exptimes: Sequence[float] | None = None,
+                       objects: Sequence[str] | None = None, rotation_deg: float = 0.0,
+                       overscan: int = 0) -> SampleNight:
     """Write a synthetic night of raw CCD frames as FITS files.
 
-    Frames are taken in the order biases, darks, flats (per filter), lights (per
-    filter), starting at 2026-03-14T20:00:00 UTC, each exposure starting ``EXPTIME``
-    plus 5 s of readout after the previous one (plus a minute for filter changes
-    and two for the slew to the target).
+    Frames are taken in the order biases, darks (per exposure time), flats (per
+    filter), lights (per target, then per filter), starting at 2026-03-14T20:00:00 UTC,
+    each exposure starting ``EXPTIME`` plus 5 s of readout after the previous one (plus a
+    minute for filter changes and two for each slew to a target).
 
     Parameters
     ----------
     directory : str or os.PathLike
         Output directory; created if missing. Existing files are overwritten.
     shape : tuple of int
-        ``(ny, nx)`` of every frame, pixels.
+        ``(ny, nx)`` of every frame's data section, pixels.
     n_bias : int
         Number of bias frames (``bias_001.fits`` ...).
     n_dark : int
-        Number of dark frames (``dark_060s_001.fits`` ...).
+        Number of dark frames per exposure time (``dark_060s_001.fits`` ...).
     dark_exptime : float
-        Dark exposure time, s.
+        Dark exposure time, s (ignored when ``dark_exptimes`` is given).
     n_flat : int
         Number of flats per filter (``flat_V_001.fits`` ...), exposed 2 s each at
         20000-28000 ADU (varying lamp).
     filters : sequence of str
         Filter names, e.g. ``("B", "V", "R")``.
     n_light : int
-        Number of light frames per filter (``light_M67_V_001.fits`` ...).
-    light_exptime : float
-        Light exposure time, s.
+        Number of light frames per target and filter (``light_M67_V_001.fits`` ...).
+    light_exptime : float or mapping of str to float
+        Light exposure time, s; a mapping gives it per target (every target needed). It
+        need not be one of the dark exposure times: such lights need a scaled dark.
     object_name : str
-        ``OBJECT`` keyword; the field is always around M67 (RA 132.825, Dec 11.8 deg).
+        ``OBJECT`` keyword of the single target (ignored when ``objects`` is given); the
+        field is around M67 (RA 132.825, Dec 11.8 deg).
     dither_px : float
         Maximum random offset of each light frame along each axis, pixels
-        (uniform in ``[-dither_px, dither_px]``). The first light frame is the
-        reference (offset 0); with 0 all lights are exactly aligned.
+        (uniform in ``[-dither_px, dither_px]``). The first light frame of each target
+        is its reference (offset 0); with 0 all lights of a target are exactly aligned.
     seed : int
         Seed of the random streams; the same arguments give identical files.
+    dark_exptimes : sequence of float, optional
+        Several dark exposure times, s, e.g. ``(30.0, 60.0)``: ``n_dark`` darks of each.
+    objects : sequence of str, optional
+        Several targets (``OBJECT`` values), each with its own star field: the first
+        around M67, the next ones 0.3 deg further east and 0.2 deg further south each.
+    rotation_deg : float
+        Maximum absolute rotation of each light frame about the frame centre, deg
+        (uniform in ``[-rotation_deg, rotation_deg]``; the first light frame of each target
+        is not rotated). Stars and WCS (``PC`` matrix) rotate together.
+    overscan : int
+        Number of overscan columns appended on the right of every frame (0: none), with
+        ``BIASSEC``, ``TRIMSEC`` and ``DATASEC`` header keywords.
 
     Returns
     -------
@@ -422,10 +519,33 @@ def write_sample_night(directory: str | os.PathLike, *, shape: tuple[int, int] =
         raise ValueError(f"shape must be at least (16, 16), got {shape}")
     if min(n_bias, n_dark, n_flat, n_light) < 0:
         raise ValueError("frame counts must be >= 0")
-    if dark_exptime <= 0 or light_exptime <= 0:
+    dark_times = [float(dark_exptime)] if dark_exptimes is None else [
+        float(t) for t in dark_exptimes]
+    if len(set(dark_times)) != len(dark_times):
+        raise ValueError(f"duplicate dark exposure times in {dark_times}")
+    # A bare string is one target name, not a sequence of one-letter targets.
+    if objects is None:
+        targets = [object_name]
+    else:
+        targets = [objects] if isinstance(objects, str) else [str(o) for o in objects]
+    if not targets or len({_safe_name(o) for o in targets}) != len(targets):
+        raise ValueError(f"need distinct target names (as file names), got {targets}")
+    if isinstance(light_exptime, Mapping):
+        missing = [o for o in targets if o not in light_exptime]
+        if missing:
+            raise ValueError(f"light_exptime has no exposure time for {missing}")
+        light_times = {o: float(light_exptime[o]) for o in targets}
+    else:
+        light_times = {o: float(light_exptime) for o in targets}
+    if min(dark_times, default=1.0) <= 0 or min(light_times.values()) <= 0:
         raise ValueError("exposure times must be > 0")
     if dither_px < 0:
         raise ValueError("dither_px must be >= 0")
+    if not 0 <= rotation_deg <= 45:
+        raise ValueError("rotation_deg must be in [0, 45]")
+    overscan = int(overscan)
+    if overscan < 0:
+        raise ValueError("overscan must be >= 0")
     # A bare string is one filter name, not a sequence of one-letter filters.
     filters = [filters] if isinstance(filters, str) else [str(f) for f in filters]
     if len(set(filters)) != len(filters):
@@ -435,6 +555,11 @@ def write_sample_night(directory: str | os.PathLike, *, shape: tuple[int, int] =
     shape = (ny, nx)
     out_dir = Path(directory)
     out_dir.mkdir(parents=True, exist_ok=True)
+    if overscan:
+        datasec: str | None = f"[1:{nx},1:{ny}]"
+        biassec: str | None = f"[{nx + 1}:{nx + overscan},1:{ny}]"
+    else:
+        datasec = biassec = None
 
     # --- sensor: fixed for a given seed and shape -------------------------------------------
     rng = _rng(seed, "bias-pattern", ny, nx)
@@ -473,25 +598,38 @@ def write_sample_night(directory: str | os.PathLike, *, shape: tuple[int, int] =
         vignetting[f] = vig.astype(np.float32)
         sky[f] = _filter_value(_SKY_ADU_S, f, seed, 0.5, 3.0)
 
-    # --- star field -------------------------------------------------------------------------
-    rng = _rng(seed, "stars", ny, nx)
+    # --- star fields, one per target --------------------------------------------------------
     margin = dither_px + 10.0
-    n_stars = max(10, round(150 * (ny + 2 * margin) * (nx + 2 * margin) / 512**2))
-    star_x = rng.uniform(-margin, nx - 1 + margin, n_stars)
-    star_y = rng.uniform(-margin, ny - 1 + margin, n_stars)
-    # Pareto N(>F) ~ F^-0.7: many faint stars, a handful bright enough to saturate.
-    ref_flux = np.minimum(20.0 * rng.random(n_stars) ** (-1 / 0.7), 3e5)
-    colour = rng.normal(0.6, 0.3, n_stars)
-    star_flux = {}
-    for f in filters:
-        thr = _filter_value(_THROUGHPUT, f, seed, 0.3, 1.5)
-        slope = _filter_value(_COLOUR_SLOPE, f, seed, -1.0, 1.0)
-        star_flux[f] = ref_flux * thr * 10 ** (-0.4 * slope * (colour - 0.6))
-    ref_wcs = _reference_wcs(shape)
-    ra, dec = ref_wcs.wcs_pix2world(star_x, star_y, 0)
-    stars = np.zeros(n_stars, dtype=_STAR_DTYPE)
-    stars["x"], stars["y"], stars["ra"], stars["dec"] = star_x, star_y, ra, dec
-    stars["flux"] = star_flux[filters[0]] if filters else ref_flux
+    if rotation_deg > 0:
+        # A rotated frame reaches beyond the truth grid by up to 2 sin(theta / 2) times the
+        # half diagonal, and a rotated dither by up to sqrt(2) dither_px.
+        half_diag = 0.5 * math.hypot(ny - 1, nx - 1)
+        margin = (math.sqrt(2.0) * dither_px + 10.0
+                  + 2.0 * half_diag * math.sin(math.radians(rotation_deg) / 2.0))
+    fields: dict[str, dict[str, Any]] = {}
+    for k, target in enumerate(targets):
+        # The first target keeps the stream of single-target nights.
+        rng = _rng(seed, "stars", ny, nx) if k == 0 else _rng(seed, "stars", target, ny, nx)
+        n_stars = max(10, round(150 * (ny + 2 * margin) * (nx + 2 * margin) / 512**2))
+        star_x = rng.uniform(-margin, nx - 1 + margin, n_stars)
+        star_y = rng.uniform(-margin, ny - 1 + margin, n_stars)
+        # Pareto N(>F) ~ F^-0.7: many faint stars, a handful bright enough to saturate.
+        ref_flux = np.minimum(20.0 * rng.random(n_stars) ** (-1 / 0.7), 3e5)
+        colour = rng.normal(0.6, 0.3, n_stars)
+        star_flux = {}
+        for f in filters:
+            thr = _filter_value(_THROUGHPUT, f, seed, 0.3, 1.5)
+            slope = _filter_value(_COLOUR_SLOPE, f, seed, -1.0, 1.0)
+            star_flux[f] = ref_flux * thr * 10 ** (-0.4 * slope * (colour - 0.6))
+        field_ra, field_dec = _field_centre(k)
+        ref_wcs = _reference_wcs(shape, field_ra, field_dec)
+        ra, dec = ref_wcs.wcs_pix2world(star_x, star_y, 0)
+        stars = np.zeros(n_stars, dtype=_STAR_DTYPE)
+        stars["x"], stars["y"], stars["ra"], stars["dec"] = star_x, star_y, ra, dec
+        stars["flux"] = star_flux[filters[0]] if filters else ref_flux
+        fields[target] = {"ra": field_ra, "dec": field_dec, "wcs": ref_wcs, "stars": stars,
+                          "star_flux": star_flux, "light_exptime": light_times[target],
+                          "fwhm": {}, "sky_scale": {}, "dither": {}, "rotation": {}}
 
     # --- frames -----------------------------------------------------------------------------
     clock = NIGHT_START
@@ -503,23 +641,44 @@ def write_sample_night(directory: str | os.PathLike, *, shape: tuple[int, int] =
         return start
 
     def read_out(electrons: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-        return bias_map + electrons / GAIN + rng.normal(0.0, READ_NOISE, shape)
+        adu = bias_map + electrons / GAIN + rng.normal(0.0, READ_NOISE, shape)
+        if not overscan:
+            return adu
+        # Drawn after the data section: the data are the same with or without overscan.
+        full = np.empty((ny, nx + overscan))
+        full[:, :nx] = adu
+        full[:, nx:] = BIAS_LEVEL + rng.normal(0.0, READ_NOISE, (ny, overscan))
+        return full
+
+    def header(imagetyp: str, exptime: float) -> fits.Header:
+        hdr = _base_header(imagetyp, exptime, next_time(exptime))
+        if overscan:
+            hdr["BIASSEC"] = (biassec, "Overscan section (1-based, inclusive)")
+            hdr["TRIMSEC"] = (datasec, "Section to keep after trimming")
+            hdr["DATASEC"] = (datasec, "Data section")
+        return hdr
 
     bias_paths = []
     for i in range(n_bias):
         rng = _rng(seed, "bias-frame", i)
-        hdr = _base_header("Bias Frame", 0.0, next_time(0.0))
+        hdr = header("Bias Frame", 0.0)
         path = out_dir / f"bias_{i + 1:03d}.fits"
         _write(path, read_out(np.zeros(shape), rng), hdr)
         bias_paths.append(path)
 
     dark_paths = []
-    for i in range(n_dark):
-        rng = _rng(seed, "dark-frame", i)
-        hdr = _base_header("Dark Frame", dark_exptime, next_time(dark_exptime))
-        path = out_dir / f"dark_{_exptime_tag(dark_exptime)}_{i + 1:03d}.fits"
-        _write(path, read_out(rng.poisson(dark64 * dark_exptime).astype(np.float64), rng), hdr)
-        dark_paths.append(path)
+    dark_by_exptime: dict[float, list[Path]] = {}
+    for k, t_dark in enumerate(dark_times):
+        dark_by_exptime[t_dark] = []
+        for i in range(n_dark):
+            # The first exposure time keeps the stream of single-exposure nights.
+            rng = _rng(seed, "dark-frame", i) if k == 0 else \
+                _rng(seed, "dark-frame", repr(t_dark), i)
+            hdr = header("Dark Frame", t_dark)
+            path = out_dir / f"dark_{_exptime_tag(t_dark)}_{i + 1:03d}.fits"
+            _write(path, read_out(rng.poisson(dark64 * t_dark).astype(np.float64), rng), hdr)
+            dark_paths.append(path)
+            dark_by_exptime[t_dark].append(path)
 
     flat_paths: dict[str, list[Path]] = {}
     flat_level: dict[str, np.ndarray] = {}
@@ -530,56 +689,75 @@ def write_sample_night(directory: str | os.PathLike, *, shape: tuple[int, int] =
         flat_level[f] = levels
         flat_paths[f] = []
         for i in range(n_flat):
-            hdr = _base_header("Flat Field", FLAT_EXPTIME, next_time(FLAT_EXPTIME))
+            hdr = header("Flat Field", FLAT_EXPTIME)
             hdr["FILTER"] = (f, "Filter")
             lam = levels[i] * GAIN * flat_truth[f] + dark64 * FLAT_EXPTIME
             path = out_dir / f"flat_{_safe_name(f)}_{i + 1:03d}.fits"
             _write(path, read_out(rng.poisson(lam).astype(np.float64), rng), hdr)
             flat_paths[f].append(path)
 
-    clock += timedelta(seconds=120.0)
-    light_paths: dict[str, list[Path]] = {}
-    fwhm: dict[str, np.ndarray] = {}
-    dither: dict[str, np.ndarray] = {}
-    sky_scale: dict[str, np.ndarray] = {}
+    light_paths: dict[str, list[Path]] = {f: [] for f in filters}
+    light_by_object: dict[str, dict[str, list[Path]]] = {}
+    lights: dict[str, dict[str, Any]] = {}
     cosmic: dict[str, np.ndarray] = {}
-    tag = _safe_name(object_name)
-    for fi, f in enumerate(filters):
-        if fi:
-            clock += timedelta(seconds=60.0)
-        rng = _rng(seed, "light-setup", f)
-        fwhm[f] = np.clip(FWHM * np.exp(rng.normal(0.0, 0.08, n_light)), 2.2, 4.2)
-        sky_scale[f] = 1.0 + rng.normal(0.0, 0.02, n_light)
-        offsets = rng.uniform(-dither_px, dither_px, (n_light, 2)) if dither_px > 0 \
-            else np.zeros((n_light, 2))
-        if fi == 0 and n_light:
-            offsets[0] = 0.0  # the first light frame defines the truth grid
-        dither[f] = offsets
-        light_paths[f] = []
-        for i in range(n_light):
-            rng = _rng(seed, "light-frame", f, i)
-            dy, dx = offsets[i]
-            hdr = _base_header("Light Frame", light_exptime, next_time(light_exptime))
-            hdr["FILTER"] = (f, "Filter")
-            hdr["OBJECT"] = (object_name, "Target")
-            w = ref_wcs.deepcopy()
-            w.wcs.crpix = [w.wcs.crpix[0] + dx, w.wcs.crpix[1] + dy]
-            wcs_header = w.to_header()
-            # astropy adds a time reference that means nothing for a still image.
-            wcs_header.remove("MJDREF", ignore_missing=True)
-            hdr.update(wcs_header)
-            star_e = _moffat_stars(shape, star_x + dx, star_y + dy,
-                                   star_flux[f] * light_exptime, fwhm[f][i])
-            sky_e = sky[f] * sky_scale[f][i] * GAIN * light_exptime
-            lam = (star_e + sky_e) * flat_truth[f] + dark64 * light_exptime
-            electrons = rng.poisson(lam).astype(np.float64)
-            cy, cx, cr_adu = _cosmic_rays(shape, rng)
-            np.add.at(electrons, (cy, cx), cr_adu * GAIN)
-            path = out_dir / f"light_{tag}_{_safe_name(f)}_{i + 1:03d}.fits"
-            _write(path, read_out(electrons, rng), hdr)
-            light_paths[f].append(path)
-            cosmic[path.name] = np.stack([cy, cx], axis=1)
+    for k, target in enumerate(targets):
+        clock += timedelta(seconds=120.0)
+        fld = fields[target]
+        t_light = fld["light_exptime"]
+        ref_wcs = fld["wcs"]
+        star_x, star_y = fld["stars"]["x"], fld["stars"]["y"]
+        tag = _safe_name(target)
+        # Stream keys of the first target are those of single-target nights.
+        key: tuple[str, ...] = () if k == 0 else (target,)
+        light_by_object[target] = {}
+        for fi, f in enumerate(filters):
+            if fi:
+                clock += timedelta(seconds=60.0)
+            rng = _rng(seed, "light-setup", *key, f)
+            fwhm = np.clip(FWHM * np.exp(rng.normal(0.0, 0.08, n_light)), 2.2, 4.2)
+            sky_scale = 1.0 + rng.normal(0.0, 0.02, n_light)
+            offsets = rng.uniform(-dither_px, dither_px, (n_light, 2)) if dither_px > 0 \
+                else np.zeros((n_light, 2))
+            rotation = _rng(seed, "light-rotation", target, f).uniform(
+                -rotation_deg, rotation_deg, n_light) if rotation_deg > 0 else np.zeros(n_light)
+            if fi == 0 and n_light:
+                offsets[0] = 0.0  # the first light frame defines the truth grid
+                rotation[0] = 0.0
+            fld["fwhm"][f], fld["sky_scale"][f] = fwhm, sky_scale
+            fld["dither"][f], fld["rotation"][f] = offsets, rotation
+            light_by_object[target][f] = []
+            for i in range(n_light):
+                rng = _rng(seed, "light-frame", *key, f, i)
+                dy, dx = offsets[i]
+                hdr = header("Light Frame", t_light)
+                hdr["FILTER"] = (f, "Filter")
+                hdr["OBJECT"] = (target, "Target")
+                w = _frame_wcs(ref_wcs, dy, dx, float(rotation[i]))
+                wcs_header = w.to_header()
+                # astropy adds a time reference that means nothing for a still image.
+                wcs_header.remove("MJDREF", ignore_missing=True)
+                hdr.update(wcs_header)
+                px, py = _frame_positions(star_x, star_y, shape, dy, dx, float(rotation[i]))
+                star_e = _moffat_stars(shape, px, py, fld["star_flux"][f] * t_light, fwhm[i])
+                sky_e = sky[f] * sky_scale[i] * GAIN * t_light
+                lam = (star_e + sky_e) * flat_truth[f] + dark64 * t_light
+                electrons = rng.poisson(lam).astype(np.float64)
+                cy, cx, cr_adu = _cosmic_rays(shape, rng)
+                np.add.at(electrons, (cy, cx), cr_adu * GAIN)
+                path = out_dir / f"light_{tag}_{_safe_name(f)}_{i + 1:03d}.fits"
+                _write(path, read_out(electrons, rng), hdr)
+                light_paths[f].append(path)
+                light_by_object[target][f].append(path)
+                cosmic[path.name] = np.stack([cy, cx], axis=1)
+                matched = t_light in dark_times
+                lights[path.name] = {
+                    "object": target, "filter": f, "index": i, "exptime": t_light,
+                    "dither": offsets[i].copy(), "rotation": float(rotation[i]),
+                    "fwhm": float(fwhm[i]), "sky_scale": float(sky_scale[i]), "wcs": w,
+                    "dark_exptime": t_light if matched else None, "dark_scaled": not matched,
+                }
 
+    first = fields[targets[0]]
     truth: dict[str, Any] = {
         "bias_level": BIAS_LEVEL,
         "bias_columns": bias_columns,
@@ -587,20 +765,78 @@ def write_sample_night(directory: str | os.PathLike, *, shape: tuple[int, int] =
         "gain": GAIN,
         "dark_current": dark_current,
         "hot_pixels": hot_pixels,
+        "dark_exptimes": tuple(dark_times),
         "flat": flat_truth,
         "vignetting": vignetting,
         "flat_level": flat_level,
         "flat_exptime": FLAT_EXPTIME,
         "sky": sky,
-        "sky_scale": sky_scale,
-        "stars": stars,
-        "star_flux": star_flux,
-        "fwhm": fwhm,
+        "sky_scale": first["sky_scale"],
+        "stars": first["stars"],
+        "star_flux": first["star_flux"],
+        "fwhm": first["fwhm"],
         "moffat_beta": MOFFAT_BETA,
-        "dither": dither,
+        "dither": first["dither"],
+        "rotation": first["rotation"],
         "cosmic_rays": cosmic,
-        "wcs": ref_wcs,
+        "wcs": first["wcs"],
         "pixel_scale": PIXEL_SCALE,
+        "objects": fields,
+        "lights": lights,
+        "overscan": overscan,
+        "datasec": datasec,
+        "biassec": biassec,
     }
     return SampleNight(directory=out_dir, bias=bias_paths, dark=dark_paths, flat=flat_paths,
-                       light=light_paths, truth=truth)
+                       light=light_paths, truth=truth, dark_by_exptime=dark_by_exptime,
+                       light_by_object=light_by_object)
+
+
+def truth_image(night: SampleNight, object_name: str, filter_name: str, wcs: WCS,
+                shape: tuple[int, int], frames: Sequence[str] | None = None) -> np.ndarray:
+    """Noiseless mean of calibrated light frames of one target and filter, on any grid.
+
+    What a perfect calibration (bias and dark removed, divided by the median-1 flat) of
+    each light frame, a perfect resampling onto the grid ``(wcs, shape)`` and a plain mean
+    would give: sky plus stars (each frame's own sky level and seeing), ADU per light
+    exposure. Pixels outside a frame's footprint still count, so compare only where every
+    frame covers the grid.
+
+    Parameters
+    ----------
+    night : SampleNight
+        The night, as returned by :func:`write_sample_night`.
+    object_name, filter_name : str
+        Target (``OBJECT``) and filter.
+    wcs : astropy.wcs.WCS
+        Celestial WCS of the grid; its pixel scale must be the night's (1 arcsec/pixel), at
+        any rotation and offset.
+    shape : tuple of int
+        ``(ny, nx)`` of the grid.
+    frames : sequence of str, optional
+        File names of the light frames to average (default: all of that target and filter).
+
+    Returns
+    -------
+    ndarray, float64, shape ``shape``
+        ADU.
+    """
+    t = night.truth
+    fld = t["objects"][object_name]
+    scales = np.abs(np.linalg.det(wcs.celestial.pixel_scale_matrix)) ** 0.5 * 3600.0
+    if not math.isclose(float(scales), t["pixel_scale"], rel_tol=1e-3):
+        raise ValueError(f"grid pixel scale {float(scales):.4g} arcsec differs from the "
+                         f"night's {t['pixel_scale']} arcsec")
+    names = [p.name for p in night.light_by_object[object_name][filter_name]] \
+        if frames is None else list(frames)
+    if not names:
+        raise ValueError(f"no light frames of {object_name} in {filter_name}")
+    px, py = wcs.celestial.world_to_pixel_values(fld["stars"]["ra"], fld["stars"]["dec"])
+    counts = fld["star_flux"][filter_name] * fld["light_exptime"]
+    out = np.zeros(tuple(shape))
+    for name in names:
+        frame = t["lights"][name]
+        out += _moffat_stars(tuple(shape), np.asarray(px), np.asarray(py), counts,
+                             frame["fwhm"]) / GAIN
+        out += t["sky"][filter_name] * frame["sky_scale"] * frame["exptime"]
+    return out / len(names)
