@@ -7,7 +7,10 @@ reuses a pinned buffer before its upload event, or reads outputs before their do
 therefore sees stale or half-written data and the tests fail.
 
 Combines run with the CPU backend's kernels; decoding follows the FITS rules documented in
-kernels/sk_decode.cuh, written again here with NumPy.
+kernels/sk_decode.cuh, written again here with NumPy. Resampling reads the staged tile layout of
+skystack/backends/gpu/stack_streaming.py (parsed again here) and resamples with the CPU code
+(pixmap's interpolation, interp.resample on the band pasted into a NaN frame of the full shape,
+so a band that misses a needed pixel shows up as NaN, and interp.pixel_area_ratio).
 """
 
 from __future__ import annotations
@@ -18,8 +21,12 @@ import numpy as np
 
 from skystack.backends.base import FrameParams, TileOutputs
 from skystack.backends.cpu import CpuBackend
+from skystack.regrid.interp import pixel_area_ratio, resample
+from skystack.regrid.pixmap import _interp_map
 
 KIND_DTYPES = {0: "u1", 1: ">i2", 2: ">i4", 3: ">i8", 4: ">f4", 5: ">f8", 6: "<f4"}
+# Frame table of a staged stack tile (kernels/sk_resample.cuh, sk::TableField).
+TABLE_FIELDS = 10
 
 
 class FakeOutOfMemory(MemoryError):
@@ -74,6 +81,8 @@ class FakeDevice:
         self.fail_combine_at = fail_combine_at
         self.max_alloc = max_alloc
         self.combines = 0
+        self.resamples = 0
+        self.skipped_planes = 0
         self.releases = 0
         self.allocated_device = 0
         self.allocated_pinned = 0
@@ -172,6 +181,54 @@ class FakeDevice:
         self._enqueue(stream, op)
 
 
+    def resample(self, staged, spec, block, stream) -> None:
+        self.resamples += 1
+
+        def take(offset, dtype, shape):
+            count = int(np.prod(shape))
+            raw = staged[offset:offset + count * np.dtype(dtype).itemsize].copy()
+            return raw.view(dtype).reshape(shape)
+
+        def op():
+            n, rows, cols = spec.n_frames, spec.tile_rows, spec.tile_cols
+            npix = rows * cols
+            table = take(0, np.int64, (n, TABLE_FIELDS))
+            start_r = take(spec.off_start_r, np.int32, (rows,)).astype(np.int64)
+            start_c = take(spec.off_start_c, np.int32, (cols,)).astype(np.int64)
+            w_r = take(spec.off_w_r, np.float64, (rows, spec.pr))
+            w_c = take(spec.off_w_c, np.float64, (cols, spec.pc))
+            nodes = (spec.node_rows, spec.node_cols)
+            for k in range(n):
+                plane = block[k * npix:(k + 1) * npix].reshape(rows, cols)
+                flags, band, row0, col0, brows, bcols, height, width, onx, ony = table[k]
+                if not flags & 1:
+                    self.skipped_planes += 1
+                    plane[...] = np.nan
+                    continue
+                x = np.empty((rows, cols))
+                y = np.empty((rows, cols))
+                _interp_map(take(onx, np.float64, nodes), take(ony, np.float64, nodes),
+                            start_r, w_r, start_c, w_c, x, y)
+                frame = np.full((height, width), np.nan, np.float32)
+                frame[row0:row0 + brows, col0:col0 + bcols] = take(band, np.float32,
+                                                                   (brows, bcols))
+                values = resample(frame, x, y, "nearest" if spec.nearest else "bilinear")
+                if spec.conserve_flux:
+                    values *= pixel_area_ratio(x, y).astype(np.float32)
+                plane[...] = values
+        self._enqueue(stream, op)
+
+    def coverage(self, block, n_frames, npix, exptimes, coverage, expmap, stream) -> None:
+        def op():
+            covered = np.isfinite(block[:n_frames * npix].reshape(n_frames, npix))
+            coverage[:npix] = covered.sum(axis=0)
+            e = np.zeros(npix, np.float32)
+            for k in range(n_frames):
+                np.add(e, exptimes[k], out=e, where=covered[k])
+            expmap[:npix] = e
+        self._enqueue(stream, op)
+
+
 class FakeGpuBackend:
     """A backend that streams like the GPU backend, through a :class:`FakeDevice`."""
 
@@ -189,6 +246,14 @@ class FakeGpuBackend:
 
         self.last_stats = stream_combine(self.device, sources, shape, options, params, sinks,
                                          **kw)
+        return self.last_stats
+
+    def stream_stack(self, frames, grid, options, params, sinks, *, wcs_list, exptimes, **kw):
+        from skystack.backends.gpu.stack_streaming import stream_stack
+
+        workers = kw.pop("workers", 4)
+        self.last_stats = stream_stack(self.device, frames, wcs_list, grid, options, params,
+                                       exptimes, sinks, read_workers=workers, **kw)
         return self.last_stats
 
     def combine_tile(self, *a) -> None:  # pragma: no cover - the loop never calls it

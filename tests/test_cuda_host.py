@@ -19,10 +19,12 @@ import pytest
 
 import skystack
 from skystack.backends.gpu.kernels import (
+    SOURCES,
     all_name_expressions,
     choose_combine_kernel,
     instantiation_unit,
     kernels_dir,
+    name_expressions,
 )
 from skystack.networks import GPU_REGISTER_SIZES, cuda_header
 from tests.reference import keep_mask, make_stack, reduce_kept
@@ -49,18 +51,26 @@ def test_network_header_is_generated_from_networks_py():
         "kernels/sk_networks.cuh is stale: run python -m skystack.networks kernels/sk_networks.cuh")
 
 
-@pytest.mark.slow
-def test_every_kernel_compiles_for_hopper_without_spills(tmp_path):
-    """nvcc compiles every instantiation CuPy may request; register kernels must not spill."""
+def compile_for_hopper(source: str, tmp_path) -> dict[str, str]:
+    """nvcc -arch=sm_90 -Xptxas -v of every instantiation of ``source``: ptxas's report (the
+    lines after 'Compiling entry function') per mangled kernel name."""
     nvcc = _nvcc()
-    src = tmp_path / "all_kernels.cu"
-    src.write_text(instantiation_unit())
+    src = tmp_path / f"all_{source}"
+    src.write_text(instantiation_unit(source))
     proc = subprocess.run([nvcc, "-std=c++17", "-arch=sm_90", "-Xptxas", "-v", "-c", str(src),
                            "-o", str(tmp_path / "all.o")], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr[-4000:]
     chunks = proc.stderr.split("Compiling entry function '")[1:]
-    assert len(chunks) == len(all_name_expressions())
-    spilled = [c.split("'")[0] for c in chunks
+    return {c.split("'")[0]: c for c in chunks}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("source", SOURCES)
+def test_every_kernel_compiles_for_hopper_without_spills(tmp_path, source):
+    """nvcc compiles every instantiation CuPy may request; register kernels must not spill."""
+    reports = compile_for_hopper(source, tmp_path)
+    assert len(reports) == len(name_expressions(source))
+    spilled = [name for name, c in reports.items()
                if int(re.search(r"(\d+) bytes spill stores", c).group(1)) > 0]
     assert not spilled, f"kernels spill registers: {spilled}"
 
@@ -81,22 +91,30 @@ def _libnvrtc() -> str | None:
     return None
 
 
+# The kernels NVRTC compiles per source (the combine templates are many: a sample of them).
+NVRTC_NAMES = {
+    "combine.cu": ["decode_frames", "combine_accumulate", "combine_small<16>",
+                   "combine_warp<8, 3, 8>"],
+    "reproject.cu": name_expressions("reproject.cu"),
+}
+
+
 @pytest.mark.slow
-def test_nvrtc_compiles_the_source_cupy_loads():
+@pytest.mark.parametrize("source", SOURCES)
+def test_nvrtc_compiles_the_source_cupy_loads(source):
     """The assembled source compiles under NVRTC (no system headers), as CuPy compiles it."""
     from skystack.backends.gpu.device import NVRTC_OPTIONS
+    from skystack.backends.gpu.kernels import assemble_source
 
     path = _libnvrtc()
     if path is None:
         pytest.skip("libnvrtc not found (pip install nvidia-cuda-nvrtc-cu12)")
     lib = ctypes.CDLL(path)
-    names = ["decode_frames", "combine_accumulate", "combine_small<16>", "combine_warp<8, 3, 8>"]
-    assert set(names) <= set(all_name_expressions())
+    names = NVRTC_NAMES[source]
+    assert set(names) <= set(name_expressions(source))
     prog = ctypes.c_void_p()
-    from skystack.backends.gpu.kernels import assemble_source
-
-    assert lib.nvrtcCreateProgram(ctypes.byref(prog), assemble_source().encode(), b"combine.cu",
-                                  0, None, None) == 0
+    assert lib.nvrtcCreateProgram(ctypes.byref(prog), assemble_source(source).encode(),
+                                  source.encode(), 0, None, None) == 0
     for name in names:
         assert lib.nvrtcAddNameExpression(prog, name.encode()) == 0
     opts = [b"--gpu-architecture=compute_90", *(o.encode() for o in NVRTC_OPTIONS)]
@@ -113,15 +131,19 @@ def test_nvrtc_compiles_the_source_cupy_loads():
     lib.nvrtcDestroyProgram(ctypes.byref(prog))
 
 
-@pytest.fixture(scope="session")
-def harness(tmp_path_factory):
+def build_host_harness(source: Path, out: Path) -> ctypes.CDLL:
+    """A host harness (tests/cuda/*.cu) compiled by nvcc into a shared library, loaded."""
     nvcc = _nvcc()
-    out = tmp_path_factory.mktemp("harness") / "sk_harness.so"
     proc = subprocess.run([nvcc, "-std=c++17", "-x", "cu", "-O2", "-shared", "-Xcompiler",
-                           "-fPIC", f"-I{kernels_dir()}", str(HARNESS), "-o", str(out)],
+                           "-fPIC", f"-I{kernels_dir()}", str(source), "-o", str(out)],
                           capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr[-4000:]
-    lib = ctypes.CDLL(str(out))
+    return ctypes.CDLL(str(out))
+
+
+@pytest.fixture(scope="session")
+def harness(tmp_path_factory):
+    lib = build_host_harness(HARNESS, tmp_path_factory.mktemp("harness") / "sk_harness.so")
     lib.sk_host_combine.restype = ctypes.c_int
     return lib
 

@@ -12,6 +12,9 @@ Per output tile (a band of rows of the output grid) and per frame, on a pool of 
 
 The block then goes to the backend's combine like any other tile. COUNT is the coverage (frames
 whose resampled value is finite at the pixel, before rejection), EXPMAP the sum of their EXPTIME.
+
+A backend with ``stream_stack`` (the GPU) takes the whole run instead: it follows the same rules
+on the device, where the resampled block is combined without leaving it.
 """
 
 from __future__ import annotations
@@ -80,6 +83,12 @@ def _bbox_in_grid(wcs: WCS, shape: tuple[int, int], grid: Grid) -> tuple[float, 
     return float(gy.min()), float(gy.max())
 
 
+def _misses(rows: tuple[float, float] | None, tile: Tile) -> bool:
+    """Whether a frame whose edges project to grid rows ``rows`` (:func:`_bbox_in_grid`) misses
+    ``tile`` (a margin of two rows guards against the edges' sampling)."""
+    return rows is None or rows[1] < tile.r0 - 2 or rows[0] > tile.r1 + 1
+
+
 class _FrameResampler:
     """Resamples one frame into bands of the output grid."""
 
@@ -96,7 +105,7 @@ class _FrameResampler:
     def fill(self, tile: Tile, out: np.ndarray) -> None:
         """Write the frame resampled onto ``tile`` into ``out`` (NaN outside its footprint)."""
         out[...] = np.nan
-        if self.rows is None or self.rows[1] < tile.r0 - 2 or self.rows[0] > tile.r1 + 1:
+        if _misses(self.rows, tile):
             return
         x, y = pixel_map(self.wcs, self.grid.wcs, self.grid.shape,
                          rows=slice(tile.r0, tile.r1), step=self.step)
@@ -125,6 +134,15 @@ class _FrameResampler:
         out[...] = values
 
 
+def write_stack_tile(sinks, tile: Tile, out: TileOutputs, coverage: np.ndarray,
+                     expmap: np.ndarray) -> None:
+    """Hand one finished tile of a stack to every sink: image, uncertainty, COUNT = coverage,
+    MASK = no value kept, EXPMAP (float32)."""
+    for sink in sinks:
+        sink.write_tile(tile, out.image, out.uncertainty, coverage, mask=out.count == 0,
+                        extras={"EXPMAP": expmap.astype(np.float32, copy=False)})
+
+
 def stack_frames(frames: list[Frame], grid: Grid, options: CombineOptions, backend: Backend,
                  sinks, *, interp: str = "bilinear", conserve_flux: bool = False,
                  progress=None, max_tile_rows: int | None = None, workers: int = 2,
@@ -141,6 +159,13 @@ def stack_frames(frames: list[Frame], grid: Grid, options: CombineOptions, backe
     scale, zero = normalization(frames, options)
     params = FrameParams(scale=scale, zero=zero, weights=frame_weights(frames, options))
     exptimes = np.nan_to_num(np.array([exposure_seconds(f.header) for f in frames], np.float32))
+    if hasattr(backend, "stream_stack"):
+        # The GPU resamples on the device into the tile block it combines, with its own tiling
+        # and buffers (skystack.backends.gpu.stack_streaming); same rules and results.
+        return backend.stream_stack(frames, grid, options, params, sinks, wcs_list=wcs_list,
+                                    exptimes=exptimes, interp=interp,
+                                    conserve_flux=conserve_flux, progress=progress,
+                                    max_tile_rows=max_tile_rows, workers=workers, step=step)
     # A frame-sized read region and a pixel map per worker come on top of the tile loop.
     biggest_frame = max(f.shape[0] * f.shape[1] for f in frames) * 4
     budget = max(options.mem_limit - workers * biggest_frame, options.mem_limit // 4)
@@ -167,9 +192,7 @@ def stack_frames(frames: list[Frame], grid: Grid, options: CombineOptions, backe
             tc = time.perf_counter()
             backend.combine_tile(block, options, params, out)
             combine_time += time.perf_counter() - tc
-            for sink in sinks:
-                sink.write_tile(tile, out.image, out.uncertainty, coverage, mask=out.count == 0,
-                                extras={"EXPMAP": expmap.astype(np.float32)})
+            write_stack_tile(sinks, tile, out, coverage, expmap)
             if progress is not None:
                 progress(i + 1, len(tiles))
     return RunStats(n, len(tiles), tiles[0].shape, time.perf_counter() - t0, read_time,

@@ -45,6 +45,7 @@ from __future__ import annotations
 import math
 import threading
 import warnings
+from dataclasses import dataclass
 
 import numpy as np
 from astropy.wcs import WCS
@@ -53,7 +54,8 @@ from numba import njit
 
 from ..errors import SkystackError
 
-__all__ = ["pixel_map", "map_positions", "map_error", "choose_step", "check_celestial"]
+__all__ = ["pixel_map", "node_map", "NodeMap", "map_positions", "map_error", "choose_step",
+           "check_celestial"]
 
 
 def check_celestial(wcs: object, what: str) -> WCS:
@@ -213,6 +215,84 @@ def _band(rows: slice | None, height: int) -> tuple[int, int]:
     return start, max(start, stop)
 
 
+@dataclass(frozen=True)
+class NodeMap:
+    """The coarse node maps of a band of output rows and how its pixels interpolate them.
+
+    What :func:`pixel_map` interpolates, without the interpolation (the GPU backend uploads it
+    and interpolates on the device). Pixel ``(r, c)`` of the band (``r`` counted from
+    ``rows[0]``) has input coordinate
+
+    ``x = sum_m w_c[c, m] * (sum_k w_r[r, k] * node_x[start_r[r] + k, start_c[c] + m])``
+
+    summed in exactly this order (rows first, then columns, each sum from ``k = 0`` / ``m = 0``
+    up), and likewise ``y`` from ``node_y``. NaN nodes make every pixel whose window holds them
+    NaN.
+
+    Attributes
+    ----------
+    node_x, node_y : float64 arrays, shape (node rows, node cols)
+        0-based input column / row coordinates (pixel centres at integers) of the nodes of the
+        band (node rows ``first_node_row ...``, every node column), NaN where invalid or not
+        round-tripping (see the module docstring).
+    start_r : int64 array, shape (band rows,)
+        First node row of each band row's window, relative to ``node_x``.
+    w_r : float64 array, shape (band rows, pr)
+        Lagrange weights of those ``pr = min(4, node rows of the grid)`` node rows.
+    start_c, w_c : int64 array (cols,), float64 array (cols, pc)
+        The same along the columns of the whole grid.
+    rows : (int, int)
+        The band: output rows ``[rows[0], rows[1])``.
+    first_node_row : int
+        Index of ``node_x``'s first row in the node grid of the whole output.
+    """
+
+    node_x: np.ndarray
+    node_y: np.ndarray
+    start_r: np.ndarray
+    w_r: np.ndarray
+    start_c: np.ndarray
+    w_c: np.ndarray
+    rows: tuple[int, int]
+    first_node_row: int
+
+
+def node_map(wcs_in: WCS, wcs_out: WCS, out_shape: tuple[int, int], *,
+             rows: slice | None = None, step: int = 32) -> NodeMap:
+    """The node maps of :func:`pixel_map` for a band of output rows, not interpolated.
+
+    Arguments as :func:`pixel_map`. astropy is called only on the nodes the band needs (on the
+    whole node grid when ``rows`` is None). See :class:`NodeMap` for how to interpolate; doing
+    it as described gives :func:`pixel_map`'s coordinates bit for bit.
+    """
+    check_celestial(wcs_in, "input WCS")
+    check_celestial(wcs_out, "output WCS")
+    try:
+        height, width = (int(v) for v in out_shape)
+    except (TypeError, ValueError):
+        raise SkystackError(
+            f"pixel_map: out_shape must be (rows, cols), got {out_shape!r}") from None
+    if height < 1 or width < 1:
+        raise SkystackError(f"pixel_map: out_shape must be positive, got {out_shape!r}")
+    if int(step) < 1:
+        raise SkystackError(f"pixel_map: step must be >= 1, got {step!r}")
+    step = int(step)
+    r0, r1 = _band(rows, height)
+    nodes_r, spacing_r = _axis_nodes(height, step)
+    nodes_c, spacing_c = _axis_nodes(width, step)
+    start_r, w_r = _axis_weights(np.arange(r0, r1, dtype=np.float64), nodes_r.size, spacing_r)
+    start_c, w_c = _axis_weights(np.arange(width, dtype=np.float64), nodes_c.size, spacing_c)
+    if r1 == r0:
+        empty = np.empty((0, nodes_c.size))
+        return NodeMap(empty, empty.copy(), start_r, w_r, start_c, w_c, (r0, r1), 0)
+    first = int(start_r.min())
+    last = int(start_r.max()) + w_r.shape[1]
+    grid_c, grid_r = np.meshgrid(nodes_c, nodes_r[first:last])
+    node_x, node_y = map_positions(wcs_in, wcs_out, grid_c, grid_r)
+    return NodeMap(np.ascontiguousarray(node_x), np.ascontiguousarray(node_y),
+                   start_r - first, w_r, start_c, w_c, (r0, r1), first)
+
+
 def pixel_map(wcs_in: WCS, wcs_out: WCS, out_shape: tuple[int, int], *,
               rows: slice | None = None, step: int = 32,
               exact_near_invalid: bool = False) -> tuple[np.ndarray, np.ndarray]:
@@ -244,36 +324,15 @@ def pixel_map(wcs_in: WCS, wcs_out: WCS, out_shape: tuple[int, int], *,
         output pixels ``[rows, :]``. NaN where the world coordinate or input position is invalid
         or fails the 1 px round trip, with the 4×4-node stencil rule of the module docstring.
     """
-    check_celestial(wcs_in, "input WCS")
-    check_celestial(wcs_out, "output WCS")
-    try:
-        height, width = (int(v) for v in out_shape)
-    except (TypeError, ValueError):
-        raise SkystackError(
-            f"pixel_map: out_shape must be (rows, cols), got {out_shape!r}") from None
-    if height < 1 or width < 1:
-        raise SkystackError(f"pixel_map: out_shape must be positive, got {out_shape!r}")
-    if int(step) < 1:
-        raise SkystackError(f"pixel_map: step must be >= 1, got {step!r}")
-    step = int(step)
-    r0, r1 = _band(rows, height)
+    nm = node_map(wcs_in, wcs_out, out_shape, rows=rows, step=step)
+    r0, r1 = nm.rows
+    width = nm.start_c.size
     out_x = np.empty((r1 - r0, width), dtype=np.float64)
     out_y = np.empty((r1 - r0, width), dtype=np.float64)
     if r1 == r0:
         return out_x, out_y
-
-    nodes_r, spacing_r = _axis_nodes(height, step)
-    nodes_c, spacing_c = _axis_nodes(width, step)
-    start_r, w_r = _axis_weights(np.arange(r0, r1, dtype=np.float64), nodes_r.size, spacing_r)
-    start_c, w_c = _axis_weights(np.arange(width, dtype=np.float64), nodes_c.size, spacing_c)
-    first = int(start_r.min())
-    last = int(start_r.max()) + w_r.shape[1]
-    start_r = start_r - first
-    grid_c, grid_r = np.meshgrid(nodes_c, nodes_r[first:last])
-    node_x, node_y = map_positions(wcs_in, wcs_out, grid_c, grid_r)
-    _interp_map(np.ascontiguousarray(node_x), np.ascontiguousarray(node_y),
-                start_r, w_r, start_c, w_c, out_x, out_y)
-    if exact_near_invalid and np.isnan(node_x).any():
+    _interp_map(nm.node_x, nm.node_y, nm.start_r, nm.w_r, nm.start_c, nm.w_c, out_x, out_y)
+    if exact_near_invalid and np.isnan(nm.node_x).any():
         redo = np.nonzero(np.isnan(out_x))
         out_x[redo], out_y[redo] = map_positions(
             wcs_in, wcs_out, redo[1].astype(np.float64), (redo[0] + r0).astype(np.float64))

@@ -1,5 +1,6 @@
-"""The GPU backend: the same combinations as the CPU backend, run by the CUDA kernels of
-``kernels/combine.cu`` through CuPy, streamed tile by tile (:mod:`.streaming`)."""
+"""The GPU backend: the same combinations and reprojections as the CPU backend, run by the CUDA
+kernels of ``kernels/combine.cu`` and ``kernels/reproject.cu`` through CuPy, streamed tile by tile
+(:mod:`.streaming`, :mod:`.stack_streaming`)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from ...config import CombineOptions
 from ..base import FrameParams, TileOutputs
 from .device import CupyDevice
 from .kernels import choose_combine_kernel
+from .stack_streaming import stream_stack
 from .streaming import stream_combine
 
 
@@ -16,7 +18,9 @@ class GpuBackend:
     """CuPy + CUDA combination on one GPU.
 
     Whole combines go through :meth:`stream_combine` (raw FITS bytes decoded on the GPU, copies
-    and kernels overlapped with file reads); :meth:`combine_tile` serves in-memory blocks.
+    and kernels overlapped with file reads), whole stacks through :meth:`stream_stack` (frames
+    resampled on the GPU into the tile block the combine reads); :meth:`combine_tile` serves
+    in-memory blocks.
     """
 
     name = "gpu"
@@ -36,6 +40,15 @@ class GpuBackend:
         return stream_combine(self.device, sources, shape, options, params, sinks,
                               progress=progress, max_tile_rows=max_tile_rows,
                               read_workers=read_workers)
+
+    def stream_stack(self, frames: list, grid, options: CombineOptions, params: FrameParams,
+                     sinks, *, wcs_list: list, exptimes: np.ndarray, interp: str = "bilinear",
+                     conserve_flux: bool = False, progress=None,
+                     max_tile_rows: int | None = None, workers: int = 4, step: int = 32):
+        """Reproject and combine on the GPU (see :func:`.stack_streaming.stream_stack`)."""
+        return stream_stack(self.device, frames, wcs_list, grid, options, params, exptimes,
+                            sinks, interp=interp, conserve_flux=conserve_flux, progress=progress,
+                            max_tile_rows=max_tile_rows, read_workers=max(4, workers), step=step)
 
     def combine_tile(self, block: np.ndarray, options: CombineOptions, params: FrameParams,
                      out: TileOutputs) -> None:

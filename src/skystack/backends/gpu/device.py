@@ -1,9 +1,10 @@
 """The CuPy implementation of the streaming loop's :class:`~.streaming.Device`.
 
-Kernels come from one :class:`cupy.RawModule` built from the assembled ``kernels/combine.cu``
-(compiled by NVRTC on first use and cached on disk by CuPy). Streams are created non-blocking so
-that nothing on CuPy's default stream serialises the pipeline; copies are ``cudaMemcpyAsync``
-between pinned host memory and device memory.
+Kernels come from :class:`cupy.RawModule` objects built from the assembled
+``kernels/combine.cu`` and ``kernels/reproject.cu`` (compiled by NVRTC on first use and cached on
+disk by CuPy). Streams are created non-blocking so that nothing on CuPy's default stream
+serialises the pipeline; copies are ``cudaMemcpyAsync`` between pinned host memory and device
+memory.
 """
 
 from __future__ import annotations
@@ -13,11 +14,18 @@ from functools import cache
 import numpy as np
 
 from ...config import CombineOptions
-from .kernels import KernelChoice, all_name_expressions, assemble_source
+from .kernels import (
+    KernelChoice,
+    all_name_expressions,
+    assemble_source,
+    reproject_kernel_name,
+    source_of,
+)
 
 _H2D = 1  # cudaMemcpyHostToDevice
 _D2H = 2  # cudaMemcpyDeviceToHost
 DECODE_THREADS = 256
+RESAMPLE_THREADS = 256
 
 METHOD_CODES = {"mean": 0, "sum": 1, "median": 2, "min": 3, "max": 4}
 REJECT_CODES = {"none": 0, "sigclip": 1, "minmax": 2, "range": 3, "percentile": 4}
@@ -38,7 +46,7 @@ def load_kernel(name: str):
 
     if name not in all_name_expressions():
         raise ValueError(f"unknown kernel {name!r}")
-    module = cupy.RawModule(code=assemble_source(), options=NVRTC_OPTIONS,
+    module = cupy.RawModule(code=assemble_source(source_of(name)), options=NVRTC_OPTIONS,
                             name_expressions=[name])
     return module.get_function(name)
 
@@ -152,3 +160,28 @@ class CupyDevice:
             self.kernel(choice.name)((grid,), (choice.threads_per_block,),
                                      combine_args(block, n_frames, npix, options, params, outs),
                                      shared_mem=choice.shared_bytes)
+
+    def resample(self, staged, spec, block, stream) -> None:
+        """Resample every frame of a staged tile into ``block`` (``reproject_tile``, see
+        kernels/reproject.cu; ``spec`` is a :class:`.stack_streaming.ResampleSpec`)."""
+        npix = spec.npix
+        # Enough blocks to fill the GPU over all frames; grid-stride beyond.
+        per_frame = max(1, -(-self.sm_count * 16 // max(1, spec.n_frames)))
+        blocks_x = max(1, min(-(-npix // RESAMPLE_THREADS), per_frame))
+        name = reproject_kernel_name(spec.nearest, spec.conserve_flux)
+        with stream:
+            self.kernel(name)(
+                (blocks_x, spec.n_frames), (RESAMPLE_THREADS,),
+                (staged, np.int32(spec.tile_rows), np.int32(spec.tile_cols),
+                 np.int32(spec.node_cols), np.int32(spec.pr), np.int32(spec.pc),
+                 np.int64(spec.off_start_r), np.int64(spec.off_start_c), np.int64(spec.off_w_r),
+                 np.int64(spec.off_w_c), np.int32(spec.edge_order), block))
+
+    def coverage(self, block, n_frames: int, npix: int, exptimes, coverage, expmap,
+                 stream) -> None:
+        """Per pixel of the block: finite values (int32) and their frames' exposure times."""
+        blocks_x = max(1, min(-(-npix // RESAMPLE_THREADS), self.sm_count * 16))
+        with stream:
+            self.kernel("coverage_expmap")(
+                (blocks_x,), (RESAMPLE_THREADS,),
+                (block, np.int32(n_frames), np.int64(npix), exptimes, coverage, expmap))

@@ -18,12 +18,15 @@ from ...errors import SkystackError
 from ...networks import GPU_REGISTER_SIZES
 
 __all__ = ["KernelChoice", "kernels_dir", "assemble_source", "choose_combine_kernel",
-           "all_name_expressions", "MAX_GPU_FRAMES", "THREADS_PER_BLOCK"]
+           "all_name_expressions", "name_expressions", "source_of", "reproject_kernel_name",
+           "SOURCES", "MAX_GPU_FRAMES", "THREADS_PER_BLOCK"]
 
 # The warp kernel holds 32 * ITEMS values per pixel; 64 items per lane is the register limit.
 WARP_ITEMS = (4, 8, 16, 32, 64)
 MAX_GPU_FRAMES = 32 * WARP_ITEMS[-1]
 THREADS_PER_BLOCK = 128
+# The translation units of the backend: each is assembled and compiled on its own.
+SOURCES = ("combine.cu", "reproject.cu")
 _INCLUDE = re.compile(r'^\s*#\s*include\s+"([^"]+)"\s*$', re.MULTILINE)
 
 
@@ -105,14 +108,38 @@ def choose_combine_kernel(n_frames: int, options: CombineOptions) -> KernelChoic
                         f"{options.method}/{options.reject} (got {n_frames}); use --backend cpu")
 
 
+def reproject_kernel_name(nearest: bool, conserve_flux: bool) -> str:
+    """The ``reproject_tile`` instantiation for an interpolation and flux conservation."""
+    return f"reproject_tile<{int(bool(nearest))}, {int(bool(conserve_flux))}>"
+
+
+def name_expressions(source: str) -> list[str]:
+    """Every kernel of one translation unit of :data:`SOURCES` that the backend may launch."""
+    if source == "combine.cu":
+        return (["decode_frames", "combine_accumulate"]
+                + [_small(s).name for s in GPU_REGISTER_SIZES]
+                + [_warp(i).name for i in WARP_ITEMS])
+    if source == "reproject.cu":
+        return ([reproject_kernel_name(nearest, flux) for nearest in (False, True)
+                 for flux in (False, True)] + ["coverage_expmap"])
+    raise SkystackError(f"unknown CUDA source {source!r}")
+
+
 def all_name_expressions() -> list[str]:
     """Every kernel the backend may launch (CuPy instantiates these; CI compiles them all)."""
-    return (["decode_frames", "combine_accumulate"]
-            + [_small(s).name for s in GPU_REGISTER_SIZES]
-            + [_warp(i).name for i in WARP_ITEMS])
+    return [name for source in SOURCES for name in name_expressions(source)]
 
 
-def instantiation_unit() -> str:
-    """The assembled source plus references that make nvcc instantiate every template kernel."""
-    refs = ",\n    ".join(f"(void*)&{name}" for name in all_name_expressions())
-    return assemble_source() + f"\nvoid* skystack_all_kernels[] = {{\n    {refs}}};\n"
+def source_of(name: str) -> str:
+    """The translation unit that defines kernel ``name`` (a name expression)."""
+    for source in SOURCES:
+        if name in name_expressions(source):
+            return source
+    raise SkystackError(f"unknown kernel {name!r}")
+
+
+def instantiation_unit(source: str = "combine.cu") -> str:
+    """The assembled ``source`` plus references that make nvcc instantiate every template
+    kernel it defines."""
+    refs = ",\n    ".join(f"(void*)&{name}" for name in name_expressions(source))
+    return assemble_source(source) + f"\nvoid* skystack_all_kernels[] = {{\n    {refs}}};\n"

@@ -17,6 +17,10 @@ the tests), so its ordering, tiling and out-of-memory recovery are tested withou
 Tile size: the largest band of rows whose device buffers fit in a fraction of free GPU memory and
 whose pinned host buffers fit in ``--mem-limit``. A CUDA out-of-memory error frees everything,
 halves the budget and resumes from the first tile not yet written: the run is never lost.
+
+The ordering (:class:`DoubleBufferedRun`) and the passes with out-of-memory recovery
+(:func:`stream_tiles`) are shared with the stack loop (:mod:`.stack_streaming`), which stages
+bands of input pixels and resamples them on the device instead of decoding raw tiles.
 """
 
 from __future__ import annotations
@@ -62,6 +66,11 @@ class Device(Protocol):
     def decode(self, staged, tables: dict, n_frames: int, npix: int, block, stream) -> None: ...
     def combine(self, block, n_frames: int, npix: int, choice: KernelChoice,
                 options: CombineOptions, params: dict, outs: tuple, stream) -> None: ...
+    # The stack loop (.stack_streaming): resample every frame of a staged tile into the block
+    # (kernels/reproject.cu; spec is a stack_streaming.ResampleSpec), then coverage and EXPMAP.
+    def resample(self, staged, spec, block, stream) -> None: ...
+    def coverage(self, block, n_frames: int, npix: int, exptimes, coverage, expmap,
+                 stream) -> None: ...
     def release(self) -> None: ...
     def is_out_of_memory(self, exc: BaseException) -> bool: ...
 
@@ -103,36 +112,33 @@ def _plan(shape, r0: int, specs, n_frames: int, device_budget: int, host_budget:
     return [Tile(t.r0 + r0, t.r1 + r0, t.c0, t.c1) for t in tiles]
 
 
-def stream_combine(device: Device, sources: list, shape: tuple[int, int],
-                   options: CombineOptions, params: FrameParams, sinks, *, progress=None,
-                   max_tile_rows: int | None = None, read_workers: int = 4) -> StreamStats:
-    """Combine ``sources`` (one per frame) through ``device`` into ``sinks``; see module doc."""
-    n = len(sources)
-    specs = [s.stage_spec() for s in sources]
-    choice = choose_combine_kernel(n, options)
-    host_budget = int(options.mem_limit)
-    device_budget = int(device.free_bytes() * DEVICE_MEMORY_FRACTION)
+def stream_tiles(device: Device, shape: tuple[int, int], device_budget: int, host_budget: int,
+                 start_run, on_tile, *, read_workers: int = 4) -> StreamStats:
+    """The outer loop of the GPU tile loops: passes over tiles until every row is written.
+
+    ``start_run(first_row, device_budget, host_budget, readers, stager)`` plans the tiles of rows
+    ``[first_row, rows)`` within the budgets and returns a :class:`DoubleBufferedRun` over them
+    (``readers`` and ``stager`` are the thread pools it reads with); ``on_tile(run, tile, done,
+    left)`` hands each finished tile to the sinks (``done`` tiles finished so far, ``left`` still
+    to come in this pass). A CUDA out-of-memory error frees everything, halves the budgets and
+    starts a new pass at the first tile not yet written.
+    """
     next_row = 0
     retries = 0
     read_wait = 0.0
-    done_tiles = 0
+    done = 0
     first_shape: tuple[int, int] | None = None
     with ThreadPoolExecutor(max(1, read_workers), thread_name_prefix="skystack-read") as readers, \
             ThreadPoolExecutor(1, thread_name_prefix="skystack-stage") as stager:
         while next_row < shape[0]:
-            tiles = _plan(shape, next_row, specs, n, device_budget, host_budget, max_tile_rows)
-            first_shape = first_shape or tiles[0].shape
             run = None
             try:
-                run = _TileRun(device, sources, specs, choice, options, params, tiles, readers,
-                               stager)
-                for tile in run.execute():
-                    for sink in sinks:
-                        sink.write_tile(tile, *run.finished_views(tile))
+                run = start_run(next_row, device_budget, host_budget, readers, stager)
+                first_shape = first_shape or run.tiles[0].shape
+                for j, tile in enumerate(run.execute()):
+                    done += 1
+                    on_tile(run, tile, done, len(run.tiles) - j - 1)
                     next_row = tile.r1 if tile.c1 == shape[1] else tile.r0
-                    done_tiles += 1
-                    if progress is not None:
-                        progress(next_row, shape[0])
             except Exception as exc:
                 if not device.is_out_of_memory(exc):
                     raise
@@ -150,25 +156,133 @@ def stream_combine(device: Device, sources: list, shape: tuple[int, int],
                 host_budget = min(host_budget, device_budget * 2)
                 log.warning("GPU out of memory; resuming from row %d with tiles half as large",
                             next_row)
-    return StreamStats(done_tiles, first_shape or (0, 0), read_wait, retries)
+    return StreamStats(done, first_shape or (0, 0), read_wait, retries)
 
 
-class _TileRun:
-    """One pass of the double-buffered loop over ``tiles`` with fixed buffer sizes."""
+def stream_combine(device: Device, sources: list, shape: tuple[int, int],
+                   options: CombineOptions, params: FrameParams, sinks, *, progress=None,
+                   max_tile_rows: int | None = None, read_workers: int = 4) -> StreamStats:
+    """Combine ``sources`` (one per frame) through ``device`` into ``sinks``; see module doc."""
+    n = len(sources)
+    specs = [s.stage_spec() for s in sources]
+    choice = choose_combine_kernel(n, options)
+
+    def start_run(first_row, device_budget, host_budget, readers, stager):
+        tiles = _plan(shape, first_row, specs, n, device_budget, host_budget, max_tile_rows)
+        return _TileRun(device, sources, specs, choice, options, params, tiles, readers, stager)
+
+    def on_tile(run, tile, done, left):
+        for sink in sinks:
+            sink.write_tile(tile, *run.finished_views(tile))
+        if progress is not None:
+            progress(tile.r1 if tile.c1 == shape[1] else tile.r0, shape[0])
+
+    return stream_tiles(device, shape, int(device.free_bytes() * DEVICE_MEMORY_FRACTION),
+                        int(options.mem_limit), start_run, on_tile, read_workers=read_workers)
+
+
+def upload_params(device: Device, params: FrameParams) -> dict:
+    """Per-frame normalisation and weights on the device, as the combine kernels take them."""
+    return {"scale": device.upload(np.ascontiguousarray(params.scale, np.float32)),
+            "zero": device.upload(np.ascontiguousarray(params.zero, np.float32)),
+            "weights": device.upload(np.ascontiguousarray(params.weights, np.float64))}
+
+
+class DoubleBufferedRun:
+    """One pass of a double-buffered tile loop over ``tiles`` with fixed buffer sizes.
+
+    The ordering of the module docstring, shared by the combine and stack loops: tile ``i`` is
+    read into slot ``i % 2`` on the stager thread (:meth:`_read`, after the slot's previous
+    upload) while tile ``i - 1`` is launched (:meth:`_launch`: copies and kernels queued on the
+    three streams, ordered by the ``uploaded``/``computed``/``downloaded`` events of its slot),
+    and tile ``i - 2``'s outputs are handed out once downloaded. Subclasses allocate the buffers
+    and implement :meth:`_read`, :meth:`_launch` and :meth:`finished_views`.
+    """
+
+    #: Attributes holding buffers, dropped by :meth:`close`.
+    buffers: tuple[str, ...] = ()
+
+    def __init__(self, device: Device, tiles: list[Tile], stager) -> None:
+        self.device = device
+        self.tiles = tiles
+        self.stager = stager
+        self.read_wait = 0.0
+        self.pending: dict[int, object] = {}
+        self._slot_of: dict[Tile, int] = {}
+        d = device
+        self.copy_stream, self.compute_stream, self.download_stream = (
+            d.stream(), d.stream(), d.stream())
+        self.uploaded = [d.event(), d.event()]
+        self.computed = [d.event(), d.event()]
+        self.downloaded = [d.event(), d.event()]
+
+    def _read(self, i: int) -> None:
+        """Fill slot ``i % 2``'s pinned input buffer with tile ``i`` (stager thread)."""
+        raise NotImplementedError
+
+    def _launch(self, i: int) -> None:
+        """Queue tile ``i``'s upload, kernels and download on the streams."""
+        raise NotImplementedError
+
+    def _start_read(self, i: int) -> None:
+        if i < len(self.tiles):
+            self.pending[i] = self.stager.submit(self._read, i)
+
+    def slot_of(self, tile: Tile) -> int:
+        """The buffer slot holding a finished tile's outputs."""
+        return self._slot_of[tile]
+
+    def execute(self):
+        """Yield each tile once its outputs are on the host (see :meth:`finished_views`)."""
+        self._start_read(0)
+        self._start_read(1)
+        for i in range(len(self.tiles)):
+            t0 = time.perf_counter()
+            self.pending.pop(i).result()
+            self.read_wait += time.perf_counter() - t0
+            self._launch(i)
+            self._slot_of[self.tiles[i]] = i % 2
+            self._start_read(i + 2)
+            if i >= 1:
+                yield self._finish(i - 1)
+        if self.tiles:
+            yield self._finish(len(self.tiles) - 1)
+
+    def _finish(self, i: int) -> Tile:
+        tile = self.tiles[i]
+        self.device.synchronize(self.downloaded[i % 2])
+        return tile
+
+    def abandon(self) -> None:
+        for f in self.pending.values():
+            f.cancel()
+        for f in self.pending.values():
+            try:
+                f.result()
+            except Exception:  # noqa: S110 - reads of an abandoned pass do not matter
+                pass
+        self.pending.clear()
+
+    def close(self) -> None:
+        self.abandon()
+        for a in self.buffers:
+            setattr(self, a, None)
+
+
+class _TileRun(DoubleBufferedRun):
+    """A pass of the combine loop: raw bytes staged, decoded and combined on the device."""
+
+    buffers = ("pinned_in", "pinned_out", "raw", "block", "outs", "tables", "params")
 
     def __init__(self, device: Device, sources, specs: list[StageSpec], choice: KernelChoice,
                  options: CombineOptions, params: FrameParams, tiles: list[Tile], readers,
                  stager) -> None:
-        self.device = device
+        super().__init__(device, tiles, stager)
         self.sources = sources
         self.specs = specs
         self.choice = choice
         self.options = options
-        self.tiles = tiles
         self.readers = readers
-        self.stager = stager
-        self.read_wait = 0.0
-        self.pending: dict[int, object] = {}
         self.n = len(sources)
         self.max_pix = max(t.shape[0] * t.shape[1] for t in tiles)
         # Each frame has a fixed slot in the staging buffer, so offsets never change per tile.
@@ -191,17 +305,7 @@ class _TileRun:
             "blank": d.upload(np.array([s.blank for s in specs], np.int64)),
             "has_blank": d.upload(np.array([s.has_blank for s in specs], np.int32)),
         }
-        self.params = {
-            "scale": d.upload(np.ascontiguousarray(params.scale, np.float32)),
-            "zero": d.upload(np.ascontiguousarray(params.zero, np.float32)),
-            "weights": d.upload(np.ascontiguousarray(params.weights, np.float64)),
-        }
-        self.copy_stream, self.compute_stream, self.download_stream = (
-            d.stream(), d.stream(), d.stream())
-        self.uploaded = [d.event(), d.event()]
-        self.computed = [d.event(), d.event()]
-        self.downloaded = [d.event(), d.event()]
-        self._slot_of: dict[Tile, int] = {}
+        self.params = upload_params(d, params)
 
     # -- host side ---------------------------------------------------------------------------
     def _read(self, i: int) -> None:
@@ -217,10 +321,6 @@ class _TileRun:
             futures.append(self.readers.submit(src.read_staged, tile, dest))
         for f in futures:
             f.result()
-
-    def _start_read(self, i: int) -> None:
-        if i < len(self.tiles):
-            self.pending[i] = self.stager.submit(self._read, i)
 
     # -- device side -------------------------------------------------------------------------
     def _launch(self, i: int) -> None:
@@ -242,44 +342,8 @@ class _TileRun:
         for host, dev, item in zip(self.pinned_out[b], self.outs[b], (4, 4, 4)):
             d.copy_d2h(host, dev, npix * item, self.download_stream)
         d.record(self.downloaded[b], self.download_stream)
-        self._slot_of[tile] = b
-
-    def execute(self):
-        """Yield each tile once its outputs are on the host (see :meth:`finished_views`)."""
-        self._start_read(0)
-        self._start_read(1)
-        for i in range(len(self.tiles)):
-            t0 = time.perf_counter()
-            self.pending.pop(i).result()
-            self.read_wait += time.perf_counter() - t0
-            self._launch(i)
-            self._start_read(i + 2)
-            if i >= 1:
-                yield self._finish(i - 1)
-        if self.tiles:
-            yield self._finish(len(self.tiles) - 1)
-
-    def _finish(self, i: int) -> Tile:
-        tile = self.tiles[i]
-        self.device.synchronize(self.downloaded[i % 2])
-        return tile
 
     def finished_views(self, tile: Tile):
-        b = self._slot_of[tile]
+        b = self.slot_of(tile)
         npix = tile.shape[0] * tile.shape[1]
         return tuple(a[:npix].reshape(tile.shape) for a in self.pinned_out[b])
-
-    def abandon(self) -> None:
-        for f in self.pending.values():
-            f.cancel()
-        for f in self.pending.values():
-            try:
-                f.result()
-            except Exception:  # noqa: S110 - reads of an abandoned pass do not matter
-                pass
-        self.pending.clear()
-
-    def close(self) -> None:
-        self.abandon()
-        for a in ("pinned_in", "pinned_out", "raw", "block", "outs", "tables", "params"):
-            setattr(self, a, None)
