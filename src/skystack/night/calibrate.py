@@ -38,28 +38,20 @@ from ..errors import SkystackError
 from ..io.inputs import Frame
 from ..io.reader import NATIVE_F32, StageSpec, Tile
 
-__all__ = ["Section", "parse_section", "Calibration", "CalibratedSource", "calibrated_frame"]
+__all__ = ["Section", "section_text", "parse_section", "Calibration", "CalibratedSource",
+           "calibrated_frame"]
 
 _NATIVE = StageSpec(NATIVE_F32, 4)
 _SECTION = re.compile(r"^\s*\[\s*(\d+)\s*:\s*(\d+)\s*,\s*(\d+)\s*:\s*(\d+)\s*\]\s*$")
 
 
-@dataclass(frozen=True)
-class Section:
-    """A rectangle of a frame: rows ``[r0, r1)``, columns ``[c0, c1)`` (0-based)."""
+# A section is the same rectangle the tile loop reads: rows [r0, r1), columns [c0, c1).
+Section = Tile
 
-    r0: int
-    r1: int
-    c0: int
-    c1: int
 
-    @property
-    def shape(self) -> tuple[int, int]:
-        return (self.r1 - self.r0, self.c1 - self.c0)
-
-    def fits(self) -> str:
-        """The section in FITS notation ``[x1:x2,y1:y2]`` (1-based, inclusive)."""
-        return f"[{self.c0 + 1}:{self.c1},{self.r0 + 1}:{self.r1}]"
+def section_text(section: Section) -> str:
+    """The section in FITS notation ``[x1:x2,y1:y2]`` (1-based, inclusive)."""
+    return f"[{section.c0 + 1}:{section.c1},{section.r0 + 1}:{section.r1}]"
 
 
 def parse_section(text: str, shape: tuple[int, int], what: str = "section") -> Section:
@@ -94,9 +86,9 @@ class Calibration:
         """Human-readable steps, for HISTORY cards and the night's summary."""
         steps = []
         if self.overscan is not None:
-            steps.append(f"overscan {self.overscan.fits()} subtracted (median per line)")
+            steps.append(f"overscan {section_text(self.overscan)} subtracted (median per line)")
         if self.trim is not None:
-            steps.append(f"trimmed to {self.trim.fits()}")
+            steps.append(f"trimmed to {section_text(self.trim)}")
         if self.bias is not None:
             steps.append(f"bias {self.bias.label} subtracted")
         if self.dark is not None:
