@@ -375,8 +375,6 @@ class _Night:
                    "flat": mst.FLAT_OPTIONS}[kind]
         header["IMAGETYP"] = (f"MASTER {kind.upper()}", "skystack night master frame")
         header["SKYGROUP"] = (group, "camera / exposure / filter group")
-        for step in Calibration().describe():
-            header.add_history(step)
         with atomic_path(path, overwrite=True) as tmp:
             from ..api import combine_to_file
 
@@ -491,7 +489,7 @@ class _Night:
             stem = os.path.splitext(os.path.basename(p.path))[0]
             image = fits.getdata(p.path)
             write_preview(image, os.path.join(folder, f"{stem}.png"))
-            obj, filt = fits.getval(p.path, "OBJECT", default=None), None
+            obj = fits.getval(p.path, "OBJECT", default=None)
             filt = fits.getval(p.path, "FILTER", default=None)
             if obj is not None and filt is not None:
                 by_object[str(obj)][str(filt)] = p.path
