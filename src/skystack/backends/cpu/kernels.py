@@ -21,7 +21,8 @@ Two strategies:
     invalid values set to ``+inf`` and sorted by a sorting network applied across the chunk, so
     each compare-exchange is a vector min/max over many pixels. After sorting, every rejection
     keeps a contiguous range ``[lo, hi)`` of a pixel's sorted valid values, and every statistic is
-    range arithmetic on that column.
+    range arithmetic on that column. Sigma clipping iterates on all pixels of a chunk in
+    lockstep (per-pixel ranges and bounds, vector loops; see ``_sigclip_lockstep``).
 
 Kernels are compiled with ``cache=True`` (on disk, next to this file or in numba's user cache) and
 ``nogil=True``; threading is done by the caller, not by ``parallel=True``, so that the on-disk
@@ -171,50 +172,6 @@ def _median_of_range(col, lo, hi):
 
 
 @njit(nogil=True, cache=True)
-def _mad_of_range(col, lo, hi, med):
-    """Median absolute deviation from ``med`` of the sorted range [lo, hi) (unscaled).
-
-    ``med`` must be the median of the range. Deviations left of the median grow leftwards and
-    those right of it grow rightwards: two ascending sequences, whose k-th smallest element is
-    found by bisection in O(log n), without sorting deviations.
-    """
-    m = hi - lo
-    split = lo + m // 2  # every value before it is <= med
-    while split < hi and col[split] <= med:
-        split += 1
-    n_left = split - lo
-    n_right = hi - split
-    if m % 2 == 1:
-        return _kth_of_deviations(col, split, n_left, n_right, med, m // 2)
-    return 0.5 * (_kth_of_deviations(col, split, n_left, n_right, med, m // 2 - 1)
-                  + _kth_of_deviations(col, split, n_left, n_right, med, m // 2))
-
-
-@njit(nogil=True, cache=True, inline="always")
-def _kth_of_deviations(col, split, n_left, n_right, med, k):
-    # Left sequence L[i] = med - col[split - 1 - i], right R[j] = col[split + j] - med.
-    # Find how many (i) of the k + 1 smallest come from L.
-    need = k + 1
-    a = max(0, need - n_right)
-    b = min(need, n_left)
-    while a < b:
-        i = (a + b) // 2
-        j = need - i
-        if med - col[split - 1 - i] < col[split + j - 1] - med:
-            a = i + 1
-        else:
-            b = i
-    i = a
-    j = need - i
-    d = -np.inf
-    if i > 0:
-        d = med - col[split - i]
-    if j > 0:
-        d = max(d, col[split + j - 1] - med)
-    return d
-
-
-@njit(nogil=True, cache=True)
 def _percentile_of_range(col, lo, hi, frac):
     """Percentile ``frac`` (0..1) of the sorted range, numpy's default linear interpolation."""
     pos = frac * (hi - lo - 1)
@@ -247,57 +204,6 @@ def _ssd_of_range(col, lo, hi, mean):
         d = col[i] - mean
         s += d * d
     return s
-
-
-@njit(nogil=True, cache=True)
-def _sigclip_range(col, n, use_median, use_mad, sigma_lo, sigma_hi, maxiters):
-    """Kept range of astropy's ``sigma_clip`` (fast path) on the sorted valid values col[:n].
-
-    astropy iterates on a shrinking buffer (each iteration's bounds cut the values still kept),
-    stops when an iteration rejects nothing, when nothing would be left, or after ``maxiters``
-    iterations (``maxiters < 0``: no limit), and finally keeps *all* values within the last
-    bounds, inclusive. On sorted values the buffer and the final set are both ranges.
-    """
-    a = 0
-    b = n
-    it = 0
-    lower = -np.inf
-    upper = np.inf
-    while True:
-        m = b - a
-        med = 0.0
-        mean = 0.0
-        if use_median or use_mad:
-            med = _median_of_range(col, a, b)
-        if (not use_median) or (not use_mad):
-            mean = _mean_of_range(col, a, b)
-        cen = med if use_median else mean
-        if use_mad:
-            std = _mad_of_range(col, a, b, med) * MAD_TO_SIGMA
-        else:
-            std = math.sqrt(_ssd_of_range(col, a, b, mean) / m)
-        lower = cen - sigma_lo * std
-        upper = cen + sigma_hi * std
-        na = a
-        while na < b and col[na] < lower:
-            na += 1
-        nb = b
-        while nb > na and col[nb - 1] > upper:
-            nb -= 1
-        if nb - na == m or nb == na:
-            break
-        a = na
-        b = nb
-        it += 1
-        if maxiters >= 0 and it >= maxiters:
-            break
-    fa = 0
-    while fa < n and col[fa] < lower:
-        fa += 1
-    fb = n
-    while fb > fa and col[fb - 1] > upper:
-        fb -= 1
-    return fa, fb
 
 
 @njit(nogil=True, cache=True)
@@ -419,6 +325,197 @@ def _median_all_valid(scratch, b, c0, nf, out_img, out_unc, out_cnt):
 
 
 @njit(nogil=True, cache=True)
+def _clip_iteration(scratch, b, nvalid, lo, hi, lower, upper, active, it, maxiters, pairs,
+                    use_median, use_mad, sigma_lo, sigma_hi, dev, cen, spread):
+    """One sigma-clipping iteration of the active lanes ``q < b`` of ``scratch``, in lockstep.
+
+    Lane ``q`` keeps the sorted range ``[lo[q], hi[q])`` within ``(lower[q], upper[q])``; the
+    median is a gather at the range's middle, the MAD the same gather in the deviations
+    ``|x - median|`` (+inf outside the range) sorted by the sorting network, and the counts of
+    values beyond the new bounds give the next range. ``it`` is the iteration's number (from 1).
+    Lanes that stop (nothing rejected, nothing left, or ``maxiters`` reached) get
+    ``active[q] = 0`` and keep the bounds of this iteration. Returns the lanes still active.
+    """
+    nf = scratch.shape[0]
+    need_mean = (not use_median) or (not use_mad)
+    if use_median or use_mad:
+        for q in range(b):
+            m = max(hi[q] - lo[q], 1)
+            i1 = min(lo[q] + (m - 1) // 2, nf - 1)
+            i2 = min(lo[q] + m // 2, nf - 1)
+            cen[q] = 0.5 * (np.float64(scratch[i1, q]) + np.float64(scratch[i2, q]))
+    if use_mad:
+        for k in range(nf):
+            row = scratch[k]
+            drow = dev[k]
+            for q in range(b):
+                inside = (k >= lo[q]) & (k < hi[q])
+                d = abs(np.float64(row[q]) - cen[q])
+                drow[q] = d if inside else np.inf
+        _sort_chunk(pairs, dev, b)
+        for q in range(b):
+            m = max(hi[q] - lo[q], 1)
+            spread[q] = 0.5 * (dev[(m - 1) // 2, q] + dev[m // 2, q]) * MAD_TO_SIGMA
+    if need_mean:
+        # dev[0] and dev[1] are free here (the MAD is read): the mean, then the ssd.
+        mean = dev[0]
+        ssd = dev[1]
+        for q in range(b):
+            mean[q] = 0.0
+            ssd[q] = 0.0
+        for k in range(nf):
+            row = scratch[k]
+            for q in range(b):
+                inside = (k >= lo[q]) & (k < hi[q])
+                mean[q] += np.float64(row[q]) if inside else 0.0
+        for q in range(b):
+            mean[q] /= max(hi[q] - lo[q], 1)
+        for k in range(nf):
+            row = scratch[k]
+            for q in range(b):
+                inside = (k >= lo[q]) & (k < hi[q])
+                d = (np.float64(row[q]) - mean[q]) if inside else 0.0
+                ssd[q] += d * d
+        for q in range(b):
+            if not use_median:
+                cen[q] = mean[q]
+            if not use_mad:
+                spread[q] = math.sqrt(ssd[q] / max(hi[q] - lo[q], 1))
+    for q in range(b):
+        if active[q]:
+            lower[q] = cen[q] - sigma_lo * spread[q]
+            upper[q] = cen[q] + sigma_hi * spread[q]
+    # cen / spread now count the values below / above the new bounds inside the range.
+    for q in range(b):
+        cen[q] = 0.0
+        spread[q] = 0.0
+    for k in range(nf):
+        row = scratch[k]
+        for q in range(b):
+            inside = (k >= lo[q]) & (k < hi[q])
+            x = np.float64(row[q])
+            cen[q] += 1.0 if (inside & (x < lower[q])) else 0.0
+            spread[q] += 1.0 if (inside & (x > upper[q])) else 0.0
+    n_active = 0
+    for q in range(b):
+        if not active[q]:
+            continue
+        m = hi[q] - lo[q]
+        na = lo[q] + np.int32(cen[q])
+        nb = hi[q] - np.int32(spread[q])
+        if nb - na == m or nb <= na or (maxiters >= 0 and it >= maxiters):
+            active[q] = 0
+        else:
+            lo[q] = na
+            hi[q] = nb
+            n_active += 1
+    return n_active
+
+
+@njit(nogil=True, cache=True)
+def _sigclip_lockstep(scratch, b, nvalid, pairs, use_median, use_mad, sigma_lo, sigma_hi,
+                      maxiters, dev, cen, spread, lower, upper, lo, hi, active, work):
+    """astropy's ``sigma_clip`` of every lane of a sorted chunk: the kept ranges ``[lo, hi)``.
+
+    Lane ``q`` holds its ``nvalid[q]`` valid values sorted at the top of ``scratch[:, q]``
+    (+inf below). The first iteration runs on all lanes at once; the lanes still clipping
+    after it (typically a few tens of per cent) are gathered into the compact scratch of
+    ``work`` before each further iteration, so that each costs in proportion to the lanes it
+    serves. This replaces a per-pixel scalar loop full of unpredictable branches (bisections,
+    scans), which dominated sigma-clipped combines (about 2x faster on 10 frames). Centre,
+    spread and bounds are computed in float64. At the end ``[lo, hi)`` is every value within a
+    lane's last bounds, inclusive (astropy's rule); a lane with no valid value gets an empty
+    range.
+    """
+    csc, cvalid, clo, chi, clower, cupper, cact, idx = work
+    nf = scratch.shape[0]
+    for q in range(b):
+        lo[q] = 0
+        hi[q] = nvalid[q]
+        active[q] = np.uint8(nvalid[q] > 0)
+        lower[q] = -np.inf
+        upper[q] = np.inf
+    it = 1
+    n_active = _clip_iteration(scratch, b, nvalid, lo, hi, lower, upper, active, it, maxiters,
+                               pairs, use_median, use_mad, sigma_lo, sigma_hi, dev, cen, spread)
+    while n_active > 0:
+        j = 0
+        for q in range(b):
+            if active[q]:
+                idx[j] = q
+                j += 1
+        for k in range(nf):
+            src = scratch[k]
+            dst = csc[k]
+            for t in range(j):
+                dst[t] = src[idx[t]]
+        for t in range(j):
+            q = idx[t]
+            cvalid[t] = nvalid[q]
+            clo[t] = lo[q]
+            chi[t] = hi[q]
+            clower[t] = lower[q]
+            cupper[t] = upper[q]
+            cact[t] = 1
+        it += 1
+        n_active = _clip_iteration(csc, j, cvalid, clo, chi, clower, cupper, cact, it, maxiters,
+                                   pairs, use_median, use_mad, sigma_lo, sigma_hi, dev, cen,
+                                   spread)
+        for t in range(j):
+            q = idx[t]
+            lo[q] = clo[t]
+            hi[q] = chi[t]
+            lower[q] = clower[t]
+            upper[q] = cupper[t]
+            active[q] = cact[t]
+    # Final ranges: everything within each lane's last bounds.
+    for q in range(b):
+        cen[q] = 0.0
+        spread[q] = 0.0
+    for k in range(nf):
+        row = scratch[k]
+        for q in range(b):
+            valid = k < nvalid[q]
+            x = np.float64(row[q])
+            cen[q] += 1.0 if (valid & (x < lower[q])) else 0.0
+            spread[q] += 1.0 if (valid & (x > upper[q])) else 0.0
+    for q in range(b):
+        lo[q] = np.int32(cen[q])
+        hi[q] = max(lo[q], nvalid[q] - np.int32(spread[q]))
+
+
+@njit(nogil=True, cache=True, fastmath=_REASSOC)
+def _finish_ranges(method, scratch, b, c0, lo, hi, sums, ssd, out_img, out_unc, out_cnt):
+    """Unweighted mean / sum / min / max of each lane's sorted range ``[lo[q], hi[q])``, with
+    vector loops over rows and lanes."""
+    nf = scratch.shape[0]
+    for q in range(b):
+        sums[q] = 0.0
+        ssd[q] = 0.0
+    for k in range(nf):
+        row = scratch[k]
+        for q in range(b):
+            inside = (k >= lo[q]) & (k < hi[q])
+            sums[q] += np.float64(row[q]) if inside else 0.0
+    for q in range(b):
+        sums[q] = sums[q] / max(hi[q] - lo[q], 1)  # now the mean
+    for k in range(nf):
+        row = scratch[k]
+        for q in range(b):
+            inside = (k >= lo[q]) & (k < hi[q])
+            d = (np.float64(row[q]) - sums[q]) if inside else 0.0
+            ssd[q] += d * d
+    for q in range(b):
+        m = hi[q] - lo[q]
+        if m <= 0:
+            _store_result(0.0, 0.0, 0, c0 + q, out_img, out_unc, out_cnt)
+            continue
+        value, unc = _moments_to_result(method, m, float(m), float(m), sums[q] * m, ssd[q],
+                                        scratch[lo[q], q], scratch[hi[q] - 1, q])
+        _store_result(value, unc, m, c0 + q, out_img, out_unc, out_cnt)
+
+
+@njit(nogil=True, cache=True)
 def combine_sorted(block, p0, p1, pairs, scale, zero, weights, weighted, method, reject,
                    use_range, range_lo, range_hi, use_median, use_mad, sigma_lo, sigma_hi,
                    maxiters, nlow, nhigh, plow, phigh, chunk, out_img, out_unc, out_cnt):
@@ -431,6 +528,20 @@ def combine_sorted(block, p0, p1, pairs, scale, zero, weights, weighted, method,
     scratch = np.empty((nf, chunk), np.float32)
     nvalid = np.empty(chunk, np.int32)
     col = np.empty(nf, np.float64)
+    # Sigma clipping iterates on all lanes of a chunk in lockstep (see _sigclip_lockstep).
+    sigclip = reject == REJ_SIGCLIP
+    dev = np.empty((max(nf, 2) if sigclip else 1, chunk), np.float64)
+    cen = np.empty(chunk, np.float64)
+    spread = np.empty(chunk, np.float64)
+    lower = np.empty(chunk, np.float64)
+    upper = np.empty(chunk, np.float64)
+    lo_arr = np.zeros(chunk, np.int32)
+    hi_arr = np.zeros(chunk, np.int32)
+    active = np.zeros(chunk, np.uint8)
+    work = (np.empty((nf, chunk), np.float32), np.empty(chunk, np.int32),
+            np.empty(chunk, np.int32), np.empty(chunk, np.int32), np.empty(chunk, np.float64),
+            np.empty(chunk, np.float64), np.empty(chunk, np.uint8), np.empty(chunk, np.int32))
+    vector_finish = sigclip and not weighted and method != MEDIAN
     for c0 in range(p0, p1, chunk):
         b = min(chunk, p1 - c0)
         for q in range(b):
@@ -452,10 +563,19 @@ def combine_sorted(block, p0, p1, pairs, scale, zero, weights, weighted, method,
             # Pixels whose values are all valid have the median and quartiles at the same rows:
             # finish them with vector loops across the chunk; the others take the scalar path.
             _median_all_valid(scratch, b, c0, nf, out_img, out_unc, out_cnt)
+        if sigclip:
+            _sigclip_lockstep(scratch, b, nvalid, pairs, use_median, use_mad, sigma_lo,
+                              sigma_hi, maxiters, dev, cen, spread, lower, upper, lo_arr,
+                              hi_arr, active, work)
+            if vector_finish:
+                _finish_ranges(method, scratch, b, c0, lo_arr, hi_arr, cen, spread, out_img,
+                               out_unc, out_cnt)
         for q in range(b):
             n = nvalid[q]
             pix = c0 + q
             if fast_median and n == nf:
+                continue
+            if vector_finish:
                 continue
             if n == 0:
                 _store_result(0.0, 0.0, 0, pix, out_img, out_unc, out_cnt)
@@ -464,9 +584,9 @@ def combine_sorted(block, p0, p1, pairs, scale, zero, weights, weighted, method,
                 col[i] = scratch[i, q]
             lo = 0
             hi = n
-            if reject == REJ_SIGCLIP:
-                lo, hi = _sigclip_range(col, n, use_median, use_mad, sigma_lo, sigma_hi,
-                                        maxiters)
+            if sigclip:
+                lo = lo_arr[q]
+                hi = hi_arr[q]
             elif reject == REJ_MINMAX:
                 lo = nlow
                 hi = n - nhigh
