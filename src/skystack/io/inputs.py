@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import glob
 import os
+import sys
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -336,10 +337,17 @@ def _array_frame(data, label: str, header=None, mask=None) -> Frame:
                  source=ArraySource(arr, mask))
 
 
+class _NoCCDData:
+    """Stands for CCDData while astropy.nddata is not imported (no instance can exist)."""
+
+
 def load_frames(inputs, hdu: int | str | None = None,
                 pool: HandlePool | None = None) -> list[Frame]:
     """Normalise ``inputs`` (see module docstring) into checked frames of one common shape."""
-    from astropy.nddata import CCDData
+    # Nothing can be a CCDData unless astropy.nddata was imported by the caller: importing it
+    # here would cost every command-line run a quarter of a second.
+    nddata = sys.modules.get("astropy.nddata")
+    CCDData = nddata.CCDData if nddata is not None else _NoCCDData
 
     if isinstance(inputs, (str, os.PathLike, np.ndarray, CCDData)) or isinstance(
             inputs, (fits.PrimaryHDU, fits.ImageHDU, fits.CompImageHDU)):
