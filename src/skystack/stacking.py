@@ -143,6 +143,34 @@ def write_stack_tile(sinks, tile: Tile, out: TileOutputs, coverage: np.ndarray,
                         extras={"EXPMAP": expmap.astype(np.float32, copy=False)})
 
 
+def stack_tile_plan(frames: list[Frame], shape: tuple[int, int], options: CombineOptions,
+                    workers: int, max_tile_rows: int | None) -> list[Tile]:
+    """The output tiles of a CPU stack of ``frames`` onto a grid of ``shape``, with ``workers``
+    resampling threads (the cluster driver plans with this too, so its tiles are the same)."""
+    # A frame-sized read region and a pixel map per worker come on top of the tile loop.
+    biggest_frame = max(f.shape[0] * f.shape[1] for f in frames) * 4
+    budget = max(options.mem_limit - workers * biggest_frame, options.mem_limit // 4)
+    return plan_tiles(shape, len(frames), budget, max_rows=max_tile_rows)
+
+
+def fill_stack_block(pool: ThreadPoolExecutor, resamplers: list[_FrameResampler], tile: Tile,
+                     block: np.ndarray) -> None:
+    """Resample every frame onto ``tile`` into ``block[k]`` (n_frames, rows, cols), on ``pool``."""
+    for f in [pool.submit(r.fill, tile, block[k]) for k, r in enumerate(resamplers)]:
+        f.result()
+
+
+def coverage_and_expmap(block: np.ndarray, exptimes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """COUNT (int32: frames with a finite resampled value per pixel) and EXPMAP (float32: the sum
+    of those frames' EXPTIME, seconds) of a resampled block, before rejection."""
+    covered = np.isfinite(block)
+    coverage = covered.sum(axis=0, dtype=np.int32)
+    expmap = np.zeros(block.shape[1:], np.float32)
+    for k in range(block.shape[0]):  # in place, frame by frame: no float copy of the block
+        np.add(expmap, exptimes[k], out=expmap, where=covered[k])
+    return coverage, expmap
+
+
 def stack_frames(frames: list[Frame], grid: Grid, options: CombineOptions, backend: Backend,
                  sinks, *, interp: str = "bilinear", conserve_flux: bool = False,
                  progress=None, max_tile_rows: int | None = None, workers: int = 2,
@@ -166,10 +194,7 @@ def stack_frames(frames: list[Frame], grid: Grid, options: CombineOptions, backe
                                     exptimes=exptimes, interp=interp,
                                     conserve_flux=conserve_flux, progress=progress,
                                     max_tile_rows=max_tile_rows, workers=workers, step=step)
-    # A frame-sized read region and a pixel map per worker come on top of the tile loop.
-    biggest_frame = max(f.shape[0] * f.shape[1] for f in frames) * 4
-    budget = max(options.mem_limit - workers * biggest_frame, options.mem_limit // 4)
-    tiles = plan_tiles(grid.shape, n, budget, max_rows=max_tile_rows)
+    tiles = stack_tile_plan(frames, grid.shape, options, workers, max_tile_rows)
     resamplers = [_FrameResampler(f, w, grid, interp, conserve_flux, step)
                   for f, w in zip(frames, wcs_list)]
     biggest = max(t.shape[0] * t.shape[1] for t in tiles)
@@ -180,14 +205,9 @@ def stack_frames(frames: list[Frame], grid: Grid, options: CombineOptions, backe
         for i, tile in enumerate(tiles):
             block = flat[: n * tile.shape[0] * tile.shape[1]].reshape(n, *tile.shape)
             tr = time.perf_counter()
-            for f in [pool.submit(r.fill, tile, block[k]) for k, r in enumerate(resamplers)]:
-                f.result()
+            fill_stack_block(pool, resamplers, tile, block)
             read_time += time.perf_counter() - tr
-            covered = np.isfinite(block)
-            coverage = covered.sum(axis=0, dtype=np.int32)
-            expmap = np.zeros(tile.shape, np.float32)
-            for k in range(n):  # in place, frame by frame: no float copy of the whole block
-                np.add(expmap, exptimes[k], out=expmap, where=covered[k])
+            coverage, expmap = coverage_and_expmap(block, exptimes)
             out = TileOutputs.empty(tile.shape)
             tc = time.perf_counter()
             backend.combine_tile(block, options, params, out)

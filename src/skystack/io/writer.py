@@ -79,9 +79,14 @@ class FitsTileWriter:
     def __init__(self, path: str | os.PathLike, shape: tuple[int, int], header: fits.Header,
                  *, max_count: int, overwrite: bool = False,
                  extras: dict[str, fits.Header] | None = None,
-                 count_comment: str = "input values used per pixel") -> None:
+                 count_comment: str = "input values used per pixel",
+                 partial: str | os.PathLike | None = None) -> None:
         """``extras`` names float32 planes written after COUNT (EXTNAME -> extra header cards),
-        filled through the ``extras`` argument of :meth:`write_tile`."""
+        filled through the ``extras`` argument of :meth:`write_tile`.
+
+        ``partial`` fixes the name of the file being written (default: a unique temporary name).
+        An existing file of that name is reused, its data areas kept: a restarted cluster run
+        (:mod:`skystack.cluster`) resumes it, with its journal saying which tiles are in it."""
         self.path = check_output_path(path, overwrite)
         self.overwrite = overwrite
         self.shape = shape
@@ -104,8 +109,12 @@ class FitsTileWriter:
             self._parts.append((_image_header(False, -32, shape, name, extra_header),
                                 np.dtype(">f4")))
         folder = os.path.dirname(os.path.abspath(self.path))
-        fd, self.tmp_path = tempfile.mkstemp(prefix=f".{os.path.basename(self.path)}.",
-                                             suffix=".partial", dir=folder)
+        if partial is None:
+            fd, self.tmp_path = tempfile.mkstemp(prefix=f".{os.path.basename(self.path)}.",
+                                                 suffix=".partial", dir=folder)
+        else:
+            self.tmp_path = os.fspath(partial)
+            fd = os.open(self.tmp_path, os.O_RDWR | os.O_CREAT, 0o600)
         self._fd = fd
         try:
             # mkstemp makes the file private (0600); give the product the usual permissions.
@@ -126,6 +135,11 @@ class FitsTileWriter:
         except BaseException:
             self.abort()
             raise
+
+    def plane_layout(self) -> list[tuple[int, str]]:
+        """(byte offset of the data area, big-endian dtype string) of each plane, in HDU order:
+        what another process needs to write tiles into this file by offset."""
+        return [(offset, dtype.str) for (_, dtype), offset in zip(self._parts, self._offsets)]
 
     def write_tile(self, tile: Tile, image: np.ndarray, uncertainty: np.ndarray,
                    count: np.ndarray, *, mask: np.ndarray | None = None,
@@ -176,6 +190,12 @@ class FitsTileWriter:
             self.abort()
             raise
         return self.path
+
+    def release(self) -> None:
+        """Close the file but keep it under its partial name (for a restart to resume)."""
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
 
     def abort(self) -> None:
         """Close and remove the temporary file; the final name is untouched."""

@@ -1,0 +1,277 @@
+"""combine / stack / night on a real Dask ``LocalCluster`` (2 worker processes, loopback).
+
+Products must be identical to the in-process run: every pixel plane bit for bit, and the same
+header apart from ``SKYSBKND`` (the workers' backend, e.g. another thread count) and the added
+``SKYSDASK`` (number of workers). Faults: a worker killed mid-run, a run interrupted and
+restarted (the journal), a restart with other options (journal not reused).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+
+import numpy as np
+import pytest
+from astropy.io import fits
+
+import skystack
+from skystack.api_reproject import stack_to_file
+from skystack.cli import main
+from skystack.errors import SkystackError
+
+distributed = pytest.importorskip("distributed")
+
+pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
+
+SHAPE = (256, 256)
+N = 10
+ROWS = 8  # tiles of 8 rows: 32 tiles per product
+CLUSTER_ONLY = {"SKYSBKND", "SKYSDASK"}
+
+
+@pytest.fixture(scope="module")
+def client():
+    cluster = distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
+                                       dashboard_address=":0", silence_logs=logging.ERROR)
+    c = distributed.Client(cluster)
+    yield c
+    c.close()
+    cluster.close()
+
+
+@pytest.fixture(scope="module")
+def frames(tmp_path_factory):
+    """10 uint16 frames (int16 + BZERO on disk) with a sky gradient, noise, cosmic rays."""
+    folder = tmp_path_factory.mktemp("frames")
+    rng = np.random.default_rng(3)
+    yy, xx = np.mgrid[: SHAPE[0], : SHAPE[1]]
+    paths = []
+    for k in range(N):
+        data = 1000 + 0.5 * xx + 0.2 * yy + 20 * k + rng.normal(0, 8, SHAPE)
+        data[rng.random(SHAPE) < 0.005] += 4000
+        hdu = fits.PrimaryHDU(np.round(data).astype(np.uint16))  # int16 + BZERO on disk
+        hdu.header["EXPTIME"] = 30.0 + k
+        hdu.header["DATE-OBS"] = f"2026-03-14T20:{k:02d}:00"
+        path = folder / f"f{k:02d}.fits"
+        hdu.writeto(path)
+        paths.append(str(path))
+    return paths
+
+
+def _wcs_header(shape, ra, dec, rot_deg, sip=False):
+    from astropy.wcs import WCS, Sip
+
+    w = WCS(naxis=2)
+    w.wcs.ctype = ["RA---TAN-SIP", "DEC--TAN-SIP"] if sip else ["RA---TAN", "DEC--TAN"]
+    w.wcs.crval = [ra, dec]
+    w.wcs.crpix = [shape[1] / 2 + 0.5, shape[0] / 2 + 0.5]
+    s, t = 1.0 / 3600, np.radians(rot_deg)
+    w.wcs.cd = [[-s * np.cos(t), s * np.sin(t)], [s * np.sin(t), s * np.cos(t)]]
+    if sip:
+        a, b = np.zeros((3, 3)), np.zeros((3, 3))
+        a[2, 0], a[0, 2], b[1, 1] = 2e-6, -1.5e-6, 1e-6
+        w.sip = Sip(a, b, None, None, w.wcs.crpix)
+    return w.to_header(relax=True)
+
+
+@pytest.fixture(scope="module")
+def lights(tmp_path_factory):
+    """8 dithered, rotated float32 frames of 160² with TAN WCS (one with SIP)."""
+    folder = tmp_path_factory.mktemp("lights")
+    rng = np.random.default_rng(5)
+    shape = (160, 160)
+    paths = []
+    for k in range(8):
+        header = _wcs_header(shape, 150 + rng.uniform(-5, 5) / 3600,
+                             30 + rng.uniform(-5, 5) / 3600, rng.uniform(-5, 5), sip=k == 3)
+        header["EXPTIME"] = 60.0
+        data = rng.normal(500, 5, shape).astype(np.float32)
+        data[rng.random(shape) < 0.005] += 3000
+        path = folder / f"l{k}.fits"
+        fits.PrimaryHDU(data, header=header).writeto(path)
+        paths.append(str(path))
+    return paths
+
+
+def assert_same_product(a, b) -> None:
+    """Every HDU's pixels identical (NaN where NaN); headers equal apart from CLUSTER_ONLY."""
+    with fits.open(a) as ha, fits.open(b) as hb:
+        assert [h.name for h in ha] == [h.name for h in hb]
+        for x, y in zip(ha, hb):
+            assert x.data.dtype == y.data.dtype
+            assert np.array_equal(x.data, y.data, equal_nan=True), x.name
+            cards_a = [(c.keyword, c.value) for c in x.header.cards
+                       if c.keyword not in CLUSTER_ONLY]
+            cards_b = [(c.keyword, c.value) for c in y.header.cards
+                       if c.keyword not in CLUSTER_ONLY]
+            assert cards_a == cards_b, x.name
+        assert hb[0].header["SKYSDASK"] >= 1
+
+
+COMBINE = dict(method="mean", reject="sigclip", sigma=2.5, scale="median", weights="exptime")
+
+
+@pytest.fixture(scope="module")
+def reference(frames, tmp_path_factory):
+    """The in-process product of COMBINE, and of the median combine."""
+    folder = tmp_path_factory.mktemp("ref")
+    out = {}
+    for name, opts in (("sigclip", COMBINE), ("median", dict(method="median"))):
+        out[name] = skystack.combine_to_file(frames, folder / f"{name}.fits", backend="cpu",
+                                             max_tile_rows=ROWS, **opts)
+    return out
+
+
+def test_combine_on_cluster_is_identical(client, frames, reference, tmp_path):
+    out = tmp_path / "c.fits"
+    calls = []
+    path = skystack.combine_to_file(frames, out, backend="cpu", max_tile_rows=ROWS,
+                                    cluster=client, progress=lambda d, t: calls.append((d, t)),
+                                    **COMBINE)
+    assert path == str(out)
+    assert_same_product(reference["sigclip"], out)
+    assert len(calls) == SHAPE[0] // ROWS and calls[-1] == (32, 32)
+    assert sorted(os.listdir(tmp_path)) == ["c.fits"]  # no partial file, no journal left
+
+
+def test_stack_on_cluster_is_identical(client, lights, tmp_path, caplog):
+    opts = dict(method="median", reject="sigclip", sigma=3.0, backend="cpu", max_tile_rows=7)
+    stack_to_file(lights, tmp_path / "a.fits", **opts)
+    with caplog.at_level(logging.INFO, logger="skystack"):
+        stack_to_file(lights, tmp_path / "b.fits", cluster=client, **opts)
+    assert "cluster stack: 26 tiles" in caplog.text
+    assert "cannot be sent to workers exactly" not in caplog.text  # WCS rebuilt exactly
+    assert_same_product(tmp_path / "a.fits", tmp_path / "b.fits")
+    assert fits.getdata(tmp_path / "b.fits", "EXPMAP").max() == 8 * 60.0
+
+
+def test_worker_killed_mid_run_gives_the_identical_product(client, frames, reference,
+                                                           tmp_path):
+    from skystack.cluster.tasks import install_test_fault
+
+    marker = tmp_path / "killed"
+    client.run(install_test_fault, str(marker), 4)
+    try:
+        out = tmp_path / "k.fits"
+        skystack.combine_to_file(frames, out, backend="cpu", max_tile_rows=ROWS,
+                                 cluster=client, **COMBINE)
+    finally:
+        client.run(install_test_fault, str(marker), 10**9)  # disarm the survivor
+    assert marker.exists()  # a worker did die, after writing its 4th tile but before reporting
+    assert_same_product(reference["sigclip"], out)
+    client.wait_for_workers(2, timeout=60)  # the nanny restarts it
+
+
+class Stop(Exception):
+    pass
+
+
+def _stop_after(k: int):
+    def progress(done, total):
+        if done >= k:
+            raise Stop
+    return progress
+
+
+def test_interrupted_run_resumes_from_the_journal(client, frames, reference, tmp_path, caplog):
+    out = tmp_path / "r.fits"
+    with pytest.raises(Stop):
+        skystack.combine_to_file(frames, out, backend="cpu", max_tile_rows=ROWS,
+                                 cluster=client, progress=_stop_after(5), **COMBINE)
+    assert not out.exists()
+    journal = (tmp_path / "r.fits.journal").read_text().splitlines()
+    assert journal[0].startswith("skystack-journal 1 ") and len(journal) == 1 + 5
+    assert (tmp_path / "r.fits.partial").exists()
+    calls = []
+    with caplog.at_level(logging.INFO, logger="skystack"):
+        skystack.combine_to_file(frames, out, backend="cpu", max_tile_rows=ROWS,
+                                 cluster=client, progress=lambda d, t: calls.append(d),
+                                 **COMBINE)
+    assert "5 already written" in caplog.text and "27 submitted" in caplog.text
+    assert len(calls) == 32 - 5 and calls[0] == 6
+    assert_same_product(reference["sigclip"], out)
+    assert not (tmp_path / "r.fits.journal").exists()
+    assert not (tmp_path / "r.fits.partial").exists()
+
+
+def test_restart_with_other_tiles_reuses_the_journaled_rows(client, frames, reference,
+                                                            tmp_path, caplog):
+    out = tmp_path / "t.fits"
+    with pytest.raises(Stop):
+        skystack.combine_to_file(frames, out, backend="cpu", max_tile_rows=ROWS,
+                                 cluster=client, progress=_stop_after(9), **COMBINE)
+    journaled = {int(line.split()[0]) for line in
+                 (tmp_path / "t.fits.journal").read_text().splitlines()[1:]}
+    covered = sum(r0 in journaled and r0 + ROWS in journaled for r0 in range(0, 256, 2 * ROWS))
+    assert covered >= 1
+    with caplog.at_level(logging.INFO, logger="skystack"):  # 16-row tiles: some are covered
+        skystack.combine_to_file(frames, out, backend="cpu", max_tile_rows=2 * ROWS,
+                                 cluster=client, **COMBINE)
+    assert f"16 tiles, {covered} already written" in caplog.text
+    assert_same_product(reference["sigclip"], out)
+
+
+def test_restart_with_other_options_starts_afresh(client, frames, reference, tmp_path, caplog):
+    out = tmp_path / "o.fits"
+    with pytest.raises(Stop):
+        skystack.combine_to_file(frames, out, backend="cpu", max_tile_rows=ROWS,
+                                 cluster=client, progress=_stop_after(5), **COMBINE)
+    with caplog.at_level(logging.INFO, logger="skystack"):
+        skystack.combine_to_file(frames, out, backend="cpu", max_tile_rows=ROWS,
+                                 cluster=client, method="median")
+    assert "starting afresh" in caplog.text and "0 already written" in caplog.text
+    assert_same_product(reference["median"], out)
+
+
+def test_cli_scheduler_address(client, frames, reference, tmp_path, capsys):
+    out = tmp_path / "cli.fits"
+    code = main(["combine", *frames, "-o", str(out), "--backend", "cpu", "--method", "median",
+                 "--scheduler", client.scheduler.address, "-q"])
+    assert code == 0
+    with fits.open(out) as got, fits.open(reference["median"]) as ref:
+        assert np.array_equal(got[0].data, ref[0].data)  # other tiles (no --max-rows): same
+
+
+def test_cli_stack_on_a_local_cluster(lights, tmp_path):
+    args = ["stack", *lights, "--backend", "cpu", "--method", "mean", "-q"]
+    assert main([*args, "-o", str(tmp_path / "a.fits")]) == 0
+    assert main([*args, "-o", str(tmp_path / "b.fits"), "--workers", "1"]) == 0
+    assert_same_product(tmp_path / "a.fits", tmp_path / "b.fits")
+    assert fits.getval(tmp_path / "b.fits", "SKYSDASK") == 1
+
+
+def test_night_on_cluster_is_identical(client, tmp_path):
+    from skystack.demo_data import write_sample_night
+    from skystack.night.run import run_night
+
+    write_sample_night(tmp_path / "raw", shape=(96, 96), n_bias=3, n_dark=3, n_flat=3,
+                       filters=("V",), n_light=3, dither_px=3.0, rotation_deg=1.0,
+                       overscan=8, seed=2)
+    run_night(tmp_path / "raw", tmp_path / "a", backend="cpu", previews=False)
+    run_night(tmp_path / "raw", tmp_path / "b", backend="cpu", previews=False, cluster=client)
+    names = sorted(os.path.relpath(os.path.join(d, f), tmp_path / "a")
+                   for d, _, fs in os.walk(tmp_path / "a") for f in fs if f.endswith(".fits"))
+    assert "stacks/M67_V.fits" in names and "masters/flat_V.fits" in names
+    for name in names:
+        if name.startswith("masters/badpix"):  # made on the client from the masters
+            with fits.open(tmp_path / "a" / name) as a, fits.open(tmp_path / "b" / name) as b:
+                assert np.array_equal(a[0].data, b[0].data)
+            continue
+        assert_same_product(tmp_path / "a" / name, tmp_path / "b" / name)
+
+
+def test_in_memory_inputs_are_refused(client, tmp_path):
+    with pytest.raises(SkystackError, match="in-memory input cannot run on a cluster"):
+        skystack.combine_to_file([np.zeros((8, 8))] * 3, tmp_path / "x.fits", cluster=client)
+
+
+def test_without_dask_one_line_error(frames, tmp_path, monkeypatch, capsys):
+    monkeypatch.setitem(sys.modules, "distributed", None)  # import distributed -> ImportError
+    with pytest.raises(SkystackError, match=r"pip install 'skystack\[cluster\]'"):
+        skystack.combine_to_file(frames, tmp_path / "x.fits", cluster=2)
+    code = main(["combine", *frames, "-o", str(tmp_path / "y.fits"), "--workers", "2"])
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1 and "skystack[cluster]" in err
+    assert not os.listdir(tmp_path)
