@@ -6,14 +6,13 @@ import os
 import tempfile
 import warnings
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 import numpy as np
-from astropy import units as u
 from astropy.io import fits
-from astropy.nddata import CCDData, StdDevUncertainty
 from astropy.wcs import WCS
 
-from .api import _refuse_input_as_output, bind_backend, load_checked
+from .api import _refuse_input_as_output, bind_backend, header_unit, load_checked
 from .backends import get_backend
 from .errors import SkystackError
 from .io.inputs import load_frames
@@ -25,6 +24,9 @@ from .regrid.grid import grid_from_header, grid_from_reference, optimal_grid
 from .regrid.interp import pixel_area_ratio, resample
 from .regrid.pixmap import check_celestial, pixel_map
 from .stacking import Grid, frame_wcs, stack_frames
+
+if TYPE_CHECKING:  # imported where a CCDData is built (see api.py)
+    from astropy.nddata import CCDData
 
 __all__ = ["stack", "stack_to_file", "reproject", "choose_grid"]
 
@@ -85,7 +87,10 @@ def stack(inputs, output: str | os.PathLike | None = None, *, reference=None,
           grid_header=None, crop: str = "union", interp: str = "bilinear",
           conserve_flux: bool = False, backend: str = "auto", overwrite: bool = False,
           progress: Callable[[int, int], None] | None = None, threads: int | None = None,
-          max_tile_rows: int | None = None, **options) -> CCDData:
+          max_tile_rows: int | None = None, align: str = "wcs",
+          align_model: str = "similarity", max_fwhm: float | None = None,
+          max_ellipticity: float | None = None, min_stars: int | None = None,
+          best_fraction: float | None = None, **options) -> CCDData:
     """Reproject ``inputs`` onto one grid and combine them: a deep co-add.
 
     Parameters
@@ -101,6 +106,15 @@ def stack(inputs, output: str | os.PathLike | None = None, *, reference=None,
     conserve_flux
         Multiply each resampled value by the output/input pixel-area ratio (surface brightness
         → flux per pixel).
+    align, align_model
+        ``"wcs"`` (each frame's WCS), ``"stars"`` (registration on a reference frame by its
+        stars, ``align_model`` ``"shift"``, ``"similarity"``, ``"affine"``, ``"poly2"`` or
+        ``"poly3"``; ``reference`` then names that frame, whose pixel grid becomes the output
+        grid) or ``"auto"`` (``"wcs"`` if every frame has one); see
+        :mod:`skystack.register.plan`.
+    max_fwhm, max_ellipticity, min_stars, best_fraction
+        Frame selection by measured stars (:func:`skystack.register.select_frames`); skipped
+        frames are logged and listed in the header's HISTORY.
     options
         Every option of :func:`skystack.combine` (method, reject, weights, scale, ...).
 
@@ -108,21 +122,28 @@ def stack(inputs, output: str | os.PathLike | None = None, *, reference=None,
     -------
     CCDData
         With the grid's WCS, ``uncertainty`` (standard error), ``mask`` (no value kept),
-        and attributes ``coverage`` (int32) and ``expmap`` (float32 seconds).
+        and attributes ``coverage`` (int32) and ``expmap`` (float32 seconds); ``registration``
+        (a :class:`~skystack.register.RegistrationResult` or None) and ``selection``.
     """
     _check_choice("interp", interp, INTERPOLATIONS)
     opts, frames = load_checked(inputs, output, overwrite, options)
-    wcs_list = [frame_wcs(f) for f in frames]
-    grid = choose_grid(frames, wcs_list, reference=reference, grid_header=grid_header,
-                       crop=crop)
+    from .register.plan import plan_stack
+
+    plan = plan_stack(frames, align=align, reference=reference, grid_header=grid_header,
+                      crop=crop, model=align_model, max_fwhm=max_fwhm,
+                      max_ellipticity=max_ellipticity, min_stars=min_stars,
+                      best_fraction=best_fraction, hdu=opts.hdu, threads=threads)
+    frames, wcs_list = plan.frames, plan.wcs_list
+    grid = plan.grid or choose_grid(frames, wcs_list, reference=plan.grid_reference,
+                                    grid_header=grid_header, crop=crop)
     sink = ArraySink(grid.shape)
     header = _run_stack(frames, wcs_list, grid, opts, output, sink, interp=interp,
                         conserve_flux=conserve_flux, backend=backend, overwrite=overwrite,
-                        progress=progress, threads=threads, max_tile_rows=max_tile_rows)
-    try:
-        unit = u.Unit(header["BUNIT"])
-    except ValueError:
-        unit = u.adu
+                        progress=progress, threads=threads, max_tile_rows=max_tile_rows,
+                        extra_header=plan.header)
+    from astropy.nddata import CCDData, StdDevUncertainty
+
+    unit = header_unit(header)
     mask = sink.mask if sink.mask is not None else sink.count == 0
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -130,6 +151,7 @@ def stack(inputs, output: str | os.PathLike | None = None, *, reference=None,
                       mask=mask, meta=header, wcs=grid.wcs)
     ccd.coverage = sink.count
     ccd.expmap = sink.extras.get("EXPMAP")
+    ccd.registration, ccd.selection = plan.result, plan.selection
     return ccd
 
 
@@ -138,23 +160,70 @@ def stack_to_file(inputs, output: str | os.PathLike, *, grid: Grid | None = None
                   interp: str = "bilinear", conserve_flux: bool = False, backend: str = "auto",
                   overwrite: bool = False, progress: Callable[[int, int], None] | None = None,
                   threads: int | None = None, max_tile_rows: int | None = None,
-                  extra_header: fits.Header | None = None, **options) -> str:
+                  extra_header: fits.Header | None = None, cluster=None, align: str = "wcs",
+                  align_model: str = "similarity", max_fwhm: float | None = None,
+                  max_ellipticity: float | None = None, min_stars: int | None = None,
+                  best_fraction: float | None = None, wcs_list: list | None = None,
+                  **options) -> str:
     """Like :func:`stack`, streaming the result to ``output`` without keeping it in memory.
 
     ``grid`` (a :class:`~skystack.stacking.Grid`) may be given directly instead of
     ``reference``/``grid_header``/``crop``; ``extra_header`` cards are added to the output
-    header. Returns the output path."""
+    header. ``cluster`` runs the tiles on Dask workers (as for
+    :func:`skystack.combine_to_file`). ``align`` and the selection options as for
+    :func:`stack`. ``wcs_list`` (one celestial WCS per input, e.g. from a registration made
+    by the caller) replaces the inputs' own WCS and ``align``. Returns the output path."""
     _check_choice("interp", interp, INTERPOLATIONS)
     opts, frames = load_checked(inputs, output, overwrite, options)
-    wcs_list = [frame_wcs(f) for f in frames]
+    if wcs_list is not None:
+        if len(wcs_list) != len(frames):
+            raise SkystackError(f"{len(wcs_list)} WCS given for {len(frames)} frames")
+        plan = None
+    else:
+        from .register.plan import plan_stack
+
+        plan = plan_stack(frames, align=align, reference=reference,
+                          grid_header=None if grid is not None else grid_header, crop=crop,
+                          model=align_model, max_fwhm=max_fwhm,
+                          max_ellipticity=max_ellipticity, min_stars=min_stars,
+                          best_fraction=best_fraction, hdu=opts.hdu, threads=threads)
+        frames, wcs_list = plan.frames, plan.wcs_list
+        extra_header = plan.merged_header(extra_header)
     if grid is None:
-        grid = choose_grid(frames, wcs_list, reference=reference, grid_header=grid_header,
-                           crop=crop)
+        grid = (plan.grid if plan is not None else None) or choose_grid(
+            frames, wcs_list, reference=plan.grid_reference if plan is not None else reference,
+            grid_header=grid_header, crop=crop)
+    if cluster is not None:
+        from .cluster.driver import stack_on_cluster
+
+        def header_for(describe: str) -> fits.Header:
+            return stack_header(frames, opts, describe, grid, interp, conserve_flux,
+                                extra_header)
+
+        return stack_on_cluster(frames, wcs_list, grid, opts, output, cluster=cluster,
+                                header_for=header_for, interp=interp,
+                                conserve_flux=conserve_flux, backend=backend,
+                                overwrite=overwrite, progress=progress, threads=threads,
+                                max_tile_rows=max_tile_rows).path
     _run_stack(frames, wcs_list, grid, opts, output, None, interp=interp,
                conserve_flux=conserve_flux, backend=backend, overwrite=overwrite,
                progress=progress, threads=threads, max_tile_rows=max_tile_rows,
                extra_header=extra_header)
     return os.fspath(output)
+
+
+def stack_header(frames, opts, describe: str, grid: Grid, interp: str, conserve_flux: bool,
+                 extra_header: fits.Header | None = None) -> fits.Header:
+    """The header of a stack: provenance (``describe`` names the backend) with the grid's WCS,
+    INTERP, CONSFLUX, BUNIT (``adu`` if the inputs give none) and ``extra_header`` cards."""
+    header = _grid_header(build_header(frames, opts, describe), grid)
+    header["INTERP"] = (interp, "resampling onto the output grid")
+    header["CONSFLUX"] = (bool(conserve_flux), "values scaled by pixel-area ratio")
+    if "BUNIT" not in header:
+        header["BUNIT"] = ("adu", "assumed: inputs give no BUNIT")
+    if extra_header is not None:
+        header.extend(extra_header, update=True)
+    return header
 
 
 def _run_stack(frames, wcs_list, grid: Grid, opts, output, sink: ArraySink | None, *, interp,
@@ -163,13 +232,8 @@ def _run_stack(frames, wcs_list, grid: Grid, opts, output, sink: ArraySink | Non
     """Stack ``frames`` onto ``grid`` into ``sink`` and/or ``output``; returns the header."""
     engine = bind_backend(backend, threads)
     try:
-        header = _grid_header(build_header(frames, opts, engine.describe()), grid)
-        header["INTERP"] = (interp, "resampling onto the output grid")
-        header["CONSFLUX"] = (bool(conserve_flux), "values scaled by pixel-area ratio")
-        if "BUNIT" not in header:
-            header["BUNIT"] = ("adu", "assumed: inputs give no BUNIT")
-        if extra_header is not None:
-            header.extend(extra_header, update=True)
+        header = stack_header(frames, opts, engine.describe(), grid, interp, conserve_flux,
+                              extra_header)
         sinks: list = [] if sink is None else [sink]
         writer = None
         if output is not None:
@@ -251,6 +315,9 @@ def reproject(input, target, output: str | os.PathLike | None = None, *,
     hdr["HISTORY"] = f"skystack reproject of {label}"
     if output is not None:
         _write_reprojected(os.fspath(output), out, footprint, hdr, overwrite)
+    from astropy import units as u
+    from astropy.nddata import CCDData
+
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         ccd = CCDData(out, unit=u.Unit(hdr.get("BUNIT", "adu"), parse_strict="silent"),

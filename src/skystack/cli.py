@@ -12,6 +12,14 @@ import sys
 import time
 
 from . import __version__
+from .cli_bench import add_bench_parser, run_bench
+from .cli_register import (
+    NIGHT_ALIGN_HELP,
+    add_align_options,
+    add_register_parser,
+    align_kwargs,
+    run_register,
+)
 from .errors import SkystackError
 
 log = logging.getLogger("skystack")
@@ -115,6 +123,7 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("-o", "--output", required=True, help="output FITS file")
     c.add_argument("--overwrite", action="store_true", help="replace an existing output")
     _add_combine_options(c)
+    _add_cluster_options(c)
     _add_common(c)
 
     s = sub.add_parser("stack", help="reproject frames onto one WCS grid and combine them",
@@ -124,8 +133,12 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("-o", "--output", required=True, help="output FITS file")
     s.add_argument("--overwrite", action="store_true", help="replace an existing output")
     _add_grid_options(s, required=False)
+    add_align_options(s)
     _add_combine_options(s)
+    _add_cluster_options(s)
     _add_common(s)
+
+    add_register_parser(sub)
 
     rp = sub.add_parser("reproject", help="resample one image onto another grid")
     rp.add_argument("file", metavar="FILE", help="FITS image with a celestial WCS")
@@ -161,6 +174,8 @@ def build_parser() -> argparse.ArgumentParser:
     n.set_defaults(**{k: v for k, v in NIGHT_STACK_DEFAULTS.items()})
     n.description = ("Stacks are combined with --reject sigclip --spread mad --sigma 5 "
                      "--maxiters 0 unless told otherwise.")
+    add_align_options(n, default="auto", align_help=NIGHT_ALIGN_HELP)
+    _add_cluster_options(n)
     _add_common(n)
 
     ins = sub.add_parser("inspect", help="statistics of calibration frames: bias level, read "
@@ -175,6 +190,8 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--overwrite", action="store_true", help="replace existing products")
     d.add_argument("--backend", default="auto", choices=("auto", "cpu", "gpu"))
     _add_common(d)
+
+    add_bench_parser(sub)
     return parser
 
 
@@ -195,6 +212,21 @@ def _add_grid_options(p: argparse.ArgumentParser, required: bool) -> None:
                    help="multiply by the output/input pixel-area ratio")
 
 
+def _add_cluster_options(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("cluster (needs: pip install 'skystack[cluster]')")
+    where = g.add_mutually_exclusive_group()
+    where.add_argument("--scheduler", metavar="ADDRESS",
+                       help="run the tiles on this dask.distributed scheduler's workers, e.g. "
+                            "tcp://host:8786 (inputs and output on storage they all see)")
+    where.add_argument("--workers", type=int, metavar="N",
+                       help="run the tiles on a local Dask cluster of N worker processes")
+
+
+def _cluster(a: argparse.Namespace):
+    """The ``cluster=`` argument of the API: an address, a number of workers, or None."""
+    return a.scheduler if a.scheduler is not None else a.workers
+
+
 def _add_common(p: argparse.ArgumentParser) -> None:
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar or summary")
     p.add_argument("-v", "--verbose", action="store_true", help="log details")
@@ -207,7 +239,8 @@ def _run_combine(a: argparse.Namespace) -> int:
     t0 = time.perf_counter()
     progress = None if a.quiet else ProgressBar("combining")
     path = combine_to_file(a.files, a.output, backend=a.backend, overwrite=a.overwrite,
-                           progress=progress, threads=a.threads, **_combine_kwargs(a))
+                           progress=progress, threads=a.threads, cluster=_cluster(a),
+                           **_combine_kwargs(a))
     if not a.quiet:
         print(f"wrote {path} ({time.perf_counter() - t0:.2f} s)")
     return 0
@@ -219,9 +252,19 @@ def _run_stack(a: argparse.Namespace) -> int:
 
     t0 = time.perf_counter()
     progress = None if a.quiet else ProgressBar("stacking")
-    stack(a.files, a.output, reference=a.reference, grid_header=a.grid_header, crop=a.crop,
-          interp=a.interp, conserve_flux=a.conserve_flux, backend=a.backend,
-          overwrite=a.overwrite, progress=progress, threads=a.threads, **_combine_kwargs(a))
+    if _cluster(a) is not None:  # streamed to the file by the workers, never in memory here
+        from .api_reproject import stack_to_file
+
+        stack_to_file(a.files, a.output, reference=a.reference, grid_header=a.grid_header,
+                      crop=a.crop, interp=a.interp, conserve_flux=a.conserve_flux,
+                      backend=a.backend, overwrite=a.overwrite, progress=progress,
+                      threads=a.threads, cluster=_cluster(a), **align_kwargs(a),
+                      **_combine_kwargs(a))
+    else:
+        stack(a.files, a.output, reference=a.reference, grid_header=a.grid_header,
+              crop=a.crop, interp=a.interp, conserve_flux=a.conserve_flux,
+              backend=a.backend, overwrite=a.overwrite, progress=progress, threads=a.threads,
+              **align_kwargs(a), **_combine_kwargs(a))
     if not a.quiet:
         print(f"wrote {a.output} ({time.perf_counter() - t0:.2f} s)")
     return 0
@@ -268,7 +311,8 @@ def _run_night(a: argparse.Namespace) -> int:
     result = run_night(a.raw, a.output, backend=a.backend, overwrite=a.overwrite,
                        overscan=a.overscan, trim=a.trim, save_calibrated=a.save_calibrated,
                        previews=not a.no_previews, threads=a.threads, mem_limit=mem_limit,
-                       log=None if a.quiet else print, **kwargs)
+                       log=None if a.quiet else print, cluster=_cluster(a),
+                       **align_kwargs(a), **kwargs)
     if not a.quiet:
         print()
         print(format_night_table(result))
@@ -298,7 +342,7 @@ def _run_demo(a: argparse.Namespace) -> int:
 
 COMMANDS = {"combine": _run_combine, "stack": _run_stack, "reproject": _run_reproject,
             "info": _run_info, "night": _run_night, "inspect": _run_inspect,
-            "demo": _run_demo}
+            "demo": _run_demo, "register": run_register, "bench": run_bench}
 
 
 def main(argv: list[str] | None = None) -> int:

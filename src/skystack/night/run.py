@@ -11,9 +11,15 @@ Plan (everything is decided, and every existing product checked, before any pixe
 3. Lights are calibrated inside the tile loop (:mod:`skystack.night.calibrate`): bias, the dark
    of the same exposure time or else the longest one scaled by exposure time, the flat of the
    light's filter, bad pixels masked. Missing masters are skipped with a note, never fatal.
-4. One stack per (OBJECT, FILTER, camera) on the grid of the group's first light (by DATE-OBS),
-   reprojected with the frames' WCS and combined with outlier rejection (sigma clipping about
-   the median by default; any combine option can be given).
+4. One stack per (OBJECT, FILTER, camera), reprojected and combined with outlier rejection
+   (sigma clipping about the median by default; any combine option can be given). Alignment
+   (``align``): by the lights' WCS onto the grid of the object's first light (by DATE-OBS), or
+   by stars (:mod:`skystack.register`): all lights of an object, every filter, are measured
+   and registered on its sharpest light with the most stars, whose pixel grid all the
+   object's stacks share. ``auto`` (the default) uses stars for an object where any light has
+   no celestial WCS. Frame selection (``max_fwhm``, ``max_ellipticity``, ``min_stars``,
+   ``best_fraction``, per object and filter) measures the stars in either mode; measurements,
+   registrations and decisions go into the summary and the table.
 5. PNG previews (asinh stretch), an RGB composite for objects with three or more filters, and
    ``summary.json`` plus a printed table: every frame, its role, group, the masters used, and
    whether it was used or why not.
@@ -62,6 +68,8 @@ class FrameRecord:
     masters: dict = field(default_factory=dict)
     used: bool = False
     reason: str = ""
+    stars: dict = field(default_factory=dict)  # star measurements, when made
+    registration: dict = field(default_factory=dict)  # when aligned by stars
 
 
 @dataclass
@@ -117,10 +125,13 @@ class _Camera:
 class _Night:
     """Planning and execution state of one night (see module docstring)."""
 
+    cluster = None  # a distributed.Client when run_night(cluster=...): products run on it
+
     def __init__(self, raw_dir, out_dir: str, *, backend: str, overwrite: bool,
                  stack_options: dict, overscan: str | None, trim: str | None,
                  save_calibrated: bool, previews: bool, threads: int | None,
-                 mem_limit, log: Callable[[str], None]) -> None:
+                 mem_limit, log: Callable[[str], None], align: str = "auto",
+                 align_model: str = "similarity", selection: dict | None = None) -> None:
         self.raw_dir = raw_dir
         self.out = out_dir
         self.backend = backend
@@ -133,6 +144,11 @@ class _Night:
         self.threads = threads
         self.mem_limit = mem_limit
         self.log = log
+        self.align = align
+        self.align_model = align_model
+        self.selection = {k: v for k, v in (selection or {}).items() if v is not None}
+        self.object_lights: dict[tuple, list] = defaultdict(list)
+        self.registrations: dict[tuple, object] = {}
         self.records: dict[str, FrameRecord] = {}
         self.products: list[Product] = []
         self.master_frames: dict[str, Frame] = {}
@@ -145,6 +161,8 @@ class _Night:
         opts = {"backend": self.backend, "threads": self.threads}
         if self.mem_limit is not None:
             opts["mem_limit"] = self.mem_limit
+        if self.cluster is not None:
+            opts["cluster"] = self.cluster
         return opts
 
     def _pre(self, info) -> tuple[Calibration, tuple[int, int]]:
@@ -234,6 +252,7 @@ class _Night:
             # composite): that of its first light of the night.
             for it in sorted(mine.get("light", []), key=lambda it: (it[0].date_obs, it[0].path)):
                 self.grid_refs.setdefault((it[0].object or "unknown", cam_key), it)
+                self.object_lights[(it[0].object or "unknown", cam_key)].append(it)
             for (obj, filt) in sorted(lights):
                 items = sorted(lights[(obj, filt)], key=lambda it: (it[0].date_obs, it[0].path))
                 path = os.path.join(self.out, "stacks", f"{_safe(obj)}_{_safe(filt)}{sfx}.fits")
@@ -311,6 +330,11 @@ class _Night:
                 recipe = {"options": options, "calibration": recipes}
                 if kind == "stack":
                     recipe["grid"] = os.path.abspath(self.grid_refs[(job[5], cam_key)][0].path)
+                    recipe["align"] = {"mode": self.align, "model": self.align_model,
+                                       "selection": self.selection}
+                    if self.align != "wcs":  # the star reference is chosen among all of them
+                        recipe["object_lights"] = [
+                            it[0].path for it in self.object_lights[(job[5], cam_key)]]
                 fp = fingerprint(kind, [it[0].path for it in items], recipe)
             self.fprints[path] = fp
             planned.append((job, fp, product_state(path, fp, self.overwrite)))
@@ -428,37 +452,135 @@ class _Night:
                 rec.masters = self._recipe_calibration(cam_key, info, cal, "light")[1]
                 rec.used = True
             return True
-        usable, wcs_list, used_records = [], [], []
-        for rec, f in self._frames_for("light", items, cam_key, product):
-            try:
-                wcs_list.append(frame_wcs(f))
-                usable.append(f)
-                used_records.append(rec)
-            except SkystackError as exc:
-                rec.reason = f"{exc} (no alignment possible without a WCS)"
+        pairs = self._frames_for("light", items, cam_key, product)
+        reg = self._registration(obj, cam_key)
+        if reg is None:
+            usable, wcs_list, used_records = self._by_wcs(pairs)
+        else:
+            usable, wcs_list, used_records = self._by_stars(pairs, reg)
+        if usable and self.selection:
+            usable, wcs_list, used_records = self._select(usable, wcs_list, used_records, reg)
         if not usable:
             product.status = "failed"
-            product.notes.append("no light frame with a celestial WCS")
+            product.notes.append("no light frame could be aligned" if reg is not None or
+                                 not pairs else "no light frame with a celestial WCS")
             return False
-        ref_info, ref_cal, _ = self.grid_refs[(obj, cam_key)]
-        try:
-            ref = calibrated_frame(load_frames([ref_info.path])[0],
-                                   Calibration(overscan=ref_cal.overscan, trim=ref_cal.trim))
-            grid = Grid(frame_wcs(ref), ref.shape)
-        except SkystackError:  # the object's first light has no usable WCS: this group's first
-            ref, grid = usable[0], Grid(wcs_list[0], usable[0].shape)
+        if reg is not None:
+            ref = reg["reference"]
+            grid = Grid(reg["result"].reference_wcs, tuple(ref.shape))
+            header["ALIGN"] = ("stars", "frames registered on GRIDREF by their stars")
+            header["REGMODEL"] = (self.align_model, "registration model")
+        else:
+            header["ALIGN"] = ("wcs", "frames aligned by their WCS")
+            ref_info, ref_cal, _ = self.grid_refs[(obj, cam_key)]
+            try:
+                ref = calibrated_frame(load_frames([ref_info.path])[0],
+                                       Calibration(overscan=ref_cal.overscan, trim=ref_cal.trim))
+                grid = Grid(frame_wcs(ref), ref.shape)
+            except SkystackError:  # the object's first light has no usable WCS: this group's
+                ref, grid = usable[0], Grid(wcs_list[0], usable[0].shape)
+        n_skipped = len(items) - len(usable)
+        if n_skipped:
+            product.notes.append(f"{n_skipped} light{'s' * (n_skipped != 1)} skipped")
         header["SKYGROUP"] = (group, "object / filter group")
         header["GRIDREF"] = (os.path.basename(ref.path or ref.label),
                              "grid: WCS and shape of this light")
         with atomic_path(path, overwrite=True) as tmp:
             stack_to_file(usable, tmp, grid=grid, extra_header=header, overwrite=True,
-                          **self.stack_options, **self._common())
+                          wcs_list=wcs_list, **self.stack_options, **self._common())
         for rec in used_records:
             rec.used = True
         if self.save_calibrated:
             self._save_calibrated(usable)
         product.status = "built"
         return True
+
+    # -- alignment and selection ---------------------------------------------------------------
+
+    def _by_wcs(self, pairs) -> tuple[list, list, list]:
+        from ..stacking import frame_wcs
+
+        usable, wcs_list, used_records = [], [], []
+        for rec, f in pairs:
+            try:
+                wcs_list.append(frame_wcs(f))
+                usable.append(f)
+                used_records.append(rec)
+            except SkystackError as exc:
+                rec.reason = f"{exc} (no alignment possible without a WCS)"
+        return usable, wcs_list, used_records
+
+    def _registration(self, obj: str, cam_key) -> dict | None:
+        """Star registration of all lights of an object (every filter), made once; None when
+        the object is aligned by WCS (``align`` wcs, or auto with every light's WCS)."""
+        key = (obj, cam_key)
+        if key in self.registrations:
+            return self.registrations[key]
+        from ..register import register_frames
+        from ..register.plan import _has_celestial
+
+        lights = []
+        for info, cal, _ in self.object_lights[key]:
+            choice = self._recipe_calibration(cam_key, info, cal, "light")[0]
+            try:
+                lights.append(self._frame(info, self._calibration(cal, choice)))
+            except SkystackError:
+                continue  # reported by its stack's _frames_for
+        mode = self.align
+        if mode == "auto":
+            mode = "wcs" if all(_has_celestial(f) for f in lights) else "stars"
+        reg = None
+        if mode == "stars" and lights:
+            t0 = time.perf_counter()
+            result = register_frames(lights, model=self.align_model, threads=self.threads)
+            ref = lights[result.reference_index] if result.reference_index is not None \
+                else lights[0]
+            by_path = {os.path.abspath(f.path): k for k, f in enumerate(lights)}
+            reg = {"result": result, "reference": ref, "by_path": by_path}
+            self.log(f"align   stars   {obj}: {len(lights)} lights measured and registered on "
+                     f"{os.path.basename(ref.path)} ({result.reference_reason}) "
+                     f"{time.perf_counter() - t0:6.2f} s")
+        self.registrations[key] = reg
+        return reg
+
+    def _by_stars(self, pairs, reg: dict) -> tuple[list, list, list]:
+        result = reg["result"]
+        usable, wcs_list, used_records = [], [], []
+        for rec, f in pairs:
+            k = reg["by_path"].get(os.path.abspath(f.path))
+            if k is None:
+                rec.reason = "not measured (could not be read for registration)"
+                continue
+            rec.stars = _measurement_dict(result.measurements[k])
+            r = result.registrations[k]
+            rec.registration = _registration_dict(r, k == result.reference_index)
+            if not r.ok:
+                rec.reason = f"not registered: {r.reason}"
+                continue
+            usable.append(f)
+            wcs_list.append(result.wcs[k])
+            used_records.append(rec)
+        return usable, wcs_list, used_records
+
+    def _select(self, usable, wcs_list, used_records, reg) -> tuple[list, list, list]:
+        """Frame selection within one stack's frames (their stars measured if not yet)."""
+        from ..register import measure_frames, select_frames
+
+        if reg is not None:
+            result = reg["result"]
+            meas = [result.measurements[reg["by_path"][os.path.abspath(f.path)]]
+                    for f in usable]
+        else:
+            meas = measure_frames(usable, threads=self.threads)
+            for rec, m in zip(used_records, meas):
+                rec.stars = _measurement_dict(m)
+        decisions = select_frames(meas, **self.selection)
+        keep = [k for k, d in enumerate(decisions) if d.keep]
+        for rec, d in zip(used_records, decisions):
+            if not d.keep:
+                rec.reason = f"not selected: {d.reason}"
+        return ([usable[k] for k in keep], [wcs_list[k] for k in keep],
+                [used_records[k] for k in keep])
 
     def _save_calibrated(self, frames: list[Frame]) -> None:
         folder = os.path.join(self.out, "calibrated")
@@ -517,13 +639,48 @@ class _Night:
                           "status": p.status, "frames": len(p.inputs),
                           "seconds": round(p.seconds, 3), "notes": p.notes}
                          for p in self.products],
+            "align": {"mode": self.align, "model": self.align_model,
+                      "selection": self.selection,
+                      "objects": {obj: {"mode": "stars" if reg is not None else "wcs",
+                                        **({"reference": reg["reference"].path,
+                                            "why": reg["result"].reference_reason}
+                                           if reg is not None else {})}
+                                  for (obj, _), reg in self.registrations.items()}},
             "frames": [{"file": r.file, "role": r.role, "group": r.group, "masters": r.masters,
-                        "used": r.used, "reason": r.reason} for r in frames],
+                        "used": r.used, "reason": r.reason,
+                        **({"stars": r.stars} if r.stars else {}),
+                        **({"registration": r.registration} if r.registration else {})}
+                       for r in frames],
         }
         with atomic_path(os.path.join(self.out, "summary.json"), overwrite=True) as tmp:
             with open(tmp, "w") as fh:
                 json.dump(doc, fh, indent=1)
         return result
+
+
+def _finite(value: float, digits: int) -> float | None:
+    return round(float(value), digits) if math.isfinite(value) else None
+
+
+def _measurement_dict(m) -> dict:
+    """A frame's star measurement for the summary (pixels, ADU)."""
+    return {"n_stars": int(m.n_stars), "fwhm_px": _finite(m.fwhm, 3),
+            "ellipticity": _finite(m.ellipticity, 3), "background": _finite(m.background, 2),
+            "background_rms": _finite(m.background_rms, 3)}
+
+
+def _registration_dict(r, is_reference: bool) -> dict:
+    """A frame's registration for the summary: status, fit quality, shift/rotation/scale."""
+    d = {"status": "reference" if is_reference else r.status, "model": r.model,
+         "n_matched": int(r.n_matched), "rms_px": _finite(r.rms, 4),
+         "max_residual_px": _finite(r.max_residual, 4)}
+    if r.reason and not is_reference:
+        d["reason"] = r.reason
+    if r.ok and r.transform is not None:
+        for key, value in r.transform.describe().items():
+            if isinstance(value, float):
+                d[key] = _finite(value, 5)
+    return d
 
 
 def _calibration_text(masters: dict) -> str:
@@ -542,16 +699,24 @@ def _calibration_text(masters: dict) -> str:
 
 
 def format_night_table(result: NightResult) -> str:
-    """The printed table: one line per raw file (file, role, product, calibration, status)."""
-    rows = [("file", "role", "product", "calibration", "status")]
+    """The printed table: one line per raw file (file, role, product, calibration, stars and
+    FWHM when measured, status)."""
+    measured = any(r.stars for r in result.frames)
+    rows = [("file", "role", "product", "calibration")
+            + (("stars", "FWHM") if measured else ()) + ("status",)]
     for r in result.frames:
         status = "used" if r.used else f"skipped: {r.reason}"
-        rows.append((os.path.basename(r.file), r.role, r.group, _calibration_text(r.masters),
-                     status))
-    widths = [max(len(row[i]) for row in rows) for i in range(4)]
+        row = (os.path.basename(r.file), r.role, r.group, _calibration_text(r.masters))
+        if measured:
+            fwhm = r.stars.get("fwhm_px") if r.stars else None
+            row += (str(r.stars["n_stars"]) if r.stars else "",
+                    f"{fwhm:.2f}" if fwhm is not None else "")
+        rows.append(row + (status,))
+    n = len(rows[0]) - 1
+    widths = [max(len(row[i]) for row in rows) for i in range(n)]
     lines = []
     for k, row in enumerate(rows):
-        lines.append("  ".join(v.ljust(w) for v, w in zip(row[:4], widths)) + "  " + row[4])
+        lines.append("  ".join(v.ljust(w) for v, w in zip(row[:n], widths)) + "  " + row[n])
         if k == 0:
             lines.append("  ".join("-" * w for w in widths) + "  " + "-" * 6)
     return "\n".join(lines)
@@ -561,7 +726,11 @@ def run_night(raw_dir, out_dir: str | os.PathLike, *, backend: str = "auto",
               overwrite: bool = False, overscan: str | None = None, trim: str | None = None,
               save_calibrated: bool = False, previews: bool = True,
               threads: int | None = None, mem_limit=None,
-              log: Callable[[str], None] | None = None, **stack_options) -> NightResult:
+              log: Callable[[str], None] | None = None, cluster=None,
+              align: str = "auto", align_model: str = "similarity",
+              max_fwhm: float | None = None, max_ellipticity: float | None = None,
+              min_stars: int | None = None, best_fraction: float | None = None,
+              **stack_options) -> NightResult:
     """Reduce a night of raw frames (see module docstring).
 
     Parameters
@@ -582,6 +751,17 @@ def run_night(raw_dir, out_dir: str | os.PathLike, *, backend: str = "auto",
         Also write each calibrated light (float32 ADU) to ``out_dir/calibrated/``.
     previews
         Write PNG previews and RGB composites.
+    align, align_model
+        ``"auto"`` (default): per object, the lights' WCS when every light of the object has a
+        celestial one, else their stars; ``"wcs"``; ``"stars"`` (see module docstring).
+        ``align_model``: the transform fitted per frame (:data:`skystack.register.MODELS`).
+    max_fwhm, max_ellipticity, min_stars, best_fraction
+        Frame selection per stack (median stellar FWHM in pixels, median ellipticity
+        1 - b/a, number of stars, sharpest fraction kept); None: no selection.
+    cluster
+        Run every master and stack on Dask workers (a ``distributed.Client``, a scheduler
+        address or a number of local workers, as for :func:`skystack.combine_to_file`): one
+        task graph per product, masters first; OUT_DIR must be on storage the workers see.
     **stack_options
         Combine options for the stacks (default :data:`STACK_OPTIONS`).
     """
@@ -592,15 +772,34 @@ def run_night(raw_dir, out_dir: str | os.PathLike, *, backend: str = "auto",
     if os.path.exists(out) and not os.path.isdir(out):
         raise SkystackError(f"{out}: exists and is not a directory")
     combine_options(**{**STACK_OPTIONS, **stack_options})  # validate before any work
+    from ..register import MODELS
+    from ..register.align import select_frames
+
+    if align not in ("auto", "wcs", "stars"):
+        raise SkystackError(f"invalid --align {align!r}: choose from auto, wcs, stars")
+    if align_model not in MODELS:
+        raise SkystackError(f"invalid --align-model {align_model!r}: choose from "
+                            f"{', '.join(MODELS)}")
+    selection = dict(max_fwhm=max_fwhm, max_ellipticity=max_ellipticity, min_stars=min_stars,
+                     best_fraction=best_fraction)
+    select_frames([], **selection)  # validates the thresholds
     os.makedirs(out, exist_ok=True)
     night = _Night(raw_dir, out, backend=backend, overwrite=overwrite,
                    stack_options=stack_options, overscan=overscan, trim=trim,
                    save_calibrated=save_calibrated, previews=previews, threads=threads,
-                   mem_limit=mem_limit, log=log or (lambda s: None))
+                   mem_limit=mem_limit, log=log or (lambda s: None), align=align,
+                   align_model=align_model, selection=selection)
     jobs = night.plan()
     if not jobs:
         raise SkystackError(f"{raw_dir}: no usable bias, dark, flat or light frames found")
     planned = night.fingerprints(jobs)
-    night.execute(planned)
+    if cluster is None:
+        night.execute(planned)
+    else:
+        from ..cluster.connect import cluster_client
+
+        with cluster_client(cluster) as client:  # one connection (or local cluster) for all
+            night.cluster = client
+            night.execute(planned)
     night.write_previews()
     return night.summary(time.perf_counter() - t0)
