@@ -81,7 +81,9 @@ Spec = RawSpec | CompressedSpec | CalibratedSpec
 def _master_spec(frame: Frame | None, label: str) -> MasterSpec | None:
     if frame is None:
         return None
-    return MasterSpec(frame.label, tuple(frame.shape), source_spec(frame.source, label))
+    # A master held in memory by the night (InMemoryMaster) is reopened from its file.
+    source = getattr(frame.source, "file_source", frame.source)
+    return MasterSpec(frame.label, tuple(frame.shape), source_spec(source, label))
 
 
 def source_spec(source, label: str) -> Spec:

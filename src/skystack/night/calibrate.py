@@ -33,6 +33,7 @@ from dataclasses import dataclass
 
 import numpy as np
 from astropy.io import fits
+from numba import njit
 
 from ..errors import SkystackError
 from ..io.inputs import Frame
@@ -114,6 +115,60 @@ def _scratch(name: str, shape: tuple[int, int]) -> np.ndarray:
     return buf[:size].reshape(shape)
 
 
+class InMemoryMaster:
+    """A master frame's pixels decoded once into memory (native float32), read by slicing.
+
+    Every light reads the same masters, tile after tile: holding them (when they fit the memory
+    budget) saves decoding each master again for every light and lets the calibration use
+    views. ``file_source`` is kept for processes that must reopen the file (Dask workers)."""
+
+    def __init__(self, file_source, shape: tuple[int, int]) -> None:
+        self.file_source = file_source
+        self.shape = tuple(shape)
+        self.data = np.empty(self.shape, np.float32)
+        file_source.read(Tile(0, self.shape[0], 0, self.shape[1]), self.data)
+
+    def read(self, tile: Tile, out: np.ndarray) -> None:
+        np.copyto(out, self.data[tile.r0:tile.r1, tile.c0:tile.c1])
+
+    def stage_spec(self) -> StageSpec:
+        return _NATIVE
+
+    def read_staged(self, tile: Tile, dest: np.ndarray) -> None:
+        self.read(tile, dest[: tile.shape[0] * tile.shape[1] * 4].view(np.float32)
+                  .reshape(tile.shape))
+
+
+def hold_in_memory(frame: Frame) -> Frame:
+    """``frame`` with its pixels held decoded in memory (see :class:`InMemoryMaster`)."""
+    return Frame(frame.label, frame.shape, frame.header,
+                 InMemoryMaster(frame.source, frame.shape), frame.path, frame.hdu_index)
+
+
+_NONE = np.zeros((1, 1), np.float32)
+
+
+@njit(nogil=True, cache=True)
+def _calibrate_tile(out, bias, use_bias, dark, dark_scale, use_dark, flat, use_flat, bad,
+                    use_bad):  # pragma: no cover - compiled
+    """(out - bias - dark * dark_scale) / flat in one pass, float32 arithmetic in that order;
+    NaN where the flat is not positive and finite, or ``bad`` is nonzero."""
+    nan = np.float32(np.nan)
+    for i in range(out.shape[0]):
+        for j in range(out.shape[1]):
+            v = out[i, j]
+            if use_bias:
+                v = v - bias[i, j]
+            if use_dark:
+                v = v - dark[i, j] * dark_scale
+            if use_flat:
+                f = flat[i, j]
+                v = v / f if (f > 0 and f - f == 0) else nan
+            if use_bad and bad[i, j] != 0:
+                v = nan
+            out[i, j] = v
+
+
 class CalibratedSource:
     """Pixel source of a calibrated frame (see module docstring); thread-safe like the raw
     sources: each thread reads into its own scratch buffers."""
@@ -164,23 +219,23 @@ class CalibratedSource:
             out -= levels
         else:
             self.raw.read(raw_tile, out)
-        scratch = _scratch("master", tile.shape)
-        if cal.bias is not None:
-            cal.bias.source.read(tile, scratch)
-            out -= scratch
-        if cal.dark is not None:
-            cal.dark.source.read(tile, scratch)
-            if cal.dark_scale != 1.0:
-                scratch *= np.float32(cal.dark_scale)
-            out -= scratch
-        if cal.flat is not None:
-            cal.flat.source.read(tile, scratch)
-            with np.errstate(divide="ignore", invalid="ignore"):
-                out /= scratch
-            out[~(scratch > 0) | ~np.isfinite(scratch)] = np.nan
-        if cal.badpix is not None:
-            cal.badpix.source.read(tile, scratch)
-            out[scratch != 0] = np.nan
+        bias, dark, flat, bad = (self._master_tile(m, tile, name) for m, name in (
+            (cal.bias, "bias"), (cal.dark, "dark"), (cal.flat, "flat"), (cal.badpix, "bad")))
+        _calibrate_tile(out, bias, cal.bias is not None, dark, np.float32(cal.dark_scale),
+                        cal.dark is not None, flat, cal.flat is not None, bad,
+                        cal.badpix is not None)
+
+    @staticmethod
+    def _master_tile(master: Frame | None, tile: Tile, name: str) -> np.ndarray:
+        """A master's pixels on ``tile``: a view when held in memory, else read into a
+        scratch buffer of this thread."""
+        if master is None:
+            return _NONE
+        if isinstance(master.source, InMemoryMaster):
+            return master.source.data[tile.r0:tile.r1, tile.c0:tile.c1]
+        buf = _scratch(name, tile.shape)
+        master.source.read(tile, buf)
+        return buf
 
     def stage_spec(self) -> StageSpec:
         """Calibrated pixels are computed on the host and shipped as float32."""

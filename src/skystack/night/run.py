@@ -154,6 +154,9 @@ class _Night:
         self.master_frames: dict[str, Frame] = {}
         self.fprints: dict[str, str] = {}
         self.grid_refs: dict[tuple, tuple] = {}
+        self.held_bytes = 0
+        self.lights: dict[str, Frame] = {}
+        self.wcs_cache: dict[str, object] = {}
 
     # -- helpers ---------------------------------------------------------------------------
 
@@ -180,6 +183,38 @@ class _Night:
     def _frame(self, info, cal: Calibration) -> Frame:
         raw = load_frames([info.path])[0]
         return calibrated_frame(raw, cal)
+
+    def _light(self, info, cal: Calibration, cam_key) -> Frame:
+        """A light calibrated for its stack, made once (alignment and stack share it)."""
+        if info.path not in self.lights:
+            choice = self._recipe_calibration(cam_key, info, cal, "light")[0]
+            self.lights[info.path] = self._frame(info, self._calibration(cal, choice))
+        return self.lights[info.path]
+
+    def _wcs(self, frame: Frame):
+        """A calibrated light's celestial WCS (cached), or the SkystackError saying why not."""
+        from ..stacking import frame_wcs
+
+        if frame.path not in self.wcs_cache:
+            try:
+                self.wcs_cache[frame.path] = frame_wcs(frame)
+            except SkystackError as exc:
+                self.wcs_cache[frame.path] = exc
+        return self.wcs_cache[frame.path]
+
+    def _held(self, master: Frame) -> Frame:
+        """The master decoded into memory while the masters held fit a quarter of the memory
+        budget (every light reads every master: see calibrate.InMemoryMaster)."""
+        from ..config import default_mem_limit, parse_size
+        from .calibrate import hold_in_memory
+
+        budget = parse_size(self.mem_limit) if self.mem_limit is not None \
+            else default_mem_limit()
+        size = 4 * master.shape[0] * master.shape[1]
+        if self.held_bytes + size > budget // 4:
+            return master
+        self.held_bytes += size
+        return hold_in_memory(master)
 
     def _master(self, key: str) -> Frame | None:
         if key not in self.master_frames:
@@ -356,7 +391,7 @@ class _Night:
                 ok = self._build_master(job, product, header, state)
             product.seconds = time.perf_counter() - t0
             if ok and kind != "stack" and os.path.exists(path):
-                self.master_frames[path] = load_frames([path])[0]
+                self.master_frames[path] = self._held(load_frames([path])[0])
             if ok:
                 self.log(f"{kind:<7} {product.status:<7} {os.path.relpath(path, self.out):<34}"
                          f"{len(items):4d} frames  {product.seconds:6.2f} s"
@@ -371,7 +406,8 @@ class _Night:
             rec.group = product.path and os.path.relpath(product.path, self.out)
             rec.masters = used
             try:
-                frames.append((rec, self._frame(info, self._calibration(cal, choice))))
+                frames.append((rec, self._light(info, cal, cam_key) if kind == "light"
+                               else self._frame(info, self._calibration(cal, choice))))
             except SkystackError as exc:
                 rec.reason = str(exc)
         return frames
@@ -441,7 +477,7 @@ class _Night:
 
     def _stack(self, job, product: Product, header: fits.Header, state: str) -> bool:
         from ..api_reproject import stack_to_file
-        from ..stacking import Grid, frame_wcs
+        from ..stacking import Grid
 
         _, path, items, group, cam_key, obj, filt = job
         if state == "reuse":
@@ -474,9 +510,11 @@ class _Night:
             header["ALIGN"] = ("wcs", "frames aligned by their WCS")
             ref_info, ref_cal, _ = self.grid_refs[(obj, cam_key)]
             try:
-                ref = calibrated_frame(load_frames([ref_info.path])[0],
-                                       Calibration(overscan=ref_cal.overscan, trim=ref_cal.trim))
-                grid = Grid(frame_wcs(ref), ref.shape)
+                ref = self._light(ref_info, ref_cal, cam_key)
+                wcs = self._wcs(ref)
+                if isinstance(wcs, SkystackError):
+                    raise wcs
+                grid = Grid(wcs, ref.shape)
             except SkystackError:  # the object's first light has no usable WCS: this group's
                 ref, grid = usable[0], Grid(wcs_list[0], usable[0].shape)
         n_skipped = len(items) - len(usable)
@@ -498,16 +536,15 @@ class _Night:
     # -- alignment and selection ---------------------------------------------------------------
 
     def _by_wcs(self, pairs) -> tuple[list, list, list]:
-        from ..stacking import frame_wcs
-
         usable, wcs_list, used_records = [], [], []
         for rec, f in pairs:
-            try:
-                wcs_list.append(frame_wcs(f))
-                usable.append(f)
-                used_records.append(rec)
-            except SkystackError as exc:
-                rec.reason = f"{exc} (no alignment possible without a WCS)"
+            wcs = self._wcs(f)
+            if isinstance(wcs, SkystackError):
+                rec.reason = f"{wcs} (no alignment possible without a WCS)"
+                continue
+            wcs_list.append(wcs)
+            usable.append(f)
+            used_records.append(rec)
         return usable, wcs_list, used_records
 
     def _registration(self, obj: str, cam_key) -> dict | None:
@@ -517,18 +554,17 @@ class _Night:
         if key in self.registrations:
             return self.registrations[key]
         from ..register import register_frames
-        from ..register.plan import _has_celestial
 
         lights = []
         for info, cal, _ in self.object_lights[key]:
-            choice = self._recipe_calibration(cam_key, info, cal, "light")[0]
             try:
-                lights.append(self._frame(info, self._calibration(cal, choice)))
+                lights.append(self._light(info, cal, cam_key))
             except SkystackError:
                 continue  # reported by its stack's _frames_for
         mode = self.align
         if mode == "auto":
-            mode = "wcs" if all(_has_celestial(f) for f in lights) else "stars"
+            mode = "wcs" if all(not isinstance(self._wcs(f), SkystackError) for f in lights) \
+                else "stars"
         reg = None
         if mode == "stars" and lights:
             t0 = time.perf_counter()
