@@ -27,6 +27,7 @@ from dataclasses import dataclass
 
 import numpy as np
 from astropy.wcs import WCS
+from numba import njit
 
 from .backends.base import Backend, FrameParams, TileOutputs
 from .config import CombineOptions
@@ -35,7 +36,7 @@ from .io.provenance import exposure_seconds
 from .io.reader import Tile
 from .normalization import frame_weights, normalization
 from .pipeline import RunStats
-from .regrid.interp import pixel_area_ratio, resample
+from .regrid.interp import BAND_METHODS, pixel_area_ratio, row_span
 from .regrid.pixmap import check_celestial, pixel_map
 from .tiling import plan_tiles
 
@@ -104,34 +105,27 @@ class _FrameResampler:
 
     def fill(self, tile: Tile, out: np.ndarray) -> None:
         """Write the frame resampled onto ``tile`` into ``out`` (NaN outside its footprint)."""
-        out[...] = np.nan
         if _misses(self.rows, tile):
+            out[...] = np.nan
             return
         x, y = pixel_map(self.wcs, self.grid.wcs, self.grid.shape,
                          rows=slice(tile.r0, tile.r1), step=self.step)
         x = x[:, tile.c0:tile.c1]
         y = y[:, tile.c0:tile.c1]
         height = self.frame.shape[0]
-        finite = np.isfinite(y) & np.isfinite(x)
-        if not finite.any():
+        ylo, yhi = row_span(x, y, height)
+        if ylo > yhi:  # no position inside the frame's rows
+            out[...] = np.nan
             return
-        with np.errstate(invalid="ignore"):
-            inside = finite & (y >= -0.5) & (y < height - 0.5)
-        if not inside.any():
-            return
-        ylo = float(y[inside].min())
-        yhi = float(y[inside].max())
         r_lo = max(0, int(math.floor(ylo)) - 1)
         r_hi = min(height, int(math.floor(yhi)) + 3)
         region = np.empty((r_hi - r_lo, self.frame.shape[1]), np.float32)
         self.frame.source.read(Tile(r_lo, r_hi, 0, self.frame.shape[1]), region)
-        # Rows outside [r_lo, r_hi) are never in a window of an in-range coordinate, and the
-        # margins keep edge snapping identical to resampling the whole frame (see module doc).
-        y_region = np.where(inside, y - r_lo, np.nan)
-        values = resample(region, x, y_region, self.interp)
+        # Rows outside [r_lo, r_hi) are never in a window of an in-range coordinate; the band
+        # kernels apply the whole frame's edge rules (see module doc).
+        BAND_METHODS[self.interp](region, r_lo, height, x, y, out)
         if self.conserve_flux:
-            values *= pixel_area_ratio(x, y).astype(np.float32)
-        out[...] = values
+            out *= pixel_area_ratio(x, y).astype(np.float32)
 
 
 def write_stack_tile(sinks, tile: Tile, out: TileOutputs, coverage: np.ndarray,
@@ -163,12 +157,29 @@ def fill_stack_block(pool: ThreadPoolExecutor, resamplers: list[_FrameResampler]
 def coverage_and_expmap(block: np.ndarray, exptimes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """COUNT (int32: frames with a finite resampled value per pixel) and EXPMAP (float32: the sum
     of those frames' EXPTIME, seconds) of a resampled block, before rejection."""
-    covered = np.isfinite(block)
-    coverage = covered.sum(axis=0, dtype=np.int32)
-    expmap = np.zeros(block.shape[1:], np.float32)
-    for k in range(block.shape[0]):  # in place, frame by frame: no float copy of the block
-        np.add(expmap, exptimes[k], out=expmap, where=covered[k])
+    coverage = np.empty(block.shape[1:], np.int32)
+    expmap = np.empty(block.shape[1:], np.float32)
+    _coverage_expmap(block.reshape(block.shape[0], -1), np.asarray(exptimes, np.float32),
+                     coverage.reshape(-1), expmap.reshape(-1))
     return coverage, expmap
+
+
+@njit(nogil=True, cache=True)
+def _coverage_expmap(block, exptimes, coverage, expmap):  # pragma: no cover - compiled
+    # One pass over the block instead of isfinite + sum + a masked add per frame; EXPMAP sums
+    # in float32 in frame order, as the NumPy version did.
+    n, npix = block.shape
+    for p in range(npix):
+        coverage[p] = 0
+        expmap[p] = 0.0
+    for k in range(n):
+        t = exptimes[k]
+        row = block[k]
+        for p in range(npix):
+            v = row[p]
+            ok = v - v == 0  # finite
+            coverage[p] += np.int32(ok)
+            expmap[p] += t if ok else np.float32(0.0)
 
 
 def stack_frames(frames: list[Frame], grid: Grid, options: CombineOptions, backend: Backend,

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..io.reader import Tile
+from ..io.writer import plane_chunks, pwrite_all
 
 __all__ = ["OutputSpec", "BandWriter"]
 
@@ -50,25 +51,10 @@ class BandWriter:
         mask = (count == 0) if mask is None else mask
         planes = [image, uncertainty, mask.astype(np.uint8), count]
         planes += [(extras or {})[name] for name in self.spec.extra_names]
-        width = self.spec.shape[1]
-        for (offset, dtype), data in zip(self.spec.planes, planes):
-            dtype = np.dtype(dtype)
-            be = np.ascontiguousarray(data, dtype=dtype)
-            item = dtype.itemsize
-            if tile.c0 == 0 and tile.c1 == width:
-                self._write(be.tobytes(), offset + tile.r0 * width * item)
-            else:
-                for i in range(tile.r1 - tile.r0):
-                    self._write(be[i].tobytes(), offset + ((tile.r0 + i) * width + tile.c0) * item)
-
-    def _write(self, data: bytes, offset: int) -> None:
-        view = memoryview(data)
-        while view:  # pwrite may write less than asked (signals, some network filesystems)
-            n = os.pwrite(self._fd, view, offset)
-            view = view[n:]
-            offset += n
-        self.crc = zlib.crc32(data, self.crc)
-        self.nbytes += len(data)
+        for view, offset in plane_chunks(tile, self.spec.shape[1], self.spec.planes, planes):
+            pwrite_all(self._fd, view, offset)
+            self.crc = zlib.crc32(view, self.crc)
+            self.nbytes += len(view)
 
     def finish(self) -> int:
         """Make the tile durable (the client journals it next), close, return the CRC-32."""

@@ -34,7 +34,35 @@ from .reader import Tile
 
 BLOCK = 2880
 
-__all__ = ["FitsTileWriter", "check_output_path", "committed"]
+__all__ = ["FitsTileWriter", "check_output_path", "committed", "plane_chunks", "pwrite_all"]
+
+
+def plane_chunks(tile: Tile, width: int, layout: list[tuple[int, str]], planes):
+    """``(bytes view, file offset)`` of each contiguous run of a tile's planes in the file.
+
+    ``layout`` is :meth:`FitsTileWriter.plane_layout` (data offset and big-endian dtype of each
+    plane), ``planes`` the tile's arrays in the same order, ``width`` the image's NAXIS1. A
+    full-width tile is one run per plane, otherwise one run per row. The views are converted
+    to big-endian once and written without a further copy."""
+    for (offset, dtype), data in zip(layout, planes):
+        dtype = np.dtype(dtype)
+        be = np.ascontiguousarray(data, dtype=dtype)
+        item = dtype.itemsize
+        if tile.c0 == 0 and tile.c1 == width:
+            yield memoryview(be).cast("B"), offset + tile.r0 * width * item
+        else:
+            for i in range(tile.r1 - tile.r0):
+                yield (memoryview(be[i]).cast("B"),
+                       offset + ((tile.r0 + i) * width + tile.c0) * item)
+
+
+def pwrite_all(fd: int, view: memoryview, offset: int) -> None:
+    """Write all of ``view`` at ``offset``: pwrite may write less than asked (signals, some
+    network filesystems)."""
+    while view:
+        n = os.pwrite(fd, view, offset)
+        view = view[n:]
+        offset += n
 
 
 def check_output_path(path: str | os.PathLike, overwrite: bool) -> str:
@@ -151,16 +179,8 @@ class FitsTileWriter:
         mask = (count == 0) if mask is None else mask
         planes = [image, uncertainty, mask.astype(np.uint8), count]
         planes += [(extras or {})[name] for name in self.extra_names]
-        for (_, dtype), offset, data in zip(self._parts, self._offsets, planes):
-            be = np.ascontiguousarray(data, dtype=dtype)
-            width = self.shape[1]
-            item = dtype.itemsize
-            if tile.c0 == 0 and tile.c1 == width:
-                os.pwrite(self._fd, be.tobytes(), offset + tile.r0 * width * item)
-            else:
-                for i in range(tile.r1 - tile.r0):
-                    os.pwrite(self._fd, be[i].tobytes(),
-                              offset + ((tile.r0 + i) * width + tile.c0) * item)
+        for view, offset in plane_chunks(tile, self.shape[1], self.plane_layout(), planes):
+            pwrite_all(self._fd, view, offset)
 
     def commit(self) -> str:
         """Flush, then move the finished file to its final name; returns that name."""

@@ -121,6 +121,87 @@ def nearest(image: np.ndarray, x: np.ndarray, y: np.ndarray, out: np.ndarray) ->
             out[r, c] = image[j, i]
 
 
+@njit(nogil=True, cache=True)
+def row_span(x: np.ndarray, y: np.ndarray, height: int) -> tuple[float, float]:
+    """Lowest and highest ``y`` among positions with finite ``x`` and ``y`` in ``[-0.5,
+    height - 0.5)``: the rows of a frame of ``height`` rows that sampling ``(x, y)`` can touch
+    (``(inf, -inf)`` when none). One pass, instead of a handful of NumPy temporaries."""
+    lo = math.inf
+    hi = -math.inf
+    rows, cols = y.shape
+    for r in range(rows):
+        for c in range(cols):
+            v = y[r, c]
+            if v >= -0.5 and v < height - 0.5 and not math.isnan(x[r, c]) \
+                    and not math.isinf(x[r, c]):
+                lo = min(lo, v)
+                hi = max(hi, v)
+    return lo, hi
+
+
+@njit(nogil=True, cache=True)
+def bilinear_band(region: np.ndarray, r_lo: int, height: int, x: np.ndarray, y: np.ndarray,
+                  out: np.ndarray) -> None:
+    """:func:`bilinear` of a frame of ``height`` rows of which only rows ``[r_lo, r_lo +
+    region.shape[0])`` are given (``region``): the rules, snapping included, are those of the
+    whole frame. The region must hold every row the positions need (see :func:`row_span`: one
+    row below its lowest and two above its highest)."""
+    nx = region.shape[1]
+    rows, cols = out.shape
+    for r in range(rows):
+        for c in range(cols):
+            cx = _snap(x[r, c], nx)
+            cy = _snap(y[r, c], height)
+            if math.isnan(cx) or math.isnan(cy):
+                out[r, c] = math.nan
+                continue
+            if nx == 1:
+                x0 = 0
+                x1 = 0
+                tx = 0.0
+            else:
+                x0 = min(int(math.floor(cx)), nx - 2)
+                x1 = x0 + 1
+                tx = cx - x0
+            if height == 1:
+                y0 = 0
+                y1 = 0
+                ty = 0.0
+            else:
+                y0 = min(int(math.floor(cy)), height - 2)
+                y1 = y0 + 1
+                ty = cy - y0
+            y0 -= r_lo
+            y1 -= r_lo
+            v00 = np.float64(region[y0, x0])
+            v01 = np.float64(region[y0, x1])
+            v10 = np.float64(region[y1, x0])
+            v11 = np.float64(region[y1, x1])
+            sx = 1.0 - tx
+            out[r, c] = (1.0 - ty) * (sx * v00 + tx * v01) + ty * (sx * v10 + tx * v11)
+
+
+@njit(nogil=True, cache=True)
+def nearest_band(region: np.ndarray, r_lo: int, height: int, x: np.ndarray, y: np.ndarray,
+                 out: np.ndarray) -> None:
+    """:func:`nearest` of a frame given by a band of its rows (as :func:`bilinear_band`)."""
+    nx = region.shape[1]
+    rows, cols = out.shape
+    for r in range(rows):
+        for c in range(cols):
+            cx = _snap(x[r, c], nx)
+            cy = _snap(y[r, c], height)
+            if math.isnan(cx) or math.isnan(cy):
+                out[r, c] = math.nan
+                continue
+            i = min(int(math.floor(cx + 0.5)), nx - 1)
+            j = min(int(math.floor(cy + 0.5)), height - 1) - r_lo
+            out[r, c] = region[j, i]
+
+
+BAND_METHODS = {"bilinear": bilinear_band, "nearest": nearest_band}
+"""Sampling kernels of a band of a frame's rows, by name."""
+
 METHODS = {"bilinear": bilinear, "nearest": nearest}
 """Sampling kernels by name (the ``method`` of :func:`resample`)."""
 
