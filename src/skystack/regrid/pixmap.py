@@ -173,6 +173,18 @@ def _interp_map(node_x, node_y, start_r, w_r, start_c, w_c, out_x, out_y):  # pr
     pc = w_c.shape[1]
     tx = np.empty(m)
     ty = np.empty(m)
+    if pc == 4:
+        # Columns sharing their first node form runs (32 columns at step 32): within a run the
+        # four node values are constants, so the inner loop is contiguous multiply-adds that
+        # vectorise, with the weights transposed once to contiguous rows.
+        wt = np.ascontiguousarray(w_c.T)
+        run_start = np.empty(cols + 1, np.int64)
+        n_runs = 0
+        for c in range(cols):
+            if c == 0 or start_c[c] != start_c[c - 1]:
+                run_start[n_runs] = c
+                n_runs += 1
+        run_start[n_runs] = cols
     for r in range(rows):
         s = start_r[r]
         for j in range(m):
@@ -184,15 +196,22 @@ def _interp_map(node_x, node_y, start_r, w_r, start_c, w_c, out_x, out_y):  # pr
                 ay += w * node_y[s + k, j]
             tx[j] = ax
             ty[j] = ay
-        if pc == 4:  # the usual case, unrolled
-            for c in range(cols):
-                s = start_c[c]
-                w0 = w_c[c, 0]
-                w1 = w_c[c, 1]
-                w2 = w_c[c, 2]
-                w3 = w_c[c, 3]
-                out_x[r, c] = w0 * tx[s] + w1 * tx[s + 1] + w2 * tx[s + 2] + w3 * tx[s + 3]
-                out_y[r, c] = w0 * ty[s] + w1 * ty[s + 1] + w2 * ty[s + 2] + w3 * ty[s + 3]
+        if pc == 4:  # the usual case: runs of columns with the same four nodes
+            for i in range(n_runs):
+                c0 = run_start[i]
+                c1 = run_start[i + 1]
+                s = start_c[c0]
+                x0, x1, x2, x3 = tx[s], tx[s + 1], tx[s + 2], tx[s + 3]
+                y0, y1, y2, y3 = ty[s], ty[s + 1], ty[s + 2], ty[s + 3]
+                ox = out_x[r]
+                oy = out_y[r]
+                for c in range(c0, c1):
+                    w0 = wt[0, c]
+                    w1 = wt[1, c]
+                    w2 = wt[2, c]
+                    w3 = wt[3, c]
+                    ox[c] = w0 * x0 + w1 * x1 + w2 * x2 + w3 * x3
+                    oy[c] = w0 * y0 + w1 * y1 + w2 * y2 + w3 * y3
         else:
             for c in range(cols):
                 s = start_c[c]

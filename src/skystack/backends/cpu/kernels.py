@@ -182,6 +182,9 @@ def _percentile_of_range(col, lo, hi, frac):
     return col[lo + i] + t * (col[lo + i + 1] - col[lo + i])
 
 
+# The lockstep kernels use error_model="numpy": a division by zero gives inf/NaN (always guarded
+# by a select) instead of Python's exception, whose per-division check stops vectorisation.
+
 # Sums over a pixel's values may be reassociated (several accumulators, SIMD): a serial float64
 # chain of additions is latency-bound, and the order of summation is not part of any contract.
 # Only 'reassoc' is enabled: no FMA contraction, no assumptions about NaN or inf.
@@ -324,7 +327,7 @@ def _median_all_valid(scratch, b, c0, nf, out_img, out_unc, out_cnt):
         out_cnt[c0 + q] = nf
 
 
-@njit(nogil=True, cache=True)
+@njit(nogil=True, cache=True, error_model="numpy")
 def _clip_iteration(scratch, b, nvalid, lo, hi, lower, upper, active, it, maxiters, pairs,
                     use_median, use_mad, sigma_lo, sigma_hi, dev, cen, spread):
     """One sigma-clipping iteration of the active lanes ``q < b`` of ``scratch``, in lockstep.
@@ -339,10 +342,12 @@ def _clip_iteration(scratch, b, nvalid, lo, hi, lower, upper, active, it, maxite
     nf = scratch.shape[0]
     need_mean = (not use_median) or (not use_mad)
     if use_median or use_mad:
+        # (m >> 1 rather than m // 2: the range is never negative, and Python's floor division
+        # of signed integers costs a correction that stops vectorisation.)
         for q in range(b):
             m = max(hi[q] - lo[q], 1)
-            i1 = min(lo[q] + (m - 1) // 2, nf - 1)
-            i2 = min(lo[q] + m // 2, nf - 1)
+            i1 = min(lo[q] + ((m - 1) >> 1), nf - 1)
+            i2 = min(lo[q] + (m >> 1), nf - 1)
             cen[q] = 0.5 * (np.float64(scratch[i1, q]) + np.float64(scratch[i2, q]))
     if use_mad:
         for k in range(nf):
@@ -355,7 +360,7 @@ def _clip_iteration(scratch, b, nvalid, lo, hi, lower, upper, active, it, maxite
         _sort_chunk(pairs, dev, b)
         for q in range(b):
             m = max(hi[q] - lo[q], 1)
-            spread[q] = 0.5 * (dev[(m - 1) // 2, q] + dev[m // 2, q]) * MAD_TO_SIGMA
+            spread[q] = 0.5 * (dev[(m - 1) >> 1, q] + dev[m >> 1, q]) * MAD_TO_SIGMA
     if need_mean:
         # dev[0] and dev[1] are free here (the MAD is read): the mean, then the ssd.
         mean = dev[0]
@@ -382,9 +387,9 @@ def _clip_iteration(scratch, b, nvalid, lo, hi, lower, upper, active, it, maxite
             if not use_mad:
                 spread[q] = math.sqrt(ssd[q] / max(hi[q] - lo[q], 1))
     for q in range(b):
-        if active[q]:
-            lower[q] = cen[q] - sigma_lo * spread[q]
-            upper[q] = cen[q] + sigma_hi * spread[q]
+        on = active[q] != 0
+        lower[q] = (cen[q] - sigma_lo * spread[q]) if on else lower[q]
+        upper[q] = (cen[q] + sigma_hi * spread[q]) if on else upper[q]
     # cen / spread now count the values below / above the new bounds inside the range.
     for q in range(b):
         cen[q] = 0.0
@@ -396,19 +401,17 @@ def _clip_iteration(scratch, b, nvalid, lo, hi, lower, upper, active, it, maxite
             x = np.float64(row[q])
             cen[q] += 1.0 if (inside & (x < lower[q])) else 0.0
             spread[q] += 1.0 if (inside & (x > upper[q])) else 0.0
+    last = maxiters >= 0 and it >= maxiters
     n_active = 0
-    for q in range(b):
-        if not active[q]:
-            continue
+    for q in range(b):  # branch-free, so that it vectorises
         m = hi[q] - lo[q]
         na = lo[q] + np.int32(cen[q])
         nb = hi[q] - np.int32(spread[q])
-        if nb - na == m or nb <= na or (maxiters >= 0 and it >= maxiters):
-            active[q] = 0
-        else:
-            lo[q] = na
-            hi[q] = nb
-            n_active += 1
+        go = (active[q] != 0) & (nb - na != m) & (nb > na) & (not last)
+        lo[q] = na if go else lo[q]
+        hi[q] = nb if go else hi[q]
+        active[q] = np.uint8(go)
+        n_active += np.int32(go)
     return n_active
 
 
@@ -484,10 +487,12 @@ def _sigclip_lockstep(scratch, b, nvalid, pairs, use_median, use_mad, sigma_lo, 
         hi[q] = max(lo[q], nvalid[q] - np.int32(spread[q]))
 
 
-@njit(nogil=True, cache=True, fastmath=_REASSOC)
+@njit(nogil=True, cache=True, fastmath=_REASSOC, error_model="numpy")
 def _finish_ranges(method, scratch, b, c0, lo, hi, sums, ssd, out_img, out_unc, out_cnt):
-    """Unweighted mean / sum / min / max of each lane's sorted range ``[lo[q], hi[q])``, with
-    vector loops over rows and lanes."""
+    """Unweighted mean / sum / min / max of each lane's sorted range ``[lo[q], hi[q])`` and
+    its standard error (as :func:`_moments_to_result` with unit weights), with loops over rows
+    and lanes that LLVM vectorises: divisions and square roots then cost a vector instruction
+    per few lanes instead of a scalar one per pixel, which dominated."""
     nf = scratch.shape[0]
     for q in range(b):
         sums[q] = 0.0
@@ -498,7 +503,7 @@ def _finish_ranges(method, scratch, b, c0, lo, hi, sums, ssd, out_img, out_unc, 
             inside = (k >= lo[q]) & (k < hi[q])
             sums[q] += np.float64(row[q]) if inside else 0.0
     for q in range(b):
-        sums[q] = sums[q] / max(hi[q] - lo[q], 1)  # now the mean
+        sums[q] = sums[q] / np.float64(max(hi[q] - lo[q], 1))  # now the mean
     for k in range(nf):
         row = scratch[k]
         for q in range(b):
@@ -507,12 +512,24 @@ def _finish_ranges(method, scratch, b, c0, lo, hi, sums, ssd, out_img, out_unc, 
             ssd[q] += d * d
     for q in range(b):
         m = hi[q] - lo[q]
-        if m <= 0:
-            _store_result(0.0, 0.0, 0, c0 + q, out_img, out_unc, out_cnt)
-            continue
-        value, unc = _moments_to_result(method, m, float(m), float(m), sums[q] * m, ssd[q],
-                                        scratch[lo[q], q], scratch[hi[q] - 1, q])
-        _store_result(value, unc, m, c0 + q, out_img, out_unc, out_cnt)
+        mf = np.float64(m)
+        s = math.sqrt(ssd[q] / (mf - 1.0)) if m > 1 else np.nan
+        if method == MEAN:
+            value = sums[q]
+            unc = s * math.sqrt(mf) / mf
+        elif method == SUM:
+            value = sums[q] * mf
+            unc = s * math.sqrt(mf)
+        elif method == MIN:
+            value = np.float64(scratch[min(lo[q], nf - 1), q])
+            unc = s
+        else:
+            value = np.float64(scratch[max(hi[q] - 1, 0), q])
+            unc = s
+        empty = m <= 0
+        out_img[c0 + q] = np.nan if empty else value
+        out_unc[c0 + q] = np.nan if empty else unc
+        out_cnt[c0 + q] = 0 if empty else m
 
 
 @njit(nogil=True, cache=True)
