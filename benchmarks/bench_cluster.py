@@ -161,8 +161,7 @@ def markdown(doc: dict) -> str:
     lines = [f"# skystack on a local Dask cluster ({doc['date']})", "",
              f"- machine: {m['cpu_count']} CPUs, {m['platform']}, python {m['python']}, "
              f"dask/distributed {m['distributed']}",
-             "- **the machine was shared with other jobs while this was measured** (4 people "
-             "on 2 cores): absolute seconds are noisy; the lead reruns it quietly at the end",
+             f"- conditions: {doc.get('note') or 'no other job running'}",
              f"- stack: {doc['n']} float32 frames of {doc['size']}², grid {doc['grid'][0]}x"
              f"{doc['grid'][1]}, `method=median, reject=sigclip, sigma=3`, bands of "
              f"{doc['rows']} rows ({doc['configs'][0]['tiles']} tiles), inputs "
@@ -195,7 +194,7 @@ def markdown(doc: dict) -> str:
               "fill = read + pixel maps + bilinear resampling of every frame into the band; "
               "write = pwrite of the 5 planes + fdatasync.", "",
               f"On this {m['cpu_count']}-core machine the curve flattens at 2 workers: there "
-              "are only 2 cores (and other jobs were running); 4 worker processes share them. "
+              "are only 2 cores; 4 worker processes share them. "
               "See `cluster-scaling-model.md` for N machines."]
     return "\n".join(lines) + "\n"
 
@@ -263,8 +262,7 @@ def scaling_model(doc: dict) -> str:
              "- measured speed-up: " + ", ".join(
                  f"{c['workers']} workers {c1['seconds'] / c['seconds']:.2f}x"
                  for c in doc["configs"]) + f" — on {doc['machine']['cpu_count']} cores the "
-             "curve flattens at 2 (there is no third core, and the machine was shared with "
-             "other jobs while measured).", "",
+             "curve flattens at 2 (there is no third core).", "",
              f"## Predictions: {frames} frames of 9k×9k ({side}², float32: "
              f"{frames * side * side * 4 / 1e9:.0f} GB in)", "",
              f"Bands of {rows} rows: n_tiles = {n_tiles}, one task holds "
@@ -284,7 +282,7 @@ def scaling_model(doc: dict) -> str:
     lines += ["", f"C ≈ {compute:.0f} core-seconds ({compute / 3600:.1f} core-hours); "
               f"N* = C·B/D ≈ {compute * 1e9 / d:.0f} workers at 1 GB/s, "
               f"{compute * 20e9 / d:.0f} at 20 GB/s.", "",
-              "Caveats: the costs were measured on 2 shared cores of a virtual machine with the "
+              "Caveats: the costs were measured on the 2 cores of a virtual machine with the "
               "inputs in the page cache; they scale with the per-core speed of the workers. "
               "The median with sigma clipping costs more per value as n_frames grows "
               f"(sorting networks), so c_combine for {frames} frames is higher than measured "
@@ -301,6 +299,8 @@ def main(argv=None) -> int:
     ap.add_argument("--workers", default="1,2,4")
     ap.add_argument("--repeats", type=int, default=2)
     ap.add_argument("--write", action="store_true")
+    ap.add_argument("--note", default="", help="measurement conditions for the report (e.g. "
+                    "other jobs running)")
     ap.add_argument("--model-from", metavar="JSON",
                     help="only rewrite cluster-scaling-model.md from a results JSON")
     args = ap.parse_args(argv)
@@ -334,7 +334,7 @@ def main(argv=None) -> int:
             configs.append(c)
             print(f"{n} workers: {c['seconds']:.2f} s (start-up {c['startup_seconds']:.1f} s, "
                   f"identical {c['identical']})", flush=True)
-    doc = {"date": dt.date.today().isoformat(), "n": args.n, "size": args.size,
+    doc = {"date": dt.date.today().isoformat(), "note": args.note, "n": args.n, "size": args.size,
            "rows": args.rows, "grid": grid, "options": OPTIONS, "bandwidth": bandwidth,
            "in_process_seconds": in_process, "configs": configs,
            "machine": {"cpu_count": os.cpu_count(), "platform": platform.platform(),

@@ -55,73 +55,6 @@ def _snap(c: float, n: int) -> float:
 
 
 @njit(nogil=True, cache=True)
-def bilinear(image: np.ndarray, x: np.ndarray, y: np.ndarray, out: np.ndarray) -> None:
-    """Bilinear samples of ``image`` at ``(x, y)`` written into ``out`` (reproject's rules).
-
-    Parameters
-    ----------
-    image : float32 array, shape (ny, nx)
-        Input pixels; NaN marks missing pixels.
-    x, y : float64 arrays, 2-D, same shape as ``out``
-        0-based input column (``x``) and row (``y``) coordinates, pixel centres at integers.
-    out : float32 array, 2-D
-        Receives the samples; NaN where rule 1 or a NaN in the 2×2 window applies.
-    """
-    ny, nx = image.shape
-    rows, cols = out.shape
-    for r in range(rows):
-        for c in range(cols):
-            cx = _snap(x[r, c], nx)
-            cy = _snap(y[r, c], ny)
-            if math.isnan(cx) or math.isnan(cy):
-                out[r, c] = math.nan
-                continue
-            if nx == 1:
-                x0 = 0
-                x1 = 0
-                tx = 0.0
-            else:
-                x0 = min(int(math.floor(cx)), nx - 2)
-                x1 = x0 + 1
-                tx = cx - x0
-            if ny == 1:
-                y0 = 0
-                y1 = 0
-                ty = 0.0
-            else:
-                y0 = min(int(math.floor(cy)), ny - 2)
-                y1 = y0 + 1
-                ty = cy - y0
-            v00 = np.float64(image[y0, x0])
-            v01 = np.float64(image[y0, x1])
-            v10 = np.float64(image[y1, x0])
-            v11 = np.float64(image[y1, x1])
-            sx = 1.0 - tx
-            out[r, c] = (1.0 - ty) * (sx * v00 + tx * v01) + ty * (sx * v10 + tx * v11)
-
-
-@njit(nogil=True, cache=True)
-def nearest(image: np.ndarray, x: np.ndarray, y: np.ndarray, out: np.ndarray) -> None:
-    """Nearest-neighbour samples of ``image`` at ``(x, y)`` into ``out`` (reproject's rules).
-
-    Same arguments and conventions as :func:`bilinear`; the pixel taken is ``floor(c + 0.5)``
-    along each axis after the snapping of rule 1, NaN outside the image.
-    """
-    ny, nx = image.shape
-    rows, cols = out.shape
-    for r in range(rows):
-        for c in range(cols):
-            cx = _snap(x[r, c], nx)
-            cy = _snap(y[r, c], ny)
-            if math.isnan(cx) or math.isnan(cy):
-                out[r, c] = math.nan
-                continue
-            i = min(int(math.floor(cx + 0.5)), nx - 1)
-            j = min(int(math.floor(cy + 0.5)), ny - 1)
-            out[r, c] = image[j, i]
-
-
-@njit(nogil=True, cache=True)
 def row_span(x: np.ndarray, y: np.ndarray, height: int) -> tuple[float, float]:
     """Lowest and highest ``y`` among positions with finite ``x`` and ``y`` in ``[-0.5,
     height - 0.5)``: the rows of a frame of ``height`` rows that sampling ``(x, y)`` can touch
@@ -201,6 +134,32 @@ def nearest_band(region: np.ndarray, r_lo: int, height: int, x: np.ndarray, y: n
 
 BAND_METHODS = {"bilinear": bilinear_band, "nearest": nearest_band}
 """Sampling kernels of a band of a frame's rows, by name."""
+
+@njit(nogil=True, cache=True)
+def bilinear(image: np.ndarray, x: np.ndarray, y: np.ndarray, out: np.ndarray) -> None:
+    """Bilinear samples of ``image`` at ``(x, y)`` written into ``out`` (reproject's rules).
+
+    Parameters
+    ----------
+    image : float32 array, shape (ny, nx)
+        Input pixels; NaN marks missing pixels.
+    x, y : float64 arrays, 2-D, same shape as ``out``
+        0-based input column (``x``) and row (``y``) coordinates, pixel centres at integers.
+    out : float32 array, 2-D
+        Receives the samples; NaN where rule 1 or a NaN in the 2×2 window applies.
+    """
+    bilinear_band(image, 0, image.shape[0], x, y, out)
+
+
+@njit(nogil=True, cache=True)
+def nearest(image: np.ndarray, x: np.ndarray, y: np.ndarray, out: np.ndarray) -> None:
+    """Nearest-neighbour samples of ``image`` at ``(x, y)`` into ``out`` (reproject's rules).
+
+    Same arguments and conventions as :func:`bilinear`; the pixel taken is ``floor(c + 0.5)``
+    along each axis after the snapping of rule 1, NaN outside the image.
+    """
+    nearest_band(image, 0, image.shape[0], x, y, out)
+
 
 METHODS = {"bilinear": bilinear, "nearest": nearest}
 """Sampling kernels by name (the ``method`` of :func:`resample`)."""

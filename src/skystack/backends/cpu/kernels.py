@@ -327,6 +327,29 @@ def _median_all_valid(scratch, b, c0, nf, out_img, out_unc, out_cnt):
         out_cnt[c0 + q] = nf
 
 
+@njit(nogil=True, cache=True, fastmath=_REASSOC, error_model="numpy")
+def _range_mean_ssd(scratch, b, lo, hi, mean, ssd):
+    """Mean and sum of squared deviations of each lane's sorted range ``[lo[q], hi[q])``
+    (two passes: exact where one-pass sums are not), in vector loops over rows and lanes."""
+    nf = scratch.shape[0]
+    for q in range(b):
+        mean[q] = 0.0
+        ssd[q] = 0.0
+    for k in range(nf):
+        row = scratch[k]
+        for q in range(b):
+            inside = (k >= lo[q]) & (k < hi[q])
+            mean[q] += np.float64(row[q]) if inside else 0.0
+    for q in range(b):
+        mean[q] = mean[q] / np.float64(max(hi[q] - lo[q], 1))
+    for k in range(nf):
+        row = scratch[k]
+        for q in range(b):
+            inside = (k >= lo[q]) & (k < hi[q])
+            d = (np.float64(row[q]) - mean[q]) if inside else 0.0
+            ssd[q] += d * d
+
+
 @njit(nogil=True, cache=True, error_model="numpy")
 def _clip_iteration(scratch, b, nvalid, lo, hi, lower, upper, active, it, maxiters, pairs,
                     use_median, use_mad, sigma_lo, sigma_hi, dev, cen, spread):
@@ -365,22 +388,7 @@ def _clip_iteration(scratch, b, nvalid, lo, hi, lower, upper, active, it, maxite
         # dev[0] and dev[1] are free here (the MAD is read): the mean, then the ssd.
         mean = dev[0]
         ssd = dev[1]
-        for q in range(b):
-            mean[q] = 0.0
-            ssd[q] = 0.0
-        for k in range(nf):
-            row = scratch[k]
-            for q in range(b):
-                inside = (k >= lo[q]) & (k < hi[q])
-                mean[q] += np.float64(row[q]) if inside else 0.0
-        for q in range(b):
-            mean[q] /= max(hi[q] - lo[q], 1)
-        for k in range(nf):
-            row = scratch[k]
-            for q in range(b):
-                inside = (k >= lo[q]) & (k < hi[q])
-                d = (np.float64(row[q]) - mean[q]) if inside else 0.0
-                ssd[q] += d * d
+        _range_mean_ssd(scratch, b, lo, hi, mean, ssd)
         for q in range(b):
             if not use_median:
                 cen[q] = mean[q]
@@ -494,22 +502,7 @@ def _finish_ranges(method, scratch, b, c0, lo, hi, sums, ssd, out_img, out_unc, 
     and lanes that LLVM vectorises: divisions and square roots then cost a vector instruction
     per few lanes instead of a scalar one per pixel, which dominated."""
     nf = scratch.shape[0]
-    for q in range(b):
-        sums[q] = 0.0
-        ssd[q] = 0.0
-    for k in range(nf):
-        row = scratch[k]
-        for q in range(b):
-            inside = (k >= lo[q]) & (k < hi[q])
-            sums[q] += np.float64(row[q]) if inside else 0.0
-    for q in range(b):
-        sums[q] = sums[q] / np.float64(max(hi[q] - lo[q], 1))  # now the mean
-    for k in range(nf):
-        row = scratch[k]
-        for q in range(b):
-            inside = (k >= lo[q]) & (k < hi[q])
-            d = (np.float64(row[q]) - sums[q]) if inside else 0.0
-            ssd[q] += d * d
+    _range_mean_ssd(scratch, b, lo, hi, sums, ssd)  # sums: the mean
     for q in range(b):
         m = hi[q] - lo[q]
         mf = np.float64(m)
