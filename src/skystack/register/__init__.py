@@ -10,7 +10,7 @@ pixels → reference pixels**. FWHM and residuals in pixels.
 
 Public API
 ----------
-``measure_stars(image, *, thresh=5.0, minarea=5, max_objects=20000, bin_above=6_000_000)``
+``measure_stars(image, *, thresh=5.0, minarea=5, max_objects=2000, bin_above=6_000_000)``
     → :class:`StarList` (x, y, flux, peak, fwhm, ellipticity, theta, flags; ``n_stars``,
     ``median_fwhm``, ``median_ellipticity``, ``background``, ``background_rms``).
 ``measure_frame(frame, **options)`` / ``measure_frames(frames, *, threads=None, progress=None)``

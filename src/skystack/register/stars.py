@@ -380,6 +380,10 @@ def _measure(img, xs, ys, bkgs, sws, common_sw, floor, out):  # pragma: no cover
         out[k, 9] = fill
 
 
+# Detections without sep's filter above which the filtered (slower, deeper) pass is skipped.
+FAST_DETECTION_ENOUGH = 200
+
+
 def _detect(det: np.ndarray, mask: np.ndarray | None, thresh: float, minarea: int,
             mesh: int):
     """sep background + extraction on ``det`` (modified: the background is subtracted).
@@ -398,8 +402,14 @@ def _detect(det: np.ndarray, mask: np.ndarray | None, thresh: float, minarea: in
         sep.set_extract_pixstack(max(300_000, det.size // 2))
         sep.set_sub_object_limit(4096)
         try:
+            # Unfiltered detection first: 3x faster, and plenty on a normal or crowded field
+            # (registration needs the brightest stars). Only a sparse field pays for sep's
+            # matched filter, which finds fainter stars.
             objects = sep.extract(det, thresh, err=rms, mask=mask, minarea=minarea,
-                                  deblend_cont=0.005)
+                                  deblend_cont=0.005, filter_kernel=None)
+            if len(objects) < FAST_DETECTION_ENOUGH:
+                objects = sep.extract(det, thresh, err=rms, mask=mask, minarea=minarea,
+                                      deblend_cont=0.005)
         except Exception:  # sep raises plain Exceptions on buffer overflows
             # Most often a frame full of nebulosity or a gradient: retry without deblending.
             objects = sep.extract(det, thresh * 2, err=rms, mask=mask, minarea=minarea,
@@ -408,7 +418,7 @@ def _detect(det: np.ndarray, mask: np.ndarray | None, thresh: float, minarea: in
 
 
 def measure_stars(image: np.ndarray, *, thresh: float = 5.0, minarea: int = 5,
-                  max_objects: int = 20000, bin_above: int = 6_000_000) -> StarList:
+                  max_objects: int = 2000, bin_above: int = 6_000_000) -> StarList:
     """Detect and measure the stars of one image (see module docstring).
 
     Parameters
