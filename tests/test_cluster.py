@@ -262,6 +262,39 @@ def test_night_on_cluster_is_identical(client, tmp_path):
         assert_same_product(tmp_path / "a" / name, tmp_path / "b" / name)
 
 
+def test_interrupted_night_on_cluster_resumes_its_stack(client, tmp_path, monkeypatch,
+                                                         caplog):
+    import skystack.cluster.driver as driver
+    from skystack.demo_data import write_sample_night
+    from skystack.night.run import run_night
+
+    write_sample_night(tmp_path / "raw", shape=(96, 96), n_bias=3, n_dark=3, n_flat=3,
+                       filters=("V",), n_light=3, dither_px=3.0, rotation_deg=1.0, seed=3)
+    run_night(tmp_path / "raw", tmp_path / "a", backend="cpu", previews=False)
+    real = driver.stack_on_cluster
+    stop = {"after": 3}
+
+    def small_tiles(*args, **kwargs):  # 12 bands of 8 rows; the first run stops after 3
+        if stop["after"]:
+            kwargs["progress"] = _stop_after(stop["after"])
+        return real(*args, **{**kwargs, "max_tile_rows": 8})
+
+    monkeypatch.setattr(driver, "stack_on_cluster", small_tiles)
+    with pytest.raises(Stop):
+        run_night(tmp_path / "raw", tmp_path / "b", backend="cpu", previews=False,
+                  cluster=client)
+    left = sorted(p.name for p in (tmp_path / "b" / "stacks").iterdir())
+    assert left == [".M67_V.fits.inprogress.fits.journal", ".M67_V.fits.inprogress.fits.partial"]
+    stop["after"] = 0
+    with caplog.at_level(logging.INFO, logger="skystack"):
+        run_night(tmp_path / "raw", tmp_path / "b", backend="cpu", previews=False,
+                  cluster=client)
+    assert "3 already written" in caplog.text
+    assert sorted(p.name for p in (tmp_path / "b" / "stacks").iterdir()) == ["M67_V.fits"]
+    assert_same_product(tmp_path / "a" / "stacks" / "M67_V.fits",
+                        tmp_path / "b" / "stacks" / "M67_V.fits")
+
+
 def test_in_memory_inputs_are_refused(client, tmp_path):
     with pytest.raises(SkystackError, match="in-memory input cannot run on a cluster"):
         skystack.combine_to_file([np.zeros((8, 8))] * 3, tmp_path / "x.fits", cluster=client)

@@ -61,15 +61,22 @@ def product_state(path: str, fprint: str, overwrite: bool) -> str:
 
 
 @contextmanager
-def atomic_path(path: str, overwrite: bool = True) -> Iterator[str]:
+def atomic_path(path: str, overwrite: bool = True, *, stable: bool = False) -> Iterator[str]:
     """Yield a temporary path beside ``path``; on success rename it to ``path`` (replacing an
-    existing file only if ``overwrite``), on failure remove it."""
+    existing file only if ``overwrite``), on failure remove it.
+
+    ``stable``: the temporary name is the same on every run (``.<name>.inprogress<ext>``)
+    instead of unique, so that a cluster run interrupted while writing it finds its partial
+    file and journal again when the night is restarted (:mod:`skystack.cluster.driver`)."""
     folder = os.path.dirname(os.path.abspath(path))
     suffix = os.path.splitext(path)[1]
-    fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=f".partial{suffix}",
-                               dir=folder)
-    os.close(fd)
-    os.unlink(tmp)  # writers create it themselves; the unique name is what we wanted
+    if stable:
+        tmp = os.path.join(folder, f".{os.path.basename(path)}.inprogress{suffix}")
+    else:
+        fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.",
+                                   suffix=f".partial{suffix}", dir=folder)
+        os.close(fd)
+        os.unlink(tmp)  # writers create it themselves; the unique name is what we wanted
     try:
         yield tmp
         os.chmod(tmp, 0o644)

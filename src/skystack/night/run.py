@@ -435,7 +435,7 @@ class _Night:
                    "flat": mst.FLAT_OPTIONS}[kind]
         header["IMAGETYP"] = (f"MASTER {kind.upper()}", "skystack night master frame")
         header["SKYGROUP"] = (group, "camera / exposure / filter group")
-        with atomic_path(path, overwrite=True) as tmp:
+        with atomic_path(path, overwrite=True, stable=self.cluster is not None) as tmp:
             from ..api import combine_to_file
 
             combine_to_file(frames, tmp, extra_header=header, **options, **self._common())
@@ -523,7 +523,7 @@ class _Night:
         header["SKYGROUP"] = (group, "object / filter group")
         header["GRIDREF"] = (os.path.basename(ref.path or ref.label),
                              "grid: WCS and shape of this light")
-        with atomic_path(path, overwrite=True) as tmp:
+        with atomic_path(path, overwrite=True, stable=self.cluster is not None) as tmp:
             stack_to_file(usable, tmp, grid=grid, extra_header=header, overwrite=True,
                           wcs_list=wcs_list, **self.stack_options, **self._common())
         for rec in used_records:
