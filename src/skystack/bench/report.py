@@ -68,8 +68,9 @@ def render_markdown(report: dict) -> str:
         lines.append(f"- data: {d['n_frames']} input frames of {d['shape'][1]}×{d['shape'][0]} "
                      f"px ({d['first']} …); quality by split halves and leave-one-out "
                      f"({d['outlier_pixels']} outlier pixels found)")
-    lines.append(f"- normalisation: skystack --zero {s['zero']} --scale {s['scale']}; the "
-                 "peers get the frames already normalised the same way (untimed)")
+    lines.append(f"- normalisation: every contestant gets the same frames, normalised "
+                 f"beforehand (untimed) as skystack's --zero {s['zero']} --scale {s['scale']} "
+                 "would")
     lines.append(f"- machine: {m.get('cpu_model')}, {m.get('cpu_count')} CPUs, "
                  f"{m.get('mem_total_gib')} GiB; python {m.get('python')}, numpy "
                  f"{m.get('numpy')}, astropy {m.get('astropy')}, skystack {m.get('skystack')}")

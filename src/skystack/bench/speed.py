@@ -153,7 +153,7 @@ class _Worker:
         if task.engine == "skystack":
             import skystack
 
-            cube = self.cube(task.cube)[:task.n_frames]
+            cube = self.cube(task.cube + "_norm")[:task.n_frames]
             kwargs = dict(task.options, **task.normalise)
             threads = self.spec.get("threads")
 
