@@ -580,12 +580,11 @@ def combine_sorted(block, p0, p1, pairs, scale, zero, weights, weighted, method,
             if vector_finish:
                 _finish_ranges(method, scratch, b, c0, lo_arr, hi_arr, cen, spread, out_img,
                                out_unc, out_cnt)
+                continue  # every lane done
         for q in range(b):
             n = nvalid[q]
             pix = c0 + q
             if fast_median and n == nf:
-                continue
-            if vector_finish:
                 continue
             if n == 0:
                 _store_result(0.0, 0.0, 0, pix, out_img, out_unc, out_cnt)
