@@ -2,18 +2,25 @@
 
 Run on a GPU machine (one process, one run)::
 
-    python benchmarks/bench_gpu.py [--out benchmarks/results] [--e2e-gb 24] [--quick]
+    python benchmarks/bench_gpu.py [--out benchmarks/results] [--e2e-gb 24]
+                                   [--quick | --session | --dry-run] [--stem NAME]
+
+``--session`` sizes everything to fit the lent machine's window (N in {5, 25, 100, 1000}, 4 GB
+streamed; ``benchmarks/gpu/session.sh`` runs it), ``--quick`` checks the script on small sizes,
+``--dry-run`` runs without a GPU: the CPU rows at tiny sizes, every GPU row marked skipped.
 
 Measures, with CUDA events after a warm-up (median of repeats; random data, never zeros; the
 count output is poisoned before each run and checked to be fully written):
 
 * ceilings: device-to-device copy bandwidth (bytes read + written per second) and pinned
-  host-to-device bandwidth;
-* ``mean``, ``median``, ``sigclip_median_mad`` and ``sigclip_mean_std`` (sky + ~2 % outliers)
-  for N in {5, 9, 16, 25, 32, 64, 200, 1000} on a frame-major block resident on the GPU. Bytes
-  moved = 4 N + 12 per pixel (read the stack once, write image, uncertainty, count);
-  ``fraction_of_ceiling`` = achieved / device copy bandwidth. ``cupy_median`` (``cupy.median``
-  along axis 0) and the CPU backend (all cores) on the same data are the baselines;
+  host-to-device and device-to-host bandwidths;
+* every combine kernel (``KERNEL_CASES``: mean, sum, median, two sigma clips, minmax and
+  percentile rejection; sky + ~2 % outliers) for N in {5, 9, 16, 25, 32, 64, 200, 1000} on a
+  frame-major block resident on the GPU. Bytes moved = 4 N + 12 per pixel (read the stack once,
+  write image, uncertainty, count); ``fraction_of_ceiling`` = achieved / device copy bandwidth.
+  The peers on the same resident data: ``cupy_median`` (``cupy.median`` along axis 0),
+  ``torch_median`` and ``torch_quantile_median`` (shared through DLPack), each with its largest
+  difference from skystack's median; and the CPU backend (all cores) on a slice;
 * ``end_to_end``: uint16 FITS files (BZERO = 32768, as cameras write them) streamed from disk
   through ``skystack.combine_to_file(..., backend=<GpuBackend>)`` with sigma clipping, with the
   device budget capped below the stack size so that it streams; compared with the pinned
@@ -25,7 +32,9 @@ count output is poisoned before each run and checked to be fully written):
   about 70 % overlap), staged exactly as the stack loop stages it. Bytes moved = the staged
   input read (the frame's band of pixels, node maps, tables) + the float32 output written; the
   output is poisoned before every run and checked to be fully written, and a band of rows is
-  compared with the CPU backend (``cpu_mismatches``: pixels not bit-identical);
+  compared with the CPU backend (``cpu_mismatches``: pixels not bit-identical); the peer
+  ``dfreproject_bilinear`` (PyTorch, on the GPU) on the same frame and grid, timed from host
+  array to host array against skystack's host staging + kernel;
 * ``stack_end_to_end_gpu`` vs ``stack_end_to_end_cpu``: ``skystack.stack_to_file`` of dithered,
   rotated uint16 frames with WCS (mean + sigma clipping) on each backend; bytes = the input
   files' pixels; the two outputs are compared.
@@ -54,7 +63,11 @@ import numpy as np
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 N_VALUES = [5, 9, 16, 25, 32, 64, 200, 1000]
+SESSION_N_VALUES = [5, 25, 100, 1000]  # --session: the lent machine's 10-minute window
 KERNEL_CASES = {
+    "sum": dict(method="sum"),
+    "minmax_mean": dict(method="mean", reject="minmax", nlow=1, nhigh=1),
+    "percentile_mean": dict(method="mean", reject="percentile", plow=10.0, phigh=10.0),
     "mean": dict(method="mean"),
     "median": dict(method="median"),
     "sigclip_median_mad": dict(method="mean", reject="sigclip", center="median", spread="mad",
@@ -98,6 +111,8 @@ def row(name, n, shape, seconds, nbytes, ceiling=None, **extra):
 
 
 def ceilings(nbytes: int) -> dict:
+    """Device copy bandwidth (bytes read + written per second) and pinned host-to-device and
+    device-to-host bandwidths, GB/s."""
     import cupy as cp
     import cupyx
 
@@ -111,10 +126,23 @@ def ceilings(nbytes: int) -> dict:
     def h2d():
         cp.cuda.runtime.memcpyAsync(b.data.ptr, host.ctypes.data, a.nbytes, 1, stream.ptr)
 
+    def d2h():
+        cp.cuda.runtime.memcpyAsync(host.ctypes.data, b.data.ptr, a.nbytes, 2, stream.ptr)
+
     h2d_s = cuda_seconds(h2d)
-    cp.get_default_memory_pool().free_all_blocks()
+    d2h_s = cuda_seconds(d2h)
     return {"device_copy_gb_per_s": 2 * nbytes / copy_s / 1e9,
-            "pinned_h2d_gb_per_s": nbytes / h2d_s / 1e9}
+            "pinned_h2d_gb_per_s": nbytes / h2d_s / 1e9,
+            "pinned_d2h_gb_per_s": nbytes / d2h_s / 1e9}
+
+
+def skipped(name: str, reason: str, **extra) -> dict:
+    """A row for a measurement that did not run here (``reason`` says why)."""
+    r = {"name": name, "n": None, "shape": None, "seconds": None, "gb_per_s": None,
+         "fraction_of_ceiling": None, "skipped": reason}
+    r.update(extra)
+    print(f"{name:>22} skipped: {reason}", flush=True)
+    return r
 
 
 def make_block(n: int, npix: int, seed: int = 1):
@@ -127,19 +155,19 @@ def make_block(n: int, npix: int, seed: int = 1):
     return block
 
 
-def kernel_benchmarks(ceiling: float, target_bytes: int, quick: bool) -> list[dict]:
+def kernel_benchmarks(ceiling: float, target_bytes: int, n_values) -> list[dict]:
     import cupy as cp
 
     import skystack
-    from skystack.backends.base import FrameParams, TileOutputs
     from skystack.backends.cpu import CpuBackend
     from skystack.backends.gpu.device import CupyDevice
     from skystack.backends.gpu.kernels import choose_combine_kernel
 
+    cp.get_default_memory_pool().free_all_blocks()  # the ceilings' buffers
     dev = CupyDevice()
     cpu = CpuBackend()
     rows = []
-    for n in (N_VALUES[:3] if quick else N_VALUES):
+    for n in n_values:
         npix = max(1 << 16, min(1 << 26, target_bytes // (4 * n)))
         side = int(np.sqrt(npix))
         npix = side * side
@@ -150,38 +178,92 @@ def kernel_benchmarks(ceiling: float, target_bytes: int, quick: bool) -> list[di
         nbytes = (4 * n + 12) * npix
         for name, kw in KERNEL_CASES.items():
             opts = skystack.combine_options(**kw)
-            choice = choose_combine_kernel(n, opts)
-            stream = cp.cuda.get_current_stream()
-            outs[2].fill(-1)
-            secs = cuda_seconds(partial(dev.combine, block, n, npix, choice, opts, params, outs,
-                                        stream))
-            assert int((outs[2] < 0).sum()) == 0, f"{name} n={n}: outputs not fully written"
-            rows.append(row(name, n, (side, side), secs, nbytes, ceiling, kernel=choice.name))
+            try:
+                choice = choose_combine_kernel(n, opts)
+                stream = cp.cuda.get_current_stream()
+                outs[2].fill(-1)
+                secs = cuda_seconds(partial(dev.combine, block, n, npix, choice, opts, params,
+                                            outs, stream))
+            except Exception as exc:  # one failing kernel costs one row, not the run
+                rows.append(skipped(name, f"failed: {type(exc).__name__}: {exc}"[:300], n=n))
+                continue
+            written = int((outs[2] < 0).sum()) == 0
+            rows.append(row(name, n, (side, side), secs, nbytes, ceiling, kernel=choice.name,
+                            outputs_fully_written=written))
+        opts = skystack.combine_options(method="median")
+        dev.combine(block, n, npix, choose_combine_kernel(n, opts), opts, params, outs,
+                    cp.cuda.get_current_stream())
+        ours = outs[0].copy()
         if 4 * n * npix * 3 < cp.cuda.runtime.memGetInfo()[0]:
             med = cp.median(block, axis=0)
             secs = cuda_seconds(partial(cp.median, block, axis=0))
-            rows.append(row("cupy_median", n, (side, side), secs, nbytes, ceiling))
-            opts = skystack.combine_options(method="median")
-            dev.combine(block, n, npix, choose_combine_kernel(n, opts), opts, params, outs,
-                        cp.cuda.get_current_stream())
-            diff = float(cp.nanmax(cp.abs(outs[0] - med)))
-            rows[-1]["max_abs_diff_vs_skystack"] = diff
+            rows.append(row("cupy_median", n, (side, side), secs, nbytes, ceiling,
+                            max_abs_diff_vs_skystack=float(cp.nanmax(cp.abs(ours - med)))))
             del med
+        rows += torch_peers(block, n, side, nbytes, ceiling, ours)
         # CPU backend on a slice of the same data (it is far slower; time scales with pixels).
         cpix = min(npix, max(1 << 14, (1 << 24) // n))
-        host = cp.asnumpy(block[:, :cpix])
-        out = TileOutputs.empty((1, cpix))
-        fp = FrameParams(np.ones(n, np.float32), np.zeros(n, np.float32), np.ones(n))
-        for name in ("median", "sigclip_mean_std"):
-            opts = skystack.combine_options(**KERNEL_CASES[name])
-            cpu.combine_tile(host.reshape(n, 1, cpix), opts, fp, out)
-            t0 = time.perf_counter()
-            cpu.combine_tile(host.reshape(n, 1, cpix), opts, fp, out)
-            secs = time.perf_counter() - t0
-            rows.append(row(f"cpu_backend_{name}", n, (1, cpix), secs, (4 * n + 12) * cpix,
-                            None, threads=cpu.threads))
+        rows += cpu_backend_rows(cp.asnumpy(block[:, :cpix]), cpu)
+        del block, outs, ours
         cp.get_default_memory_pool().free_all_blocks()
     cpu.close()
+    return rows
+
+
+def torch_peers(block, n: int, side: int, nbytes: int, ceiling: float, ours) -> list[dict]:
+    """``torch.median`` (lower median for even N) and ``torch.quantile(q=0.5)`` (the
+    interpolated median, as NumPy's) along the frame axis of the same resident block, shared
+    with CuPy through DLPack; their largest difference from skystack's median kernel."""
+    try:
+        import torch
+    except ImportError as exc:
+        return [skipped("torch_median", f"torch not importable ({exc})", n=n)]
+    import cupy as cp
+
+    t = torch.from_dlpack(block)
+    rows = []
+    for name, fn in (("torch_median", lambda: torch.median(t, dim=0).values),
+                     ("torch_quantile_median", lambda: torch.quantile(t, 0.5, dim=0))):
+        try:
+            fn()
+            torch.cuda.synchronize()
+            times = []
+            for _ in range(5):
+                start = torch.cuda.Event(enable_timing=True)
+                stop = torch.cuda.Event(enable_timing=True)
+                start.record()
+                value = fn()
+                stop.record()
+                stop.synchronize()
+                times.append(start.elapsed_time(stop) / 1e3)
+            diff = float(cp.nanmax(cp.abs(ours - cp.from_dlpack(value))))
+        except Exception as exc:  # e.g. torch.quantile's input size limit
+            rows.append(skipped(name, f"failed: {type(exc).__name__}: {exc}"[:300], n=n))
+            continue
+        rows.append(row(name, n, (side, side), statistics.median(times), nbytes, ceiling,
+                        max_abs_diff_vs_skystack=diff))
+    torch.cuda.empty_cache()
+    return rows
+
+
+def cpu_backend_rows(host: np.ndarray, cpu) -> list[dict]:
+    """The CPU backend (all cores) on ``host`` (n, pixels) float32: median and sigma clipping,
+    second call timed (the first compiles or loads the numba kernels)."""
+    import skystack
+    from skystack.backends.base import FrameParams, TileOutputs
+
+    n, cpix = host.shape
+    out = TileOutputs.empty((1, cpix))
+    fp = FrameParams(np.ones(n, np.float32), np.zeros(n, np.float32), np.ones(n))
+    rows = []
+    for name in ("median", "sigclip_mean_std"):
+        opts = skystack.combine_options(**KERNEL_CASES[name])
+        cpu.combine_tile(host.reshape(n, 1, cpix), opts, fp, out)
+        t0 = time.perf_counter()
+        cpu.combine_tile(host.reshape(n, 1, cpix), opts, fp, out)
+        secs = time.perf_counter() - t0
+        rows.append(row(f"cpu_backend_{name}", n, (1, cpix), secs, (4 * n + 12) * cpix,
+                        None, threads=cpu.threads))
     return rows
 
 
@@ -235,16 +317,17 @@ def reproject_cpu_rows(image, wcs_in, wcs_out, n: int, rows: int, nearest: bool,
     return values
 
 
-def reproject_benchmarks(ceiling: float, quick: bool) -> list[dict]:
+def reproject_benchmarks(ceiling: float, n: int) -> list[dict]:
     import cupy as cp
 
     from skystack.backends.gpu.device import CupyDevice
 
     dev = CupyDevice()
-    n = 1024 if quick else 8192
     rows = []
     for name, (nearest, flux) in REPROJECT_CASES.items():
+        t0 = time.perf_counter()
         layout, host, image, wcs_in, wcs_out = reproject_staging(n, nearest, flux)
+        staging_s = time.perf_counter() - t0
         staged = cp.asarray(host)
         npix = layout.spec.npix
         block = cp.empty(npix, cp.float32)
@@ -264,11 +347,56 @@ def reproject_benchmarks(ceiling: float, quick: bool) -> list[dict]:
         rows.append(row(name, 1, (n, n), secs, nbytes, ceiling, kernel=name,
                         input_band=list(reg.shape), staged_bytes=layout.spec.nbytes,
                         output_bytes=4 * npix, gpix_per_s=npix / secs / 1e9,
+                        host_staging_seconds=staging_s,
                         cpu_mismatches=int((~same).sum()),
                         footprint_fraction=float(cp.isfinite(block).mean())))
+        if name == "reproject_bilinear":
+            rows.append(dfreproject_peer(image, wcs_in, wcs_out, n, want, rows[-1]))
         del staged, block
         cp.get_default_memory_pool().free_all_blocks()
     return rows
+
+
+def dfreproject_peer(image, wcs_in, wcs_out, n: int, want: np.ndarray, ours: dict) -> dict:
+    """``dfreproject.calculate_reprojection(order="bilinear", device="cuda")`` (PyTorch) on the
+    same frame and grid, timed from the host image to the resampled array on the host, against
+    skystack's staging on the host + upload + kernel (``ours``); its values are compared with
+    skystack's CPU backend on the checked band (``want``)."""
+    try:
+        import torch
+        from dfreproject import calculate_reprojection
+    except ImportError as exc:
+        return skipped("dfreproject_bilinear", f"not importable ({exc})")
+
+    def run():
+        out = calculate_reprojection((image, wcs_in), wcs_out, shape_out=(n, n),
+                                     order="bilinear", device="cuda", conserve_flux=False,
+                                     compute_jacobian=False, show_chunk_progress=False)
+        torch.cuda.synchronize()
+        return out
+
+    try:
+        run()
+        times = []
+        for _ in range(3):
+            t0 = time.perf_counter()
+            out = run()
+            times.append(time.perf_counter() - t0)
+        out = out.detach().cpu().numpy() if hasattr(out, "detach") else np.asarray(out)
+    except Exception as exc:
+        return skipped("dfreproject_bilinear", f"failed: {type(exc).__name__}: {exc}"[:300])
+    secs = statistics.median(times)
+    band = want.shape[0]
+    both = np.isfinite(want) & np.isfinite(out[:band])
+    scale = float(np.nanmedian(np.abs(want))) or 1.0
+    ours_total = ours["host_staging_seconds"] + ours["seconds"]
+    r = row("dfreproject_bilinear", 1, (n, n), secs, image.nbytes + 4 * n * n,
+            footprint_fraction=float(np.isfinite(out).mean() if out.size else 0.0),
+            max_rel_diff_vs_skystack_cpu=float(
+                np.max(np.abs(out[:band][both] - want[both]), initial=0.0) / scale),
+            skystack_host_staging_plus_kernel_seconds=ours_total,
+            skystack_speedup=secs / ours_total)
+    return r
 
 
 def write_wcs_stack(folder: Path, n: int, shape: tuple[int, int]) -> list[str]:
@@ -296,36 +424,39 @@ def write_wcs_stack(folder: Path, n: int, shape: tuple[int, int]) -> list[str]:
     return paths
 
 
-def stack_end_to_end(folder: Path, quick: bool) -> tuple[list, list]:
+def stack_end_to_end(folder: Path, shape: tuple[int, int], n: int,
+                     backends=None) -> tuple[list, list]:
     from astropy.io import fits
 
-    import skystack
-    from skystack.backends.gpu.backend import GpuBackend
+    from skystack.api_reproject import stack_to_file
 
-    shape = (1024, 1024) if quick else (4096, 6144)
-    n = 6 if quick else 16
+    if backends is None:
+        from skystack.backends.gpu.backend import GpuBackend
+
+        backends = (("stack_end_to_end_gpu", GpuBackend()), ("stack_end_to_end_cpu", "cpu"))
     paths = write_wcs_stack(folder, n, shape)
     in_bytes = n * shape[0] * shape[1] * 2
     sig = KERNEL_CASES["sigclip_mean_std"]
     rows, outs = [], {}
-    for label, backend in (("stack_end_to_end_gpu", GpuBackend()),
-                           ("stack_end_to_end_cpu", "cpu")):
+    for label, backend in backends:
         out = folder / f"{label}.fits"
         t0 = time.perf_counter()
-        skystack.stack_to_file(paths, out, backend=backend, overwrite=True, mem_limit="8G",
+        stack_to_file(paths, out, backend=backend, overwrite=True, mem_limit="8G",
                                **sig)
         rows.append(row(label, n, shape, time.perf_counter() - t0, in_bytes))
         with fits.open(out) as hl:
             outs[label] = (hl[0].data.copy(), hl["COUNT"].data.copy())
+    notes = [f"stack_end_to_end: {n} uint16 frames of {shape} with WCS (dithered, rotated), "
+             "union grid, mean + sigma clipping; files just written (page cache); includes the "
+             "node maps (astropy) and tile planning on the host."]
+    if len(outs) < 2:
+        return rows, notes
     (g_img, g_cnt), (c_img, c_cnt) = outs["stack_end_to_end_gpu"], outs["stack_end_to_end_cpu"]
     both = np.isfinite(g_img) & np.isfinite(c_img)
     rows[0]["speedup_vs_cpu_backend"] = rows[1]["seconds"] / rows[0]["seconds"]
     rows[0]["max_rel_diff_vs_cpu"] = float(
         np.max(np.abs(g_img[both] - c_img[both]) / np.abs(c_img[both]), initial=0.0))
     rows[0]["coverage_mismatches_vs_cpu"] = int((g_cnt != c_cnt).sum())
-    notes = [f"stack_end_to_end: {n} uint16 frames of {shape} with WCS (dithered, rotated), "
-             "union grid, mean + sigma clipping; files just written (page cache); includes the "
-             "node maps (astropy) and tile planning on the host."]
     return rows, notes
 
 
@@ -344,12 +475,12 @@ def write_stack(folder: Path, n: int, shape: tuple[int, int]) -> list[str]:
     return paths
 
 
-def read_only_seconds(paths: list[str], rows_per_tile: int, workers: int) -> float:
+def read_only_seconds(paths: list[str], rows_per_tile: int, workers: int,
+                      pinned: bool = True) -> float:
     """Time to read every file's pixels once, tile by tile, into one pinned buffer per frame
-    slot, with the loop's reader threads: the file read speed the pipeline can hope for."""
+    slot (plain memory when ``pinned`` is false: the dry run), with the loop's reader threads:
+    the file read speed the pipeline can hope for."""
     from concurrent.futures import ThreadPoolExecutor
-
-    import cupyx
 
     from skystack.io.inputs import load_frames
     from skystack.io.reader import Tile
@@ -358,7 +489,12 @@ def read_only_seconds(paths: list[str], rows_per_tile: int, workers: int) -> flo
     rows, cols = frames[0].shape
     item = frames[0].source.stage_spec().itemsize
     slot = rows_per_tile * cols * item
-    buf = cupyx.empty_pinned((slot * len(frames),), np.uint8)
+    if pinned:
+        import cupyx
+
+        buf = cupyx.empty_pinned((slot * len(frames),), np.uint8)
+    else:
+        buf = np.empty((slot * len(frames),), np.uint8)
     t0 = time.perf_counter()
     with ThreadPoolExecutor(workers) as pool:
         for r0 in range(0, rows, rows_per_tile):
@@ -370,13 +506,14 @@ def read_only_seconds(paths: list[str], rows_per_tile: int, workers: int) -> flo
     return time.perf_counter() - t0
 
 
-def end_to_end(folder: Path, total_gb: float, h2d: float, quick: bool) -> tuple[list, list]:
+def end_to_end(folder: Path, shape: tuple[int, int], total_gb: float, h2d: float | None,
+               subset: int) -> tuple[list, list]:
+    """Streamed combine from uint16 files with the device budget capped at an eighth of the
+    stack, against pinned H2D and read-only time; then the GPU and CPU backends on ``subset``
+    frames. ``h2d`` None: no GPU (dry run), only the CPU rows run."""
     import skystack
-    from skystack.backends.gpu.backend import GpuBackend
-    from skystack.backends.gpu.device import CupyDevice
-    from skystack.backends.gpu.kernels import choose_combine_kernel  # noqa: F401
 
-    shape = (1024, 1024) if quick else (6388, 9576)  # a 61-Mpix sensor, uint16
+    gpu = h2d is not None
     frame_bytes = shape[0] * shape[1] * 2
     n = max(8, int(total_gb * 1e9 // frame_bytes))
     t0 = time.perf_counter()
@@ -387,34 +524,40 @@ def end_to_end(folder: Path, total_gb: float, h2d: float, quick: bool) -> tuple[
     budget = max(256 << 20, stack_bytes // 8)  # device budget: an eighth of the stack
     sig = KERNEL_CASES["sigclip_mean_std"]
     rows, notes = [], []
-    probe = CupyDevice(memory_limit=budget)
     per_pix = 2 * 2 * n + 4 * n + 24
     tile_rows = max(1, int(budget * 0.6 // per_pix // shape[1]))
-    del probe
-    read_s = read_only_seconds(paths, tile_rows, 8)
+    read_s = read_only_seconds(paths, tile_rows, 8, pinned=gpu)
     rows.append(row("read_only", n, shape, read_s, stack_bytes))
-    for label, mem in (("end_to_end", "8G"),):
+    sub = paths[: min(n, subset)]
+    sub_bytes = len(sub) * frame_bytes
+    if gpu:
+        from skystack.backends.gpu.backend import GpuBackend
+
         out = folder / "out.fits"
-        gpu = GpuBackend(memory_limit=budget)
         t0 = time.perf_counter()
-        skystack.combine_to_file(paths, out, backend=gpu, overwrite=True, mem_limit=mem, **sig)
+        skystack.combine_to_file(paths, out, backend=GpuBackend(memory_limit=budget),
+                                 overwrite=True, mem_limit="8G", **sig)
         secs = time.perf_counter() - t0
-        r = row(label, n, shape, secs, stack_bytes)
+        r = row("end_to_end", n, shape, secs, stack_bytes)
         r["ratio_to_pinned_h2d"] = r["gb_per_s"] / h2d
         r["ratio_to_read_only"] = read_s / secs
         r["device_budget_bytes"] = budget
         rows.append(r)
-    # Same stack subset on the CPU backend and the GPU backend, end to end from the files.
-    sub = paths[: min(n, 24)]
-    sub_bytes = len(sub) * frame_bytes
-    for label, backend in (("end_to_end_gpu_subset", GpuBackend(memory_limit=budget)),
-                           ("end_to_end_cpu_subset", "cpu")):
         t0 = time.perf_counter()
-        skystack.combine_to_file(sub, folder / "sub.fits", backend=backend, overwrite=True,
-                                 mem_limit="8G", **sig)
-        rows.append(row(label, len(sub), shape, time.perf_counter() - t0, sub_bytes))
-    g, c = rows[-2]["seconds"], rows[-1]["seconds"]
-    rows[-2]["speedup_vs_cpu_backend"] = c / g
+        skystack.combine_to_file(sub, folder / "sub.fits", backend=GpuBackend(memory_limit=budget),
+                                 overwrite=True, mem_limit="8G", **sig)
+        rows.append(row("end_to_end_gpu_subset", len(sub), shape, time.perf_counter() - t0,
+                        sub_bytes))
+    else:
+        rows.append(skipped("end_to_end", "no GPU"))
+        rows.append(skipped("end_to_end_gpu_subset", "no GPU"))
+    t0 = time.perf_counter()
+    skystack.combine_to_file(sub, folder / "sub_cpu.fits", backend="cpu", overwrite=True,
+                             mem_limit="8G", **sig)
+    rows.append(row("end_to_end_cpu_subset", len(sub), shape, time.perf_counter() - t0,
+                    sub_bytes, threads=os.cpu_count()))
+    if gpu:
+        rows[-2]["speedup_vs_cpu_backend"] = rows[-1]["seconds"] / rows[-2]["seconds"]
     notes.append(f"end_to_end streams {n} frames ({stack_bytes / 1e9:.1f} GB) with the device "
                  f"budget capped at {budget / 1e9:.2f} GB (the disk, 64 GiB, is smaller than the "
                  "GPU's memory, so the stack cannot exceed the GPU itself); files were just "
@@ -422,58 +565,167 @@ def end_to_end(folder: Path, total_gb: float, h2d: float, quick: bool) -> tuple[
     return rows, notes
 
 
+def dry_run_rows(folder: Path, profile: dict) -> tuple[list, list]:
+    """Everything that runs without a GPU, at the profile's (tiny) sizes: the CPU backend rows,
+    the host side of the reprojection staging, the end-to-end CPU runs; every GPU measurement
+    is a row saying it was skipped. Proves the script, its imports and its outputs."""
+    from skystack.backends.cpu import CpuBackend
+
+    rows = [skipped("ceilings", "no GPU")]
+    cpu = CpuBackend()
+    rng = np.random.default_rng(1)
+    for n in profile["n_values"]:
+        rows += [skipped(name, "no GPU", n=n) for name in KERNEL_CASES]
+        rows += [skipped(name, "no GPU", n=n)
+                 for name in ("cupy_median", "torch_median", "torch_quantile_median")]
+        host = (rng.standard_normal((n, 4096)) * 10 + 1000).astype(np.float32)
+        rows += cpu_backend_rows(host, cpu)
+    cpu.close()
+    n = profile["reproject_n"]
+    for name, (nearest, flux) in REPROJECT_CASES.items():
+        t0 = time.perf_counter()
+        layout, _, image, wcs_in, wcs_out = reproject_staging(n, nearest, flux)
+        staging_s = time.perf_counter() - t0
+        reproject_cpu_rows(image, wcs_in, wcs_out, n, min(n, 64), nearest, flux)
+        rows.append(skipped(name, "no GPU", host_staging_seconds=staging_s,
+                            staged_bytes=layout.spec.nbytes))
+    rows.append(skipped("dfreproject_bilinear", "no GPU"))
+    e2e, notes = end_to_end(folder, profile["e2e_shape"], profile["e2e_gb"], None,
+                            profile["subset"])
+    rows += e2e
+    rows.append(skipped("stack_end_to_end_gpu", "no GPU"))
+    stack_rows, stack_notes = stack_end_to_end(
+        folder, profile["stack_shape"], profile["stack_n"],
+        backends=(("stack_end_to_end_cpu", "cpu"),))
+    return rows + stack_rows, notes + stack_notes
+
+
 def device_slug(name: str) -> str:
     return re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")
+
+
+# Sizes per run kind: "session" fits the lent machine's 10-minute command (benchmarks/gpu/
+# session.sh gives this script about 4 minutes of it); "dry-run" proves the script on a CPU.
+PROFILES = {
+    "full": dict(ceiling_bytes=4 << 30, kernel_bytes=2 << 30, n_values=N_VALUES,
+                 reproject_n=8192, e2e_shape=(6388, 9576), e2e_gb=24.0, subset=24,
+                 stack_shape=(4096, 6144), stack_n=16),
+    "session": dict(ceiling_bytes=2 << 30, kernel_bytes=1 << 30, n_values=SESSION_N_VALUES,
+                    reproject_n=4096, e2e_shape=(6388, 9576), e2e_gb=4.0, subset=12,
+                    stack_shape=(4096, 4096), stack_n=12),
+    "quick": dict(ceiling_bytes=256 << 20, kernel_bytes=256 << 20, n_values=N_VALUES[:3],
+                  reproject_n=1024, e2e_shape=(1024, 1024), e2e_gb=0.5, subset=8,
+                  stack_shape=(1024, 1024), stack_n=6),
+    "dry-run": dict(n_values=SESSION_N_VALUES, reproject_n=256, e2e_shape=(256, 256),
+                    e2e_gb=0.001, subset=8, stack_shape=(256, 256), stack_n=4),
+}
+
+
+def device_name() -> str | None:
+    """The first CUDA device's name, or None where CuPy or a GPU is missing."""
+    try:
+        import cupy as cp
+
+        props = cp.cuda.runtime.getDeviceProperties(0)
+    except Exception:
+        return None
+    name = props["name"]
+    return name.decode() if isinstance(name, bytes) else str(name)
+
+
+def measure(profile: dict, workdir: str | None) -> tuple[dict, list, list]:
+    """(ceilings, rows, notes) of every GPU measurement at the profile's sizes."""
+    ceil = ceilings(profile["ceiling_bytes"])
+    print(json.dumps(ceil), flush=True)
+    rows = kernel_benchmarks(ceil["device_copy_gb_per_s"], profile["kernel_bytes"],
+                             profile["n_values"])
+    rows += reproject_benchmarks(ceil["device_copy_gb_per_s"], profile["reproject_n"])
+    with tempfile.TemporaryDirectory(dir=workdir) as tmp:
+        e2e_rows, notes = end_to_end(Path(tmp), profile["e2e_shape"], profile["e2e_gb"],
+                                     ceil["pinned_h2d_gb_per_s"], profile["subset"])
+    rows += e2e_rows
+    with tempfile.TemporaryDirectory(dir=workdir) as tmp:
+        stack_rows, stack_notes = stack_end_to_end(Path(tmp), profile["stack_shape"],
+                                                   profile["stack_n"])
+    return ceil, rows + stack_rows, notes + stack_notes
+
+
+def render_markdown(result: dict) -> str:
+    """The result as a Markdown table (skipped rows say why)."""
+    ceil = result["ceilings"]
+    lines = [f"# GPU benchmark on {result['device']}, {result['date']} "
+             f"(commit {result['commit'][:10]}, profile {result['profile']})", ""]
+    if ceil:
+        lines += [f"Ceilings: device copy {ceil['device_copy_gb_per_s']:.0f} GB/s, pinned H2D "
+                  f"{ceil['pinned_h2d_gb_per_s']:.1f} GB/s, pinned D2H "
+                  f"{ceil['pinned_d2h_gb_per_s']:.1f} GB/s.", ""]
+    lines += ["| name | n | shape | ms | GB/s | of copy ceiling | notes |",
+              "|---|---|---|---|---|---|---|"]
+    for r in result["benchmarks"]:
+        if r.get("skipped"):
+            n = "" if r["n"] is None else r["n"]
+            lines.append(f"| {r['name']} | {n} | | | | | skipped: {r['skipped']} |")
+            continue
+        frac = "" if r["fraction_of_ceiling"] is None else f"{r['fraction_of_ceiling']:.1%}"
+        extra = ", ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}"
+                          for k, v in r.items() if k.startswith(("max_", "speedup", "skystack_",
+                                                                 "ratio_", "cpu_mis")))
+        lines.append(f"| {r['name']} | {r['n']} | {r['shape'][0]}×{r['shape'][1]} | "
+                     f"{r['seconds'] * 1e3:.2f} | {r['gb_per_s']:.1f} | {frac} | {extra} |")
+    lines += [""] + [f"- {n}" for n in result["notes"]]
+    return "\n".join(lines) + "\n"
 
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--out", default=str(HERE / "results"))
-    ap.add_argument("--e2e-gb", type=float, default=24.0)
-    ap.add_argument("--quick", action="store_true")
+    kind = ap.add_mutually_exclusive_group()
+    kind.add_argument("--quick", action="store_true", help="small sizes: checks the script")
+    kind.add_argument("--session", action="store_true",
+                      help="sizes that fit the lent GPU machine's window (benchmarks/gpu/)")
+    kind.add_argument("--dry-run", action="store_true",
+                      help="no GPU: the CPU rows at tiny sizes, GPU rows marked skipped")
+    ap.add_argument("--e2e-gb", type=float, help="GB streamed end to end (profile's default)")
     ap.add_argument("--workdir", default=None)
+    ap.add_argument("--stem", help="output file stem (default gpu-<device>-<date>[-profile])")
     args = ap.parse_args(argv)
-    import cupy as cp
+    profile_name = ("quick" if args.quick else "session" if args.session
+                    else "dry-run" if args.dry_run else "full")
+    profile = dict(PROFILES[profile_name])
+    if args.e2e_gb is not None:
+        profile["e2e_gb"] = args.e2e_gb
+    name = None if args.dry_run else device_name()
+    if name is None and not args.dry_run:
+        print("no usable CUDA device (CuPy missing or no GPU): use --dry-run", file=sys.stderr)
+        return 2
+    print(f"device: {name or 'none (dry run)'}", flush=True)
+    if args.dry_run:
+        ceil = {}
+        with tempfile.TemporaryDirectory(dir=args.workdir) as tmp:
+            rows, notes = dry_run_rows(Path(tmp), profile)
+        cupy_version = None
+    else:
+        import cupy as cp
 
-    props = cp.cuda.runtime.getDeviceProperties(0)
-    name = props["name"].decode() if isinstance(props["name"], bytes) else str(props["name"])
-    print(f"device: {name}", flush=True)
-    ceil = ceilings(256 << 20 if args.quick else 4 << 30)
-    print(json.dumps(ceil), flush=True)
-    rows = kernel_benchmarks(ceil["device_copy_gb_per_s"], 256 << 20 if args.quick else 2 << 30,
-                             args.quick)
-    rows += reproject_benchmarks(ceil["device_copy_gb_per_s"], args.quick)
-    with tempfile.TemporaryDirectory(dir=args.workdir) as tmp:
-        e2e_rows, notes = end_to_end(Path(tmp), 0.5 if args.quick else args.e2e_gb,
-                                     ceil["pinned_h2d_gb_per_s"], args.quick)
-    rows += e2e_rows
-    with tempfile.TemporaryDirectory(dir=args.workdir) as tmp:
-        stack_rows, stack_notes = stack_end_to_end(Path(tmp), args.quick)
-    rows += stack_rows
-    notes += stack_notes
+        ceil, rows, notes = measure(profile, args.workdir)
+        cupy_version = cp.__version__
     try:
         commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True,
                                 cwd=REPO).stdout.strip() or "unknown"
     except OSError:
         commit = "unknown"
     date = dt.date.today().isoformat()
-    result = {"device": name, "date": date, "commit": commit, "ceilings": ceil,
-              "benchmarks": rows, "notes": notes, "cpu_count": os.cpu_count(),
-              "python": sys.version.split()[0], "cupy": cp.__version__}
+    device = name or "no-gpu"
+    result = {"device": device, "date": date, "commit": commit, "profile": profile_name,
+              "ceilings": ceil, "benchmarks": rows, "notes": notes,
+              "cpu_count": os.cpu_count(), "python": sys.version.split()[0],
+              "cupy": cupy_version}
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    stem = out / f"gpu-{device_slug(name)}-{date}{'-quick' if args.quick else ''}"
-    stem.with_suffix(".json").write_text(json.dumps(result, indent=1))
-    lines = [f"# GPU benchmark on {name}, {date} (commit {commit[:10]})", "",
-             f"Ceilings: device copy {ceil['device_copy_gb_per_s']:.0f} GB/s, pinned H2D "
-             f"{ceil['pinned_h2d_gb_per_s']:.1f} GB/s.", "",
-             "| name | n | shape | ms | GB/s | of copy ceiling |", "|---|---|---|---|---|---|"]
-    for r in rows:
-        frac = "" if r["fraction_of_ceiling"] is None else f"{r['fraction_of_ceiling']:.1%}"
-        lines.append(f"| {r['name']} | {r['n']} | {r['shape'][0]}×{r['shape'][1]} | "
-                     f"{r['seconds'] * 1e3:.2f} | {r['gb_per_s']:.1f} | {frac} |")
-    lines += [""] + [f"- {n}" for n in notes]
-    stem.with_suffix(".md").write_text("\n".join(lines) + "\n")
+    suffix = "" if profile_name == "full" else f"-{profile_name}"
+    stem = out / (args.stem or f"gpu-{device_slug(device)}-{date}{suffix}")
+    Path(f"{stem}.json").write_text(json.dumps(result, indent=1))
+    Path(f"{stem}.md").write_text(render_markdown(result))
     print(f"wrote {stem}.json and .md")
     return 0
 
