@@ -47,6 +47,7 @@ from ..io.inputs import Frame, load_frames
 from ..io.reader import Tile
 from . import masters as mst
 from .calibrate import Calibration, calibrated_frame, parse_section
+from .names import ProductNames, describe
 from .products import FINGERPRINT_KEY, atomic_path, fingerprint, product_state
 
 __all__ = ["run_night", "NightResult", "STACK_OPTIONS"]
@@ -82,6 +83,7 @@ class Product:
     status: str = "planned"  # built | reused | failed
     seconds: float = 0.0
     notes: list[str] = field(default_factory=list)
+    key: dict = field(default_factory=dict)  # raw header values it is made for (FILTER...)
 
 
 @dataclass
@@ -157,6 +159,10 @@ class _Night:
         self.held_bytes = 0
         self.lights: dict[str, Frame] = {}
         self.wcs_cache: dict[str, object] = {}
+        self.names = ProductNames()
+        self.preview_paths: dict[str, str] = {}  # stack path -> its PNG
+        self.rgb_paths: dict[tuple, str] = {}  # (object, camera) -> RGB composite PNG
+        self.renamed: dict[str, str] = {}  # product path -> why it has a hash suffix
 
     # -- helpers ---------------------------------------------------------------------------
 
@@ -255,7 +261,7 @@ class _Night:
             group_name = f"{cam.binning[0]}x{cam.binning[1]} {cam.shape[0]}x{cam.shape[1]}"
             biases = mine.get("bias", [])
             if biases:
-                path = os.path.join(self.out, "masters", f"bias{sfx}.fits")
+                path = self._claim("masters", f"bias{sfx}", ("bias", cam_key))
                 cm["bias"] = path
                 jobs.append(("bias", path, biases, group_name))
             darks_by_t: dict[float, list] = defaultdict(list)
@@ -266,18 +272,19 @@ class _Night:
                     continue
                 darks_by_t[round(t, 6)].append(it)
             for t in sorted(darks_by_t):
-                path = os.path.join(self.out, "masters", f"dark_{_tag(t)}s{sfx}.fits")
+                path = self._claim("masters", f"dark_{_tag(t)}s{sfx}", ("dark", t, cam_key))
                 cm["darks"][t] = path
                 jobs.append(("dark", path, darks_by_t[t], f"{group_name} {_tag(t)}s"))
             flats_by_f: dict[str, list] = defaultdict(list)
             for it in mine.get("flat", []):
                 flats_by_f[it[0].filter or "none"].append(it)
             for filt in sorted(flats_by_f):
-                path = os.path.join(self.out, "masters", f"flat_{_safe(filt)}{sfx}.fits")
+                path = self._claim("masters", f"flat_{_safe(filt)}{sfx}",
+                                   ("flat", filt, cam_key))
                 cm["flats"][filt] = path
                 jobs.append(("flat", path, flats_by_f[filt], f"{group_name} {filt}"))
             if cm["darks"] or cm["flats"]:
-                path = os.path.join(self.out, "masters", f"badpix{sfx}.fits")
+                path = self._claim("masters", f"badpix{sfx}", ("badpix", cam_key))
                 cm["badpix"] = path
                 jobs.append(("badpix", path, [], group_name))
             lights: dict[tuple, list] = defaultdict(list)
@@ -290,10 +297,38 @@ class _Night:
                 self.object_lights[(it[0].object or "unknown", cam_key)].append(it)
             for (obj, filt) in sorted(lights):
                 items = sorted(lights[(obj, filt)], key=lambda it: (it[0].date_obs, it[0].path))
-                path = os.path.join(self.out, "stacks", f"{_safe(obj)}_{_safe(filt)}{sfx}.fits")
+                stem = f"{_safe(obj)}_{_safe(filt)}{sfx}"
+                path = self._claim("stacks", stem, ("stack", obj, filt, cam_key))
+                self.preview_paths[path] = self._claim("previews", stem,
+                                                       ("stack", obj, filt, cam_key), ".png")
+                self.rgb_paths.setdefault((obj, cam_key), self._claim(
+                    "previews", f"{_safe(obj)}_rgb{sfx}", ("rgb", obj, cam_key), ".png"))
                 label = f"{obj} {filt}" + (f" {group_name}" if many else "")
                 jobs.append(("stack", path, items, label, cam_key, obj, filt))
-        return jobs
+        return self._final_names(jobs)
+
+    def _claim(self, folder: str, stem: str, identity: tuple, ext: str = ".fits") -> str:
+        return self.names.claim(os.path.join(self.out, folder), stem, ext, identity)
+
+    def _final_names(self, jobs: list[tuple]) -> list[tuple]:
+        """Replace the provisional paths of :meth:`_claim` by the final, unique ones (see
+        :mod:`skystack.night.names`), and say which names had to be disambiguated."""
+        final, renamed = self.names.resolve()
+        for cm in self.camera_masters.values():
+            for key in ("bias", "badpix"):
+                if key in cm:
+                    cm[key] = final[cm[key]]
+            for key in ("darks", "flats"):
+                cm[key] = {k: final[p] for k, p in cm[key].items()}
+        self.preview_paths = {final[k]: final[p] for k, p in self.preview_paths.items()}
+        self.rgb_paths = {k: final[p] for k, p in self.rgb_paths.items()}
+        for r in renamed:
+            why = (f"named {os.path.basename(r.path)}: {os.path.basename(r.plain)} would be the "
+                   f"same name for {describe(r.identity)} and "
+                   + ", ".join(describe(o) for o in r.others))
+            self.renamed[r.path] = why
+            self.log(f"names   {why}")
+        return [(job[0], final[job[1]], *job[2:]) for job in jobs]
 
     # -- calibration choices -------------------------------------------------------------------
 
@@ -380,7 +415,9 @@ class _Night:
         os.makedirs(os.path.join(self.out, "stacks"), exist_ok=True)
         for job, fp, state in planned:
             kind, path, items = job[0], job[1], job[2]
-            product = Product(kind, path, [it[0].path for it in items])
+            product = Product(kind, path, [it[0].path for it in items], key=_product_key(job))
+            if path in self.renamed:
+                product.notes.append(self.renamed[path])
             self.products.append(product)
             t0 = time.perf_counter()
             header = fits.Header()
@@ -640,24 +677,23 @@ class _Night:
 
         folder = os.path.join(self.out, "previews")
         os.makedirs(folder, exist_ok=True)
-        by_object: dict[str, dict[str, str]] = defaultdict(dict)
+        # By the raw OBJECT and FILTER the stack was planned for (and its camera): never by a
+        # file name, which may be shared by other header values.
+        by_object: dict[tuple, dict[str, str]] = defaultdict(dict)
         for p in self.products:
             if p.kind != "stack" or p.status not in ("built", "reused"):
                 continue
-            stem = os.path.splitext(os.path.basename(p.path))[0]
             image = fits.getdata(p.path)
-            write_preview(image, os.path.join(folder, f"{stem}.png"))
-            obj = fits.getval(p.path, "OBJECT", default=None)
-            filt = fits.getval(p.path, "FILTER", default=None)
-            if obj is not None and filt is not None:
-                by_object[str(obj)][str(filt)] = p.path
-        for obj, paths in by_object.items():
+            write_preview(image, self.preview_paths[p.path])
+            cam = tuple(tuple(c) for c in p.key["camera"])
+            by_object[(p.key["object"], cam)][p.key["filter"]] = p.path
+        for (obj, cam), paths in by_object.items():
             order = filter_order_for_rgb(list(paths))
             if order is None:
                 continue
             try:
                 channels = [fits.getdata(paths[f]) for f in order]
-                write_rgb(*channels, os.path.join(folder, f"{_safe(obj)}_rgb.png"))
+                write_rgb(*channels, self.rgb_paths[(obj, cam)])
             except SkystackError as exc:
                 self.log(f"no RGB composite for {obj}: {exc}")
 
@@ -672,6 +708,7 @@ class _Night:
             "backend": self.backend, "seconds": round(seconds, 3),
             "stack_options": self.stack_options,
             "products": [{"kind": p.kind, "path": os.path.relpath(p.path, self.out),
+                          "key": p.key, "inputs": p.inputs,
                           "status": p.status, "frames": len(p.inputs),
                           "seconds": round(p.seconds, 3), "notes": p.notes}
                          for p in self.products],
@@ -692,6 +729,19 @@ class _Night:
             with open(tmp, "w") as fh:
                 json.dump(doc, fh, indent=1)
         return result
+
+
+def _product_key(job: tuple) -> dict:
+    """The raw header values a planned product is made for (summary's ``key``)."""
+    kind, items = job[0], job[2]
+    if kind == "stack":
+        return {"object": job[5], "filter": job[6], "camera": [list(c) for c in job[4]]}
+    key: dict = {}
+    if kind == "flat":
+        key["filter"] = items[0][0].filter or "none"
+    elif kind == "dark":
+        key["exptime"] = round(items[0][0].exptime, 6)
+    return key
 
 
 def _finite(value: float, digits: int) -> float | None:
