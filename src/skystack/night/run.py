@@ -44,11 +44,18 @@ from astropy.io import fits
 from .._version import __version__
 from ..errors import SkystackError
 from ..io.inputs import Frame, load_frames
+from ..io.lock import output_lock
 from ..io.reader import Tile
 from . import masters as mst
 from .calibrate import Calibration, calibrated_frame, parse_section
 from .names import ProductNames, describe
-from .products import FINGERPRINT_KEY, atomic_path, fingerprint, product_state
+from .products import (
+    FINGERPRINT_KEY,
+    atomic_path,
+    fingerprint,
+    product_state,
+    remove_night_leftovers,
+)
 
 __all__ = ["run_night", "NightResult", "STACK_OPTIONS"]
 
@@ -870,14 +877,21 @@ def run_night(raw_dir, out_dir: str | os.PathLike, *, backend: str = "auto",
                      best_fraction=best_fraction)
     select_frames([], **selection)  # validates the thresholds
     os.makedirs(out, exist_ok=True)
-    night = _Night(raw_dir, out, backend=backend, overwrite=overwrite,
-                   stack_options=stack_options, overscan=overscan, trim=trim,
-                   save_calibrated=save_calibrated, previews=previews, threads=threads,
-                   mem_limit=mem_limit, log=log or (lambda s: None), align=align,
-                   align_model=align_model, selection=selection)
+    with output_lock(out):  # one night at a time in OUT_DIR
+        return _run_locked(raw_dir, out, t0, cluster, dict(
+            backend=backend, overwrite=overwrite, stack_options=stack_options,
+            overscan=overscan, trim=trim, save_calibrated=save_calibrated, previews=previews,
+            threads=threads, mem_limit=mem_limit, log=log or (lambda s: None), align=align,
+            align_model=align_model, selection=selection))
+
+
+def _run_locked(raw_dir, out: str, t0: float, cluster, options: dict) -> NightResult:
+    """The night, holding OUT_DIR's lock: plan, remove what a killed run left, build."""
+    night = _Night(raw_dir, out, **options)
     jobs = night.plan()
     if not jobs:
         raise SkystackError(f"{raw_dir}: no usable bias, dark, flat or light frames found")
+    remove_night_leftovers(out, [job[1] for job in jobs] if cluster is not None else ())
     planned = night.fingerprints(jobs)
     if cluster is None:
         night.execute(planned)
@@ -889,3 +903,4 @@ def run_night(raw_dir, out_dir: str | os.PathLike, *, backend: str = "auto",
             night.execute(planned)
     night.write_previews()
     return night.summary(time.perf_counter() - t0)
+
