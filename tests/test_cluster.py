@@ -351,3 +351,30 @@ def test_in_process_run_removes_an_interrupted_cluster_runs_partial(client, fram
     skystack.combine_to_file(frames, out, backend="cpu", max_tile_rows=ROWS, **COMBINE)
     assert sorted(os.listdir(tmp_path)) == ["r.fits"]
     assert np.array_equal(fits.getdata(reference["sigclip"]), fits.getdata(out), equal_nan=True)
+
+
+def test_restart_after_an_input_changed_in_place_starts_afresh(client, frames, tmp_path,
+                                                               caplog):
+    """An input rewritten between the interruption and the restart, its size and modification
+    time set back: the journaled tiles are of the old pixels, so none is reused."""
+    import shutil
+
+    copies = []
+    for p in frames:
+        copies.append(str(tmp_path / os.path.basename(p)))
+        shutil.copy2(p, copies[-1])
+    out = tmp_path / "c.fits"
+    with pytest.raises(Stop):
+        skystack.combine_to_file(copies, out, backend="cpu", max_tile_rows=ROWS,
+                                 cluster=client, progress=_stop_after(5), method="median")
+    st = os.stat(copies[3])
+    with fits.open(copies[3], mode="update") as hdul:
+        hdul[0].data[:, :] = hdul[0].data + 3000
+    os.utime(copies[3], ns=(st.st_atime_ns, st.st_mtime_ns))
+    assert os.path.getsize(copies[3]) == st.st_size
+    with caplog.at_level(logging.INFO, logger="skystack"):
+        skystack.combine_to_file(copies, out, backend="cpu", max_tile_rows=ROWS,
+                                 cluster=client, method="median")
+    assert "starting afresh" in caplog.text and "0 already written" in caplog.text
+    data = np.stack([fits.getdata(p).astype(np.float64) for p in copies])
+    np.testing.assert_allclose(fits.getdata(out), np.median(data, axis=0), rtol=1e-6)

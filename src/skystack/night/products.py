@@ -1,12 +1,15 @@
 """Products of a night: atomic writes, fingerprints, and reuse on a re-run.
 
 Every product (master, stack) carries ``SKYFPRNT``, a fingerprint of what it was made from: the
-input files (absolute path, size, modification time), the options, and the fingerprints of the
-masters used. A re-run into the same directory
+input files (absolute path, size, modification time and a hash of sampled bytes, see
+:mod:`skystack.io.identity`), the options, and the fingerprints of the masters used; and
+``SKYFP001``... one record per input (a hash of its path, a hash of its identity), so that a
+product made from an input that has since changed names that input. A re-run into the same
+directory
 
 * reuses a product whose fingerprint matches (nothing is read or written);
 * refuses, before any work, a product that exists with another fingerprint (or none) unless
-  ``overwrite`` is given;
+  ``overwrite`` is given, saying which input changed where it can;
 * never leaves a half-written product under a final name: products are written under a
   temporary name in the same folder and renamed when complete;
 * removes the temporaries a killed run left (:func:`remove_night_leftovers`; the night holds
@@ -26,9 +29,12 @@ from contextlib import contextmanager
 from astropy.io import fits
 
 from ..errors import SkystackError
+from ..io.identity import file_identity
 from ..io.writer import owned_temporary, product_mode
 
 FINGERPRINT_KEY = "SKYFPRNT"
+INPUT_KEY = "SKYFP"  # SKYFP001..SKYFP999: one record per input
+MAX_INPUT_CARDS = 999
 
 # The night's temporaries: atomic_path's ``.<name>.<random>.partial<ext>``, the previews'
 # ``.<name>.<random>.tmp``, a writer's ``.<name>.<random>.partial`` (nested in the former by
@@ -40,15 +46,55 @@ _SUBFOLDERS = ("", "masters", "stacks", "previews", "calibrated")
 
 
 def fingerprint(kind: str, inputs: Sequence[str], options: dict,
-                depends: Sequence[str] = ()) -> str:
-    """A short hex digest of a product's recipe (see module docstring)."""
-    files = []
-    for path in inputs:
-        st = os.stat(path)
-        files.append([os.path.abspath(path), st.st_size, st.st_mtime_ns])
+                depends: Sequence[str] = (), identities: Sequence[list] | None = None) -> str:
+    """A short hex digest of a product's recipe (see module docstring). ``identities``: the
+    inputs' :func:`~skystack.io.identity.file_identity`, when already made."""
+    files = list(identities) if identities is not None else [file_identity(p) for p in inputs]
     recipe = {"kind": kind, "inputs": files, "options": options, "depends": list(depends)}
     text = json.dumps(recipe, sort_keys=True, default=str)
     return hashlib.sha1(text.encode()).hexdigest()[:16]
+
+
+def _short(value) -> str:
+    return hashlib.sha1(json.dumps(value, default=str).encode()).hexdigest()[:8]
+
+
+def input_records(identities: Sequence[list]) -> list[str]:
+    """One record per input: 8 hex digits of its path's hash, then 8 of its identity's."""
+    return [_short(ident[0]) + _short(ident) for ident in identities]
+
+
+def input_cards(records: Sequence[str], inputs: Sequence[str]) -> list[tuple]:
+    """The ``SKYFPnnn`` header cards of a product (none beyond :data:`MAX_INPUT_CARDS`)."""
+    if len(records) > MAX_INPUT_CARDS:
+        return []
+    return [(f"{INPUT_KEY}{k + 1:03d}", rec, os.path.basename(path)[:45])
+            for k, (rec, path) in enumerate(zip(records, inputs))]
+
+
+def changed_inputs(path: str, records: Sequence[str], inputs: Sequence[str]) -> str | None:
+    """Why the existing product ``path`` differs from one made of ``inputs`` now (their
+    ``records``): ``"input X changed since it was made"``, or None where its header does not
+    tell (no records, or the inputs are the same and so the options differ)."""
+    try:
+        header = fits.getheader(path)
+    except (OSError, ValueError):
+        return None
+    stored = [str(v) for k, v in header.items() if k.startswith(INPUT_KEY)
+              and k[len(INPUT_KEY):].isdigit()]
+    if not stored or len(records) > MAX_INPUT_CARDS:
+        return None
+    by_path = {r[:8]: r for r in stored}
+    changed = [p for p, r in zip(inputs, records) if r[:8] in by_path and by_path[r[:8]] != r]
+    if changed:
+        more = f" (and {len(changed) - 1} more)" if len(changed) > 1 else ""
+        return f"input {changed[0]} changed since it was made{more}"
+    added = [p for p, r in zip(inputs, records) if r[:8] not in by_path]
+    if added:
+        return f"{added[0]} was not among its inputs"
+    if len(stored) != len(records):
+        return "it was made from other inputs"
+    return None
 
 
 def existing_fingerprint(path: str) -> str | None:
@@ -59,17 +105,19 @@ def existing_fingerprint(path: str) -> str | None:
         return None
 
 
-def product_state(path: str, fprint: str, overwrite: bool) -> str:
+def product_state(path: str, fprint: str, overwrite: bool, records: Sequence[str] = (),
+                  inputs: Sequence[str] = ()) -> str:
     """``"build"``, ``"reuse"`` (same fingerprint), or a one-line :class:`SkystackError` when the
-    product exists with another recipe and ``overwrite`` is False."""
+    product exists with another recipe and ``overwrite`` is False (naming the input that
+    changed, given the inputs' ``records``)."""
     if not os.path.exists(path):
         return "build"
     if existing_fingerprint(path) == fprint:
         return "reuse"
     if overwrite:
         return "build"
-    raise SkystackError(f"{path}: exists but was made from other inputs or options "
-                        "(use --overwrite to rebuild it)")
+    why = changed_inputs(path, records, inputs) or "was made from other inputs or options"
+    raise SkystackError(f"{path}: exists but {why} (use --overwrite to rebuild it)")
 
 
 def stable_temporary(path: str) -> str:

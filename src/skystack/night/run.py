@@ -43,6 +43,7 @@ from astropy.io import fits
 
 from .._version import __version__
 from ..errors import SkystackError
+from ..io.identity import file_identity
 from ..io.inputs import Frame, load_frames
 from ..io.lock import output_lock
 from ..io.reader import Tile
@@ -53,6 +54,8 @@ from .products import (
     FINGERPRINT_KEY,
     atomic_path,
     fingerprint,
+    input_cards,
+    input_records,
     product_state,
     remove_night_leftovers,
 )
@@ -162,6 +165,7 @@ class _Night:
         self.products: list[Product] = []
         self.master_frames: dict[str, Frame] = {}
         self.fprints: dict[str, str] = {}
+        self.input_records: dict[str, list[str]] = {}  # product path -> one per input
         self.grid_refs: dict[tuple, tuple] = {}
         self.held_bytes = 0
         self.lights: dict[str, Frame] = {}
@@ -412,9 +416,14 @@ class _Night:
                     if self.align != "wcs":  # the star reference is chosen among all of them
                         recipe["object_lights"] = [
                             it[0].path for it in self.object_lights[(job[5], cam_key)]]
-                fp = fingerprint(kind, [it[0].path for it in items], recipe)
+                inputs = [it[0].path for it in items]
+                identities = [file_identity(p) for p in inputs]
+                fp = fingerprint(kind, inputs, recipe, identities=identities)
+                self.input_records[path] = input_records(identities)
             self.fprints[path] = fp
-            planned.append((job, fp, product_state(path, fp, self.overwrite)))
+            planned.append((job, fp, product_state(path, fp, self.overwrite,
+                                                   self.input_records.get(path, ()),
+                                                   [it[0].path for it in items])))
         return planned
 
     def execute(self, planned) -> None:
@@ -429,6 +438,7 @@ class _Night:
             t0 = time.perf_counter()
             header = fits.Header()
             header[FINGERPRINT_KEY] = (fp, "skystack night: recipe fingerprint")
+            header.extend(input_cards(self.input_records.get(path, ()), product.inputs))
             if kind == "stack":
                 ok = self._stack(job, product, header, state)
             else:
