@@ -108,3 +108,18 @@ def test_names_are_plain_unless_shared_case_insensitively():
     assert final[a] == "/o/M1_V.fits"
     assert final[b] != final[c] and "~" in final[b] and "~" in final[c]
     assert {r.identity for r in renamed} == {("stack", "M1", "B"), ("stack", "M1", "b")}
+
+
+def test_calibrated_copies_of_lights_of_one_name_are_kept_apart(tmp_path):
+    raw = tmp_path / "raw"
+    (raw / "a").mkdir(parents=True)
+    (raw / "b").mkdir()
+    one = write_lights(raw / "a", "l", "M1", "V")
+    two = write_lights(raw / "b", "l", "M1", "V", response_left=0.5)
+    out = tmp_path / "out"
+    run_night([str(raw / "a"), str(raw / "b")], out, backend="cpu", previews=False,
+              save_calibrated=True)
+    copies = sorted(os.listdir(out / "calibrated"))
+    assert len(copies) == len(one) + len(two), copies
+    ratios = sorted(round(left_right_ratio(out / "calibrated" / c), 2) for c in copies)
+    assert ratios == [0.5] * 3 + [1.0] * 3

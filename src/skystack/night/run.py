@@ -173,6 +173,7 @@ class _Night:
         self.names = ProductNames()
         self.preview_paths: dict[str, str] = {}  # stack path -> its PNG
         self.rgb_paths: dict[tuple, str] = {}  # (object, camera) -> RGB composite PNG
+        self.calibrated_paths: dict[str, str] = {}  # raw light -> its --save-calibrated copy
         self.renamed: dict[str, str] = {}  # product path -> why it has a hash suffix
 
     # -- helpers ---------------------------------------------------------------------------
@@ -301,6 +302,8 @@ class _Night:
             lights: dict[tuple, list] = defaultdict(list)
             for it in mine.get("light", []):
                 lights[(it[0].object or "unknown", it[0].filter or "none")].append(it)
+                if self.save_calibrated:
+                    self.calibrated_paths[it[0].path] = self._claim_calibrated(it[0].path)
             # One grid per object for all its filters (so that colours align, e.g. in the RGB
             # composite): that of its first light of the night.
             for it in sorted(mine.get("light", []), key=lambda it: (it[0].date_obs, it[0].path)):
@@ -321,6 +324,15 @@ class _Night:
     def _claim(self, folder: str, stem: str, identity: tuple, ext: str = ".fits") -> str:
         return self.names.claim(os.path.join(self.out, folder), stem, ext, identity)
 
+    def _claim_calibrated(self, raw: str) -> str:
+        """``calibrated/<raw name>`` (less ``.fz``/``.gz``): ``x.fits`` and ``x.fits.fz``, or
+        files of one name in two folders, get distinct names."""
+        name = os.path.basename(raw)
+        for ext in (".fz", ".gz"):
+            name = name[: -len(ext)] if name.endswith(ext) else name
+        stem, ext = os.path.splitext(name)
+        return self._claim("calibrated", stem, ("calibrated", os.path.abspath(raw)), ext)
+
     def _final_names(self, jobs: list[tuple]) -> list[tuple]:
         """Replace the provisional paths of :meth:`_claim` by the final, unique ones (see
         :mod:`skystack.night.names`), and say which names had to be disambiguated."""
@@ -333,6 +345,7 @@ class _Night:
                 cm[key] = {k: final[p] for k, p in cm[key].items()}
         self.preview_paths = {final[k]: final[p] for k, p in self.preview_paths.items()}
         self.rgb_paths = {k: final[p] for k, p in self.rgb_paths.items()}
+        self.calibrated_paths = {k: final[p] for k, p in self.calibrated_paths.items()}
         for r in renamed:
             why = (f"named {os.path.basename(r.path)}: {os.path.basename(r.plain)} would be the "
                    f"same name for {describe(r.identity)} and "
@@ -678,10 +691,7 @@ class _Night:
         for f in frames:
             data = np.empty(f.shape, np.float32)
             f.source.read(Tile(0, f.shape[0], 0, f.shape[1]), data)
-            name = os.path.basename(f.path or f.label)
-            for ext in (".fz", ".gz"):
-                name = name[: -len(ext)] if name.endswith(ext) else name
-            target = os.path.join(folder, name)
+            target = self.calibrated_paths[f.path]
             with atomic_path(target, overwrite=True) as tmp:
                 fits.PrimaryHDU(data, header=f.header).writeto(tmp)
 
