@@ -308,3 +308,73 @@ def test_without_dask_one_line_error(frames, tmp_path, monkeypatch, capsys):
     err = capsys.readouterr().err
     assert code == 2 and err.count("\n") == 1 and "skystack[cluster]" in err
     assert not os.listdir(tmp_path)
+
+
+HOLD_LOCK = """
+import sys, time
+from skystack.io.lock import output_lock
+with output_lock(sys.argv[1]):
+    print("held", flush=True)
+    time.sleep(120)
+"""
+
+
+def test_a_run_on_an_output_another_run_is_writing_is_refused(client, frames, tmp_path):
+    """Another process writes the output (holds its lock): the cluster run refuses at once and
+    leaves that run's partial file alone, instead of writing its tiles into it."""
+    import subprocess
+
+    out = tmp_path / "x.fits"
+    partial = tmp_path / "x.fits.partial"
+    partial.write_bytes(b"another run's tiles")
+    src = os.path.dirname(os.path.dirname(skystack.__file__))
+    holder = subprocess.Popen([sys.executable, "-c", HOLD_LOCK, str(out)], text=True,
+                              stdout=subprocess.PIPE, env={**os.environ, "PYTHONPATH": src})
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        with pytest.raises(SkystackError, match="another skystack run is writing this output"):
+            skystack.combine_to_file(frames, out, backend="cpu", max_tile_rows=ROWS,
+                                     cluster=client, overwrite=True, **COMBINE)
+    finally:
+        holder.kill()
+        holder.wait()
+    assert partial.read_bytes() == b"another run's tiles" and not out.exists()
+
+
+def test_in_process_run_removes_an_interrupted_cluster_runs_partial(client, frames,
+                                                                     reference, tmp_path):
+    out = tmp_path / "r.fits"
+    with pytest.raises(Stop):
+        skystack.combine_to_file(frames, out, backend="cpu", max_tile_rows=ROWS,
+                                 cluster=client, progress=_stop_after(5), **COMBINE)
+    assert (tmp_path / "r.fits.partial").exists() and (tmp_path / "r.fits.journal").exists()
+    skystack.combine_to_file(frames, out, backend="cpu", max_tile_rows=ROWS, **COMBINE)
+    assert sorted(os.listdir(tmp_path)) == ["r.fits"]
+    assert np.array_equal(fits.getdata(reference["sigclip"]), fits.getdata(out), equal_nan=True)
+
+
+def test_restart_after_an_input_changed_in_place_starts_afresh(client, frames, tmp_path,
+                                                               caplog):
+    """An input rewritten between the interruption and the restart, its size and modification
+    time set back: the journaled tiles are of the old pixels, so none is reused."""
+    import shutil
+
+    copies = []
+    for p in frames:
+        copies.append(str(tmp_path / os.path.basename(p)))
+        shutil.copy2(p, copies[-1])
+    out = tmp_path / "c.fits"
+    with pytest.raises(Stop):
+        skystack.combine_to_file(copies, out, backend="cpu", max_tile_rows=ROWS,
+                                 cluster=client, progress=_stop_after(5), method="median")
+    st = os.stat(copies[3])
+    with fits.open(copies[3], mode="update") as hdul:
+        hdul[0].data[:, :] = hdul[0].data + 3000
+    os.utime(copies[3], ns=(st.st_atime_ns, st.st_mtime_ns))
+    assert os.path.getsize(copies[3]) == st.st_size
+    with caplog.at_level(logging.INFO, logger="skystack"):
+        skystack.combine_to_file(copies, out, backend="cpu", max_tile_rows=ROWS,
+                                 cluster=client, method="median")
+    assert "starting afresh" in caplog.text and "0 already written" in caplog.text
+    data = np.stack([fits.getdata(p).astype(np.float64) for p in copies])
+    np.testing.assert_allclose(fits.getdata(out), np.median(data, axis=0), rtol=1e-6)

@@ -16,9 +16,10 @@ from .api import _refuse_input_as_output, bind_backend, header_unit, load_checke
 from .backends import get_backend
 from .errors import SkystackError
 from .io.inputs import load_frames
+from .io.lock import output_lock, remove_leftovers, temporary_pattern
 from .io.provenance import build_header
 from .io.reader import Tile
-from .io.writer import FitsTileWriter, check_output_path, committed
+from .io.writer import FitsTileWriter, check_output_path, committed, product_mode
 from .pipeline import ArraySink
 from .regrid.grid import grid_from_header, grid_from_reference, optimal_grid
 from .regrid.interp import pixel_area_ratio, resample
@@ -330,9 +331,16 @@ def _write_reprojected(path: str, image, footprint, header, overwrite: bool) -> 
     hdul = fits.HDUList([fits.PrimaryHDU(image, header=header),
                          fits.ImageHDU(footprint.astype(np.uint8), name="FOOTPRINT")])
     folder = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".partial",
-                               dir=folder)
-    os.close(fd)
+    with output_lock(path):
+        remove_leftovers(folder, temporary_pattern(os.path.basename(path)).match)
+        fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".partial",
+                                   dir=folder)
+        os.fchmod(fd, product_mode())  # mkstemp's file is private (0600)
+        os.close(fd)
+        _write_and_rename(tmp, path, hdul, overwrite)
+
+
+def _write_and_rename(tmp: str, path: str, hdul, overwrite: bool) -> None:
     try:
         hdul.writeto(tmp, overwrite=True)
         if overwrite:

@@ -1,7 +1,8 @@
 """The ``skystack`` command line: ``main(argv=None) -> int``.
 
 Exit codes: 0 success; 1 processing failure (e.g. a disk error while writing); 2 usage or input
-error (one line on stderr naming the file and the problem); 130 interrupted.
+error (one line on stderr naming the file and the problem); 130 interrupted (Ctrl-C), 143 and
+129 stopped by SIGTERM and SIGHUP (temporary files removed, as for Ctrl-C).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from .cli_register import (
     run_register,
 )
 from .errors import SkystackError
+from .interrupts import Interrupted, exit_code, signals_interrupt
 
 log = logging.getLogger("skystack")
 
@@ -355,13 +357,15 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(format="skystack: %(message)s",
                         level=logging.DEBUG if args.verbose else logging.WARNING)
     try:
-        return COMMANDS[args.command](args)
+        with signals_interrupt():
+            return COMMANDS[args.command](args)
     except SkystackError as exc:
         print(f"skystack: error: {exc}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print("skystack: interrupted", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as exc:
+        print(f"skystack: interrupted{f' by {exc}' if isinstance(exc, Interrupted) else ''}",
+              file=sys.stderr)
+        return exit_code(exc)
     except OSError as exc:
         where = f"{exc.filename}: " if getattr(exc, "filename", None) else ""
         print(f"skystack: error: {where}{exc.strerror or exc}", file=sys.stderr)

@@ -39,6 +39,7 @@ from astropy.io import fits
 
 from ..backends.base import FrameParams
 from ..errors import SkystackError
+from ..io.lock import output_lock, remove_leftovers, temporary_pattern
 from ..io.writer import FitsTileWriter
 from ..normalization import frame_weights, normalization
 from .connect import cluster_client, local_threads_by_host, require_distributed
@@ -214,6 +215,19 @@ def _open_output(output, recipe, files, make_writer):
 
 def _run(client, kind, output, tiles, recipe, files, make_writer, make_job,
          progress) -> ClusterStats:
+    """The run, holding the output's lock (:mod:`skystack.io.lock`): another run writing the
+    same ``<output>.partial`` would mix its tiles in. An in-process run's unique temporaries
+    left beside it are removed; the fixed partial file and journal are resumed or discarded
+    by :func:`_open_output`."""
+    path = os.path.abspath(os.fspath(output))
+    with output_lock(path):
+        remove_leftovers(os.path.dirname(path), temporary_pattern(os.path.basename(path)).match)
+        return _run_locked(client, kind, output, tiles, recipe, files, make_writer, make_job,
+                           progress)
+
+
+def _run_locked(client, kind, output, tiles, recipe, files, make_writer, make_job,
+                progress) -> ClusterStats:
     distributed = require_distributed()
     t0 = time.perf_counter()
     path = os.fspath(output)

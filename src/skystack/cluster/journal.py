@@ -14,7 +14,9 @@ worker ``fdatasync``\\ s the partial file before returning), and each line is ``
 journal never names a tile that is not on disk. A tile written but not yet journaled when a run
 stops is simply computed again (writes are idempotent).
 
-The fingerprint covers what decides the pixels (inputs by path, size and mtime, options,
+The fingerprint covers what decides the pixels (inputs by path, size, mtime and a hash of
+sampled bytes (:mod:`skystack.io.identity`: a file rewritten in place with its time set back
+is not resumed), options,
 normalisation, grid, file layout), not the tile plan or the memory budget: a restart resumes
 any tile whose rows are all covered by journaled full-width bands, even if it plans its tiles
 differently. A journal with another fingerprint, or a partial file without a journal, is
@@ -29,6 +31,7 @@ import os
 
 import numpy as np
 
+from ..io.identity import file_identity
 from ..io.reader import Tile
 
 __all__ = ["Journal", "done_tiles", "fingerprint", "journal_paths"]
@@ -50,12 +53,9 @@ def _default(value):
 
 
 def fingerprint(recipe: dict, files: list[str]) -> str:
-    """A hex digest of ``recipe`` (JSON-able, arrays and dataclasses allowed) and of the size and
-    modification time of each file in ``files``."""
-    stats = []
-    for path in sorted(set(files)):
-        st = os.stat(path)
-        stats.append([path, st.st_size, st.st_mtime_ns])
+    """A hex digest of ``recipe`` (JSON-able, arrays and dataclasses allowed) and of the size,
+    modification time and sampled content of each file in ``files``."""
+    stats = [[path, *file_identity(path)[1:]] for path in sorted(set(files))]
     text = json.dumps({"recipe": recipe, "files": stats}, sort_keys=True, default=_default)
     return hashlib.sha256(text.encode()).hexdigest()[:24]
 

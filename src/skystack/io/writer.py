@@ -16,25 +16,81 @@ HDU   EXTNAME   BITPIX    content
 Headers are written first and the data areas sized with ``ftruncate``; tiles are converted to
 big-endian and written with ``pwrite`` at their offsets, so the file never needs to fit in memory.
 The file is written under a temporary name in the output's directory and only renamed to its
-final name by :meth:`FitsTileWriter.commit`; :meth:`FitsTileWriter.abort` removes it.
+final name by :meth:`FitsTileWriter.commit`; :meth:`FitsTileWriter.abort` removes it. While
+it is written the output is locked (:mod:`skystack.io.lock`): a second run on the same output
+is refused, and temporaries left there by a killed run are removed. A caller that writes into
+a temporary of its own, which it renames itself (the night's products), marks it with
+:func:`owned_temporary`: the writer then writes that file directly, without a second
+temporary name inside the first.
 """
 
 from __future__ import annotations
 
 import os
 import tempfile
+import threading
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 
 import numpy as np
 from astropy.io import fits
 
 from ..errors import SkystackError
+from .lock import output_lock, remove_leftovers, temporary_pattern
 from .reader import Tile
 
 BLOCK = 2880
 
-__all__ = ["FitsTileWriter", "check_output_path", "committed", "plane_chunks", "pwrite_all"]
+__all__ = ["FitsTileWriter", "check_output_path", "committed", "owned_temporary",
+           "plane_chunks", "product_mode", "pwrite_all"]
+
+_owned: set[str] = set()
+_owned_guard = threading.Lock()
+
+
+def product_mode() -> int:
+    """The permission bits of a new product: ``0o666`` less the process's umask (0644 under
+    the usual umask 022). ``mkstemp`` files are private (0600) and must be given these."""
+    try:  # Linux: read it without changing it (os.umask is process-wide, threads race)
+        with open("/proc/self/status") as fh:
+            for line in fh:
+                if line.startswith("Umask:"):
+                    return 0o666 & ~int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    umask = os.umask(0o022)
+    os.umask(umask)
+    return 0o666 & ~umask
+
+
+@contextmanager
+def owned_temporary(path: str | os.PathLike) -> Iterator[str]:
+    """Mark ``path``, a temporary name that the caller renames into place itself (holding the
+    lock of what it writes), so that a :class:`FitsTileWriter` asked to write it writes it
+    directly: no second temporary inside the first, no lock of its own."""
+    key = os.path.abspath(os.fspath(path))
+    with _owned_guard:
+        _owned.add(key)
+    try:
+        yield os.fspath(path)
+    finally:
+        with _owned_guard:
+            _owned.discard(key)
+
+
+def _is_owned(path: str) -> bool:
+    with _owned_guard:
+        return os.path.abspath(path) in _owned
+
+
+def _leftover_names(path: str):
+    """What a killed in-process run on ``path`` may have left: the writer's unique partial
+    files, and a cluster run's fixed partial file and journal (superseded by this run)."""
+    from ..cluster.journal import journal_paths
+
+    fixed = {os.path.basename(p) for p in journal_paths(path)}
+    unique = temporary_pattern(os.path.basename(path)).match
+    return lambda name: name in fixed or unique(name) is not None
 
 
 def plane_chunks(tile: Tile, width: int, layout: list[tuple[int, str]], planes):
@@ -114,9 +170,14 @@ class FitsTileWriter:
 
         ``partial`` fixes the name of the file being written (default: a unique temporary name).
         An existing file of that name is reused, its data areas kept: a restarted cluster run
-        (:mod:`skystack.cluster`) resumes it, with its journal saying which tiles are in it."""
+        (:mod:`skystack.cluster`) resumes it, with its journal saying which tiles are in it.
+        The caller then holds the output's lock; otherwise the writer takes it (raising
+        :class:`SkystackError` when another run holds it) until commit or abort."""
         self.path = check_output_path(path, overwrite)
         self.overwrite = overwrite
+        self._fd = None
+        self._lock = ExitStack()
+        self._direct = partial is None and _is_owned(self.path)
         self.shape = shape
         count_bitpix = 16 if max_count < 2**15 else 32
         unc_header = fits.Header([("UTYPE", "StdDevUncertainty",
@@ -137,18 +198,25 @@ class FitsTileWriter:
             self._parts.append((_image_header(False, -32, shape, name, extra_header),
                                 np.dtype(">f4")))
         folder = os.path.dirname(os.path.abspath(self.path))
-        if partial is None:
-            fd, self.tmp_path = tempfile.mkstemp(prefix=f".{os.path.basename(self.path)}.",
-                                                 suffix=".partial", dir=folder)
+        if self._direct:
+            self.tmp_path = self.path
+            fd = os.open(self.tmp_path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
+        elif partial is None:
+            self._lock.enter_context(output_lock(self.path))
+            try:
+                remove_leftovers(folder, _leftover_names(self.path))
+                fd, self.tmp_path = tempfile.mkstemp(
+                    prefix=f".{os.path.basename(self.path)}.", suffix=".partial", dir=folder)
+            except BaseException:
+                self._lock.close()
+                raise
         else:
             self.tmp_path = os.fspath(partial)
             fd = os.open(self.tmp_path, os.O_RDWR | os.O_CREAT, 0o600)
         self._fd = fd
         try:
             # mkstemp makes the file private (0600); give the product the usual permissions.
-            umask = os.umask(0)
-            os.umask(umask)
-            os.fchmod(fd, 0o666 & ~umask)
+            os.fchmod(fd, product_mode())
             self._offsets = []
             pos = 0
             for hdr, dtype in self._parts:
@@ -187,6 +255,8 @@ class FitsTileWriter:
         os.fsync(self._fd)
         os.close(self._fd)
         self._fd = None
+        if self._direct:  # the caller renames it
+            return self.path
         try:
             if self.overwrite:
                 os.replace(self.tmp_path, self.path)
@@ -204,11 +274,13 @@ class FitsTileWriter:
                             f"{self.path}: output exists (use --overwrite to replace it)"
                         ) from None
                     os.replace(self.tmp_path, self.path)
+                    self._lock.close()
                     return self.path
                 os.unlink(self.tmp_path)
         except BaseException:
             self.abort()
             raise
+        self._lock.close()
         return self.path
 
     def release(self) -> None:
@@ -216,6 +288,7 @@ class FitsTileWriter:
         if self._fd is not None:
             os.close(self._fd)
             self._fd = None
+        self._lock.close()
 
     def abort(self) -> None:
         """Close and remove the temporary file; the final name is untouched."""
@@ -223,9 +296,11 @@ class FitsTileWriter:
             os.close(self._fd)
             self._fd = None
         try:
-            os.unlink(self.tmp_path)
+            if hasattr(self, "tmp_path"):
+                os.unlink(self.tmp_path)
         except FileNotFoundError:
             pass
+        self._lock.close()
 
 
 @contextmanager

@@ -47,6 +47,7 @@ import numpy as np
 from astropy.io import fits
 
 from ..errors import SkystackError
+from ..io.writer import product_mode
 from .scan import FrameInfo, GroupKey, ScanResult, group_names, scan
 
 __all__ = ["BiasStats", "DarkStats", "FlatStats", "InspectReport", "inspect_frames",
@@ -283,6 +284,7 @@ def _save_figure(fig, path: str) -> str:
     fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".tmp",
                                dir=os.path.dirname(os.path.abspath(path)))
     try:
+        os.fchmod(fd, product_mode())  # mkstemp's file is private (0600)
         with os.fdopen(fd, "wb") as f:
             fig.savefig(f, format="png", dpi=100)
         os.replace(tmp, path)

@@ -28,6 +28,7 @@ from itertools import combinations
 import numpy as np
 
 from ..errors import SkystackError
+from ..io.writer import product_mode
 
 __all__ = ["STRETCHES", "FILTER_WAVELENGTH_NM", "write_preview", "write_rgb",
            "filter_order_for_rgb", "to_uint8"]
@@ -150,6 +151,7 @@ def _write_png(pixels: np.ndarray, path: str | os.PathLike) -> str:
     except OSError as exc:
         raise SkystackError(f"{target}: cannot write ({exc.strerror})") from None
     try:
+        os.fchmod(fd, product_mode())  # mkstemp's file is private (0600)
         with os.fdopen(fd, "wb") as f:
             img.save(f, format="PNG")
         os.replace(tmp, target)

@@ -43,11 +43,22 @@ from astropy.io import fits
 
 from .._version import __version__
 from ..errors import SkystackError
+from ..io.identity import file_identity
 from ..io.inputs import Frame, load_frames
+from ..io.lock import output_lock
 from ..io.reader import Tile
 from . import masters as mst
 from .calibrate import Calibration, calibrated_frame, parse_section
-from .products import FINGERPRINT_KEY, atomic_path, fingerprint, product_state
+from .names import ProductNames, describe
+from .products import (
+    FINGERPRINT_KEY,
+    atomic_path,
+    fingerprint,
+    input_cards,
+    input_records,
+    product_state,
+    remove_night_leftovers,
+)
 
 __all__ = ["run_night", "NightResult", "STACK_OPTIONS"]
 
@@ -82,6 +93,7 @@ class Product:
     status: str = "planned"  # built | reused | failed
     seconds: float = 0.0
     notes: list[str] = field(default_factory=list)
+    key: dict = field(default_factory=dict)  # raw header values it is made for (FILTER...)
 
 
 @dataclass
@@ -153,10 +165,16 @@ class _Night:
         self.products: list[Product] = []
         self.master_frames: dict[str, Frame] = {}
         self.fprints: dict[str, str] = {}
+        self.input_records: dict[str, list[str]] = {}  # product path -> one per input
         self.grid_refs: dict[tuple, tuple] = {}
         self.held_bytes = 0
         self.lights: dict[str, Frame] = {}
         self.wcs_cache: dict[str, object] = {}
+        self.names = ProductNames()
+        self.preview_paths: dict[str, str] = {}  # stack path -> its PNG
+        self.rgb_paths: dict[tuple, str] = {}  # (object, camera) -> RGB composite PNG
+        self.calibrated_paths: dict[str, str] = {}  # raw light -> its --save-calibrated copy
+        self.renamed: dict[str, str] = {}  # product path -> why it has a hash suffix
 
     # -- helpers ---------------------------------------------------------------------------
 
@@ -255,7 +273,7 @@ class _Night:
             group_name = f"{cam.binning[0]}x{cam.binning[1]} {cam.shape[0]}x{cam.shape[1]}"
             biases = mine.get("bias", [])
             if biases:
-                path = os.path.join(self.out, "masters", f"bias{sfx}.fits")
+                path = self._claim("masters", f"bias{sfx}", ("bias", cam_key))
                 cm["bias"] = path
                 jobs.append(("bias", path, biases, group_name))
             darks_by_t: dict[float, list] = defaultdict(list)
@@ -266,23 +284,26 @@ class _Night:
                     continue
                 darks_by_t[round(t, 6)].append(it)
             for t in sorted(darks_by_t):
-                path = os.path.join(self.out, "masters", f"dark_{_tag(t)}s{sfx}.fits")
+                path = self._claim("masters", f"dark_{_tag(t)}s{sfx}", ("dark", t, cam_key))
                 cm["darks"][t] = path
                 jobs.append(("dark", path, darks_by_t[t], f"{group_name} {_tag(t)}s"))
             flats_by_f: dict[str, list] = defaultdict(list)
             for it in mine.get("flat", []):
                 flats_by_f[it[0].filter or "none"].append(it)
             for filt in sorted(flats_by_f):
-                path = os.path.join(self.out, "masters", f"flat_{_safe(filt)}{sfx}.fits")
+                path = self._claim("masters", f"flat_{_safe(filt)}{sfx}",
+                                   ("flat", filt, cam_key))
                 cm["flats"][filt] = path
                 jobs.append(("flat", path, flats_by_f[filt], f"{group_name} {filt}"))
             if cm["darks"] or cm["flats"]:
-                path = os.path.join(self.out, "masters", f"badpix{sfx}.fits")
+                path = self._claim("masters", f"badpix{sfx}", ("badpix", cam_key))
                 cm["badpix"] = path
                 jobs.append(("badpix", path, [], group_name))
             lights: dict[tuple, list] = defaultdict(list)
             for it in mine.get("light", []):
                 lights[(it[0].object or "unknown", it[0].filter or "none")].append(it)
+                if self.save_calibrated:
+                    self.calibrated_paths[it[0].path] = self._claim_calibrated(it[0].path)
             # One grid per object for all its filters (so that colours align, e.g. in the RGB
             # composite): that of its first light of the night.
             for it in sorted(mine.get("light", []), key=lambda it: (it[0].date_obs, it[0].path)):
@@ -290,10 +311,48 @@ class _Night:
                 self.object_lights[(it[0].object or "unknown", cam_key)].append(it)
             for (obj, filt) in sorted(lights):
                 items = sorted(lights[(obj, filt)], key=lambda it: (it[0].date_obs, it[0].path))
-                path = os.path.join(self.out, "stacks", f"{_safe(obj)}_{_safe(filt)}{sfx}.fits")
+                stem = f"{_safe(obj)}_{_safe(filt)}{sfx}"
+                path = self._claim("stacks", stem, ("stack", obj, filt, cam_key))
+                self.preview_paths[path] = self._claim("previews", stem,
+                                                       ("stack", obj, filt, cam_key), ".png")
+                self.rgb_paths.setdefault((obj, cam_key), self._claim(
+                    "previews", f"{_safe(obj)}_rgb{sfx}", ("rgb", obj, cam_key), ".png"))
                 label = f"{obj} {filt}" + (f" {group_name}" if many else "")
                 jobs.append(("stack", path, items, label, cam_key, obj, filt))
-        return jobs
+        return self._final_names(jobs)
+
+    def _claim(self, folder: str, stem: str, identity: tuple, ext: str = ".fits") -> str:
+        return self.names.claim(os.path.join(self.out, folder), stem, ext, identity)
+
+    def _claim_calibrated(self, raw: str) -> str:
+        """``calibrated/<raw name>`` (less ``.fz``/``.gz``): ``x.fits`` and ``x.fits.fz``, or
+        files of one name in two folders, get distinct names."""
+        name = os.path.basename(raw)
+        for ext in (".fz", ".gz"):
+            name = name[: -len(ext)] if name.endswith(ext) else name
+        stem, ext = os.path.splitext(name)
+        return self._claim("calibrated", stem, ("calibrated", os.path.abspath(raw)), ext)
+
+    def _final_names(self, jobs: list[tuple]) -> list[tuple]:
+        """Replace the provisional paths of :meth:`_claim` by the final, unique ones (see
+        :mod:`skystack.night.names`), and say which names had to be disambiguated."""
+        final, renamed = self.names.resolve()
+        for cm in self.camera_masters.values():
+            for key in ("bias", "badpix"):
+                if key in cm:
+                    cm[key] = final[cm[key]]
+            for key in ("darks", "flats"):
+                cm[key] = {k: final[p] for k, p in cm[key].items()}
+        self.preview_paths = {final[k]: final[p] for k, p in self.preview_paths.items()}
+        self.rgb_paths = {k: final[p] for k, p in self.rgb_paths.items()}
+        self.calibrated_paths = {k: final[p] for k, p in self.calibrated_paths.items()}
+        for r in renamed:
+            why = (f"named {os.path.basename(r.path)}: {os.path.basename(r.plain)} would be the "
+                   f"same name for {describe(r.identity)} and "
+                   + ", ".join(describe(o) for o in r.others))
+            self.renamed[r.path] = why
+            self.log(f"names   {why}")
+        return [(job[0], final[job[1]], *job[2:]) for job in jobs]
 
     # -- calibration choices -------------------------------------------------------------------
 
@@ -370,9 +429,14 @@ class _Night:
                     if self.align != "wcs":  # the star reference is chosen among all of them
                         recipe["object_lights"] = [
                             it[0].path for it in self.object_lights[(job[5], cam_key)]]
-                fp = fingerprint(kind, [it[0].path for it in items], recipe)
+                inputs = [it[0].path for it in items]
+                identities = [file_identity(p) for p in inputs]
+                fp = fingerprint(kind, inputs, recipe, identities=identities)
+                self.input_records[path] = input_records(identities)
             self.fprints[path] = fp
-            planned.append((job, fp, product_state(path, fp, self.overwrite)))
+            planned.append((job, fp, product_state(path, fp, self.overwrite,
+                                                   self.input_records.get(path, ()),
+                                                   [it[0].path for it in items])))
         return planned
 
     def execute(self, planned) -> None:
@@ -380,11 +444,14 @@ class _Night:
         os.makedirs(os.path.join(self.out, "stacks"), exist_ok=True)
         for job, fp, state in planned:
             kind, path, items = job[0], job[1], job[2]
-            product = Product(kind, path, [it[0].path for it in items])
+            product = Product(kind, path, [it[0].path for it in items], key=_product_key(job))
+            if path in self.renamed:
+                product.notes.append(self.renamed[path])
             self.products.append(product)
             t0 = time.perf_counter()
             header = fits.Header()
             header[FINGERPRINT_KEY] = (fp, "skystack night: recipe fingerprint")
+            header.extend(input_cards(self.input_records.get(path, ()), product.inputs))
             if kind == "stack":
                 ok = self._stack(job, product, header, state)
             else:
@@ -624,10 +691,7 @@ class _Night:
         for f in frames:
             data = np.empty(f.shape, np.float32)
             f.source.read(Tile(0, f.shape[0], 0, f.shape[1]), data)
-            name = os.path.basename(f.path or f.label)
-            for ext in (".fz", ".gz"):
-                name = name[: -len(ext)] if name.endswith(ext) else name
-            target = os.path.join(folder, name)
+            target = self.calibrated_paths[f.path]
             with atomic_path(target, overwrite=True) as tmp:
                 fits.PrimaryHDU(data, header=f.header).writeto(tmp)
 
@@ -640,24 +704,23 @@ class _Night:
 
         folder = os.path.join(self.out, "previews")
         os.makedirs(folder, exist_ok=True)
-        by_object: dict[str, dict[str, str]] = defaultdict(dict)
+        # By the raw OBJECT and FILTER the stack was planned for (and its camera): never by a
+        # file name, which may be shared by other header values.
+        by_object: dict[tuple, dict[str, str]] = defaultdict(dict)
         for p in self.products:
             if p.kind != "stack" or p.status not in ("built", "reused"):
                 continue
-            stem = os.path.splitext(os.path.basename(p.path))[0]
             image = fits.getdata(p.path)
-            write_preview(image, os.path.join(folder, f"{stem}.png"))
-            obj = fits.getval(p.path, "OBJECT", default=None)
-            filt = fits.getval(p.path, "FILTER", default=None)
-            if obj is not None and filt is not None:
-                by_object[str(obj)][str(filt)] = p.path
-        for obj, paths in by_object.items():
+            write_preview(image, self.preview_paths[p.path])
+            cam = tuple(tuple(c) for c in p.key["camera"])
+            by_object[(p.key["object"], cam)][p.key["filter"]] = p.path
+        for (obj, cam), paths in by_object.items():
             order = filter_order_for_rgb(list(paths))
             if order is None:
                 continue
             try:
                 channels = [fits.getdata(paths[f]) for f in order]
-                write_rgb(*channels, os.path.join(folder, f"{_safe(obj)}_rgb.png"))
+                write_rgb(*channels, self.rgb_paths[(obj, cam)])
             except SkystackError as exc:
                 self.log(f"no RGB composite for {obj}: {exc}")
 
@@ -672,6 +735,7 @@ class _Night:
             "backend": self.backend, "seconds": round(seconds, 3),
             "stack_options": self.stack_options,
             "products": [{"kind": p.kind, "path": os.path.relpath(p.path, self.out),
+                          "key": p.key, "inputs": p.inputs,
                           "status": p.status, "frames": len(p.inputs),
                           "seconds": round(p.seconds, 3), "notes": p.notes}
                          for p in self.products],
@@ -692,6 +756,19 @@ class _Night:
             with open(tmp, "w") as fh:
                 json.dump(doc, fh, indent=1)
         return result
+
+
+def _product_key(job: tuple) -> dict:
+    """The raw header values a planned product is made for (summary's ``key``)."""
+    kind, items = job[0], job[2]
+    if kind == "stack":
+        return {"object": job[5], "filter": job[6], "camera": [list(c) for c in job[4]]}
+    key: dict = {}
+    if kind == "flat":
+        key["filter"] = items[0][0].filter or "none"
+    elif kind == "dark":
+        key["exptime"] = round(items[0][0].exptime, 6)
+    return key
 
 
 def _finite(value: float, digits: int) -> float | None:
@@ -820,14 +897,21 @@ def run_night(raw_dir, out_dir: str | os.PathLike, *, backend: str = "auto",
                      best_fraction=best_fraction)
     select_frames([], **selection)  # validates the thresholds
     os.makedirs(out, exist_ok=True)
-    night = _Night(raw_dir, out, backend=backend, overwrite=overwrite,
-                   stack_options=stack_options, overscan=overscan, trim=trim,
-                   save_calibrated=save_calibrated, previews=previews, threads=threads,
-                   mem_limit=mem_limit, log=log or (lambda s: None), align=align,
-                   align_model=align_model, selection=selection)
+    with output_lock(out):  # one night at a time in OUT_DIR
+        return _run_locked(raw_dir, out, t0, cluster, dict(
+            backend=backend, overwrite=overwrite, stack_options=stack_options,
+            overscan=overscan, trim=trim, save_calibrated=save_calibrated, previews=previews,
+            threads=threads, mem_limit=mem_limit, log=log or (lambda s: None), align=align,
+            align_model=align_model, selection=selection))
+
+
+def _run_locked(raw_dir, out: str, t0: float, cluster, options: dict) -> NightResult:
+    """The night, holding OUT_DIR's lock: plan, remove what a killed run left, build."""
+    night = _Night(raw_dir, out, **options)
     jobs = night.plan()
     if not jobs:
         raise SkystackError(f"{raw_dir}: no usable bias, dark, flat or light frames found")
+    remove_night_leftovers(out, [job[1] for job in jobs] if cluster is not None else ())
     planned = night.fingerprints(jobs)
     if cluster is None:
         night.execute(planned)
@@ -839,3 +923,4 @@ def run_night(raw_dir, out_dir: str | os.PathLike, *, backend: str = "auto",
             night.execute(planned)
     night.write_previews()
     return night.summary(time.perf_counter() - t0)
+
