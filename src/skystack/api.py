@@ -13,6 +13,7 @@ from .config import CombineOptions, Weights
 from .errors import SkystackError
 from .io.inputs import load_frames
 from .io.provenance import build_header
+from .io.units import common_unit, unit_key
 from .io.writer import FitsTileWriter, check_output_path, committed
 from .pipeline import ArraySink, combine_frames
 
@@ -152,6 +153,7 @@ def load_checked(inputs, output, overwrite: bool, options: dict):
     if output is not None:
         check_output_path(output, overwrite)
     frames = load_frames(inputs, hdu=opts.hdu)
+    common_unit(frames)  # mixed units are refused before any work
     if output is not None:
         _refuse_input_as_output(frames, output)
     return opts, frames
@@ -175,10 +177,8 @@ def header_unit(header: fits.Header):
     """The astropy unit of a header's BUNIT (ADU when missing or not understood)."""
     from astropy import units as u
 
-    try:
-        return u.Unit(header["BUNIT"])
-    except (KeyError, ValueError):
-        return u.adu
+    unit = unit_key(header.get("BUNIT"))
+    return unit if isinstance(unit, u.UnitBase) else u.adu
 
 
 def _to_ccddata(sink: ArraySink, header: fits.Header) -> CCDData:

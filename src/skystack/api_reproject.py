@@ -16,7 +16,7 @@ from .api import _refuse_input_as_output, bind_backend, header_unit, load_checke
 from .backends import get_backend
 from .errors import SkystackError
 from .io.inputs import load_frames
-from .io.provenance import build_header
+from .io.provenance import build_header, wcs_cards
 from .io.reader import Tile
 from .io.writer import FitsTileWriter, check_output_path, committed
 from .pipeline import ArraySink
@@ -71,7 +71,8 @@ def choose_grid(frames, wcs_list, *, reference=None, grid_header=None, crop: str
 
 
 def _grid_header(header: fits.Header, grid: Grid) -> fits.Header:
-    """Provenance header with the inputs' WCS replaced by the grid's."""
+    """Provenance header with the inputs' WCS replaced by the grid's (not its time keywords:
+    the product's times are its frames', whatever the grid's WCS was made from)."""
     out = header.copy()
     for key in list(out.keys()):
         if key[:5] in ("CTYPE", "CRPIX", "CRVAL", "CDELT", "CUNIT") or key[:2] in ("CD", "PC") \
@@ -79,7 +80,7 @@ def _grid_header(header: fits.Header, grid: Grid) -> fits.Header:
                 key in ("WCSAXES", "LONPOLE", "LATPOLE", "RADESYS", "EQUINOX", "MJDREF"):
             if key in out:
                 del out[key]
-    out.update(grid.wcs.to_header(relax=True))
+    out.update(wcs_cards(grid.wcs))
     return out
 
 
@@ -310,7 +311,7 @@ def reproject(input, target, output: str | os.PathLike | None = None, *,
         if card.keyword in ("BUNIT", "OBJECT", "FILTER", "EXPTIME", "DATE-OBS", "TELESCOP",
                             "INSTRUME"):
             hdr.append(card)
-    hdr.update(grid.wcs.to_header(relax=True))
+    hdr.update(wcs_cards(grid.wcs))
     hdr["INTERP"] = (interp, "resampling onto the output grid")
     hdr["HISTORY"] = f"skystack reproject of {label}"
     if output is not None:

@@ -4,7 +4,8 @@ Accepted inputs, normalised in :func:`load_frames`:
 
 * paths (``str`` / ``os.PathLike``), glob patterns (``"lights/*.fits"``) and ``@list.txt`` files
   holding one path or pattern per line (blank lines and ``#`` comments ignored);
-* astropy HDUs (``PrimaryHDU``, ``ImageHDU``, ``CompImageHDU``) and ``CCDData`` (its mask honoured);
+* astropy HDUs (``PrimaryHDU``, ``ImageHDU``, ``CompImageHDU``) and ``CCDData`` (its mask honoured,
+  its unit written into the frame's header as ``BUNIT``);
 * 2-D NumPy arrays, or one 3-D array holding a whole stack along axis 0;
 * :class:`Frame` records already made (e.g. calibrated frames of a night), used as given.
 
@@ -337,6 +338,14 @@ def _array_frame(data, label: str, header=None, mask=None) -> Frame:
                  source=ArraySource(arr, mask))
 
 
+def _ccd_header(ccd) -> fits.Header:
+    """A CCDData's meta as a header, with its unit (which it carries apart) as BUNIT."""
+    header = fits.Header(ccd.meta or {})
+    if ccd.unit is not None:
+        header["BUNIT"] = (ccd.unit.to_string(), "unit of the CCDData")
+    return header
+
+
 class _NoCCDData:
     """Stands for CCDData while astropy.nddata is not imported (no instance can exist)."""
 
@@ -374,7 +383,8 @@ def load_frames(inputs, hdu: int | str | None = None,
         if isinstance(item, Frame):  # already loaded (e.g. a calibrated frame): used as given
             frames.append(item)
         elif isinstance(item, CCDData):
-            frames.append(_array_frame(item.data, f"ccddata[{i}]", item.meta, item.mask))
+            frames.append(_array_frame(item.data, f"ccddata[{i}]", _ccd_header(item),
+                                       item.mask))
         elif isinstance(item, (fits.PrimaryHDU, fits.ImageHDU, fits.CompImageHDU)):
             if item.data is None:
                 raise SkystackError(f"hdu[{i}]: no image data")
