@@ -20,7 +20,7 @@ import glob
 import os
 import sys
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -28,6 +28,7 @@ from astropy.io import fits
 
 from ..errors import SkystackError
 from .reader import BITPIX_DTYPES, ArraySource, CompressedFitsSource, HandlePool, RawFitsSource
+from .sigma import ccd_sigma
 
 __all__ = ["Frame", "expand_paths", "load_frames", "read_header"]
 
@@ -37,7 +38,9 @@ class Frame:
     """One input image: where its pixels come from and its header.
 
     ``shape`` is ``(rows, cols)`` = ``(NAXIS2, NAXIS1)``; ``label`` names it in messages and in
-    provenance (the file name, or ``array[3]``).
+    provenance (the file name, or ``array[3]``). ``uncertainty``: a source of the frame's own
+    standard deviations when it came with them in memory (a CCDData's; see
+    :mod:`skystack.io.sigma`).
     """
 
     label: str
@@ -46,6 +49,7 @@ class Frame:
     source: object
     path: str | None = None
     hdu_index: int | None = None
+    uncertainty: object | None = None
 
 
 def expand_paths(items: Iterable[str | os.PathLike]) -> list[str]:
@@ -383,8 +387,11 @@ def load_frames(inputs, hdu: int | str | None = None,
         if isinstance(item, Frame):  # already loaded (e.g. a calibrated frame): used as given
             frames.append(item)
         elif isinstance(item, CCDData):
-            frames.append(_array_frame(item.data, f"ccddata[{i}]", _ccd_header(item),
-                                       item.mask))
+            frame = _array_frame(item.data, f"ccddata[{i}]", _ccd_header(item), item.mask)
+            sigma = ccd_sigma(item)
+            if sigma is not None:
+                frame = replace(frame, uncertainty=ArraySource(sigma, item.mask))
+            frames.append(frame)
         elif isinstance(item, (fits.PrimaryHDU, fits.ImageHDU, fits.CompImageHDU)):
             if item.data is None:
                 raise SkystackError(f"hdu[{i}]: no image data")

@@ -15,6 +15,8 @@ Keywords written (all in the primary header):
   first frame's, a reference grid's) are dropped (:data:`TIME_KEYS`);
 * ``BUNIT``: the inputs' common unit (:func:`skystack.io.units.common_unit`; mixed units are
   refused); the callers write ``adu`` ("assumed") when no input has one;
+* ``UNCMETH``: how UNCERT was computed; ``GAIN``/``RDNOISE``: the product's *effective* gain
+  (e-/ADU) and read noise (e-), not the inputs' (derivation in :mod:`skystack.uncertainty`);
 * ``SKYSVER`` skystack version, ``SKYSBKND`` the backend;
 * the first frame's WCS (SIP included), and keywords such as OBJECT and FILTER where every frame
   agrees on them.
@@ -30,13 +32,14 @@ from astropy.io import fits
 
 from .._version import __version__
 from ..config import CombineOptions
+from ..uncertainty import noise_cards
 from .inputs import Frame
 from .labels import fits_label
 from .units import common_unit
 
 # Descriptive keywords carried over when every input frame has the same value.
 SHARED_KEYS = ("OBJECT", "FILTER", "IMAGETYP", "TELESCOP", "INSTRUME", "OBSERVER",
-               "XBINNING", "YBINNING", "CCDSUM", "GAIN", "EQUINOX", "RADESYS", "ORIGIN")
+               "XBINNING", "YBINNING", "CCDSUM", "EQUINOX", "RADESYS", "ORIGIN")
 
 
 def exposure_seconds(header) -> float:
@@ -109,6 +112,7 @@ def build_header(frames: list[Frame], options: CombineOptions, backend: str) -> 
     h["SCALEBY"] = (options.scale, "multiplicative normalisation to frame 1")
     h["ZEROBY"] = (options.zero, "additive normalisation to frame 1")
     h["WEIGHTS"] = (options.weights.describe(), "frame weights (mean and sum)")
+    noise_cards(h, frames, options)
 
     exptimes = []
     for f in frames:
