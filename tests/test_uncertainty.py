@@ -239,3 +239,50 @@ def test_propagate_without_uncertainty_is_a_one_line_error(tmp_path):
 def test_invalid_uncertainty_choice():
     with pytest.raises(SkystackError, match="invalid --uncertainty"):
         skystack.combine([np.ones((3, 3))] * 2, uncertainty="guess")
+
+
+# -- the same UNCERT on every path ------------------------------------------------------------
+def test_gpu_paths_give_the_cpu_uncertainty(tmp_path):
+    """The fake device's combine and stack loops (tests/fake_device.py) get the model and the
+    propagated uncertainty of the CPU path, bit for bit: both are computed after the combine."""
+    from skystack.backends.cpu import CpuBackend
+    from skystack.io.inputs import load_frames
+    from skystack.pipeline import ArraySink, combine_frames
+    from tests.fake_device import FakeDevice, FakeGpuBackend
+    from tests.test_gpu_stack import _write_frames
+
+    frames, _, _ = _sigma_frames(n=5, shape=(33, 29))
+    for f in frames:
+        f.meta.update(GAIN=1.5, RDNOISE=4.0)
+    loaded = load_frames(frames)
+    for mode in ("model", "propagate"):
+        options = skystack.combine_options(method="mean", reject="sigclip", sigma=2.0,
+                                           uncertainty=mode)
+        got, want = ArraySink(loaded[0].shape), ArraySink(loaded[0].shape)
+        combine_frames(loaded, options, FakeGpuBackend(FakeDevice()), [got], max_tile_rows=4)
+        combine_frames(loaded, options, CpuBackend(threads=1), [want], max_tile_rows=4)
+        np.testing.assert_array_equal(got.uncertainty, want.uncertainty)
+        assert not np.array_equal(got.uncertainty, _scatter(loaded, options))
+
+    paths = _write_frames(tmp_path)
+    for p in paths:
+        fits.setval(p, "GAIN", value=1.5)
+        fits.setval(p, "RDNOISE", value=4.0)
+    kw = dict(method="mean", reject="sigclip", sigma=2.5, uncertainty="model", max_tile_rows=7)
+    got = skystack.stack(paths, backend=FakeGpuBackend(FakeDevice()), **kw)
+    want = skystack.stack(paths, backend="cpu", **kw)
+    assert got.meta["UNCMETH"] == "model"
+    np.testing.assert_array_equal(got.uncertainty.array, want.uncertainty.array)
+    np.testing.assert_array_equal(got.data, want.data)
+
+
+def _scatter(loaded, options):
+    import dataclasses
+
+    from skystack.backends.cpu import CpuBackend
+    from skystack.pipeline import ArraySink, combine_frames
+
+    sink = ArraySink(loaded[0].shape)
+    combine_frames(loaded, dataclasses.replace(options, uncertainty="scatter"),
+                   CpuBackend(threads=1), [sink])
+    return sink.uncertainty
