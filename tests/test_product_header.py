@@ -196,3 +196,12 @@ def test_night_v_stack_dated_by_its_own_frames_and_non_ascii_names(tmp_path):
     assert header["MJD-OBS"] == pytest.approx(v_starts.min().mjd, abs=1e-8)
     assert header["GRIDREF"].startswith("\\xf1\\u661f_") and "_B_" in header["GRIDREF"]
     assert header["IMCMB001"].startswith("\\xf1\\u661f_")
+
+
+def test_ccddata_wcs_is_used_by_stack():
+    """A CCDData carries its WCS apart from meta: the stack must see it."""
+    w = _wcs((20, 30))
+    frames = [CCDData(np.full((20, 30), 3.0), unit="electron", wcs=w) for _ in range(2)]
+    result = skystack.stack(frames, backend="cpu")
+    assert result.unit == u.electron
+    np.testing.assert_allclose(result.data[2:-2, 2:-2], 3.0)

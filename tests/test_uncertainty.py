@@ -141,6 +141,12 @@ def test_gain_not_copied_when_not_derivable():
     header = skystack.combine(_ccd_frames(3)[0], method="max", backend="cpu").meta
     assert "GAIN" not in header and "RDNOISE" not in header
     assert any("max" in str(h) for h in header["HISTORY"])
+    # A GAIN that is not a number is ignored by default, an error when the model is asked for.
+    frames, _ = _ccd_frames(2)
+    frames[0].meta["GAIN"] = "N/A"
+    assert "GAIN" not in skystack.combine(frames, backend="cpu").meta
+    with pytest.raises(SkystackError, match=r"ccddata\[0\]: GAIN = 'N/A' is not a positive"):
+        skystack.combine(frames, uncertainty="model")
 
 
 def test_model_without_gain_is_a_one_line_error(tmp_path, capsys):

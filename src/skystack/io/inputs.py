@@ -343,8 +343,11 @@ def _array_frame(data, label: str, header=None, mask=None) -> Frame:
 
 
 def _ccd_header(ccd) -> fits.Header:
-    """A CCDData's meta as a header, with its unit (which it carries apart) as BUNIT."""
+    """A CCDData's meta as a header, with what it carries apart: its unit as BUNIT, its WCS
+    (which wins over WCS keywords in meta, as in ``CCDData.to_hdu``)."""
     header = fits.Header(ccd.meta or {})
+    if ccd.wcs is not None:
+        header.update(ccd.wcs.to_header(relax=True))
     if ccd.unit is not None:
         header["BUNIT"] = (ccd.unit.to_string(), "unit of the CCDData")
     return header
