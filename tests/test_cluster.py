@@ -378,3 +378,47 @@ def test_restart_after_an_input_changed_in_place_starts_afresh(client, frames, t
     assert "starting afresh" in caplog.text and "0 already written" in caplog.text
     data = np.stack([fits.getdata(p).astype(np.float64) for p in copies])
     np.testing.assert_allclose(fits.getdata(out), np.median(data, axis=0), rtol=1e-6)
+
+
+def test_model_uncertainty_on_cluster_is_identical(client, frames, lights, tmp_path):
+    """The noise-model UNCERT (skystack.uncertainty) is computed per tile on the workers as
+    in-process: combine and stack products identical, UNCMETH = model."""
+    import shutil
+
+    def with_noise(paths, folder):
+        folder.mkdir()
+        out = []
+        for p in paths:
+            q = folder / os.path.basename(p)
+            shutil.copy(p, q)
+            fits.setval(q, "GAIN", value=1.7)
+            fits.setval(q, "RDNOISE", value=5.0)
+            out.append(str(q))
+        return out
+
+    raw = with_noise(frames, tmp_path / "raw")
+    opts = dict(backend="cpu", max_tile_rows=ROWS, uncertainty="model", **COMBINE)
+    skystack.combine_to_file(raw, tmp_path / "a.fits", **opts)
+    skystack.combine_to_file(raw, tmp_path / "b.fits", cluster=client, **opts)
+    assert_same_product(tmp_path / "a.fits", tmp_path / "b.fits")
+    assert fits.getheader(tmp_path / "b.fits")["UNCMETH"] == "model"
+    cal = with_noise(lights, tmp_path / "lights")
+    opts = dict(method="mean", reject="sigclip", sigma=3.0, backend="cpu", max_tile_rows=7)
+    stack_to_file(cal, tmp_path / "c.fits", **opts)
+    stack_to_file(cal, tmp_path / "d.fits", cluster=client, **opts)
+    assert_same_product(tmp_path / "c.fits", tmp_path / "d.fits")
+    assert fits.getheader(tmp_path / "d.fits")["UNCMETH"] == "model"  # auto: float, GAIN
+
+
+def test_propagate_on_cluster_is_refused(client, tmp_path):
+    from astropy.nddata import CCDData, StdDevUncertainty
+
+    paths = []
+    for k in range(2):
+        p = tmp_path / f"u{k}.fits"
+        CCDData(np.ones((8, 8)), unit="adu",
+                uncertainty=StdDevUncertainty(np.ones((8, 8)))).write(p)
+        paths.append(str(p))
+    with pytest.raises(SkystackError, match="propagate does not run on a cluster"):
+        skystack.combine_to_file(paths, tmp_path / "x.fits", cluster=client,
+                                 uncertainty="propagate")

@@ -13,8 +13,10 @@ from .config import CombineOptions, Weights
 from .errors import SkystackError
 from .io.inputs import load_frames
 from .io.provenance import build_header
+from .io.units import common_unit, unit_key
 from .io.writer import FitsTileWriter, check_output_path, committed
 from .pipeline import ArraySink, combine_frames
+from .uncertainty import resolve_uncertainty
 
 if TYPE_CHECKING:  # astropy.nddata costs ~0.25 s to import: only when a CCDData is returned
     from astropy.nddata import CCDData
@@ -28,7 +30,8 @@ def combine_options(*, method: str = "mean", reject: str = "none", center: str =
                     low: float | None = None, high: float | None = None, plow: float = 10.0,
                     phigh: float = 10.0, weights: str | Sequence[float] | None = None,
                     scale: str = "none", zero: str = "none", hdu: int | str | None = None,
-                    mem_limit: int | str | None = None) -> CombineOptions:
+                    mem_limit: int | str | None = None,
+                    uncertainty: str = "auto") -> CombineOptions:
     """Build validated :class:`CombineOptions` from keyword options (``sigma`` sets both sides)."""
     if sigma is not None:
         sigma_low = sigma_high = sigma
@@ -36,7 +39,7 @@ def combine_options(*, method: str = "mean", reject: str = "none", center: str =
         method=method, reject=reject, center=center, spread=spread, sigma_low=sigma_low,
         sigma_high=sigma_high, maxiters=maxiters, nlow=nlow, nhigh=nhigh, range_low=low,
         range_high=high, plow=plow, phigh=phigh, weights=Weights.parse(weights), scale=scale,
-        zero=zero, hdu=hdu, mem_limit=mem_limit).validated()
+        zero=zero, hdu=hdu, mem_limit=mem_limit, uncertainty=uncertainty).validated()
 
 
 def combine(inputs, output: str | os.PathLike | None = None, *, backend: str = "auto",
@@ -66,15 +69,17 @@ def combine(inputs, output: str | os.PathLike | None = None, *, backend: str = "
         The combine options of :func:`combine_options`: ``method`` (mean, median, sum, min, max),
         ``reject`` (none, sigclip, minmax, range, percentile), ``center``, ``spread``, ``sigma``,
         ``sigma_low``, ``sigma_high``, ``maxiters``, ``nlow``, ``nhigh``, ``low``, ``high``,
-        ``plow``, ``phigh``, ``weights``, ``scale``, ``zero``, ``hdu``, ``mem_limit``.
+        ``plow``, ``phigh``, ``weights``, ``scale``, ``zero``, ``hdu``, ``mem_limit``,
+        ``uncertainty`` (``auto``, ``scatter``, ``model``, ``propagate``: how ``UNCERT`` is
+        computed, see :mod:`skystack.uncertainty`; the header's ``UNCMETH`` says which).
 
     Returns
     -------
     CCDData
         The combined image (float32; NaN where no valid value), ``uncertainty`` the standard
-        error of each combined value (``StdDevUncertainty``), ``mask`` True where no valid value
-        existed, ``meta`` the provenance header, and the attribute ``count`` (int32 array): the
-        number of frames used per pixel.
+        error of each combined value (``StdDevUncertainty``; ``UNCMETH`` in ``meta`` says
+        how), ``mask`` True where no valid value existed, ``meta`` the provenance header, and
+        the attribute ``count`` (int32 array): the number of frames used per pixel.
 
     Notes
     -----
@@ -152,6 +157,8 @@ def load_checked(inputs, output, overwrite: bool, options: dict):
     if output is not None:
         check_output_path(output, overwrite)
     frames = load_frames(inputs, hdu=opts.hdu)
+    common_unit(frames)  # mixed units are refused before any work
+    opts = resolve_uncertainty(frames, opts)
     if output is not None:
         _refuse_input_as_output(frames, output)
     return opts, frames
@@ -175,10 +182,8 @@ def header_unit(header: fits.Header):
     """The astropy unit of a header's BUNIT (ADU when missing or not understood)."""
     from astropy import units as u
 
-    try:
-        return u.Unit(header["BUNIT"])
-    except (KeyError, ValueError):
-        return u.adu
+    unit = unit_key(header.get("BUNIT"))
+    return unit if isinstance(unit, u.UnitBase) else u.adu
 
 
 def _to_ccddata(sink: ArraySink, header: fits.Header) -> CCDData:

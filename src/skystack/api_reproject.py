@@ -17,7 +17,7 @@ from .backends import get_backend
 from .errors import SkystackError
 from .io.inputs import load_frames
 from .io.lock import output_lock, remove_leftovers, temporary_pattern
-from .io.provenance import build_header
+from .io.provenance import build_header, wcs_cards
 from .io.reader import Tile
 from .io.writer import FitsTileWriter, check_output_path, committed, product_mode
 from .pipeline import ArraySink
@@ -72,7 +72,8 @@ def choose_grid(frames, wcs_list, *, reference=None, grid_header=None, crop: str
 
 
 def _grid_header(header: fits.Header, grid: Grid) -> fits.Header:
-    """Provenance header with the inputs' WCS replaced by the grid's."""
+    """Provenance header with the inputs' WCS replaced by the grid's (not its time keywords:
+    the product's times are its frames', whatever the grid's WCS was made from)."""
     out = header.copy()
     for key in list(out.keys()):
         if key[:5] in ("CTYPE", "CRPIX", "CRVAL", "CDELT", "CUNIT") or key[:2] in ("CD", "PC") \
@@ -80,7 +81,7 @@ def _grid_header(header: fits.Header, grid: Grid) -> fits.Header:
                 key in ("WCSAXES", "LONPOLE", "LATPOLE", "RADESYS", "EQUINOX", "MJDREF"):
             if key in out:
                 del out[key]
-    out.update(grid.wcs.to_header(relax=True))
+    out.update(wcs_cards(grid.wcs))
     return out
 
 
@@ -311,7 +312,7 @@ def reproject(input, target, output: str | os.PathLike | None = None, *,
         if card.keyword in ("BUNIT", "OBJECT", "FILTER", "EXPTIME", "DATE-OBS", "TELESCOP",
                             "INSTRUME"):
             hdr.append(card)
-    hdr.update(grid.wcs.to_header(relax=True))
+    hdr.update(wcs_cards(grid.wcs))
     hdr["INTERP"] = (interp, "resampling onto the output grid")
     hdr["HISTORY"] = f"skystack reproject of {label}"
     if output is not None:

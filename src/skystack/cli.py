@@ -95,6 +95,12 @@ def _add_combine_options(p: argparse.ArgumentParser) -> None:
                    help="multiplicative normalisation to the first frame (default: none)")
     g.add_argument("--zero", default="none", choices=("none", "median", "mean"),
                    help="additive normalisation to the first frame (default: none)")
+    g.add_argument("--uncertainty", default="auto",
+                   choices=("auto", "scatter", "model", "propagate"),
+                   help="UNCERT plane: scatter between frames, noise model from GAIN/RDNOISE "
+                        "(bias-subtracted data), or propagate the inputs' UNCERT (default: "
+                        "auto = model when every input has GAIN and RDNOISE and is not raw, "
+                        "else scatter)")
     r = p.add_argument_group("resources")
     r.add_argument("--hdu", type=_hdu, help="HDU index or EXTNAME (default: first image HDU)")
     r.add_argument("--backend", default="auto", choices=("auto", "cpu", "gpu"),
@@ -109,7 +115,7 @@ def _combine_kwargs(a: argparse.Namespace) -> dict:
                 sigma_low=a.sigma_low, sigma_high=a.sigma_high, maxiters=a.maxiters,
                 nlow=a.nlow, nhigh=a.nhigh, low=a.low, high=a.high, plow=a.plow, phigh=a.phigh,
                 weights=a.weights, scale=a.scale, zero=a.zero, hdu=a.hdu,
-                mem_limit=a.mem_limit)
+                mem_limit=a.mem_limit, uncertainty=a.uncertainty)
 
 
 def build_parser() -> argparse.ArgumentParser:

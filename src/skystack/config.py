@@ -21,6 +21,8 @@ SPREADS = ("std", "mad")
 SCALES = ("none", "median", "mean", "exposure")
 ZEROS = ("none", "median", "mean")
 BACKENDS = ("auto", "cpu", "gpu")
+# How the UNCERT plane is computed (skystack.uncertainty); "auto" is resolved from the inputs.
+UNCERTAINTIES = ("auto", "scatter", "model", "propagate")
 
 _SIZE_UNITS = {"": 1, "B": 1, "K": 1e3, "KB": 1e3, "M": 1e6, "MB": 1e6, "G": 1e9, "GB": 1e9,
                "T": 1e12, "TB": 1e12, "KIB": 2**10, "MIB": 2**20, "GIB": 2**30, "TIB": 2**40}
@@ -145,6 +147,7 @@ class CombineOptions:
     zero: str = "none"
     hdu: int | str | None = None
     mem_limit: int | None = None
+    uncertainty: str = "auto"
 
     def validated(self) -> CombineOptions:
         """Return self (with defaults filled in) or raise SkystackError on an invalid value."""
@@ -154,6 +157,7 @@ class CombineOptions:
         _choice("spread", self.spread, SPREADS)
         _choice("scale", self.scale, SCALES)
         _choice("zero", self.zero, ZEROS)
+        _choice("uncertainty", self.uncertainty, UNCERTAINTIES)
         for name in ("sigma_low", "sigma_high"):
             v = getattr(self, name)
             if not (isinstance(v, (int, float)) and math.isfinite(v) and v > 0):

@@ -18,6 +18,7 @@ import math
 
 import numpy as np
 
+from .backends.base import FrameParams
 from .config import CombineOptions
 from .errors import SkystackError
 from .io.inputs import Frame
@@ -116,6 +117,19 @@ def normalization(frames: list[Frame], options: CombineOptions) -> tuple[np.ndar
         z = stat(options.zero)
         zero = z[0] - scale * z
     return scale.astype(np.float32), zero.astype(np.float32)
+
+
+def frame_params(frames: list[Frame], options: CombineOptions) -> FrameParams:
+    """Scale, zero and weights of each frame, and for the noise-model uncertainty (``options``
+    resolved) their gain and read noise (:mod:`skystack.uncertainty`)."""
+    from .uncertainty import noise_arrays
+
+    scale, zero = normalization(frames, options)
+    gain = rdnoise = None
+    if options.uncertainty == "model":
+        gain, rdnoise = noise_arrays(frames)
+    return FrameParams(scale=scale, zero=zero, weights=frame_weights(frames, options),
+                       gain=gain, rdnoise=rdnoise)
 
 
 def frame_weights(frames: list[Frame], options: CombineOptions) -> np.ndarray:

@@ -15,12 +15,14 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .backends.base import Backend, FrameParams, TileOutputs
+from .backends.base import Backend, TileOutputs
 from .config import CombineOptions
 from .io.inputs import Frame
 from .io.reader import Tile, TileReader
-from .normalization import frame_weights, normalization
+from .io.sigma import TileSigma, sigma_source
+from .normalization import frame_params
 from .tiling import plan_tiles
+from .uncertainty import resolve_uncertainty, uncertainty_sinks
 
 log = logging.getLogger("skystack")
 
@@ -77,13 +79,18 @@ def combine_frames(frames: list[Frame], options: CombineOptions, backend: Backen
     """Combine ``frames`` tile by tile with ``backend``, handing each finished tile to ``sinks``.
 
     ``options`` must be validated (``CombineOptions.validated()``). Each sink has
-    ``write_tile(tile, image, uncertainty, count)``.
+    ``write_tile(tile, image, uncertainty, count)``; the uncertainty is the one
+    ``options.uncertainty`` asks for (:mod:`skystack.uncertainty`).
     """
     t0 = time.perf_counter()
     n = len(frames)
     shape = frames[0].shape
-    scale, zero = normalization(frames, options)
-    params = FrameParams(scale=scale, zero=zero, weights=frame_weights(frames, options))
+    options = resolve_uncertainty(frames, options)
+    params = frame_params(frames, options)
+    sigma = None
+    if options.uncertainty == "propagate":
+        sigma = TileSigma([sigma_source(f) for f in frames])
+    sinks = uncertainty_sinks(sinks, options, params, sigma)  # UNCERT: skystack.uncertainty
     if hasattr(backend, "stream_combine"):
         # The GPU streams raw bytes through pinned memory with its own tiling and buffers.
         sstats = backend.stream_combine([f.source for f in frames], shape, options, params,

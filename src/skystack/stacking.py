@@ -29,16 +29,18 @@ import numpy as np
 from astropy.wcs import WCS
 from numba import njit
 
-from .backends.base import Backend, FrameParams, TileOutputs
+from .backends.base import Backend, TileOutputs
 from .config import CombineOptions
 from .io.inputs import Frame
 from .io.provenance import exposure_seconds
 from .io.reader import Tile
-from .normalization import frame_weights, normalization
+from .io.sigma import ResampledSigma, sigma_source
+from .normalization import frame_params
 from .pipeline import RunStats
 from .regrid.interp import BAND_METHODS, pixel_area_ratio, row_span
 from .regrid.pixmap import check_celestial, pixel_map
 from .tiling import plan_tiles
+from .uncertainty import resolve_uncertainty, uncertainty_sinks
 
 log = logging.getLogger("skystack")
 
@@ -131,10 +133,12 @@ class _FrameResampler:
 def write_stack_tile(sinks, tile: Tile, out: TileOutputs, coverage: np.ndarray,
                      expmap: np.ndarray) -> None:
     """Hand one finished tile of a stack to every sink: image, uncertainty, COUNT = coverage,
-    MASK = no value kept, EXPMAP (float32)."""
+    MASK = no value kept, EXPMAP (float32); sinks with ``takes_kept`` (the uncertainty's,
+    :func:`skystack.uncertainty.uncertainty_sinks`) also get the count of kept values."""
     for sink in sinks:
+        more = {"kept": out.count} if getattr(sink, "takes_kept", False) else {}
         sink.write_tile(tile, out.image, out.uncertainty, coverage, mask=out.count == 0,
-                        extras={"EXPMAP": expmap.astype(np.float32, copy=False)})
+                        extras={"EXPMAP": expmap.astype(np.float32, copy=False)}, **more)
 
 
 def stack_tile_plan(frames: list[Frame], shape: tuple[int, int], options: CombineOptions,
@@ -195,8 +199,13 @@ def stack_frames(frames: list[Frame], grid: Grid, options: CombineOptions, backe
     n = len(frames)
     if wcs_list is None:
         wcs_list = [frame_wcs(f) for f in frames]
-    scale, zero = normalization(frames, options)
-    params = FrameParams(scale=scale, zero=zero, weights=frame_weights(frames, options))
+    options = resolve_uncertainty(frames, options)
+    params = frame_params(frames, options)
+    sigma = None
+    if options.uncertainty == "propagate":
+        sigma = ResampledSigma(frames, [sigma_source(f) for f in frames], wcs_list, grid,
+                               interp, conserve_flux, step)
+    sinks = uncertainty_sinks(sinks, options, params, sigma)  # UNCERT: skystack.uncertainty
     exptimes = np.nan_to_num(np.array([exposure_seconds(f.header) for f in frames], np.float32))
     if hasattr(backend, "stream_stack"):
         # The GPU resamples on the device into the tile block it combines, with its own tiling

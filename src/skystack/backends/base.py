@@ -21,12 +21,15 @@ class FrameParams:
     """Per-frame normalisation and weights (length n_frames each).
 
     Each value v of frame k is used as ``v * scale[k] + zero[k]`` (float32); ``weights`` (float64)
-    apply to mean and sum.
+    apply to mean and sum. ``gain`` (e-/ADU) and ``rdnoise`` (e-), float64, are set for the
+    noise-model uncertainty only (:mod:`skystack.uncertainty`); backends ignore them.
     """
 
     scale: np.ndarray
     zero: np.ndarray
     weights: np.ndarray
+    gain: np.ndarray | None = None
+    rdnoise: np.ndarray | None = None
 
 
 @dataclass

@@ -37,11 +37,10 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 from astropy.io import fits
 
-from ..backends.base import FrameParams
 from ..errors import SkystackError
 from ..io.lock import output_lock, remove_leftovers, temporary_pattern
 from ..io.writer import FitsTileWriter
-from ..normalization import frame_weights, normalization
+from ..normalization import frame_params
 from .connect import cluster_client, local_threads_by_host, require_distributed
 from .jobs import CombineJob, StackJob
 from .journal import Journal, done_tiles, fingerprint, journal_paths
@@ -85,6 +84,13 @@ def _worker_description(client, backend: str, threads, by_host) -> str:
     return client.submit(describe_backend, backend, threads, by_host, pure=False).result()
 
 
+def _refuse_propagate(opts) -> None:
+    # Workers would need the inputs' uncertainty planes as specs too: not done yet.
+    if opts.uncertainty == "propagate":
+        raise SkystackError("--uncertainty propagate does not run on a cluster yet (run "
+                            "without --workers/--scheduler, or use model or scatter)")
+
+
 def combine_on_cluster(inputs, output, *, cluster, backend: str = "auto",
                        overwrite: bool = False, progress=None, threads: int | None = None,
                        max_tile_rows: int | None = None,
@@ -99,6 +105,7 @@ def combine_on_cluster(inputs, output, *, cluster, backend: str = "auto",
 
     require_distributed()
     opts, frames = load_checked(inputs, output, overwrite, options)
+    _refuse_propagate(opts)
     specs = tuple(source_spec(f.source, f.label) for f in frames)
     shape = frames[0].shape
     with cluster_client(cluster) as client:
@@ -110,8 +117,7 @@ def combine_on_cluster(inputs, output, *, cluster, backend: str = "auto",
         if extra_header is not None:
             header.extend(extra_header, update=True)
         _cluster_header(header, client)
-        scale, zero = normalization(frames, opts)
-        params = FrameParams(scale=scale, zero=zero, weights=frame_weights(frames, opts))
+        params = frame_params(frames, opts)
         tiles = plan_tiles(shape, len(frames), opts.mem_limit, max_rows=max_tile_rows)
         recipe = {"kind": "combine", "sources": [repr(s) for s in specs],
                   "options": repr(replace(opts, mem_limit=None)), "scale": params.scale,
@@ -144,13 +150,13 @@ def stack_on_cluster(frames, wcs_list, grid, opts, output, *, cluster, header_fo
     from ..stacking import stack_tile_plan
 
     require_distributed()
+    _refuse_propagate(opts)
     specs = tuple(source_spec(f.source, f.label) for f in frames)
     with cluster_client(cluster) as client:
         by_host = local_threads_by_host(client)
         header = header_for(_worker_description(client, backend, threads, by_host))
         _cluster_header(header, client)
-        scale, zero = normalization(frames, opts)
-        params = FrameParams(scale=scale, zero=zero, weights=frame_weights(frames, opts))
+        params = frame_params(frames, opts)
         exptimes = np.nan_to_num(np.array([exposure_seconds(f.header) for f in frames],
                                           np.float32))
         # The in-process run resamples with as many threads as its CPU backend has, and plans

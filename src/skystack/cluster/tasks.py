@@ -22,6 +22,7 @@ import numpy as np
 
 from ..backends.base import TileOutputs
 from ..io.reader import Tile
+from ..uncertainty import uncertainty_sinks
 from .output import BandWriter
 
 __all__ = ["TileDone", "run_tile", "identity", "describe_backend", "release_job",
@@ -130,13 +131,16 @@ def run_tile(job, tile: Tile) -> TileDone:
     del block
     t2 = time.perf_counter()
     writer = BandWriter(job.output)
+    # The uncertainty the options ask for, computed from the tile as in-process.
+    sinks = uncertainty_sinks([writer], job.options, job.params)
     try:
         if job.kind == "stack":
             from ..stacking import write_stack_tile
 
-            write_stack_tile([writer], tile, out, extra["coverage"], extra["expmap"])
+            write_stack_tile(sinks, tile, out, extra["coverage"], extra["expmap"])
         else:
-            writer.write_tile(tile, out.image, out.uncertainty, out.count)
+            for sink in sinks:
+                sink.write_tile(tile, out.image, out.uncertainty, out.count)
     finally:
         crc = writer.finish()
     t3 = time.perf_counter()

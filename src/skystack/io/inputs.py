@@ -4,7 +4,8 @@ Accepted inputs, normalised in :func:`load_frames`:
 
 * paths (``str`` / ``os.PathLike``), glob patterns (``"lights/*.fits"``) and ``@list.txt`` files
   holding one path or pattern per line (blank lines and ``#`` comments ignored);
-* astropy HDUs (``PrimaryHDU``, ``ImageHDU``, ``CompImageHDU``) and ``CCDData`` (its mask honoured);
+* astropy HDUs (``PrimaryHDU``, ``ImageHDU``, ``CompImageHDU``) and ``CCDData`` (its mask honoured,
+  its unit written into the frame's header as ``BUNIT``);
 * 2-D NumPy arrays, or one 3-D array holding a whole stack along axis 0;
 * :class:`Frame` records already made (e.g. calibrated frames of a night), used as given.
 
@@ -19,7 +20,7 @@ import glob
 import os
 import sys
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -27,6 +28,7 @@ from astropy.io import fits
 
 from ..errors import SkystackError
 from .reader import BITPIX_DTYPES, ArraySource, CompressedFitsSource, HandlePool, RawFitsSource
+from .sigma import ccd_sigma
 
 __all__ = ["Frame", "expand_paths", "load_frames", "read_header"]
 
@@ -36,7 +38,9 @@ class Frame:
     """One input image: where its pixels come from and its header.
 
     ``shape`` is ``(rows, cols)`` = ``(NAXIS2, NAXIS1)``; ``label`` names it in messages and in
-    provenance (the file name, or ``array[3]``).
+    provenance (the file name, or ``array[3]``). ``uncertainty``: a source of the frame's own
+    standard deviations when it came with them in memory (a CCDData's; see
+    :mod:`skystack.io.sigma`).
     """
 
     label: str
@@ -45,6 +49,7 @@ class Frame:
     source: object
     path: str | None = None
     hdu_index: int | None = None
+    uncertainty: object | None = None
 
 
 def expand_paths(items: Iterable[str | os.PathLike]) -> list[str]:
@@ -337,6 +342,17 @@ def _array_frame(data, label: str, header=None, mask=None) -> Frame:
                  source=ArraySource(arr, mask))
 
 
+def _ccd_header(ccd) -> fits.Header:
+    """A CCDData's meta as a header, with what it carries apart: its unit as BUNIT, its WCS
+    (which wins over WCS keywords in meta, as in ``CCDData.to_hdu``)."""
+    header = fits.Header(ccd.meta or {})
+    if ccd.wcs is not None:
+        header.update(ccd.wcs.to_header(relax=True))
+    if ccd.unit is not None:
+        header["BUNIT"] = (ccd.unit.to_string(), "unit of the CCDData")
+    return header
+
+
 class _NoCCDData:
     """Stands for CCDData while astropy.nddata is not imported (no instance can exist)."""
 
@@ -374,7 +390,11 @@ def load_frames(inputs, hdu: int | str | None = None,
         if isinstance(item, Frame):  # already loaded (e.g. a calibrated frame): used as given
             frames.append(item)
         elif isinstance(item, CCDData):
-            frames.append(_array_frame(item.data, f"ccddata[{i}]", item.meta, item.mask))
+            frame = _array_frame(item.data, f"ccddata[{i}]", _ccd_header(item), item.mask)
+            sigma = ccd_sigma(item)
+            if sigma is not None:
+                frame = replace(frame, uncertainty=ArraySource(sigma, item.mask))
+            frames.append(frame)
         elif isinstance(item, (fits.PrimaryHDU, fits.ImageHDU, fits.CompImageHDU)):
             if item.data is None:
                 raise SkystackError(f"hdu[{i}]: no image data")

@@ -2,14 +2,21 @@
 
 Keywords written (all in the primary header):
 
-* ``NCOMBINE`` frames combined; ``IMCMB001``… their file names (IRAF convention, first 999);
+* ``NCOMBINE`` frames combined; ``IMCMB001``… their file names (IRAF convention, first 999;
+  printable ASCII, non-ASCII characters escaped: :func:`skystack.io.labels.fits_label`);
 * ``COMBMETH``, ``REJECT`` and the parameters of the rejection used (``SIGLOW``, ``SIGHIGH``,
   ``SIGCEN``, ``SIGSPRD``, ``MAXITERS``, ``NLOW``, ``NHIGH``, ``RNGLOW``, ``RNGHIGH``, ``PCLOW``,
   ``PCHIGH``), ``SCALEBY``, ``ZEROBY``, ``WEIGHTS``;
 * ``EXPTIME``: the sum of the inputs' for ``sum``, their mean otherwise;
 * ``DATE-OBS``/``MJD-OBS``: start of the earliest frame; ``DATE-END``/``MJD-END``: end of the
   latest (start + EXPTIME); ``DATE-AVG``/``MJD-AVG``: exposure-weighted mean of the frames'
-  mid-exposure times (FITS WCS paper III keywords; MJD-OBS keeps its standard meaning, the start);
+  mid-exposure times (FITS WCS paper III keywords; MJD-OBS keeps its standard meaning, the start).
+  These describe the combined frames only: the time keywords of any WCS header copied in (the
+  first frame's, a reference grid's) are dropped (:data:`TIME_KEYS`);
+* ``BUNIT``: the inputs' common unit (:func:`skystack.io.units.common_unit`; mixed units are
+  refused); the callers write ``adu`` ("assumed") when no input has one;
+* ``UNCMETH``: how UNCERT was computed; ``GAIN``/``RDNOISE``: the product's *effective* gain
+  (e-/ADU) and read noise (e-), not the inputs' (derivation in :mod:`skystack.uncertainty`);
 * ``SKYSVER`` skystack version, ``SKYSBKND`` the backend;
 * the first frame's WCS (SIP included), and keywords such as OBJECT and FILTER where every frame
   agrees on them.
@@ -25,11 +32,14 @@ from astropy.io import fits
 
 from .._version import __version__
 from ..config import CombineOptions
+from ..uncertainty import noise_cards
 from .inputs import Frame
+from .labels import fits_label
+from .units import common_unit
 
 # Descriptive keywords carried over when every input frame has the same value.
-SHARED_KEYS = ("OBJECT", "FILTER", "IMAGETYP", "TELESCOP", "INSTRUME", "OBSERVER", "BUNIT",
-               "XBINNING", "YBINNING", "CCDSUM", "GAIN", "EQUINOX", "RADESYS", "ORIGIN")
+SHARED_KEYS = ("OBJECT", "FILTER", "IMAGETYP", "TELESCOP", "INSTRUME", "OBSERVER",
+               "XBINNING", "YBINNING", "CCDSUM", "EQUINOX", "RADESYS", "ORIGIN")
 
 
 def exposure_seconds(header) -> float:
@@ -75,6 +85,9 @@ def build_header(frames: list[Frame], options: CombineOptions, backend: str) -> 
     for key in SHARED_KEYS:
         if key in first and all(f.header.get(key) == first[key] for f in frames[1:]):
             h[key] = (first[key], first.comments[key])
+    unit = common_unit(frames)
+    if unit is not None:
+        h["BUNIT"] = (unit, "unit of the inputs")
     _add_wcs(h, first)
     h["NCOMBINE"] = (len(frames), "number of frames combined")
     h["COMBMETH"] = (options.method, "skystack combine method")
@@ -99,6 +112,7 @@ def build_header(frames: list[Frame], options: CombineOptions, backend: str) -> 
     h["SCALEBY"] = (options.scale, "multiplicative normalisation to frame 1")
     h["ZEROBY"] = (options.zero, "additive normalisation to frame 1")
     h["WEIGHTS"] = (options.weights.describe(), "frame weights (mean and sum)")
+    noise_cards(h, frames, options)
 
     exptimes = []
     for f in frames:
@@ -126,7 +140,7 @@ def build_header(frames: list[Frame], options: CombineOptions, backend: str) -> 
         h["DATE-AVG"] = (_isot(avg), "exposure-weighted mid-time (UTC)")
         h["MJD-AVG"] = (avg, "exposure-weighted mid-time")
     for i, f in enumerate(frames[:999], start=1):
-        h[f"IMCMB{i:03d}"] = (f.label[:68], "input frame")
+        h[f"IMCMB{i:03d}"] = (fits_label(f.label)[:68], "input frame")
     if len(frames) > 999:
         h["IMCMBMOR"] = (len(frames) - 999, "further inputs not listed")
     h["SKYSVER"] = (__version__, "skystack version")
@@ -134,6 +148,24 @@ def build_header(frames: list[Frame], options: CombineOptions, backend: str) -> 
     h["HISTORY"] = f"skystack {__version__}: {options.method} of {len(frames)} frames, " \
                    f"reject={options.reject}"
     return h
+
+
+# Time keywords a WCS header may carry (FITS WCS paper VII): they date the frame the WCS came
+# from, not the product, and are never copied from a WCS into a product's header.
+TIME_KEYS = frozenset((
+    "DATE-OBS", "DATE-BEG", "DATE-AVG", "DATE-END", "MJD-OBS", "MJD-BEG", "MJD-AVG", "MJD-END",
+    "JEPOCH", "BEPOCH", "TSTART", "TSTOP", "XPOSURE", "TELAPSE", "TIMESYS", "TREFPOS",
+    "TREFDIR", "PLEPHEM", "TIMEUNIT", "DATEREF", "MJDREF", "MJDREFI", "MJDREFF", "JDREF",
+    "JDREFI", "JDREFF", "TIMEOFFS", "TIMSYER", "TIMRDER", "TIMEDEL", "TIMEPIXR"))
+
+
+def wcs_cards(wcs) -> fits.Header:
+    """``wcs.to_header(relax=True)`` without its time keywords (:data:`TIME_KEYS`): what a
+    product takes from a frame's or a reference grid's WCS."""
+    header = wcs.to_header(relax=True)
+    for key in TIME_KEYS & set(header.keys()):
+        del header[key]
+    return header
 
 
 def _add_wcs(out: fits.Header, header: fits.Header) -> None:
@@ -145,10 +177,9 @@ def _add_wcs(out: fits.Header, header: fits.Header) -> None:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", FITSFixedWarning)
             wcs = WCS(header, naxis=2)
-            wcs_header = wcs.to_header(relax=True)
+            wcs_header = wcs_cards(wcs)
     except Exception:
         return
     for card in wcs_header.cards:
-        if card.keyword not in ("COMMENT", "HISTORY", "DATE-OBS", "MJD-OBS", "DATEREF",
-                                "MJDREF", "MJDREFI", "MJDREFF", "WCSAXES"):
+        if card.keyword not in ("COMMENT", "HISTORY", "WCSAXES"):
             out[card.keyword] = (card.value, card.comment)

@@ -269,4 +269,7 @@ def calibrated_frame(frame: Frame, calibration: Calibration) -> Frame:
     header["NAXIS1"], header["NAXIS2"] = source.shape[1], source.shape[0]
     for step in calibration.describe():
         header.add_history(f"skystack: {step}")
+    if calibration.bias is not None or calibration.overscan is not None:
+        # Its pixels no longer hold the bias level (skystack.uncertainty's noise model).
+        header["BIASSUB"] = (True, "bias level subtracted")
     return Frame(frame.label, source.shape, header, source, frame.path, frame.hdu_index)

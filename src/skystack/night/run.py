@@ -45,6 +45,7 @@ from .._version import __version__
 from ..errors import SkystackError
 from ..io.identity import file_identity
 from ..io.inputs import Frame, load_frames
+from ..io.labels import fits_label
 from ..io.lock import output_lock
 from ..io.reader import Tile
 from . import masters as mst
@@ -588,7 +589,7 @@ class _Night:
         if n_skipped:
             product.notes.append(f"{n_skipped} light{'s' * (n_skipped != 1)} skipped")
         header["SKYGROUP"] = (group, "object / filter group")
-        header["GRIDREF"] = (os.path.basename(ref.path or ref.label),
+        header["GRIDREF"] = (fits_label(os.path.basename(ref.path or ref.label)),
                              "grid: WCS and shape of this light")
         with atomic_path(path, overwrite=True, stable=self.cluster is not None) as tmp:
             stack_to_file(usable, tmp, grid=grid, extra_header=header, overwrite=True,

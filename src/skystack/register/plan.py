@@ -26,6 +26,7 @@ from astropy.io import fits
 from astropy.wcs import WCS
 
 from ..errors import SkystackError
+from ..io.labels import fits_label
 from .align import RegistrationResult, Selection, measure_frames, register_frames, select_frames
 
 __all__ = ["ALIGNS", "StackPlan", "plan_stack"]
@@ -114,7 +115,8 @@ def plan_stack(frames: list, *, align: str = "wcs", reference=None, grid_header=
                                   best_fraction=best_fraction,
                                   registrations=result.registrations)
         wcs_all = result.wcs
-        header["REGREF"] = (result.reference_label[-68:], "registration reference frame")
+        header["REGREF"] = (fits_label(result.reference_label)[-68:],
+                            "registration reference frame")
         header["REGMODEL"] = (model, "registration model, frame px -> reference px")
         if ref is not None:
             grid = Grid(result.reference_wcs, tuple(ref.shape))
@@ -122,8 +124,7 @@ def plan_stack(frames: list, *, align: str = "wcs", reference=None, grid_header=
     skipped = [s for s in (selection or []) if not s.keep]
     for s in skipped:
         log.warning("%s: skipped (%s)", s.label, s.reason)
-        header.add_history(f"skipped {s.label}: {s.reason}".encode("ascii", "replace")
-                           .decode()[:72])
+        header.add_history(fits_label(f"skipped {s.label}: {s.reason}")[:72])
     if skipped:
         header["NSKIPPED"] = (len(skipped), "input frames not stacked (see HISTORY)")
     if not keep:

@@ -1,0 +1,328 @@
+"""The ``UNCERT`` plane of a product and its effective ``GAIN``/``RDNOISE``.
+
+``--uncertainty`` (API ``uncertainty=``) chooses how UNCERT, the standard error of each combined
+value, is computed; the header's ``UNCMETH`` says which was used:
+
+``scatter``
+    From the scatter of the kept values between frames (the combine kernels' own estimate: the
+    standard error of the mean, of the sum, ``sqrt(pi/2)`` x that of the mean from the IQR for
+    the median). Needs no header, but is itself noisy at small N (about 1/sqrt(2(N-1)) relative,
+    35 % at N = 5).
+``model``
+    From a CCD noise model, per kept frame (values in ADU, gain g in e-/ADU, read noise r in e-,
+    both from each frame's header: ``GAIN``; ``RDNOISE``, ``READNOIS`` or ``RON``)::
+
+        var_k = s_k * max(x - z_k, 0) / g_k + (s_k * r_k / g_k)**2
+
+    where x is the combined value (the per-frame signal; the data must be bias-subtracted: a
+    bias level left in the data would count as signal) and s_k, z_k the frame's scale and zero
+    normalisation. With w_k the weights (mean and sum; 1 otherwise), n the frames kept at the
+    pixel (COUNT after rejection) and A = mean_k(w_k**2 var_k), B = mean_k(w_k):
+
+    * mean: var = A / (B**2 n)  (= sum_kept w**2 var / (sum_kept w)**2 when the kept frames are
+      typical of all frames: exact without weights or without rejection);
+    * sum: var = n A, with the per-frame signal x = value / (n B);
+    * median: var = (pi/2) A / n (the median's asymptotic efficiency for Gaussian noise);
+    * min, max: var = A (one frame's).
+
+    The result is nearly noise-free (it only inherits the combined value's noise through x).
+    For stacks it is the noise before resampling: bilinear interpolation smooths each pixel
+    (measured: the pixel-to-pixel scatter of a stack of sub-pixel dithers is 0.67x this UNCERT)
+    but not the sums over apertures (0.95x for 5x5 pixels), which the scatter estimate, made
+    after resampling, underestimates (1.5x too small there).
+``propagate``
+    From the inputs' own uncertainties: a CCDData's ``uncertainty`` (standard deviation,
+    variance or inverse variance), or an ``UNCERT`` image extension of a FITS input (as CCDData
+    writes it; ``UTYPE`` says which kind, standard deviation by default), read tile by tile like
+    the data (for stacks resampled like the data, which neglects the covariance of neighbouring
+    output pixels). The combine kernels do not report which frames were kept at a pixel, so the
+    same approximation as for ``model`` is made, with var_k = (s_k sigma_k)**2 averaged over the
+    frames whose sigma is finite there: exact for a combine without rejection and without
+    weights (mean: sum sigma_k**2 / n**2), and where the rejected frames' sigmas are typical.
+``auto`` (default)
+    ``model`` when every input has GAIN and a read noise, and none is raw data still holding
+    its bias level (integer pixels, BITPIX > 0, unless the header says ``BIASSUB = T`` as the
+    night's calibrated frames do; or IMAGETYP bias/zero); else ``scatter``.
+
+All three are computed after the combine, per tile on the host, from the combined image and
+COUNT (and for ``propagate`` the inputs' sigma), so the CPU, GPU and cluster paths give the same
+values (:func:`uncertainty_sinks`).
+
+Effective gain and read noise (header ``GAIN`` and ``RDNOISE``, written for mean, sum and median
+when every input has a GAIN, frames are not scaled, RDNOISE when every input has one): the
+product's variance in its own units is written as ``var(X) = X / G + (R / G)**2`` (X >= 0), the
+form of a single frame of gain G and read noise R, so that the usual CCD equation applies to the
+product. The model above with n = NCOMBINE and no zero offsets gives ``var = a X + b``, hence
+``G = 1 / a`` and ``R = G sqrt(b)``. For N frames of gain g and read noise r:
+
+* mean: var = (X/g + r**2/g**2) / N, so G = g N and R = r sqrt(N);
+* sum: X = N x, var = N (x/g + r**2/g**2) = X/g + N r**2/g**2, so G = g and R = r sqrt(N);
+* median: the mean's variance times pi/2, i.e. N_eff = 2N/pi: G = g N_eff, R = r sqrt(N_eff).
+
+Frames of different gains combine exactly by the same formula (1/G is a weighted sum of the
+1/g_k: a harmonic combination), which the keyword's comment then says. min and max have no
+effective gain; neither keyword is written for them (HISTORY says so).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import replace
+
+import numpy as np
+
+from .backends.base import FrameParams
+from .config import CombineOptions
+from .errors import SkystackError
+
+__all__ = ["GAIN_KEYS", "RDNOISE_KEYS", "frame_noise", "resolve_uncertainty", "noise_arrays",
+           "model_variance", "propagated_variance", "effective_noise", "noise_cards",
+           "uncertainty_sinks"]
+
+GAIN_KEYS = ("GAIN",)
+RDNOISE_KEYS = ("RDNOISE", "READNOIS", "RON")
+_BIAS_TYPES = ("BIAS", "ZERO")
+
+
+def _header_number(frame, keys: tuple[str, ...], positive: bool,
+                   strict: bool) -> float | None:
+    """The first of ``keys`` in the frame's header as a finite number (> 0 for a gain, >= 0
+    for a read noise); None when none is there; a value that is not one is a one-line error
+    when ``strict`` (the model was asked for), else counts as absent."""
+    header = frame.header
+    for key in keys:
+        if header is None or key not in header:
+            continue
+        try:
+            value = float(header[key])
+        except (TypeError, ValueError):
+            value = math.nan
+        if not math.isfinite(value) or value < 0 or (positive and value == 0):
+            if not strict:
+                return None
+            need = "positive" if positive else "non-negative"
+            raise SkystackError(f"{frame.label}: {key} = {header[key]!r} is not a {need} number")
+        return value
+    return None
+
+
+def frame_noise(frame, strict: bool = False) -> tuple[float | None, float | None]:
+    """(gain in e-/ADU, read noise in e-) of a frame's header; None where absent (or, unless
+    ``strict``, not a valid number)."""
+    return (_header_number(frame, GAIN_KEYS, True, strict),
+            _header_number(frame, RDNOISE_KEYS, False, strict))
+
+
+def _raw_with_bias(frame) -> bool:
+    """Whether a frame evidently still holds its bias level (see module docstring, ``auto``)."""
+    header = frame.header
+    if header is None:
+        return False
+    words = str(header.get("IMAGETYP", "")).upper().replace("_", " ").split()
+    if any(w in _BIAS_TYPES for w in words):
+        return True
+    if header.get("BIASSUB") is True:
+        return False
+    bitpix = header.get("BITPIX")
+    return isinstance(bitpix, int) and bitpix > 0
+
+
+def resolve_uncertainty(frames, options: CombineOptions) -> CombineOptions:
+    """``options`` with ``uncertainty`` made concrete (``auto`` decided from the inputs), after
+    checking that the inputs support it (one-line error naming the first frame that does not)."""
+    mode = options.uncertainty
+    if mode == "auto":
+        ok = all(None not in frame_noise(f) and not _raw_with_bias(f) for f in frames)
+        mode = "model" if ok else "scatter"
+    elif mode == "model":
+        for f in frames:
+            gain, rdnoise = frame_noise(f, strict=True)
+            if gain is None or rdnoise is None:
+                missing = "GAIN (e-/ADU)" if gain is None else "RDNOISE (e-)"
+                raise SkystackError(f"{f.label}: no {missing} in the header "
+                                    "(--uncertainty model needs GAIN and RDNOISE)")
+    elif mode == "propagate":
+        from .io.sigma import sigma_source
+
+        for f in frames:
+            if sigma_source(f) is None:
+                raise SkystackError(
+                    f"{f.label}: no uncertainty to propagate (--uncertainty propagate needs a "
+                    "CCDData uncertainty or an uncompressed UNCERT image extension)")
+    return options if mode == options.uncertainty else replace(options, uncertainty=mode)
+
+
+def noise_arrays(frames) -> tuple[np.ndarray, np.ndarray]:
+    """Per-frame gain (e-/ADU) and read noise (e-) as float64 arrays, NaN where absent."""
+    pairs = [frame_noise(f) for f in frames]
+    gain = np.array([np.nan if g is None else g for g, _ in pairs], np.float64)
+    rdnoise = np.array([np.nan if r is None else r for _, r in pairs], np.float64)
+    return gain, rdnoise
+
+
+def _weights(params: FrameParams, options: CombineOptions) -> np.ndarray:
+    w = np.asarray(params.weights, np.float64)
+    return w if options.weighted else np.ones_like(w)
+
+
+def _combine_variances(method: str, per_frame, n: np.ndarray, w: np.ndarray,
+                       value: np.ndarray) -> np.ndarray:
+    """Variance of the combined value from A(x) = mean_k(w_k**2 var_k(x)) (``per_frame``, a
+    function of the per-frame signal x) and the kept count ``n`` (see module docstring)."""
+    b = float(np.mean(w))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        nf = np.where(n > 0, n, np.nan).astype(np.float64)
+        if method == "mean":
+            return per_frame(value) / (b * b * nf)
+        if method == "sum":
+            return per_frame(value / (nf * b)) * nf
+        if method == "median":
+            return (math.pi / 2) * per_frame(value) / nf
+        return per_frame(value)
+
+
+def _model_per_frame(params: FrameParams, w: np.ndarray, zero_offsets: bool = True):
+    """x -> mean_k(w_k**2 var_k(x)) of the noise model (module docstring)."""
+    s = np.asarray(params.scale, np.float64)
+    z = np.asarray(params.zero, np.float64) if zero_offsets else np.zeros(len(s))
+    g = np.asarray(params.gain, np.float64)
+    r = np.nan_to_num(np.asarray(params.rdnoise, np.float64)) if params.rdnoise is not None \
+        else np.zeros(len(s))
+    nframes = len(s)
+    const = float(np.mean(w**2 * (s * r / g) ** 2))
+    coef = w**2 * s / g / nframes
+    # Frames sharing a zero offset share one term (usually all: no --zero).
+    terms = [(float(zv), float(coef[z == zv].sum())) for zv in np.unique(z)]
+
+    def per_frame(x):
+        x = np.asarray(x, np.float64)
+        out = np.full(x.shape, const)
+        for zv, c in terms:
+            out += c * np.maximum(x - zv, 0.0)
+        return out
+
+    return per_frame
+
+
+def model_variance(image: np.ndarray, count: np.ndarray, options: CombineOptions,
+                   params: FrameParams) -> np.ndarray:
+    """Variance (float64) of each combined value by the noise model (module docstring)."""
+    w = _weights(params, options)
+    return _combine_variances(options.method, _model_per_frame(params, w), count, w, image)
+
+
+def propagated_variance(sigma: np.ndarray, image: np.ndarray, count: np.ndarray,
+                        options: CombineOptions, params: FrameParams) -> np.ndarray:
+    """Variance (float64) of each combined value from the inputs' sigma, a block
+    ``(n_frames, rows, cols)`` (NaN = none), by the approximation of the module docstring."""
+    w = _weights(params, options)
+    s = np.asarray(params.scale, np.float64)
+    acc = np.zeros(sigma.shape[1:], np.float64)
+    nvalid = np.zeros(sigma.shape[1:], np.float64)
+    for k in range(sigma.shape[0]):
+        v = (s[k] * sigma[k].astype(np.float64)) ** 2
+        ok = np.isfinite(v)
+        acc += np.where(ok, w[k] ** 2 * v, 0.0)
+        nvalid += ok
+    with np.errstate(divide="ignore", invalid="ignore"):
+        mean_var = np.where(nvalid > 0, acc / nvalid, np.nan)
+    return _combine_variances(options.method, lambda x: mean_var, count, w, image)
+
+
+def effective_noise(method: str, n_frames: int, gain: np.ndarray, rdnoise: np.ndarray | None,
+                    weights: np.ndarray) -> tuple[float, float | None]:
+    """Effective (GAIN e-/ADU, RDNOISE e-) of a product of ``n_frames`` unscaled frames
+    (module docstring); RDNOISE None when ``rdnoise`` is None."""
+    params = FrameParams(np.ones(len(gain)), np.zeros(len(gain)), weights, gain, rdnoise)
+    per_frame = _model_per_frame(params, weights, zero_offsets=False)
+    var = _combine_variances(method, per_frame, np.full(2, n_frames), weights,
+                             np.array([0.0, 1.0]))
+    g_eff = 1.0 / (var[1] - var[0])
+    return g_eff, (g_eff * math.sqrt(var[0]) if rdnoise is not None else None)
+
+
+_UNCMETH_COMMENT = {"scatter": "UNCERT: scatter between the kept values",
+                    "model": "UNCERT: noise model from GAIN, RDNOISE, signal",
+                    "propagate": "UNCERT: propagated from the inputs' uncertainty"}
+
+
+def noise_cards(header, frames, options: CombineOptions) -> None:
+    """Write ``UNCMETH`` and the product's effective ``GAIN``/``RDNOISE`` (module docstring)
+    into ``header``, with HISTORY saying why either is missing."""
+    from .normalization import frame_weights
+
+    mode = options.uncertainty
+    if mode in _UNCMETH_COMMENT:
+        header["UNCMETH"] = (mode, _UNCMETH_COMMENT[mode])
+    gain, rdnoise = noise_arrays(frames)
+    if np.isnan(gain).any():
+        if np.isfinite(gain).any():
+            header["HISTORY"] = "GAIN not written: not every input has one"
+        return
+    why = None
+    if options.method not in ("mean", "sum", "median"):
+        why = f"no effective value for {options.method}"
+    elif options.scale != "none":
+        why = "frames scaled (--scale)"
+    if why is not None:
+        header["HISTORY"] = f"GAIN, RDNOISE not written: {why}"
+        return
+    n = len(frames)
+    have_rn = not np.isnan(rdnoise).any()
+    w = frame_weights(frames, options) if options.weighted else np.ones(n)
+    g_eff, r_eff = effective_noise(options.method, n, gain, rdnoise if have_rn else None, w)
+    mixed = np.unique(gain).size > 1
+    header["GAIN"] = (float(g_eff), f"[e-/ADU] effective, {options.method} of {n}"
+                      + (" (harmonic)" if mixed else ""))
+    if have_rn:
+        header["RDNOISE"] = (float(r_eff), f"[e-] effective, {options.method} of {n}")
+    else:
+        header["HISTORY"] = "RDNOISE not written: not every input has one"
+
+
+class _UncertaintySink:
+    """Replaces the uncertainty of every tile before handing it to ``sinks`` (see
+    :func:`uncertainty_sinks`). ``takes_kept``: stacks pass the count of kept values as
+    ``kept`` (their COUNT plane is the coverage)."""
+
+    takes_kept = True
+
+    def __init__(self, sinks, options: CombineOptions, params: FrameParams, sigma=None):
+        self.sinks = list(sinks)
+        self.options = options
+        self.params = params
+        self.sigma = sigma
+
+    def write_tile(self, tile, image, uncertainty, count, *, mask=None, extras=None,
+                   kept=None) -> None:
+        kept = count if kept is None else kept
+        if self.options.uncertainty == "model":
+            var = model_variance(image, kept, self.options, self.params)
+        else:
+            var = propagated_variance(self.sigma.read(tile), image, kept, self.options,
+                                      self.params)
+        unc = np.sqrt(var).astype(np.float32)
+        unc[kept == 0] = np.nan
+        more = {}
+        if mask is not None:
+            more["mask"] = mask
+        if extras is not None:
+            more["extras"] = extras
+        for sink in self.sinks:
+            sink.write_tile(tile, image, unc, count, **more)
+
+
+def uncertainty_sinks(sinks, options: CombineOptions, params: FrameParams, sigma=None) -> list:
+    """``sinks`` as they should receive tiles for ``options.uncertainty``: unchanged for
+    ``scatter`` (the kernels' own), else behind a sink that computes UNCERT from the tile's image
+    and count (``model``) or from ``sigma`` (``propagate``: an object whose ``read(tile)``
+    returns the inputs' sigma on the tile, ``(n_frames, rows, cols)``)."""
+    mode = options.uncertainty
+    if mode == "scatter":
+        return list(sinks)
+    if mode == "auto":
+        raise ValueError("uncertainty 'auto' must be resolved first (resolve_uncertainty)")
+    if mode == "propagate" and sigma is None:
+        raise SkystackError("--uncertainty propagate needs the inputs' uncertainty "
+                            "(not available on this path)")
+    return [_UncertaintySink(sinks, options, params, sigma)]
