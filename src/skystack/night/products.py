@@ -30,6 +30,7 @@ from astropy.io import fits
 
 from ..errors import SkystackError
 from ..io.identity import file_identity
+from ..io.labels import fits_label
 from ..io.writer import owned_temporary, product_mode
 
 FINGERPRINT_KEY = "SKYFPRNT"
@@ -68,7 +69,7 @@ def input_cards(records: Sequence[str], inputs: Sequence[str]) -> list[tuple]:
     """The ``SKYFPnnn`` header cards of a product (none beyond :data:`MAX_INPUT_CARDS`)."""
     if len(records) > MAX_INPUT_CARDS:
         return []
-    return [(f"{INPUT_KEY}{k + 1:03d}", rec, os.path.basename(path)[:45])
+    return [(f"{INPUT_KEY}{k + 1:03d}", rec, fits_label(os.path.basename(path))[:45])
             for k, (rec, path) in enumerate(zip(records, inputs))]
 
 
