@@ -66,7 +66,8 @@ def choose_grid(frames, wcs_list, *, reference=None, grid_header=None, crop: str
     if reference is not None:
         wcs, shape = grid_from_reference(reference)
         return Grid(wcs, shape)
-    wcs, shape = optimal_grid([(w, f.shape) for w, f in zip(wcs_list, frames)], crop=crop)
+    wcs, shape = optimal_grid([(w, f.shape) for w, f in zip(wcs_list, frames)], crop=crop,
+                              labels=[f.label for f in frames])
     return Grid(wcs, shape)
 
 

@@ -36,6 +36,7 @@ from .io.provenance import exposure_seconds
 from .io.reader import Tile
 from .normalization import frame_weights, normalization
 from .pipeline import RunStats
+from .regrid.header_wcs import parse_header_wcs
 from .regrid.interp import BAND_METHODS, pixel_area_ratio, row_span
 from .regrid.pixmap import check_celestial, pixel_map
 from .tiling import plan_tiles
@@ -52,18 +53,11 @@ class Grid:
 
 
 def frame_wcs(frame: Frame) -> WCS:
-    """The celestial WCS of a frame's header (SIP included); one-line error naming the frame."""
-    import warnings
-
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # astropy's FITSFixedWarning chatter
-        try:
-            wcs = WCS(frame.header)
-        except Exception as exc:
-            from .errors import SkystackError
-
-            raise SkystackError(f"{frame.label}: invalid WCS ({exc})") from None
-    return check_celestial(wcs, frame.label)
+    """The celestial WCS of a frame's header (SIP included); one-line error naming the frame
+    when there is none or it is unusable (a WCS keyword that is not a number, a singular
+    pixel scale matrix: :func:`~skystack.regrid.header_wcs.parse_header_wcs`,
+    :func:`~skystack.regrid.pixmap.check_celestial`)."""
+    return check_celestial(parse_header_wcs(frame.header, frame.label), frame.label)
 
 
 def _bbox_in_grid(wcs: WCS, shape: tuple[int, int], grid: Grid) -> tuple[float, float] | None:

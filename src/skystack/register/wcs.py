@@ -23,7 +23,6 @@ A reference without a celestial WCS gets a synthetic one (:func:`synthetic_wcs`)
 from __future__ import annotations
 
 import math
-import warnings
 
 import numpy as np
 from astropy.io import fits
@@ -103,22 +102,30 @@ def _linear(wcs: WCS) -> WCS:
 def reference_wcs(frame) -> tuple[WCS, str]:
     """The linear celestial WCS of a reference frame's pixel grid and where it came from.
 
-    The frame's header WCS without distortion when it has a celestial one, else
-    :func:`synthetic_wcs` (the message says which pixel scale was used)."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        try:
-            wcs = WCS(frame.header)
-            celestial = wcs.has_celestial and wcs.celestial.naxis == 2
-        except Exception:
-            celestial = False
+    The frame's header WCS without distortion when it has a usable celestial one (source
+    ``"header"``: the only case where the stack has sky coordinates), else
+    :func:`synthetic_wcs` (the message says which pixel scale was used, and why the header's
+    WCS was not usable when it has one)."""
+    from ..errors import SkystackError
+    from ..regrid.header_wcs import parse_header_wcs
+    from ..regrid.pixmap import check_celestial
+
+    why = ""
+    try:
+        wcs = parse_header_wcs(frame.header, frame.label)
+        celestial = wcs.has_celestial and wcs.celestial.naxis == 2
+        if celestial:
+            check_celestial(wcs.celestial, frame.label)
+    except SkystackError as exc:
+        celestial = False
+        why = f"; header WCS unusable: {str(exc).removeprefix(frame.label + ': ')}"
     if celestial:
         out = _linear(wcs)
         source = "header"
     else:
         out = synthetic_wcs(frame.shape, frame.header)
         scale, where = pixel_scale_arcsec(frame.header)
-        source = f"synthetic TAN, {scale:.4g}\"/px ({where})"
+        source = f"synthetic TAN, {scale:.4g}\"/px ({where}){why}"
     out.pixel_shape = (frame.shape[1], frame.shape[0])
     return out, source
 
