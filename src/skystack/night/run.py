@@ -477,6 +477,7 @@ class _Night:
 
     def _stack(self, job, product: Product, header: fits.Header, state: str) -> bool:
         from ..api_reproject import stack_to_file
+        from ..register.plan import registration_grid
         from ..stacking import Grid
 
         _, path, items, group, cam_key, obj, filt = job
@@ -503,7 +504,7 @@ class _Night:
             return False
         if reg is not None:
             ref = reg["reference"]
-            grid = Grid(reg["result"].reference_wcs, tuple(ref.shape))
+            grid = registration_grid(reg["result"])
             header["ALIGN"] = ("stars", "frames registered on GRIDREF by their stars")
             header["REGMODEL"] = (self.align_model, "registration model")
         else:
@@ -517,6 +518,12 @@ class _Night:
                 grid = Grid(wcs, ref.shape)
             except SkystackError:  # the object's first light has no usable WCS: this group's
                 ref, grid = usable[0], Grid(wcs_list[0], usable[0].shape)
+        usable, wcs_list, used_records = _on_grid(usable, wcs_list, used_records, grid)
+        if not usable:
+            product.status = "failed"
+            product.notes.append("no light frame overlaps the grid of "
+                                 f"{os.path.basename(ref.path or ref.label)}")
+            return False
         n_skipped = len(items) - len(usable)
         if n_skipped:
             product.notes.append(f"{n_skipped} light{'s' * (n_skipped != 1)} skipped")
@@ -678,6 +685,7 @@ class _Night:
             "align": {"mode": self.align, "model": self.align_model,
                       "selection": self.selection,
                       "objects": {obj: {"mode": "stars" if reg is not None else "wcs",
+                                        "sky_coordinates": reg is None or reg["result"].has_sky,
                                         **({"reference": reg["reference"].path,
                                             "why": reg["result"].reference_reason}
                                            if reg is not None else {})}
@@ -692,6 +700,20 @@ class _Night:
             with open(tmp, "w") as fh:
                 json.dump(doc, fh, indent=1)
         return result
+
+
+def _on_grid(usable: list, wcs_list: list, used_records: list, grid) -> tuple[list, list, list]:
+    """The lights whose footprint overlaps the stack's grid; the others get their reason (they
+    would contribute no pixel, and must not be counted as used)."""
+    from ..register.plan import OFF_GRID
+    from ..stacking import frames_off_grid
+
+    off = set(frames_off_grid(wcs_list, [f.shape for f in usable], grid))
+    for k in off:
+        used_records[k].reason = f"{OFF_GRID} (GRIDREF)"
+    keep = [k for k in range(len(usable)) if k not in off]
+    return ([usable[k] for k in keep], [wcs_list[k] for k in keep],
+            [used_records[k] for k in keep])
 
 
 def _finite(value: float, digits: int) -> float | None:

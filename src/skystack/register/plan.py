@@ -28,7 +28,8 @@ from astropy.wcs import WCS
 from ..errors import SkystackError
 from .align import RegistrationResult, Selection, measure_frames, register_frames, select_frames
 
-__all__ = ["ALIGNS", "StackPlan", "plan_stack"]
+__all__ = ["ALIGNS", "OFF_GRID", "StackPlan", "keep_frames_on_grid", "plan_stack",
+           "record_skipped", "registration_grid"]
 
 ALIGNS = ("wcs", "stars", "auto")
 log = logging.getLogger("skystack")
@@ -54,6 +55,61 @@ class StackPlan:
         if extra is not None:
             out.extend(extra, update=True)
         return out
+
+
+def registration_grid(result: RegistrationResult, wcs: WCS | None = None,
+                      shape: tuple[int, int] | None = None):
+    """The :class:`~skystack.stacking.Grid` of a stack of frames registered in ``result``: the
+    reference's pixel grid, or ``wcs``/``shape`` (a grid on the reference's tangent point when
+    it has no sky coordinates). When the reference has no real WCS (``result.has_sky`` False)
+    the grid carries a pixel-only ``product_wcs`` (:func:`~.wcs.pixel_wcs`): a product must
+    not claim sky coordinates it does not have."""
+    from ..stacking import Grid
+    from .wcs import pixel_wcs
+
+    if wcs is None:
+        wcs, shape = result.reference_wcs, tuple(result.reference_shape)
+    product = None if result.has_sky else pixel_wcs(wcs, result.reference_wcs)
+    return Grid(wcs, tuple(shape), product)
+
+
+def record_skipped(header: fits.Header, skipped: list[tuple[str, str]]) -> None:
+    """Log each skipped frame (label, reason) on one line and list it in ``header``: a HISTORY
+    card each and NSKIPPED (added to any count already there)."""
+    for label, reason in skipped:
+        log.warning("%s: skipped (%s)", label, reason)
+        header.add_history(f"skipped {label}: {reason}".encode("ascii", "replace")
+                           .decode()[:72])
+    if skipped:
+        header["NSKIPPED"] = (int(header.get("NSKIPPED", 0)) + len(skipped),
+                              "input frames not stacked (see HISTORY)")
+
+
+OFF_GRID = "its footprint does not overlap the output grid"
+
+
+def keep_frames_on_grid(frames: list, wcs_list: list, grid,
+                        header: fits.Header | None) -> tuple[list, list, fits.Header]:
+    """The frames (and their WCS) whose footprint overlaps ``grid`` (a
+    :class:`~skystack.stacking.Grid`), and ``header`` (a copy, when frames were skipped) with
+    the others recorded (:func:`record_skipped`); a one-line error when none overlaps.
+
+    A frame that misses the grid would contribute no pixel: it is neither resampled nor
+    counted in NCOMBINE/IMCMB/EXPTIME."""
+    from ..stacking import frames_off_grid
+
+    header = header if header is not None else fits.Header()
+    off = set(frames_off_grid(wcs_list, [f.shape for f in frames], grid))
+    if not off:
+        return frames, wcs_list, header
+    if len(off) == len(frames):
+        names = ", ".join(frames[k].label for k in sorted(off)[:3])
+        more = f" (and {len(off) - 3} more)" if len(off) > 3 else ""
+        raise SkystackError(f"no frame overlaps the output grid: {names}{more}")
+    header = header.copy()
+    record_skipped(header, [(frames[k].label, OFF_GRID) for k in sorted(off)])
+    keep = [k for k in range(len(frames)) if k not in off]
+    return [frames[k] for k in keep], [wcs_list[k] for k in keep], header
 
 
 def _has_celestial(frame) -> bool:
@@ -83,7 +139,7 @@ def plan_stack(frames: list, *, align: str = "wcs", reference=None, grid_header=
                threads: int | None = None) -> StackPlan:
     """Decide frames, WCS and (for star alignment) grid of a stack (see module docstring)."""
     from ..regrid.grid import optimal_grid
-    from ..stacking import Grid, frame_wcs
+    from ..stacking import frame_wcs
 
     if align not in ALIGNS:
         raise SkystackError(f"invalid --align {align!r}: choose from {', '.join(ALIGNS)}")
@@ -116,16 +172,16 @@ def plan_stack(frames: list, *, align: str = "wcs", reference=None, grid_header=
         wcs_all = result.wcs
         header["REGREF"] = (result.reference_label[-68:], "registration reference frame")
         header["REGMODEL"] = (model, "registration model, frame px -> reference px")
+        if not result.has_sky and grid_header is not None:
+            raise SkystackError(
+                f"--grid-header needs sky coordinates, and the frames were aligned by their "
+                f"stars on {result.reference_label}, which has no usable WCS "
+                f"({result.reference_wcs_source})")
         if ref is not None:
-            grid = Grid(result.reference_wcs, tuple(ref.shape))
+            grid = registration_grid(result)
     keep = [k for k in range(len(frames)) if selection is None or selection[k].keep]
     skipped = [s for s in (selection or []) if not s.keep]
-    for s in skipped:
-        log.warning("%s: skipped (%s)", s.label, s.reason)
-        header.add_history(f"skipped {s.label}: {s.reason}".encode("ascii", "replace")
-                           .decode()[:72])
-    if skipped:
-        header["NSKIPPED"] = (len(skipped), "input frames not stacked (see HISTORY)")
+    record_skipped(header, [(s.label, s.reason) for s in skipped])
     if not keep:
         first = "; ".join(f"{s.label}: {s.reason}" for s in skipped[:3])
         more = f" (and {len(skipped) - 3} more)" if len(skipped) > 3 else ""
@@ -133,6 +189,10 @@ def plan_stack(frames: list, *, align: str = "wcs", reference=None, grid_header=
     kept = [frames[k] for k in keep]
     wcs_list = [wcs_all[k] for k in keep]
     if align == "stars" and grid is None and grid_header is None:
-        grid = Grid(*optimal_grid([(w, f.shape) for w, f in zip(wcs_list, kept)],
-                                  reference=result.reference_wcs, crop=crop))
+        # Without sky coordinates the grid shares the reference's tangent point, so that its
+        # pixels map linearly onto the reference's (the product's pixel-only WCS).
+        tangent = None if result.has_sky else tuple(result.reference_wcs.wcs.crval)
+        grid = registration_grid(result, *optimal_grid(
+            [(w, f.shape) for w, f in zip(wcs_list, kept)], reference=result.reference_wcs,
+            crop=crop, labels=[f.label for f in kept], tangent=tangent))
     return StackPlan(kept, wcs_list, grid, grid_reference, align, header, result, selection)

@@ -30,7 +30,7 @@ from astropy.wcs import WCS, Sip
 
 from .match import Registration, Transform
 
-__all__ = ["registered_wcs", "reference_wcs", "synthetic_wcs", "pixel_scale_arcsec"]
+__all__ = ["registered_wcs", "reference_wcs", "synthetic_wcs", "pixel_scale_arcsec", "pixel_wcs"]
 
 
 def pixel_scale_arcsec(header: fits.Header) -> tuple[float, str]:
@@ -74,6 +74,34 @@ def synthetic_wcs(shape: tuple[int, int], header: fits.Header | None = None) -> 
     w.wcs.radesys = "ICRS"
     w.pixel_shape = (shape[1], shape[0])
     return w
+
+
+def pixel_wcs(grid_wcs: WCS, ref_wcs: WCS) -> WCS:
+    """A linear, non-celestial WCS for a grid of frames registered on a reference without sky
+    coordinates: world = the reference frame's pixel position (FITS, 1-based), CTYPE 'PIXEL'.
+
+    ``ref_wcs`` is the reference's :func:`synthetic_wcs` and ``grid_wcs`` the (TAN) grid the
+    frames are resampled onto, with the same projection and tangent point (the reference's
+    own grid, or :func:`~skystack.regrid.grid.optimal_grid` with ``tangent`` at its CRVAL):
+    both project the sky onto the same plane, so reference pixel = ``crpix_ref + CD_ref⁻¹
+    CD_grid (p - crpix_grid)`` exactly. That linear map is the returned WCS; the synthetic sky
+    position itself, made up, is not in it."""
+    if (list(grid_wcs.wcs.ctype) != list(ref_wcs.wcs.ctype)
+            or not np.allclose(grid_wcs.wcs.crval, ref_wcs.wcs.crval, rtol=0, atol=1e-12)):
+        raise ValueError("pixel_wcs: the grid and the reference must share their projection "
+                         "and tangent point")
+    matrix = np.linalg.solve(ref_wcs.pixel_scale_matrix, grid_wcs.pixel_scale_matrix)
+    out = WCS(naxis=2)
+    out.wcs.ctype = ["PIXEL", "PIXEL"]
+    out.wcs.cunit = ["pixel", "pixel"]
+    out.wcs.crpix = list(grid_wcs.wcs.crpix)
+    out.wcs.crval = list(ref_wcs.wcs.crpix)
+    out.wcs.cd = matrix
+    out.wcs.name = "reference frame pixels"
+    out.wcs.set()
+    if grid_wcs.pixel_shape is not None:
+        out.pixel_shape = grid_wcs.pixel_shape
+    return out
 
 
 def _linear(wcs: WCS) -> WCS:

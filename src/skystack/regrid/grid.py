@@ -29,7 +29,8 @@ from ..errors import SkystackError
 from .header_wcs import parse_header_wcs
 from .pixmap import check_celestial
 
-__all__ = ["optimal_grid", "grid_from_header", "grid_from_reference", "CROPS"]
+__all__ = ["optimal_grid", "grid_from_header", "grid_from_reference", "overlaps_grid", "CROPS",
+           "GRID_AREA_FACTOR", "MAX_GRID_PIXELS"]
 
 CROPS = ("union", "intersection")
 
@@ -338,6 +339,36 @@ def _place(wcs: WCS, pts: np.ndarray) -> tuple[WCS, tuple[int, int]]:
     wcs.wcs.set()
     wcs.pixel_shape = (cols, rows)
     return wcs, (rows, cols)
+
+
+def overlaps_grid(wcs: WCS, shape: tuple[int, int], grid_wcs: WCS,
+                  grid_shape: tuple[int, int]) -> bool:
+    """Whether a frame (celestial ``wcs``, ``shape`` (rows, cols)) can give a value to some
+    pixel of a grid (``grid_wcs``, ``grid_shape``).
+
+    Cheap, from the frame's footprint: its outer pixel edge (sampled as in
+    :func:`optimal_grid`) projected onto the grid, where it lands at finite positions; the
+    convex hull of those must overlap the rectangle of the grid's pixel centres with a positive
+    area. A frame the grid's projection cannot see at all (e.g. on the far side of the sky from
+    a TAN grid's tangent point) does not overlap."""
+    from .pixmap import _pix2pix  # the module's lock: WCS objects are not thread-safe
+
+    ex, ey = _edge_points(tuple(int(v) for v in shape))
+    with np.errstate(all="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        try:
+            px, py = _pix2pix(wcs, grid_wcs, ex, ey)
+        except Exception:  # astropy raises for some invalid positions instead of giving NaN
+            return False
+    finite = np.isfinite(px) & np.isfinite(py)
+    if finite.sum() < 3:
+        return False
+    hull = _hull(np.column_stack([px[finite], py[finite]]))
+    rows, cols = grid_shape
+    eps = 1e-6  # a grid of one row or column still has an area
+    box = np.array([[-eps, -eps], [cols - 1 + eps, -eps], [cols - 1 + eps, rows - 1 + eps],
+                    [-eps, rows - 1 + eps]])
+    return len(hull) >= 3 and _polygon_area(_clip(hull, box)) > 0.0
 
 
 def _wcs_from_header(header: fits.Header, source: str) -> WCS:

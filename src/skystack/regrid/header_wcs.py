@@ -34,8 +34,7 @@ def parse_header_wcs(header: fits.Header, source: str, naxis=None) -> WCS:
         try:
             wcs = WCS(header, naxis=naxis)
         except Exception as exc:  # astropy raises many kinds for broken WCS keywords
-            msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-            raise SkystackError(f"{source}: invalid WCS ({msg})") from None
+            raise SkystackError(f"{source}: invalid WCS ({_reason(exc)})") from None
     for w in caught:
         text = str(w.message)
         if issubclass(w.category, FITSFixedWarning) and _UNPARSABLE.search(text):
@@ -43,6 +42,15 @@ def parse_header_wcs(header: fits.Header, source: str, naxis=None) -> WCS:
             raise SkystackError(f"{source}: invalid WCS: {card} is not a number")
     _check_cd(header, source)
     return wcs
+
+
+def _reason(exc: Exception) -> str:
+    """One line from an astropy/wcslib error: wcslib's messages are 'ERROR n in f() at line l
+    of file x:' lines, each followed by what went wrong; the last such text is the most
+    specific ('PCi_ja matrix is singular.')."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    said = [line for line in lines if not line.startswith("ERROR ")]
+    return (said or lines or [type(exc).__name__])[-1]
 
 
 def _check_cd(header: fits.Header, source: str) -> None:
