@@ -20,6 +20,9 @@ Plan (everything is decided, and every existing product checked, before any pixe
    no celestial WCS. Frame selection (``max_fwhm``, ``max_ellipticity``, ``min_stars``,
    ``best_fraction``, per object and filter) measures the stars in either mode; measurements,
    registrations and decisions go into the summary and the table.
+   Lights whose WCS cannot place them (aligned by WCS) or whose footprint misses the grid are
+   skipped with the reason; stacks aligned on a light without WCS get a pixel-only WCS (no sky
+   coordinates: ``sky_coordinates`` false in the summary).
 5. PNG previews (asinh stretch), an RGB composite for objects with three or more filters, and
    ``summary.json`` plus a printed table: every frame, its role, group, the masters used, and
    whether it was used or why not.

@@ -8,12 +8,21 @@
   (:func:`~.align.register_frames`); ``reference`` (a file or Frame) names that frame and the
   output grid is then its pixel grid (shape and linear WCS; synthetic when it has none).
   Without ``reference`` the reference is chosen automatically and the grid is the optimal grid
-  (``crop``) oriented like the reference frame's pixel axes.
+  (``crop``) oriented like the reference frame's pixel axes. When the reference has no usable
+  WCS the grid carries a pixel-only product WCS (:func:`registration_grid`): the product has
+  no sky coordinates, and ``grid_header`` (a sky grid) is refused.
 * ``"auto"``: ``"wcs"`` when every frame has a celestial WCS, else ``"stars"``.
 
 Selection options (``max_fwhm``, ``max_ellipticity``, ``min_stars``, ``best_fraction``) measure
 the stars of every frame in any mode. Skipped frames are logged (one line each, with the reason)
-and listed in the output header's HISTORY.
+and listed in the output header's HISTORY (:func:`record_skipped`), as are frames whose footprint
+misses the output grid once it is chosen (:func:`keep_frames_on_grid`).
+
+Which frames count (one rule): a frame whose WCS cannot place it (not celestial, a WCS keyword
+that is not a number, a singular matrix: :func:`skystack.stacking.frame_wcs`) is an error naming
+it, as is a union grid stretched by a far-off frame (:func:`skystack.regrid.grid.optimal_grid`);
+a frame that is placed but misses a grid the user fixed is skipped with its reason. Only the
+frames stacked are counted in the provenance (NCOMBINE, IMCMB, EXPTIME, DATE-OBS).
 """
 
 from __future__ import annotations

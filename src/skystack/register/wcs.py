@@ -17,7 +17,9 @@ exactly (to rounding), and the stacking code's pixel maps reproduce ``T``:
 The reference's own distortion (SIP, lookup tables) and ``TPV`` terms are dropped: registered
 frames are placed exactly relative to the reference's *pixel grid*, whose sky positions are then
 those of its linear WCS (off by the reference's distortion, typically a few pixels in corners).
-A reference without a celestial WCS gets a synthetic one (:func:`synthetic_wcs`).
+A reference without a usable celestial WCS gets a synthetic one (:func:`synthetic_wcs`): an
+internal device for the resampling machinery, whose sky position is made up. A product stacked on
+it gets instead the pixel-only WCS of :func:`pixel_wcs` (world = the reference frame's pixels).
 """
 
 from __future__ import annotations

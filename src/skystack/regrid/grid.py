@@ -4,6 +4,7 @@
   only the sky that all frames cover (``crop="intersection"``), like reproject's
   ``find_optimal_celestial_wcs``.
 * :func:`grid_from_header` and :func:`grid_from_reference` take the grid of a FITS header or file.
+* :func:`overlaps_grid` tells cheaply (from the footprint) whether a frame reaches a grid at all.
 
 Grids are ``(WCS, (rows, cols))`` with the shape in NumPy order, ``(NAXIS2, NAXIS1)``.
 """
