@@ -119,10 +119,15 @@ def stack(inputs, output: str | os.PathLike | None = None, *, reference=None,
     options
         Every option of :func:`skystack.combine` (method, reject, weights, scale, ...).
 
+    A frame whose WCS cannot place it, or a union grid stretched by a far-off frame, is a
+    :class:`SkystackError`; frames that miss a given grid are skipped (logged, HISTORY,
+    NSKIPPED) and not counted: see :mod:`skystack.register.plan`.
+
     Returns
     -------
     CCDData
-        With the grid's WCS, ``uncertainty`` (standard error), ``mask`` (no value kept),
+        With the grid's WCS (pixel-only when aligned by stars on a reference without a WCS:
+        no sky coordinates), ``uncertainty`` (standard error), ``mask`` (no value kept),
         and attributes ``coverage`` (int32) and ``expmap`` (float32 seconds); ``registration``
         (a :class:`~skystack.register.RegistrationResult` or None) and ``selection``.
     """
