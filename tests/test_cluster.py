@@ -147,6 +147,38 @@ def test_stack_on_cluster_is_identical(client, lights, tmp_path, caplog):
     assert fits.getdata(tmp_path / "b.fits", "EXPMAP").max() == 8 * 60.0
 
 
+def test_stack_on_cluster_counts_and_labels_like_in_process(client, lights, tmp_path):
+    """A frame off the given grid is skipped (not counted) and star-aligned frames without WCS
+    get the pixel-only WCS, on the cluster exactly as in process."""
+    from astropy.wcs import WCS
+
+    from tests.test_register_synth import TrueMap, catalogue, render_frame
+
+    far = tmp_path / "far.fits"
+    header = _wcs_header((160, 160), 150.2, 30.0, 0.0)
+    header["EXPTIME"] = 600.0
+    fits.PrimaryHDU(np.full((160, 160), 9e3, np.float32), header=header).writeto(far)
+    opts = dict(method="mean", backend="cpu", max_tile_rows=16, reference=lights[0])
+    stack_to_file([*lights, str(far)], tmp_path / "a.fits", **opts)
+    stack_to_file([*lights, str(far)], tmp_path / "b.fits", cluster=client, **opts)
+    assert_same_product(tmp_path / "a.fits", tmp_path / "b.fits")
+    h = fits.getheader(tmp_path / "b.fits")
+    assert h["NCOMBINE"] == 8 and h["NSKIPPED"] == 1 and h["EXPTIME"] == 60.0
+    rng = np.random.default_rng(8)
+    cat = catalogue(80, (128, 128), rng, margin=20)
+    plain = []
+    for k, kw in enumerate([dict(), dict(dx=3.2, dy=-2.1), dict(dx=-4.4, theta_deg=1.0)]):
+        path = tmp_path / f"p{k}.fits"
+        fits.PrimaryHDU(render_frame(TrueMap((128, 128), **kw), cat, rng)).writeto(path)
+        plain.append(str(path))
+    opts = dict(method="mean", backend="cpu", max_tile_rows=16, align="stars")
+    stack_to_file(plain, tmp_path / "c.fits", **opts)
+    stack_to_file(plain, tmp_path / "d.fits", cluster=client, **opts)
+    assert_same_product(tmp_path / "c.fits", tmp_path / "d.fits")
+    h = fits.getheader(tmp_path / "d.fits")
+    assert h["CTYPE1"] == "PIXEL" and not WCS(h).has_celestial
+
+
 def test_worker_killed_mid_run_gives_the_identical_product(client, frames, reference,
                                                            tmp_path):
     from skystack.cluster.tasks import install_test_fault

@@ -108,6 +108,24 @@ def test_star_aligned_stack_matches_the_wcs_aligned_one_within_the_noise(nights)
     assert spread_s == pytest.approx(spread_w, rel=0.1)
 
 
+def test_star_aligned_night_without_wcs_claims_no_sky_coordinates(nights):
+    """The lights have no WCS: the stacks get a pixel-only WCS on the reference light's grid
+    (world = its FITS pixels), never the synthetic sky position used for resampling."""
+    _, root, *_ = nights
+    for filt in "VR":
+        header = fits.getheader(root / "by_stars" / "stacks" / f"M67_{filt}.fits")
+        wcs = WCS(header)
+        assert not wcs.has_celestial and header["CTYPE1"] == header["CTYPE2"] == "PIXEL"
+        assert not [k for k in ("RADESYS", "EQUINOX", "LONPOLE", "LATPOLE") if k in header]
+        np.testing.assert_allclose(wcs.pixel_to_world_values([0, 100], [0, 50]),
+                                   [[1, 101], [1, 51]], atol=1e-9)
+    summary = json.loads((root / "by_stars" / "summary.json").read_text())
+    assert summary["align"]["objects"]["M67"]["sky_coordinates"] is False
+    by_wcs = json.loads((root / "by_wcs" / "summary.json").read_text())
+    assert by_wcs["align"]["objects"]["M67"]["sky_coordinates"] is True
+    assert WCS(fits.getheader(root / "by_wcs" / "stacks" / "M67_V.fits")).has_celestial
+
+
 def test_selection_skips_frames_with_the_reason(nights, tmp_path):
     sample, root, *_ = nights
     out = tmp_path / "sel"

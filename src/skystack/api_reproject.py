@@ -67,7 +67,8 @@ def choose_grid(frames, wcs_list, *, reference=None, grid_header=None, crop: str
     if reference is not None:
         wcs, shape = grid_from_reference(reference)
         return Grid(wcs, shape)
-    wcs, shape = optimal_grid([(w, f.shape) for w, f in zip(wcs_list, frames)], crop=crop)
+    wcs, shape = optimal_grid([(w, f.shape) for w, f in zip(wcs_list, frames)], crop=crop,
+                              labels=[f.label for f in frames])
     return Grid(wcs, shape)
 
 
@@ -81,7 +82,7 @@ def _grid_header(header: fits.Header, grid: Grid) -> fits.Header:
                 key in ("WCSAXES", "LONPOLE", "LATPOLE", "RADESYS", "EQUINOX", "MJDREF"):
             if key in out:
                 del out[key]
-    out.update(wcs_cards(grid.wcs))
+    out.update(grid.header())
     return out
 
 
@@ -120,16 +121,21 @@ def stack(inputs, output: str | os.PathLike | None = None, *, reference=None,
     options
         Every option of :func:`skystack.combine` (method, reject, weights, scale, ...).
 
+    A frame whose WCS cannot place it, or a union grid stretched by a far-off frame, is a
+    :class:`SkystackError`; frames that miss a given grid are skipped (logged, HISTORY,
+    NSKIPPED) and not counted: see :mod:`skystack.register.plan`.
+
     Returns
     -------
     CCDData
-        With the grid's WCS, ``uncertainty`` (standard error), ``mask`` (no value kept),
+        With the grid's WCS (pixel-only when aligned by stars on a reference without a WCS:
+        no sky coordinates), ``uncertainty`` (standard error), ``mask`` (no value kept),
         and attributes ``coverage`` (int32) and ``expmap`` (float32 seconds); ``registration``
         (a :class:`~skystack.register.RegistrationResult` or None) and ``selection``.
     """
     _check_choice("interp", interp, INTERPOLATIONS)
     opts, frames = load_checked(inputs, output, overwrite, options)
-    from .register.plan import plan_stack
+    from .register.plan import keep_frames_on_grid, plan_stack
 
     plan = plan_stack(frames, align=align, reference=reference, grid_header=grid_header,
                       crop=crop, model=align_model, max_fwhm=max_fwhm,
@@ -138,11 +144,12 @@ def stack(inputs, output: str | os.PathLike | None = None, *, reference=None,
     frames, wcs_list = plan.frames, plan.wcs_list
     grid = plan.grid or choose_grid(frames, wcs_list, reference=plan.grid_reference,
                                     grid_header=grid_header, crop=crop)
+    frames, wcs_list, extra = keep_frames_on_grid(frames, wcs_list, grid, plan.header)
     sink = ArraySink(grid.shape)
     header = _run_stack(frames, wcs_list, grid, opts, output, sink, interp=interp,
                         conserve_flux=conserve_flux, backend=backend, overwrite=overwrite,
                         progress=progress, threads=threads, max_tile_rows=max_tile_rows,
-                        extra_header=plan.header)
+                        extra_header=extra)
     from astropy.nddata import CCDData, StdDevUncertainty
 
     unit = header_unit(header)
@@ -150,7 +157,7 @@ def stack(inputs, output: str | os.PathLike | None = None, *, reference=None,
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         ccd = CCDData(sink.image, unit=unit, uncertainty=StdDevUncertainty(sink.uncertainty),
-                      mask=mask, meta=header, wcs=grid.wcs)
+                      mask=mask, meta=header, wcs=grid.output_wcs)
     ccd.coverage = sink.count
     ccd.expmap = sink.extras.get("EXPMAP")
     ccd.registration, ccd.selection = plan.result, plan.selection
@@ -195,6 +202,9 @@ def stack_to_file(inputs, output: str | os.PathLike, *, grid: Grid | None = None
         grid = (plan.grid if plan is not None else None) or choose_grid(
             frames, wcs_list, reference=plan.grid_reference if plan is not None else reference,
             grid_header=grid_header, crop=crop)
+    from .register.plan import keep_frames_on_grid
+
+    frames, wcs_list, extra_header = keep_frames_on_grid(frames, wcs_list, grid, extra_header)
     if cluster is not None:
         from .cluster.driver import stack_on_cluster
 

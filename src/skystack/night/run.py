@@ -20,6 +20,9 @@ Plan (everything is decided, and every existing product checked, before any pixe
    no celestial WCS. Frame selection (``max_fwhm``, ``max_ellipticity``, ``min_stars``,
    ``best_fraction``, per object and filter) measures the stars in either mode; measurements,
    registrations and decisions go into the summary and the table.
+   Lights whose WCS cannot place them (aligned by WCS) or whose footprint misses the grid are
+   skipped with the reason; stacks aligned on a light without WCS get a pixel-only WCS (no sky
+   coordinates: ``sky_coordinates`` false in the summary).
 5. PNG previews (asinh stretch), an RGB composite for objects with three or more filters, and
    ``summary.json`` plus a printed table: every frame, its role, group, the masters used, and
    whether it was used or why not.
@@ -545,6 +548,7 @@ class _Night:
 
     def _stack(self, job, product: Product, header: fits.Header, state: str) -> bool:
         from ..api_reproject import stack_to_file
+        from ..register.plan import registration_grid
         from ..stacking import Grid
 
         _, path, items, group, cam_key, obj, filt = job
@@ -571,7 +575,7 @@ class _Night:
             return False
         if reg is not None:
             ref = reg["reference"]
-            grid = Grid(reg["result"].reference_wcs, tuple(ref.shape))
+            grid = registration_grid(reg["result"])
             header["ALIGN"] = ("stars", "frames registered on GRIDREF by their stars")
             header["REGMODEL"] = (self.align_model, "registration model")
         else:
@@ -585,6 +589,12 @@ class _Night:
                 grid = Grid(wcs, ref.shape)
             except SkystackError:  # the object's first light has no usable WCS: this group's
                 ref, grid = usable[0], Grid(wcs_list[0], usable[0].shape)
+        usable, wcs_list, used_records = _on_grid(usable, wcs_list, used_records, grid)
+        if not usable:
+            product.status = "failed"
+            product.notes.append("no light frame overlaps the grid of "
+                                 f"{os.path.basename(ref.path or ref.label)}")
+            return False
         n_skipped = len(items) - len(usable)
         if n_skipped:
             product.notes.append(f"{n_skipped} light{'s' * (n_skipped != 1)} skipped")
@@ -743,6 +753,7 @@ class _Night:
             "align": {"mode": self.align, "model": self.align_model,
                       "selection": self.selection,
                       "objects": {obj: {"mode": "stars" if reg is not None else "wcs",
+                                        "sky_coordinates": reg is None or reg["result"].has_sky,
                                         **({"reference": reg["reference"].path,
                                             "why": reg["result"].reference_reason}
                                            if reg is not None else {})}
@@ -770,6 +781,20 @@ def _product_key(job: tuple) -> dict:
     elif kind == "dark":
         key["exptime"] = round(items[0][0].exptime, 6)
     return key
+
+
+def _on_grid(usable: list, wcs_list: list, used_records: list, grid) -> tuple[list, list, list]:
+    """The lights whose footprint overlaps the stack's grid; the others get their reason (they
+    would contribute no pixel, and must not be counted as used)."""
+    from ..register.plan import OFF_GRID
+    from ..stacking import frames_off_grid
+
+    off = set(frames_off_grid(wcs_list, [f.shape for f in usable], grid))
+    for k in off:
+        used_records[k].reason = f"{OFF_GRID} (GRIDREF)"
+    keep = [k for k in range(len(usable)) if k not in off]
+    return ([usable[k] for k in keep], [wcs_list[k] for k in keep],
+            [used_records[k] for k in keep])
 
 
 def _finite(value: float, digits: int) -> float | None:

@@ -2,7 +2,9 @@
 
 For frames without a WCS (or one too rough to stack on): measure each frame's stars, match them
 to a reference frame's by invariant triangles, fit a transform per frame, and express it as a
-celestial WCS so that :func:`skystack.stacking.stack_frames` resamples the frames unchanged.
+celestial WCS so that :func:`skystack.stacking.stack_frames` resamples the frames unchanged (on
+a synthetic, internal sky position when the reference has no WCS: the product then gets a
+pixel-only WCS, :func:`~.wcs.pixel_wcs`).
 
 Conventions: 0-based pixel positions with pixel centres at integers, ``(x, y) = (column, row)``;
 images are NumPy arrays ``[row, column]``; shapes are ``(rows, cols)``. Transforms map **frame
@@ -30,7 +32,8 @@ best_fraction=None, registrations=None)`` → list of :class:`Selection` (``keep
 ``registered_wcs(registration, reference_wcs, shape=None)`` → astropy WCS of a registered frame
     (exact: ``reference_wcs.world_to_pixel(wcs.pixel_to_world(x, y)) == T(x, y)``, SIP for
     polynomial models); ``reference_wcs(frame)`` / ``synthetic_wcs(shape, header)`` for the
-    reference grid (synthetic TAN, north up, scale from the header or 1"/px, when it has none).
+    reference grid (synthetic TAN, north up, scale from the header or 1"/px, when it has none);
+    ``pixel_wcs(grid_wcs, ref_wcs)`` the pixel-only WCS a product gets in that case.
 ``register_table(result, selection=None)`` (astropy Table) and
 ``format_register_table(result, selection=None)`` (text).
 ``plan_stack(frames, *, align="wcs", ...)`` (in :mod:`.plan`): ``--align`` for stacking.
@@ -48,10 +51,10 @@ from .align import (
 )
 from .match import MODELS, Registration, Transform, fit_transform, match_stars
 from .stars import FrameMeasurement, StarList, measure_frame, measure_stars, read_frame
-from .wcs import reference_wcs, registered_wcs, synthetic_wcs
+from .wcs import pixel_wcs, reference_wcs, registered_wcs, synthetic_wcs
 
 __all__ = ["MODELS", "FrameMeasurement", "Registration", "RegistrationResult", "Selection",
            "StarList", "Transform", "choose_reference", "fit_transform", "format_register_table",
-           "match_stars", "measure_frame", "measure_frames", "measure_stars", "read_frame",
-           "reference_wcs", "register_frames", "register_table", "registered_wcs",
+           "match_stars", "measure_frame", "measure_frames", "measure_stars", "pixel_wcs",
+           "read_frame", "reference_wcs", "register_frames", "register_table", "registered_wcs",
            "select_frames", "synthetic_wcs"]

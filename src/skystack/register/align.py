@@ -69,7 +69,8 @@ class RegistrationResult:
     them (None when it was given separately); ``reference_reason`` says why it was chosen;
     ``reference_wcs`` is the linear celestial WCS of the reference's pixel grid and
     ``reference_wcs_source`` where it came from (``"header"`` or a synthetic TAN WCS and its
-    pixel scale). ``wcs[k]`` is frame k's registered WCS (None when not registered).
+    pixel scale: ``has_sky`` is False, and the stack of such frames gets a pixel-only WCS).
+    ``wcs[k]`` is frame k's registered WCS (None when not registered).
     """
 
     labels: list[str]
@@ -89,6 +90,12 @@ class RegistrationResult:
     @property
     def ok(self) -> list[bool]:
         return [r.ok for r in self.registrations]
+
+    @property
+    def has_sky(self) -> bool:
+        """Whether the reference's WCS is its header's: only then do the registered frames'
+        WCS (and a stack of them) have real sky coordinates; a synthetic one is internal."""
+        return self.reference_wcs_source == "header"
 
 
 def _same_file(a, b) -> bool:

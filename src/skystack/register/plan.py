@@ -8,12 +8,21 @@
   (:func:`~.align.register_frames`); ``reference`` (a file or Frame) names that frame and the
   output grid is then its pixel grid (shape and linear WCS; synthetic when it has none).
   Without ``reference`` the reference is chosen automatically and the grid is the optimal grid
-  (``crop``) oriented like the reference frame's pixel axes.
+  (``crop``) oriented like the reference frame's pixel axes. When the reference has no usable
+  WCS the grid carries a pixel-only product WCS (:func:`registration_grid`): the product has
+  no sky coordinates, and ``grid_header`` (a sky grid) is refused.
 * ``"auto"``: ``"wcs"`` when every frame has a celestial WCS, else ``"stars"``.
 
 Selection options (``max_fwhm``, ``max_ellipticity``, ``min_stars``, ``best_fraction``) measure
 the stars of every frame in any mode. Skipped frames are logged (one line each, with the reason)
-and listed in the output header's HISTORY.
+and listed in the output header's HISTORY (:func:`record_skipped`), as are frames whose footprint
+misses the output grid once it is chosen (:func:`keep_frames_on_grid`).
+
+Which frames count (one rule): a frame whose WCS cannot place it (not celestial, a WCS keyword
+that is not a number, a singular matrix: :func:`skystack.stacking.frame_wcs`) is an error naming
+it, as is a union grid stretched by a far-off frame (:func:`skystack.regrid.grid.optimal_grid`);
+a frame that is placed but misses a grid the user fixed is skipped with its reason. Only the
+frames stacked are counted in the provenance (NCOMBINE, IMCMB, EXPTIME, DATE-OBS).
 """
 
 from __future__ import annotations
@@ -29,7 +38,8 @@ from ..errors import SkystackError
 from ..io.labels import fits_label
 from .align import RegistrationResult, Selection, measure_frames, register_frames, select_frames
 
-__all__ = ["ALIGNS", "StackPlan", "plan_stack"]
+__all__ = ["ALIGNS", "OFF_GRID", "StackPlan", "keep_frames_on_grid", "plan_stack",
+           "record_skipped", "registration_grid"]
 
 ALIGNS = ("wcs", "stars", "auto")
 log = logging.getLogger("skystack")
@@ -55,6 +65,60 @@ class StackPlan:
         if extra is not None:
             out.extend(extra, update=True)
         return out
+
+
+def registration_grid(result: RegistrationResult, wcs: WCS | None = None,
+                      shape: tuple[int, int] | None = None):
+    """The :class:`~skystack.stacking.Grid` of a stack of frames registered in ``result``: the
+    reference's pixel grid, or ``wcs``/``shape`` (a grid on the reference's tangent point when
+    it has no sky coordinates). When the reference has no real WCS (``result.has_sky`` False)
+    the grid carries a pixel-only ``product_wcs`` (:func:`~.wcs.pixel_wcs`): a product must
+    not claim sky coordinates it does not have."""
+    from ..stacking import Grid
+    from .wcs import pixel_wcs
+
+    if wcs is None:
+        wcs, shape = result.reference_wcs, tuple(result.reference_shape)
+    product = None if result.has_sky else pixel_wcs(wcs, result.reference_wcs)
+    return Grid(wcs, tuple(shape), product)
+
+
+def record_skipped(header: fits.Header, skipped: list[tuple[str, str]]) -> None:
+    """Log each skipped frame (label, reason) on one line and list it in ``header``: a HISTORY
+    card each and NSKIPPED (added to any count already there)."""
+    for label, reason in skipped:
+        log.warning("%s: skipped (%s)", label, reason)
+        header.add_history(fits_label(f"skipped {label}: {reason}")[:72])
+    if skipped:
+        header["NSKIPPED"] = (int(header.get("NSKIPPED", 0)) + len(skipped),
+                              "input frames not stacked (see HISTORY)")
+
+
+OFF_GRID = "its footprint does not overlap the output grid"
+
+
+def keep_frames_on_grid(frames: list, wcs_list: list, grid,
+                        header: fits.Header | None) -> tuple[list, list, fits.Header]:
+    """The frames (and their WCS) whose footprint overlaps ``grid`` (a
+    :class:`~skystack.stacking.Grid`), and ``header`` (a copy, when frames were skipped) with
+    the others recorded (:func:`record_skipped`); a one-line error when none overlaps.
+
+    A frame that misses the grid would contribute no pixel: it is neither resampled nor
+    counted in NCOMBINE/IMCMB/EXPTIME."""
+    from ..stacking import frames_off_grid
+
+    header = header if header is not None else fits.Header()
+    off = set(frames_off_grid(wcs_list, [f.shape for f in frames], grid))
+    if not off:
+        return frames, wcs_list, header
+    if len(off) == len(frames):
+        names = ", ".join(frames[k].label for k in sorted(off)[:3])
+        more = f" (and {len(off) - 3} more)" if len(off) > 3 else ""
+        raise SkystackError(f"no frame overlaps the output grid: {names}{more}")
+    header = header.copy()
+    record_skipped(header, [(frames[k].label, OFF_GRID) for k in sorted(off)])
+    keep = [k for k in range(len(frames)) if k not in off]
+    return [frames[k] for k in keep], [wcs_list[k] for k in keep], header
 
 
 def _has_celestial(frame) -> bool:
@@ -84,7 +148,7 @@ def plan_stack(frames: list, *, align: str = "wcs", reference=None, grid_header=
                threads: int | None = None) -> StackPlan:
     """Decide frames, WCS and (for star alignment) grid of a stack (see module docstring)."""
     from ..regrid.grid import optimal_grid
-    from ..stacking import Grid, frame_wcs
+    from ..stacking import frame_wcs
 
     if align not in ALIGNS:
         raise SkystackError(f"invalid --align {align!r}: choose from {', '.join(ALIGNS)}")
@@ -118,15 +182,16 @@ def plan_stack(frames: list, *, align: str = "wcs", reference=None, grid_header=
         header["REGREF"] = (fits_label(result.reference_label)[-68:],
                             "registration reference frame")
         header["REGMODEL"] = (model, "registration model, frame px -> reference px")
+        if not result.has_sky and grid_header is not None:
+            raise SkystackError(
+                f"--grid-header needs sky coordinates, and the frames were aligned by their "
+                f"stars on {result.reference_label}, which has no usable WCS "
+                f"({result.reference_wcs_source})")
         if ref is not None:
-            grid = Grid(result.reference_wcs, tuple(ref.shape))
+            grid = registration_grid(result)
     keep = [k for k in range(len(frames)) if selection is None or selection[k].keep]
     skipped = [s for s in (selection or []) if not s.keep]
-    for s in skipped:
-        log.warning("%s: skipped (%s)", s.label, s.reason)
-        header.add_history(fits_label(f"skipped {s.label}: {s.reason}")[:72])
-    if skipped:
-        header["NSKIPPED"] = (len(skipped), "input frames not stacked (see HISTORY)")
+    record_skipped(header, [(s.label, s.reason) for s in skipped])
     if not keep:
         first = "; ".join(f"{s.label}: {s.reason}" for s in skipped[:3])
         more = f" (and {len(skipped) - 3} more)" if len(skipped) > 3 else ""
@@ -134,6 +199,10 @@ def plan_stack(frames: list, *, align: str = "wcs", reference=None, grid_header=
     kept = [frames[k] for k in keep]
     wcs_list = [wcs_all[k] for k in keep]
     if align == "stars" and grid is None and grid_header is None:
-        grid = Grid(*optimal_grid([(w, f.shape) for w, f in zip(wcs_list, kept)],
-                                  reference=result.reference_wcs, crop=crop))
+        # Without sky coordinates the grid shares the reference's tangent point, so that its
+        # pixels map linearly onto the reference's (the product's pixel-only WCS).
+        tangent = None if result.has_sky else tuple(result.reference_wcs.wcs.crval)
+        grid = registration_grid(result, *optimal_grid(
+            [(w, f.shape) for w, f in zip(wcs_list, kept)], reference=result.reference_wcs,
+            crop=crop, labels=[f.label for f in kept], tangent=tangent))
     return StackPlan(kept, wcs_list, grid, grid_reference, align, header, result, selection)

@@ -17,13 +17,14 @@ exactly (to rounding), and the stacking code's pixel maps reproduce ``T``:
 The reference's own distortion (SIP, lookup tables) and ``TPV`` terms are dropped: registered
 frames are placed exactly relative to the reference's *pixel grid*, whose sky positions are then
 those of its linear WCS (off by the reference's distortion, typically a few pixels in corners).
-A reference without a celestial WCS gets a synthetic one (:func:`synthetic_wcs`).
+A reference without a usable celestial WCS gets a synthetic one (:func:`synthetic_wcs`): an
+internal device for the resampling machinery, whose sky position is made up. A product stacked on
+it gets instead the pixel-only WCS of :func:`pixel_wcs` (world = the reference frame's pixels).
 """
 
 from __future__ import annotations
 
 import math
-import warnings
 
 import numpy as np
 from astropy.io import fits
@@ -31,7 +32,7 @@ from astropy.wcs import WCS, Sip
 
 from .match import Registration, Transform
 
-__all__ = ["registered_wcs", "reference_wcs", "synthetic_wcs", "pixel_scale_arcsec"]
+__all__ = ["registered_wcs", "reference_wcs", "synthetic_wcs", "pixel_scale_arcsec", "pixel_wcs"]
 
 
 def pixel_scale_arcsec(header: fits.Header) -> tuple[float, str]:
@@ -77,6 +78,34 @@ def synthetic_wcs(shape: tuple[int, int], header: fits.Header | None = None) -> 
     return w
 
 
+def pixel_wcs(grid_wcs: WCS, ref_wcs: WCS) -> WCS:
+    """A linear, non-celestial WCS for a grid of frames registered on a reference without sky
+    coordinates: world = the reference frame's pixel position (FITS, 1-based), CTYPE 'PIXEL'.
+
+    ``ref_wcs`` is the reference's :func:`synthetic_wcs` and ``grid_wcs`` the (TAN) grid the
+    frames are resampled onto, with the same projection and tangent point (the reference's
+    own grid, or :func:`~skystack.regrid.grid.optimal_grid` with ``tangent`` at its CRVAL):
+    both project the sky onto the same plane, so reference pixel = ``crpix_ref + CD_ref⁻¹
+    CD_grid (p - crpix_grid)`` exactly. That linear map is the returned WCS; the synthetic sky
+    position itself, made up, is not in it."""
+    if (list(grid_wcs.wcs.ctype) != list(ref_wcs.wcs.ctype)
+            or not np.allclose(grid_wcs.wcs.crval, ref_wcs.wcs.crval, rtol=0, atol=1e-12)):
+        raise ValueError("pixel_wcs: the grid and the reference must share their projection "
+                         "and tangent point")
+    matrix = np.linalg.solve(ref_wcs.pixel_scale_matrix, grid_wcs.pixel_scale_matrix)
+    out = WCS(naxis=2)
+    out.wcs.ctype = ["PIXEL", "PIXEL"]
+    out.wcs.cunit = ["pixel", "pixel"]
+    out.wcs.crpix = list(grid_wcs.wcs.crpix)
+    out.wcs.crval = list(ref_wcs.wcs.crpix)
+    out.wcs.cd = matrix
+    out.wcs.name = "reference frame pixels"
+    out.wcs.set()
+    if grid_wcs.pixel_shape is not None:
+        out.pixel_shape = grid_wcs.pixel_shape
+    return out
+
+
 def _linear(wcs: WCS) -> WCS:
     """The celestial WCS without distortions, its linear part as a CD matrix."""
     w = wcs.celestial.deepcopy()
@@ -103,22 +132,30 @@ def _linear(wcs: WCS) -> WCS:
 def reference_wcs(frame) -> tuple[WCS, str]:
     """The linear celestial WCS of a reference frame's pixel grid and where it came from.
 
-    The frame's header WCS without distortion when it has a celestial one, else
-    :func:`synthetic_wcs` (the message says which pixel scale was used)."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        try:
-            wcs = WCS(frame.header)
-            celestial = wcs.has_celestial and wcs.celestial.naxis == 2
-        except Exception:
-            celestial = False
+    The frame's header WCS without distortion when it has a usable celestial one (source
+    ``"header"``: the only case where the stack has sky coordinates), else
+    :func:`synthetic_wcs` (the message says which pixel scale was used, and why the header's
+    WCS was not usable when it has one)."""
+    from ..errors import SkystackError
+    from ..regrid.header_wcs import parse_header_wcs
+    from ..regrid.pixmap import check_celestial
+
+    why = ""
+    try:
+        wcs = parse_header_wcs(frame.header, frame.label)
+        celestial = wcs.has_celestial and wcs.celestial.naxis == 2
+        if celestial:
+            check_celestial(wcs.celestial, frame.label)
+    except SkystackError as exc:
+        celestial = False
+        why = f"; header WCS unusable: {str(exc).removeprefix(frame.label + ': ')}"
     if celestial:
         out = _linear(wcs)
         source = "header"
     else:
         out = synthetic_wcs(frame.shape, frame.header)
         scale, where = pixel_scale_arcsec(frame.header)
-        source = f"synthetic TAN, {scale:.4g}\"/px ({where})"
+        source = f"synthetic TAN, {scale:.4g}\"/px ({where}){why}"
     out.pixel_shape = (frame.shape[1], frame.shape[0])
     return out, source
 

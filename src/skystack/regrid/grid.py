@@ -4,6 +4,7 @@
   only the sky that all frames cover (``crop="intersection"``), like reproject's
   ``find_optimal_celestial_wcs``.
 * :func:`grid_from_header` and :func:`grid_from_reference` take the grid of a FITS header or file.
+* :func:`overlaps_grid` tells cheaply (from the footprint) whether a frame reaches a grid at all.
 
 Grids are ``(WCS, (rows, cols))`` with the shape in NumPy order, ``(NAXIS2, NAXIS1)``.
 """
@@ -13,11 +14,12 @@ from __future__ import annotations
 import math
 import os
 import warnings
+from collections.abc import Sequence
 
 import numpy as np
 from astropy.coordinates import SkyCoord
 from astropy.io import fits
-from astropy.wcs import WCS, FITSFixedWarning
+from astropy.wcs import WCS
 from astropy.wcs.utils import (
     celestial_frame_to_wcs,
     proj_plane_pixel_scales,
@@ -25,9 +27,11 @@ from astropy.wcs.utils import (
 )
 
 from ..errors import SkystackError
+from .header_wcs import parse_header_wcs
 from .pixmap import check_celestial
 
-__all__ = ["optimal_grid", "grid_from_header", "grid_from_reference", "CROPS"]
+__all__ = ["optimal_grid", "grid_from_header", "grid_from_reference", "overlaps_grid", "CROPS",
+           "GRID_AREA_FACTOR", "MAX_GRID_PIXELS"]
 
 CROPS = ("union", "intersection")
 
@@ -116,7 +120,9 @@ def _polygon_area(poly: np.ndarray) -> float:
 
 
 def optimal_grid(headers_or_wcs_and_shapes: list[tuple[WCS, tuple[int, int]]], *,
-                 reference: WCS | None = None, crop: str = "union") -> tuple[WCS, tuple[int, int]]:
+                 reference: WCS | None = None, crop: str = "union",
+                 labels: Sequence[str] | None = None,
+                 tangent: tuple[float, float] | None = None) -> tuple[WCS, tuple[int, int]]:
     """A celestial TAN grid for a stack, like reproject's ``find_optimal_celestial_wcs``.
 
     Parameters
@@ -131,6 +137,11 @@ def optimal_grid(headers_or_wcs_and_shapes: list[tuple[WCS, tuple[int, int]]], *
     crop : {"union", "intersection"}
         ``"union"``: the grid covers every pixel of every frame. ``"intersection"``: it is the
         bounding box of the sky covered by all frames.
+    labels : list of str, optional
+        Names of the frames in error messages (default ``"frame <index>"``).
+    tangent : (lon, lat) in degrees, optional
+        The grid's tangent point (CRVAL) in the grid's celestial frame; by default the mean
+        direction of the frames' centres.
 
     Returns
     -------
@@ -152,28 +163,37 @@ def optimal_grid(headers_or_wcs_and_shapes: list[tuple[WCS, tuple[int, int]]], *
     the bounding box of that polygon. This is conservative: the grid contains all of the sky
     common to all frames, and (for rotated frames, or edges bowed inwards by distortion)
     possibly a little more.
+
+    A union grid more than :data:`GRID_AREA_FACTOR` times the frames' total area (the sum of
+    their footprints' areas on the grid), or of more than :data:`MAX_GRID_PIXELS` pixels, is
+    refused with an error naming the frame farthest from the median position of the others:
+    one frame with a wrong CRVAL would otherwise stretch the grid across the sky (and the
+    stack fill the memory and the disk). So is a set of frames no TAN grid can hold.
     """
     if crop not in CROPS:
         raise SkystackError(f"unknown crop {crop!r} (choose from {', '.join(CROPS)})")
     frames = list(headers_or_wcs_and_shapes)
     if not frames:
         raise SkystackError("optimal_grid needs at least one frame")
+    if labels is None or len(labels) != len(frames):
+        labels = [f"frame {i}" for i in range(len(frames))]
     wcss: list[WCS] = []
     shapes: list[tuple[int, int]] = []
     for i, item in enumerate(frames):
         try:
             wcs, shape = item
         except (TypeError, ValueError):
-            raise SkystackError(f"frame {i}: expected a (WCS, (rows, cols)) pair") from None
+            raise SkystackError(f"{labels[i]}: expected a (WCS, (rows, cols)) pair") from None
         if isinstance(wcs, fits.Header):
-            wcs = _wcs_from_header(wcs, f"frame {i}")
-        check_celestial(wcs, f"frame {i}")
+            wcs = _wcs_from_header(wcs, labels[i])
+        check_celestial(wcs, labels[i])
         try:
             ny, nx = (int(v) for v in shape)
         except (TypeError, ValueError):
-            raise SkystackError(f"frame {i}: shape must be (rows, cols), got {shape!r}") from None
+            raise SkystackError(f"{labels[i]}: shape must be (rows, cols), got {shape!r}") \
+                from None
         if ny < 1 or nx < 1:
-            raise SkystackError(f"frame {i}: empty shape {shape!r}")
+            raise SkystackError(f"{labels[i]}: empty shape {shape!r}")
         wcss.append(wcs)
         shapes.append((ny, nx))
     if reference is not None:
@@ -190,14 +210,20 @@ def optimal_grid(headers_or_wcs_and_shapes: list[tuple[WCS, tuple[int, int]]], *
     for w, (ny, nx) in zip(wcss, shapes):
         centre = _to_frame(w, np.array([(nx - 1) / 2]), np.array([(ny - 1) / 2]), frame)
         vectors.append(centre.cartesian.xyz.value[:, 0])
+    vectors = np.array(vectors)
+    if not np.all(np.isfinite(vectors)):
+        bad = int(np.flatnonzero(~np.all(np.isfinite(vectors), axis=1))[0])
+        raise SkystackError(f"{labels[bad]}: WCS gives no sky position for the frame centre")
     mean = np.mean(vectors, axis=0)
     norm = float(np.linalg.norm(mean))
     if not norm > 1e-6:
-        raise SkystackError("frame centres are invalid or spread over the whole sky: "
-                            "no single TAN grid fits them")
+        raise _spread_error("frame centres spread over the whole sky: no single TAN grid fits "
+                            "them", vectors, labels)
     mean /= norm
     tangent_lon = math.degrees(math.atan2(mean[1], mean[0])) % 360.0
     tangent_lat = math.degrees(math.asin(max(-1.0, min(1.0, mean[2]))))
+    if tangent is not None:
+        tangent_lon, tangent_lat = float(tangent[0]) % 360.0, float(tangent[1])
 
     scale = float(np.median([_frame_scale(w) for w in wcss]))
     out = celestial_frame_to_wcs(frame, projection="TAN")
@@ -225,13 +251,17 @@ def optimal_grid(headers_or_wcs_and_shapes: list[tuple[WCS, tuple[int, int]]], *
             px, py = out.world_to_pixel(_to_frame(w, ex, ey, frame))
         px, py = np.asarray(px, dtype=np.float64), np.asarray(py, dtype=np.float64)
         if not (np.all(np.isfinite(px)) and np.all(np.isfinite(py))):
-            raise SkystackError(
-                f"frame {i}: footprint cannot be projected onto one TAN grid with the others "
-                "(frames too far apart or WCS invalid at the image edges)")
+            raise _spread_error(
+                f"{labels[i]}: footprint cannot be projected onto one TAN grid with the "
+                "others (frames too far apart, or WCS invalid at the image edges)",
+                vectors, labels)
         polygons.append(np.column_stack([px, py]))
 
     if crop == "union":
         pts = np.concatenate(polygons)
+        grid = _place(out, pts)
+        _check_union_size(grid[1], polygons, vectors, labels)
+        return grid
     else:
         region = _hull(polygons[0])
         for poly in polygons[1:]:
@@ -240,9 +270,60 @@ def optimal_grid(headers_or_wcs_and_shapes: list[tuple[WCS, tuple[int, int]]], *
                 break
         if _polygon_area(region) < 1.0:  # less than one output pixel in common
             raise SkystackError(
-                "the frames have no sky in common: crop='intersection' would be empty")
+                "the frames have no sky in common: crop='intersection' would be empty"
+                + (f" ({_outlier_text(vectors, labels)})" if len(labels) > 1 else ""))
         pts = region
     return _place(out, pts)
+
+
+# A union grid larger than this many times the frames' total area (more than 90 % empty), or
+# than MAX_GRID_PIXELS, is refused (see optimal_grid): a wrong CRVAL, not a mosaic.
+GRID_AREA_FACTOR = 10.0
+MAX_GRID_PIXELS = 2**32
+
+
+def _separation_deg(a: np.ndarray, b: np.ndarray) -> float:
+    return math.degrees(math.atan2(float(np.linalg.norm(np.cross(a, b))), float(np.dot(a, b))))
+
+
+def _outlier(vectors: np.ndarray) -> tuple[int, float]:
+    """The frame farthest from the median position of the others (unit vectors of the
+    centres; component-wise median, normalised) and that distance in degrees."""
+    best, best_sep = 0, -1.0
+    for k in range(len(vectors)):
+        others = np.delete(vectors, k, axis=0)
+        median = np.median(others, axis=0)
+        norm = float(np.linalg.norm(median))
+        median = median / norm if norm > 0 else others[0]
+        sep = _separation_deg(vectors[k], median)
+        if sep > best_sep:
+            best, best_sep = k, sep
+    return best, best_sep
+
+
+def _outlier_text(vectors: np.ndarray, labels: Sequence[str]) -> str:
+    if len(labels) == 2:
+        return f"{labels[0]} and {labels[1]} are {_separation_deg(*vectors):.3g} deg apart"
+    k, sep = _outlier(vectors)
+    return f"{labels[k]} is {sep:.3g} deg from the median position of the others"
+
+
+def _spread_error(problem: str, vectors: np.ndarray, labels: Sequence[str]) -> SkystackError:
+    """A one-line error for frames that cannot share a grid, naming the outlying frame."""
+    where = f"; {_outlier_text(vectors, labels)}" if len(labels) > 1 else ""
+    return SkystackError(f"{problem}{where} (a wrong WCS? leave that frame out, or give "
+                         "--crop intersection or --grid-header)")
+
+
+def _check_union_size(shape: tuple[int, int], polygons: list[np.ndarray],
+                      vectors: np.ndarray, labels: Sequence[str]) -> None:
+    """Refuse a union grid far larger than the frames (see :func:`optimal_grid`)."""
+    pixels = float(shape[0]) * float(shape[1])
+    total = sum(_polygon_area(_hull(p)) for p in polygons)
+    if pixels > GRID_AREA_FACTOR * total or pixels > MAX_GRID_PIXELS:
+        raise _spread_error(
+            f"the union grid would be {shape[1]} x {shape[0]} px, {pixels / max(total, 1.0):.3g}"
+            f" times the frames' total area", vectors, labels)
 
 
 def _place(wcs: WCS, pts: np.ndarray) -> tuple[WCS, tuple[int, int]]:
@@ -261,14 +342,38 @@ def _place(wcs: WCS, pts: np.ndarray) -> tuple[WCS, tuple[int, int]]:
     return wcs, (rows, cols)
 
 
+def overlaps_grid(wcs: WCS, shape: tuple[int, int], grid_wcs: WCS,
+                  grid_shape: tuple[int, int]) -> bool:
+    """Whether a frame (celestial ``wcs``, ``shape`` (rows, cols)) can give a value to some
+    pixel of a grid (``grid_wcs``, ``grid_shape``).
+
+    Cheap, from the frame's footprint: its outer pixel edge (sampled as in
+    :func:`optimal_grid`) projected onto the grid, where it lands at finite positions; the
+    convex hull of those must overlap the rectangle of the grid's pixel centres with a positive
+    area. A frame the grid's projection cannot see at all (e.g. on the far side of the sky from
+    a TAN grid's tangent point) does not overlap."""
+    from .pixmap import _pix2pix  # the module's lock: WCS objects are not thread-safe
+
+    ex, ey = _edge_points(tuple(int(v) for v in shape))
+    with np.errstate(all="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        try:
+            px, py = _pix2pix(wcs, grid_wcs, ex, ey)
+        except Exception:  # astropy raises for some invalid positions instead of giving NaN
+            return False
+    finite = np.isfinite(px) & np.isfinite(py)
+    if finite.sum() < 3:
+        return False
+    hull = _hull(np.column_stack([px[finite], py[finite]]))
+    rows, cols = grid_shape
+    eps = 1e-6  # a grid of one row or column still has an area
+    box = np.array([[-eps, -eps], [cols - 1 + eps, -eps], [cols - 1 + eps, rows - 1 + eps],
+                    [-eps, rows - 1 + eps]])
+    return len(hull) >= 3 and _polygon_area(_clip(hull, box)) > 0.0
+
+
 def _wcs_from_header(header: fits.Header, source: str) -> WCS:
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", FITSFixedWarning)
-            wcs = WCS(header)
-    except Exception as exc:  # astropy raises many kinds for broken WCS keywords
-        msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise SkystackError(f"{source}: invalid WCS ({msg})") from None
+    wcs = parse_header_wcs(header, source)
     if not wcs.has_celestial:
         raise SkystackError(f"{source}: WCS is not celestial (CTYPE = {list(wcs.wcs.ctype)})")
     return wcs

@@ -69,7 +69,25 @@ def check_celestial(wcs: object, what: str) -> WCS:
         raise SkystackError(f"{what}: WCS has {wcs.pixel_n_dim} pixel axes, need 2")
     if not wcs.has_celestial or wcs.wcs.lng < 0 or wcs.wcs.lat < 0:
         raise SkystackError(f"{what}: WCS is not celestial (CTYPE = {list(wcs.wcs.ctype)})")
+    _check_not_singular(wcs, what)
     return wcs
+
+
+def _check_not_singular(wcs: WCS, what: str) -> None:
+    """A WCS whose pixel scale matrix is not finite, or singular (zero CD/CDELT, or axes
+    parallel to a part in 1e6), maps its whole image onto a line or a point: no grid or pixel
+    map can be built from it."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            matrix = np.asarray(wcs.pixel_scale_matrix, dtype=np.float64)
+    except Exception as exc:  # wcslib refuses e.g. a zero CDELT when it is set up
+        msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise SkystackError(f"{what}: invalid WCS ({msg})") from None
+    biggest = float(np.abs(matrix).max()) if np.all(np.isfinite(matrix)) else math.nan
+    if not biggest > 0 or not abs(float(np.linalg.det(matrix))) > 1e-12 * biggest ** 2:
+        raise SkystackError(f"{what}: WCS pixel scale matrix (CD, or PC x CDELT) is singular "
+                            f"or not finite: {matrix.tolist()}")
 
 
 def _same_world(wcs_a: WCS, wcs_b: WCS) -> bool:
