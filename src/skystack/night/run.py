@@ -42,12 +42,14 @@ import numpy as np
 from astropy.io import fits
 
 from .._version import __version__
+from ..config import check_threads
 from ..errors import SkystackError
 from ..io.inputs import Frame, load_frames
 from ..io.reader import Tile
 from . import masters as mst
 from .calibrate import Calibration, calibrated_frame, parse_section
 from .products import FINGERPRINT_KEY, atomic_path, fingerprint, product_state
+from .scan import check_raw_dir
 
 __all__ = ["run_night", "NightResult", "STACK_OPTIONS"]
 
@@ -807,6 +809,8 @@ def run_night(raw_dir, out_dir: str | os.PathLike, *, backend: str = "auto",
     out = os.fspath(out_dir)
     if os.path.exists(out) and not os.path.isdir(out):
         raise SkystackError(f"{out}: exists and is not a directory")
+    check_raw_dir(raw_dir)
+    check_threads(threads)
     combine_options(**{**STACK_OPTIONS, **stack_options})  # validate before any work
     from ..register import MODELS
     from ..register.align import select_frames
@@ -819,7 +823,6 @@ def run_night(raw_dir, out_dir: str | os.PathLike, *, backend: str = "auto",
     selection = dict(max_fwhm=max_fwhm, max_ellipticity=max_ellipticity, min_stars=min_stars,
                      best_fraction=best_fraction)
     select_frames([], **selection)  # validates the thresholds
-    os.makedirs(out, exist_ok=True)
     night = _Night(raw_dir, out, backend=backend, overwrite=overwrite,
                    stack_options=stack_options, overscan=overscan, trim=trim,
                    save_calibrated=save_calibrated, previews=previews, threads=threads,
@@ -828,6 +831,7 @@ def run_night(raw_dir, out_dir: str | os.PathLike, *, backend: str = "auto",
     jobs = night.plan()
     if not jobs:
         raise SkystackError(f"{raw_dir}: no usable bias, dark, flat or light frames found")
+    os.makedirs(out, exist_ok=True)  # only once there is something to write into it
     planned = night.fingerprints(jobs)
     if cluster is None:
         night.execute(planned)
