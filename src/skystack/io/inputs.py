@@ -73,11 +73,9 @@ def _expand_paths(items: Iterable[str | os.PathLike], within: tuple[str, ...]) -
             if real in within:
                 raise SkystackError(f"{list_file}: file list includes itself (through @ "
                                     "entries), which would never end")
-            entries = _read_list_file(list_file)
             base = os.path.dirname(list_file)
             paths.extend(_expand_paths(
-                (e if os.path.isabs(e) else os.path.join(base, e) for e in entries),
-                (*within, real)))
+                (_relative_to(base, e) for e in _read_list_file(list_file)), (*within, real)))
         elif glob.has_magic(text):
             matches = sorted(glob.glob(text))
             if not matches:
@@ -86,6 +84,13 @@ def _expand_paths(items: Iterable[str | os.PathLike], within: tuple[str, ...]) -
         else:
             paths.append(text)
     return paths
+
+
+def _relative_to(base: str, entry: str) -> str:
+    """A list entry (path, pattern or nested ``@list``) relative to the list's directory."""
+    if entry.startswith("@"):
+        return "@" + _relative_to(base, entry[1:])
+    return entry if os.path.isabs(entry) else os.path.join(base, entry)
 
 
 def _read_list_file(list_file: str) -> list[str]:
@@ -229,7 +234,7 @@ def read_header(path: str, hdu: int | str | None = None) -> tuple[fits.Header, t
 def _check_complete(hdul: fits.HDUList, index: int, path: str) -> None:
     """Raise SkystackError when the file ends inside HDU ``index``'s image data."""
     h = hdul[index]
-    info = hdul.fileinfo(index)
+    info = hdul[index].fileinfo()
     size = os.path.getsize(path)
     if isinstance(h, fits.CompImageHDU):
         if info["datLoc"] + (info.get("datSpan") or 0) > size:
@@ -376,7 +381,7 @@ def _file_frame(path: str, hdu: int | str | None, pool: HandlePool) -> Frame:
         h = hdul[index]
         header = _printable(h.header)
         shape = _image_shape(header)
-        info = hdul.fileinfo(index)
+        info = hdul[index].fileinfo()
         size = os.path.getsize(path)
         if isinstance(h, fits.CompImageHDU):
             _check_complete(hdul, index, path)
@@ -414,7 +419,7 @@ def _mask_source(hdul, index, shape, path, size, pool) -> RawFitsSource | None:
         if isinstance(h, fits.CompImageHDU) or _image_shape(h.header) != shape:
             return None
         bitpix = h.header["BITPIX"]
-        info = hdul.fileinfo(i)
+        info = hdul[i].fileinfo()
         if bitpix not in BITPIX_DTYPES or info["datLoc"] + shape[0] * shape[1] * abs(
                 bitpix) // 8 > size:
             return None
