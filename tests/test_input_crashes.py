@@ -402,3 +402,21 @@ def test_int64_with_blank(tmp_path):
     expected = np.ma.masked_equal(stack, blank).astype(np.float64).mean(axis=0)
     np.testing.assert_allclose(r.data, expected.astype(np.float32))
     np.testing.assert_array_equal(r.count, [[3, 3], [2, 2]])
+
+
+def test_gzip_files_are_decompressed_not_read_as_raw_bytes(tmp_path):
+    """``.fits.gz`` (which a night's scan picks up) was refused as 'truncated data': its
+    offsets were compared with, and would have been read from, the compressed bytes."""
+    rng = np.random.default_rng(6)
+    stack = rng.normal(100, 5, (3, 40, 30)).astype(np.float32)
+    paths = []
+    for k, d in enumerate(stack):
+        paths.append(str(tmp_path / f"z{k}.fits.gz"))
+        fits.PrimaryHDU(d).writeto(paths[-1])
+    r = skystack.combine(paths, method="median", backend="cpu")
+    np.testing.assert_allclose(r.data, np.median(stack, axis=0), rtol=1e-6)
+    short = tmp_path / "short.fits.gz"
+    short.write_bytes(open(paths[0], "rb").read()[:2000])
+    with pytest.raises(SkystackError, match="short.fits.gz: truncated or corrupt gzip"):
+        skystack.combine([*paths, str(short)], backend="cpu")
+

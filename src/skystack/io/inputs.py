@@ -191,10 +191,19 @@ def _open_fits(path: str) -> fits.HDUList:
         if "Empty or corrupt" in msg or "No SIMPLE card" in msg or "not a FITS" in msg.lower():
             if _starts_like_fits(path):
                 raise SkystackError(f"{path}: truncated or corrupt FITS header") from None
+            if _is_gzip(path):
+                raise SkystackError(f"{path}: truncated or corrupt gzip-compressed file, or "
+                                    "not FITS inside") from None
             raise SkystackError(f"{path}: not a FITS file") from None
         raise SkystackError(f"{path}: cannot read ({msg})") from None
     except Exception as exc:  # astropy raises many kinds on malformed headers
         raise SkystackError(f"{path}: not a valid FITS file ({exc})") from None
+
+
+def _is_gzip(path: str) -> bool:
+    """Whether ``path`` is gzip-compressed (``.fits.gz``), by its magic bytes."""
+    with open(path, "rb") as f:
+        return f.read(2) == b"\x1f\x8b"
 
 
 def _starts_like_fits(path: str) -> bool:
@@ -222,17 +231,22 @@ def _printable(header: fits.Header) -> fits.Header:
         return fits.Header.fromstring(_NOT_PRINTABLE.sub("?", text))
 
 
-def read_header(path: str, hdu: int | str | None = None) -> tuple[fits.Header, tuple[int, int]]:
-    """Header and (rows, cols) of the chosen image HDU of ``path`` (for ``skystack info``)."""
+def read_header(path: str, hdu: int | str | None = None, check_data: bool = False
+                ) -> tuple[fits.Header, tuple[int, int]]:
+    """Header and (rows, cols) of the chosen image HDU of ``path`` (for ``skystack info``);
+    ``check_data``: also raise SkystackError when the file ends inside the image data."""
     with _open_fits(path) as hdul, quiet_astropy():
         index = _select_hdu(hdul, hdu, path)
         h = hdul[index]
-        _check_complete(hdul, index, path)
+        if check_data:
+            _check_complete(hdul, index, path)
         return _printable(h.header), _image_shape(h.header)
 
 
 def _check_complete(hdul: fits.HDUList, index: int, path: str) -> None:
     """Raise SkystackError when the file ends inside HDU ``index``'s image data."""
+    if _is_gzip(path):  # offsets are in the decompressed stream: a short file fails when read
+        return
     h = hdul[index]
     info = hdul[index].fileinfo()
     size = os.path.getsize(path)
@@ -383,8 +397,14 @@ def _file_frame(path: str, hdu: int | str | None, pool: HandlePool) -> Frame:
         shape = _image_shape(header)
         info = hdul[index].fileinfo()
         size = os.path.getsize(path)
-        if isinstance(h, fits.CompImageHDU):
+        if isinstance(h, fits.CompImageHDU) or _is_gzip(path):
+            # Pixels decoded by astropy: tile-compressed HDUs, and whole .gz files, whose
+            # offsets are not bytes on disk (the raw reader would read compressed bytes).
             _check_complete(hdul, index, path)
+            if _is_gzip(path) and any(i != index and str(x.header.get("EXTNAME", "")).upper()
+                                      == "MASK" for i, x in enumerate(hdul)):
+                raise SkystackError(f"{path}: a MASK extension in a gzip-compressed file is not "
+                                    "supported (gunzip it first)")
             source: object = CompressedFitsSource(path, index, shape, pool=pool)
         else:
             bitpix = header["BITPIX"]

@@ -7,7 +7,7 @@ for missing pixels (FITS BLANK, or a nonzero CCDData ``MASK`` extension):
   offsets found once when the file was scanned, then byte order, BZERO/BSCALE and BLANK decoded by
   NumPy. The file is never parsed again inside the tile loop.
 * :class:`CompressedFitsSource` for tile-compressed images (``.fz``): astropy's ``section``, which
-  decompresses only the compression tiles that overlap the request.
+  decompresses only the compression tiles that overlap the request (and for ``.gz`` files).
 * :class:`ArraySource` for in-memory arrays.
 
 File descriptors are kept in a bounded LRU (:class:`HandlePool`) so that stacks of more frames than
@@ -292,8 +292,9 @@ _CODEC_LOCK = threading.Lock()
 
 
 class CompressedFitsSource:
-    """Pixels of a tile-compressed image HDU, decompressed by astropy per tile read; the file
-    stays open in ``pool`` (see :class:`HandlePool`) between reads."""
+    """Pixels of a tile-compressed image HDU (or any image HDU of a gzip-compressed file),
+    decompressed by astropy per tile read; the file stays open in ``pool`` (see
+    :class:`HandlePool`) between reads."""
 
     def __init__(self, path: str, hdu_index: int, shape: tuple[int, int],
                  pool: HandlePool | None = None) -> None:
@@ -307,8 +308,9 @@ class CompressedFitsSource:
         decompression error: zlib, Rice, HCOMPRESS…) is a :class:`SkystackError` naming the file."""
         try:
             with self.pool.compressed_hdu(self.path, self.hdu_index) as hdu:
-                codec = str(getattr(hdu, "compression_type", "")).upper()
-                with contextlib.nullcontext() if codec in _THREAD_SAFE_CODECS else _CODEC_LOCK:
+                codec = getattr(hdu, "compression_type", None)  # None: a .gz file's HDU
+                with (_CODEC_LOCK if codec is not None and str(codec).upper()
+                      not in _THREAD_SAFE_CODECS else contextlib.nullcontext()):
                     data = hdu.section[tile.r0:tile.r1, tile.c0:tile.c1]
         except MemoryError:
             raise
