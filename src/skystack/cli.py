@@ -64,6 +64,17 @@ def _hdu(text: str) -> int | str:
     return int(text) if text.lstrip("-").isdigit() else text
 
 
+def _threads(text: str) -> int:
+    """--threads: a whole number of threads, at least 1 (0 or less would mean nothing)."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"invalid value {text!r}: must be an integer >= 1")
+    return value
+
+
 def _add_combine_options(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("combination")
     g.add_argument("--method", default="mean", choices=("mean", "median", "sum", "min", "max"),
@@ -107,7 +118,7 @@ def _add_combine_options(p: argparse.ArgumentParser) -> None:
                    help="compute engine (default: auto = GPU if usable, else CPU)")
     r.add_argument("--mem-limit", help="memory budget for tiles, e.g. 512MB (default: 1/4 of "
                                        "available RAM, 256MB..8GB)")
-    r.add_argument("--threads", type=int, help="CPU threads (default: all cores)")
+    r.add_argument("--threads", type=_threads, help="CPU threads (default: all cores)")
 
 
 def _combine_kwargs(a: argparse.Namespace) -> dict:
@@ -353,6 +364,11 @@ COMMANDS = {"combine": _run_combine, "stack": _run_stack, "reproject": _run_repr
             "demo": _run_demo, "register": run_register, "bench": run_bench}
 
 
+def _not_astropy(record: logging.LogRecord) -> bool:
+    """astropy's logger prints its warnings itself; ours would print each a second time."""
+    return not record.name.startswith("astropy")
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the command line; returns the exit code (see module docstring)."""
     parser = build_parser()
@@ -360,7 +376,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.command is None:
         parser.print_help()
         return 2
-    logging.basicConfig(format="skystack: %(message)s",
+    handler = logging.StreamHandler()
+    handler.addFilter(_not_astropy)
+    logging.basicConfig(format="skystack: %(message)s", handlers=[handler],
                         level=logging.DEBUG if args.verbose else logging.WARNING)
     try:
         with signals_interrupt():

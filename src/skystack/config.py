@@ -7,6 +7,7 @@ the CLI's long options in snake_case.
 from __future__ import annotations
 
 import math
+import numbers
 import os
 import re
 from collections.abc import Sequence
@@ -172,6 +173,12 @@ class CombineOptions:
             v = getattr(self, name)
             if not (isinstance(v, (int, float)) and 0 <= v < 100):
                 raise SkystackError(f"invalid --{name} {v!r}: must be a percentage in [0, 100)")
+        if self.reject == "percentile" and self.plow + self.phigh >= 100:
+            # floor(n*plow/100) + floor(n*phigh/100) reaches n for large n: every value dropped.
+            raise SkystackError(f"invalid --plow {self.plow} with --phigh {self.phigh}: together "
+                                "they drop every value (their sum must be below 100)")
+        if isinstance(self.hdu, bool) or (isinstance(self.hdu, int) and self.hdu < 0):
+            raise SkystackError(f"invalid --hdu {self.hdu!r}: an HDU index is >= 0 (0 = primary)")
         if self.reject == "range":
             if self.range_low is None and self.range_high is None:
                 raise SkystackError("--reject range needs --low and/or --high")
@@ -184,10 +191,31 @@ class CombineOptions:
         mem = self.mem_limit
         return replace(self, mem_limit=default_mem_limit() if mem is None else parse_size(mem))
 
+    def check_frame_count(self, n: int) -> None:
+        """Raise SkystackError when the options cannot keep any value of ``n`` frames.
+
+        minmax drops ``nlow + nhigh`` values of every pixel: with that many frames or fewer
+        nothing would be left, and the product would be NaN everywhere.
+        """
+        if self.reject == "minmax" and self.nlow + self.nhigh >= n:
+            raise SkystackError(
+                f"--reject minmax drops --nlow {self.nlow} + --nhigh {self.nhigh} values of "
+                f"each pixel, which leaves nothing of {n} frame{'s' if n != 1 else ''} "
+                "(lower --nlow/--nhigh or give more frames)")
+
     @property
     def weighted(self) -> bool:
         """Weights change the result only for mean and sum."""
         return self.weights.kind != "none" and self.method in ("mean", "sum")
+
+
+def check_threads(threads) -> None:
+    """Raise SkystackError unless ``threads`` is None (all cores) or an integer >= 1."""
+    if threads is None:
+        return
+    if isinstance(threads, bool) or not isinstance(threads, numbers.Integral) or threads < 1:
+        raise SkystackError(f"invalid --threads {threads!r}: must be an integer >= 1 "
+                            "(omit it to use all cores)")
 
 
 def _choice(name: str, value, allowed: Sequence[str]) -> None:

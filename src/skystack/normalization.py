@@ -133,9 +133,14 @@ def frame_params(frames: list[Frame], options: CombineOptions) -> FrameParams:
 
 
 def frame_weights(frames: list[Frame], options: CombineOptions) -> np.ndarray:
-    """Per-frame weights (float64, positive); all ones when unweighted."""
+    """Per-frame weights (float64, positive); all ones when unweighted.
+
+    Also refuses options that would keep nothing of this many frames: every combine path
+    (in-process, GPU streaming, stacking, cluster) gets its weights here before any pixel.
+    """
     w = options.weights
     n = len(frames)
+    options.check_frame_count(n)
     if not options.weighted:
         return np.ones(n)
     if w.kind == "values":

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 
+from ..config import check_threads
 from ..errors import BackendUnavailable, SkystackError
 from .base import Backend, FrameParams, TileOutputs
 
@@ -23,6 +24,7 @@ def get_backend(name: str = "auto", *, threads: int | None = None) -> Backend:
 
     if name not in ("auto", "cpu", "gpu"):
         raise SkystackError(f"invalid --backend {name!r}: choose from auto, cpu, gpu")
+    check_threads(threads)
     if name in ("auto", "gpu"):
         usable, reason = gpu.probe()
         if name == "gpu" and not usable:

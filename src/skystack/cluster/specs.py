@@ -117,7 +117,7 @@ def open_source(spec: Spec, pool: HandlePool):
                              bscale=spec.bscale, bzero=spec.bzero, blank=spec.blank, mask=mask,
                              pool=pool)
     if isinstance(spec, CompressedSpec):
-        return CompressedFitsSource(spec.path, spec.hdu_index, spec.shape)
+        return CompressedFitsSource(spec.path, spec.hdu_index, spec.shape, pool=pool)
 
     def master(m: MasterSpec | None) -> Frame | None:
         if m is None:

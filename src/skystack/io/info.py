@@ -32,7 +32,7 @@ def info_rows(items, hdu=None) -> tuple[list[tuple[str, ...]], list[str]]:
         return rows, [str(exc)]
     for path in paths:
         try:
-            header, shape = read_header(path, hdu)
+            header, shape = read_header(path, hdu, check_data=True)
         except SkystackError as exc:
             errors.append(str(exc))
             continue

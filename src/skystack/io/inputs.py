@@ -6,7 +6,8 @@ Accepted inputs, normalised in :func:`load_frames`:
   holding one path or pattern per line (blank lines and ``#`` comments ignored);
 * astropy HDUs (``PrimaryHDU``, ``ImageHDU``, ``CompImageHDU``) and ``CCDData`` (its mask honoured,
   its unit written into the frame's header as ``BUNIT``);
-* 2-D NumPy arrays, or one 3-D array holding a whole stack along axis 0;
+* 2-D NumPy arrays, or one 3-D array holding a whole stack along axis 0; ``np.ma`` masked
+  arrays have their masked pixels ignored, as NaN pixels are;
 * :class:`Frame` records already made (e.g. calibrated frames of a night), used as given.
 
 Every file is opened once, its headers parsed once, and checked before any pixel is combined: it
@@ -16,15 +17,19 @@ the same shape as the first frame. A problem raises :class:`SkystackError` namin
 
 from __future__ import annotations
 
+import contextlib
 import glob
 import os
+import re
 import sys
+import warnings
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
 from astropy.io import fits
+from astropy.utils.exceptions import AstropyWarning
 
 from ..errors import SkystackError
 from .reader import BITPIX_DTYPES, ArraySource, CompressedFitsSource, HandlePool, RawFitsSource
@@ -55,23 +60,27 @@ class Frame:
 def expand_paths(items: Iterable[str | os.PathLike]) -> list[str]:
     """Expand globs and ``@list`` files into paths, in the order given (globs sorted).
 
-    A pattern that matches nothing and a missing plain path are errors naming them.
+    A pattern that matches nothing, a missing plain path, an unreadable, binary or empty
+    ``@list`` and a list that names itself (directly or through other lists) are errors
+    naming them.
     """
+    return _expand_paths(items, ())
+
+
+def _expand_paths(items: Iterable[str | os.PathLike], within: tuple[str, ...]) -> list[str]:
+    """:func:`expand_paths`; ``within`` holds the real paths of the @lists being expanded."""
     paths: list[str] = []
     for item in items:
         text = os.fspath(item)
         if text.startswith("@"):
             list_file = text[1:]
-            try:
-                with open(list_file) as f:
-                    lines = [ln.strip() for ln in f]
-            except OSError as exc:
-                raise SkystackError(
-                    f"{list_file}: cannot read file list ({exc.strerror})") from None
+            real = os.path.realpath(list_file)
+            if real in within:
+                raise SkystackError(f"{list_file}: file list includes itself (through @ "
+                                    "entries), which would never end")
             base = os.path.dirname(list_file)
-            entries = [ln for ln in lines if ln and not ln.startswith("#")]
-            paths.extend(expand_paths(
-                e if os.path.isabs(e) else os.path.join(base, e) for e in entries))
+            paths.extend(_expand_paths(
+                (_relative_to(base, e) for e in _read_list_file(list_file)), (*within, real)))
         elif glob.has_magic(text):
             matches = sorted(glob.glob(text))
             if not matches:
@@ -80,6 +89,36 @@ def expand_paths(items: Iterable[str | os.PathLike]) -> list[str]:
         else:
             paths.append(text)
     return paths
+
+
+def _relative_to(base: str, entry: str) -> str:
+    """A list entry (path, pattern or nested ``@list``) relative to the list's directory."""
+    if entry.startswith("@"):
+        return "@" + _relative_to(base, entry[1:])
+    return entry if os.path.isabs(entry) else os.path.join(base, entry)
+
+
+def _read_list_file(list_file: str) -> list[str]:
+    """The entries of an ``@list`` file: one path or pattern a line, blank lines and ``#``
+    comments ignored. A binary file (e.g. ``@image.fits``) or one with no entry is an error."""
+    try:
+        with open(list_file, "rb") as f:
+            raw = f.read()
+    except OSError as exc:
+        raise SkystackError(f"{list_file}: cannot read file list ({exc.strerror})") from None
+    if raw.startswith(b"SIMPLE  ="):
+        raise SkystackError(f"{list_file}: is a FITS file, not a file list (drop the '@')")
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        text = None
+    if text is None or "\0" in text:
+        raise SkystackError(f"{list_file}: not a text file list (binary data)")
+    entries = [ln.strip() for ln in text.splitlines()]
+    entries = [e for e in entries if e and not e.startswith("#")]
+    if not entries:
+        raise SkystackError(f"{list_file}: file list is empty (no input files)")
+    return entries
 
 
 def _is_image(hdu) -> bool:
@@ -101,7 +140,9 @@ def _select_hdu(hdul: fits.HDUList, hdu: int | str | None, path: str) -> int:
         for i, h in enumerate(hdul):
             if _is_image(h):
                 return i
-        raise SkystackError(f"{path}: no 2-D image data in any HDU")
+        raise SkystackError(f"{path}: no 2-D image data in any HDU{_truncation_hint(path)}")
+    if isinstance(hdu, int) and hdu < 0:
+        raise SkystackError(f"{path}: invalid HDU {hdu} (an HDU index is >= 0, 0 = primary)")
     try:
         index = hdul.index_of(hdu) if not isinstance(hdu, int) else hdu
         h = hdul[index]
@@ -115,6 +156,27 @@ def _select_hdu(hdul: fits.HDUList, hdu: int | str | None, path: str) -> int:
     return index
 
 
+def _truncation_hint(path: str) -> str:
+    """A note for errors on FITS files whose size is not whole 2880-byte blocks."""
+    try:
+        size = os.path.getsize(path)
+    except OSError:
+        return ""
+    if size % _BLOCK:
+        return f" (the file may be truncated: {size} bytes is not a whole number of FITS blocks)"
+    return ""
+
+
+@contextlib.contextmanager
+def quiet_astropy():
+    """Silence astropy's warnings while a file is checked: a problem becomes one
+    SkystackError line, and replaced header characters are handled by :func:`_printable`.
+    (Not thread-safe, like ``warnings.catch_warnings``: used only while loading frames.)"""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", AstropyWarning)
+        yield
+
+
 def _open_fits(path: str) -> fits.HDUList:
     if not os.path.exists(path):
         raise SkystackError(f"{path}: no such file")
@@ -122,25 +184,86 @@ def _open_fits(path: str) -> fits.HDUList:
         raise SkystackError(f"{path}: is a directory, not a FITS file")
     if not os.access(path, os.R_OK):
         raise SkystackError(f"{path}: permission denied")
+    if os.path.getsize(path) == 0:
+        raise SkystackError(f"{path}: empty file (0 bytes), not a FITS file")
     try:
-        hdul = fits.open(path, memmap=False, lazy_load_hdus=True)
-        hdul[0]  # forces the primary header to be parsed
+        with quiet_astropy():
+            hdul = fits.open(path, memmap=False, lazy_load_hdus=True)
+            hdul[0]  # forces the primary header to be parsed
         return hdul
     except OSError as exc:
         msg = str(exc)
         if "Empty or corrupt" in msg or "No SIMPLE card" in msg or "not a FITS" in msg.lower():
+            if _starts_like_fits(path):
+                raise SkystackError(f"{path}: truncated or corrupt FITS header") from None
+            if _is_gzip(path):
+                raise SkystackError(f"{path}: truncated or corrupt gzip-compressed file, or "
+                                    "not FITS inside") from None
             raise SkystackError(f"{path}: not a FITS file") from None
         raise SkystackError(f"{path}: cannot read ({msg})") from None
     except Exception as exc:  # astropy raises many kinds on malformed headers
         raise SkystackError(f"{path}: not a valid FITS file ({exc})") from None
 
 
-def read_header(path: str, hdu: int | str | None = None) -> tuple[fits.Header, tuple[int, int]]:
-    """Header and (rows, cols) of the chosen image HDU of ``path`` (for ``skystack info``)."""
-    with _open_fits(path) as hdul:
+def _is_gzip(path: str) -> bool:
+    """Whether ``path`` is gzip-compressed (``.fits.gz``), by its magic bytes."""
+    with open(path, "rb") as f:
+        return f.read(2) == b"\x1f\x8b"
+
+
+def _starts_like_fits(path: str) -> bool:
+    with open(path, "rb") as f:
+        return f.read(9) == b"SIMPLE  ="
+
+
+# Header characters FITS allows: printable ASCII. astropy turns other bytes into '?' itself
+# (with a warning) but leaves control characters, which make a card unparsable.
+_NOT_PRINTABLE = re.compile(r"[^\x20-\x7e]")
+
+
+def _printable(header: fits.Header) -> fits.Header:
+    """A copy of ``header`` in which every character outside printable ASCII is ``?``.
+
+    OBJECT = 'M31 ñ' or FILTER = 'Hα' (UTF-8) or a value with a control character then read as
+    'M31 ??', 'H??', one '?' per byte, in every input path (plain and compressed files alike),
+    so that such frames still group together, print in tables and name products.
+    """
+    images = [getattr(card, "_image", None) for card in header.cards]
+    if not any(img and _NOT_PRINTABLE.search(img) for img in images):
+        return header.copy()
+    text = "".join(img if img else str(card) for img, card in zip(images, header.cards))
+    with quiet_astropy():
+        return fits.Header.fromstring(_NOT_PRINTABLE.sub("?", text))
+
+
+def read_header(path: str, hdu: int | str | None = None, check_data: bool = False
+                ) -> tuple[fits.Header, tuple[int, int]]:
+    """Header and (rows, cols) of the chosen image HDU of ``path`` (for ``skystack info``);
+    ``check_data``: also raise SkystackError when the file ends inside the image data."""
+    with _open_fits(path) as hdul, quiet_astropy():
         index = _select_hdu(hdul, hdu, path)
         h = hdul[index]
-        return h.header.copy(), _image_shape(h.header)
+        if check_data:
+            _check_complete(hdul, index, path)
+        return _printable(h.header), _image_shape(h.header)
+
+
+def _check_complete(hdul: fits.HDUList, index: int, path: str) -> None:
+    """Raise SkystackError when the file ends inside HDU ``index``'s image data."""
+    if _is_gzip(path):  # offsets are in the decompressed stream: a short file fails when read
+        return
+    h = hdul[index]
+    info = hdul[index].fileinfo()
+    size = os.path.getsize(path)
+    if isinstance(h, fits.CompImageHDU):
+        if info["datLoc"] + (info.get("datSpan") or 0) > size:
+            raise SkystackError(f"{path}: truncated data (file ends inside the image)")
+        return
+    rows, cols = _image_shape(h.header)
+    nbytes = rows * cols * abs(h.header["BITPIX"]) // 8
+    if info["datLoc"] + nbytes > size:
+        raise SkystackError(
+            f"{path}: truncated data ({size - info['datLoc']} of {nbytes} bytes present)")
 
 
 @dataclass(frozen=True)
@@ -208,8 +331,8 @@ def _scan_hdus(path: str, stop_after: int | None = None) -> list[_HduInfo]:
             nbytes = abs(int(keys["BITPIX"])) // 8 * int(keys.get("GCOUNT", 1)) * (
                 int(keys.get("PCOUNT", 0)) + count)
             data_offset = offset + len(blocks) * _BLOCK
-            hdus.append(_HduInfo(b"".join(blocks).decode("ascii", "replace"), data_offset, nbytes,
-                                 keys))
+            text = _NOT_PRINTABLE.sub("?", b"".join(blocks).decode("ascii", "replace"))
+            hdus.append(_HduInfo(text, data_offset, nbytes, keys))
             offset = data_offset + -(-nbytes // _BLOCK) * _BLOCK
     return hdus
 
@@ -275,23 +398,24 @@ def _file_frame(path: str, hdu: int | str | None, pool: HandlePool) -> Frame:
     try:
         index = _select_hdu(hdul, hdu, path)
         h = hdul[index]
-        header = h.header.copy()
+        header = _printable(h.header)
         shape = _image_shape(header)
-        info = hdul.fileinfo(index)
+        info = hdul[index].fileinfo()
         size = os.path.getsize(path)
-        if isinstance(h, fits.CompImageHDU):
-            span = info.get("datSpan") or 0
-            if info["datLoc"] + span > size:
-                raise SkystackError(f"{path}: truncated data (file ends inside the image)")
-            source: object = CompressedFitsSource(path, index, shape)
+        if isinstance(h, fits.CompImageHDU) or _is_gzip(path):
+            # Pixels decoded by astropy: tile-compressed HDUs, and whole .gz files, whose
+            # offsets are not bytes on disk (the raw reader would read compressed bytes).
+            _check_complete(hdul, index, path)
+            if _is_gzip(path) and any(i != index and str(x.header.get("EXTNAME", "")).upper()
+                                      == "MASK" for i, x in enumerate(hdul)):
+                raise SkystackError(f"{path}: a MASK extension in a gzip-compressed file is not "
+                                    "supported (gunzip it first)")
+            source: object = CompressedFitsSource(path, index, shape, pool=pool)
         else:
             bitpix = header["BITPIX"]
             if bitpix not in BITPIX_DTYPES:
                 raise SkystackError(f"{path}: unsupported BITPIX {bitpix}")
-            nbytes = shape[0] * shape[1] * abs(bitpix) // 8
-            if info["datLoc"] + nbytes > size:
-                raise SkystackError(
-                    f"{path}: truncated data ({size - info['datLoc']} of {nbytes} bytes present)")
+            _check_complete(hdul, index, path)
             blank = header.get("BLANK")
             source = RawFitsSource(path, info["datLoc"], shape, bitpix,
                                    bscale=header.get("BSCALE", 1.0),
@@ -300,7 +424,7 @@ def _file_frame(path: str, hdu: int | str | None, pool: HandlePool) -> Frame:
                                    mask=_mask_source(hdul, index, shape, path, size, pool),
                                    pool=pool)
         if index != 0:
-            _merge_primary(header, hdul[0].header)
+            _merge_primary(header, _printable(hdul[0].header))
         return Frame(label=os.path.basename(path), shape=shape, header=header, source=source,
                      path=path, hdu_index=index)
     finally:
@@ -320,7 +444,7 @@ def _mask_source(hdul, index, shape, path, size, pool) -> RawFitsSource | None:
         if isinstance(h, fits.CompImageHDU) or _image_shape(h.header) != shape:
             return None
         bitpix = h.header["BITPIX"]
-        info = hdul.fileinfo(i)
+        info = hdul[i].fileinfo()
         if bitpix not in BITPIX_DTYPES or info["datLoc"] + shape[0] * shape[1] * abs(
                 bitpix) // 8 > size:
             return None
@@ -378,8 +502,9 @@ def load_frames(inputs, hdu: int | str | None = None,
     pending_paths: list[str | os.PathLike] = []
 
     def flush_paths():
-        for p in expand_paths(pending_paths):
-            frames.append(_file_frame(p, hdu, pool))
+        with quiet_astropy():  # a file's problem is one error line, without astropy's warnings
+            for p in expand_paths(pending_paths):
+                frames.append(_file_frame(p, hdu, pool))
         pending_paths.clear()
 
     for i, item in enumerate(items):
@@ -399,6 +524,8 @@ def load_frames(inputs, hdu: int | str | None = None,
             if item.data is None:
                 raise SkystackError(f"hdu[{i}]: no image data")
             frames.append(_array_frame(item.data, f"hdu[{i}]", item.header))
+        elif isinstance(item, np.ma.MaskedArray):  # before ndarray: asarray() drops the mask
+            frames.append(_array_frame(item.data, f"array[{i}]", mask=np.ma.getmaskarray(item)))
         elif isinstance(item, np.ndarray):
             frames.append(_array_frame(item, f"array[{i}]"))
         else:

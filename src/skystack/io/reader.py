@@ -7,20 +7,23 @@ for missing pixels (FITS BLANK, or a nonzero CCDData ``MASK`` extension):
   offsets found once when the file was scanned, then byte order, BZERO/BSCALE and BLANK decoded by
   NumPy. The file is never parsed again inside the tile loop.
 * :class:`CompressedFitsSource` for tile-compressed images (``.fz``): astropy's ``section``, which
-  decompresses only the compression tiles that overlap the request.
+  decompresses only the compression tiles that overlap the request (and for ``.gz`` files).
 * :class:`ArraySource` for in-memory arrays.
 
 File descriptors are kept in a bounded LRU (:class:`HandlePool`) so that stacks of more frames than
 the process may open at once still work: beyond the bound, files are reopened (a cheap ``open``
-system call, not a FITS parse).
+system call, not a FITS parse). Compressed files, whose reads need astropy's open ``HDUList``, are
+kept in the same pool under the same bound (reopening one parses its headers again).
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import resource
 import threading
 from collections import OrderedDict
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
@@ -55,21 +58,36 @@ def _default_handle_limit() -> int:
 
 
 class HandlePool:
-    """A bounded, thread-safe LRU of open read-only file descriptors, keyed by path."""
+    """A bounded, thread-safe LRU of open read-only files, keyed by path: raw file descriptors
+    (:meth:`pread_into`) and astropy ``HDUList`` objects of compressed files
+    (:meth:`compressed_hdu`), at most ``limit`` of them together, but for those in use."""
 
     def __init__(self, limit: int | None = None) -> None:
         self.limit = _default_handle_limit() if limit is None else max(1, limit)
         self._fds: OrderedDict[str, int] = OrderedDict()
+        self._hduls: OrderedDict[str, object] = OrderedDict()
+        self._busy: set[str] = set()
         self._lock = threading.Lock()
+
+    def _make_room(self) -> None:
+        """Close least recently used handles (descriptors first: they are cheap to reopen) until
+        one more fits. Called with the lock held; HDULists in use are never closed."""
+        while len(self._fds) + len(self._hduls) >= self.limit:
+            if self._fds:
+                os.close(self._fds.popitem(last=False)[1])
+                continue
+            idle = next((p for p in self._hduls if p not in self._busy), None)
+            if idle is None:
+                return  # every open HDUList is being read: one more, briefly
+            self._hduls.pop(idle).close()
 
     def pread_into(self, path: str, buf: memoryview, offset: int) -> int:
         """Read ``len(buf)`` bytes at ``offset`` of ``path`` into ``buf``; returns bytes read."""
         with self._lock:
             fd = self._fds.pop(path, None)
             if fd is None:
+                self._make_room()
                 fd = os.open(path, os.O_RDONLY)
-                while len(self._fds) >= self.limit:
-                    os.close(self._fds.popitem(last=False)[1])
             self._fds[path] = fd
             # preadv is positional, so no lock is needed for the read itself, but a concurrent
             # eviction could close fd: hold a duplicate for the duration of the read.
@@ -85,11 +103,59 @@ class HandlePool:
         finally:
             os.close(fd)
 
+    @contextlib.contextmanager
+    def compressed_hdu(self, path: str, hdu_index: int) -> Iterator[object]:
+        """HDU ``hdu_index`` of the compressed file ``path``, open for the duration of the
+        ``with`` block. One thread reads an HDUList at a time (astropy seeks and reads its one
+        file object): a second reader of the same file gets its own, closed afterwards."""
+        with self._lock:
+            pooled = path not in self._busy
+            if pooled:
+                hdul = self._hduls.pop(path, None)
+                if hdul is None:
+                    self._make_room()
+                    hdul = _open_compressed(path, hdu_index)
+                self._hduls[path] = hdul
+                self._busy.add(path)
+            else:
+                hdul = _open_compressed(path, hdu_index)
+        try:
+            yield hdul[hdu_index]
+        finally:
+            if pooled:
+                with self._lock:
+                    self._busy.discard(path)
+            else:
+                hdul.close()
+
     def close(self) -> None:
         with self._lock:
             for fd in self._fds.values():
                 os.close(fd)
             self._fds.clear()
+            for path in [p for p in self._hduls if p not in self._busy]:
+                self._hduls.pop(path).close()
+
+
+def _open_compressed(path: str, hdu_index: int):
+    """The HDUList of ``path`` with HDU ``hdu_index``'s header parsed. The file was checked when
+    its frame was made, so astropy's warnings (e.g. header characters it replaced) are not
+    repeated here. Called with the pool's lock held: no other skystack thread changes the
+    warning filters meanwhile."""
+    import warnings
+
+    from astropy.io import fits
+    from astropy.utils.exceptions import AstropyWarning
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", AstropyWarning)
+        hdul = fits.open(path, memmap=False, lazy_load_hdus=True)
+        try:
+            hdul[hdu_index]
+        except BaseException:
+            hdul.close()
+            raise
+    return hdul
 
 
 # BITPIX -> big-endian on-disk dtype
@@ -218,36 +284,39 @@ class RawFitsSource:
             self.read_raw(tile, into=dest)
 
 
+# astropy's (cfitsio's) HCOMPRESS and PLIO decoders keep state in C globals: decoded by two
+# threads at once they return wrong pixels, fail, or crash the process (astropy 8.0, measured).
+# Those are decoded one tile at a time; Rice and gzip, the usual .fz codecs, run in parallel.
+_THREAD_SAFE_CODECS = frozenset({"RICE_1", "RICE_ONE", "GZIP_1", "GZIP_2", "NOCOMPRESS"})
+_CODEC_LOCK = threading.Lock()
+
+
 class CompressedFitsSource:
-    """Pixels of a tile-compressed image HDU, decompressed by astropy per tile read."""
+    """Pixels of a tile-compressed image HDU (or any image HDU of a gzip-compressed file),
+    decompressed by astropy per tile read; the file stays open in ``pool`` (see
+    :class:`HandlePool`) between reads."""
 
-    _open_lock = threading.Lock()
-    _open: OrderedDict[tuple[str, int], object] = OrderedDict()
-    open_limit = 64
-
-    def __init__(self, path: str, hdu_index: int, shape: tuple[int, int]) -> None:
+    def __init__(self, path: str, hdu_index: int, shape: tuple[int, int],
+                 pool: HandlePool | None = None) -> None:
         self.path = path
         self.hdu_index = hdu_index
         self.shape = shape
-
-    def _hdu(self):
-        from astropy.io import fits
-
-        key = (self.path, self.hdu_index)
-        with self._open_lock:
-            hdul = self._open.pop(key, None)
-            if hdul is None:
-                hdul = fits.open(self.path, memmap=False, lazy_load_hdus=True)
-                while len(self._open) >= self.open_limit:
-                    self._open.popitem(last=False)[1].close()
-            self._open[key] = hdul
-            return hdul[self.hdu_index]
+        self.pool = pool or HandlePool()
 
     def read(self, tile: Tile, out: np.ndarray) -> None:
+        """Write the tile's pixels as float32 into ``out``; corrupt compressed data (any
+        decompression error: zlib, Rice, HCOMPRESS…) is a :class:`SkystackError` naming the file."""
         try:
-            data = self._hdu().section[tile.r0:tile.r1, tile.c0:tile.c1]
-        except (OSError, ValueError) as exc:
-            raise SkystackError(f"{self.path}: cannot decompress image data ({exc})") from None
+            with self.pool.compressed_hdu(self.path, self.hdu_index) as hdu:
+                codec = getattr(hdu, "compression_type", None)  # None: a .gz file's HDU
+                with (_CODEC_LOCK if codec is not None and str(codec).upper()
+                      not in _THREAD_SAFE_CODECS else contextlib.nullcontext()):
+                    data = hdu.section[tile.r0:tile.r1, tile.c0:tile.c1]
+        except MemoryError:
+            raise
+        except Exception as exc:  # the decompressors raise many kinds, none of them ours
+            detail = " ".join(str(exc).split()) or type(exc).__name__
+            raise SkystackError(f"{self.path}: cannot decompress image data ({detail})") from None
         np.copyto(out, data, casting="unsafe")
 
     def stage_spec(self) -> StageSpec:
@@ -255,13 +324,6 @@ class CompressedFitsSource:
 
     def read_staged(self, tile: Tile, dest: np.ndarray) -> None:
         _stage_decoded(self, tile, dest)
-
-    @classmethod
-    def close_all(cls) -> None:
-        with cls._open_lock:
-            for hdul in cls._open.values():
-                hdul.close()
-            cls._open.clear()
 
 
 class ArraySource:

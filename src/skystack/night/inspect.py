@@ -47,6 +47,7 @@ import numpy as np
 from astropy.io import fits
 
 from ..errors import SkystackError
+from ..io.inputs import quiet_astropy
 from ..io.writer import product_mode
 from .scan import FrameInfo, GroupKey, ScanResult, group_names, scan
 
@@ -143,7 +144,9 @@ class _Pixels:
 
     def _open(self):
         if self._hdu is None:
-            hdul = fits.open(self.info.path, memmap=False, lazy_load_hdus=True)
+            with quiet_astropy():  # scan already reported this file's problems, if any
+                hdul = fits.open(self.info.path, memmap=False, lazy_load_hdus=True)
+                len(hdul)  # parses every header now, warnings silenced
             want = self.info.shape
             for h in hdul:
                 if not isinstance(h, (fits.PrimaryHDU, fits.ImageHDU, fits.CompImageHDU)):

@@ -33,6 +33,7 @@ Re-running into the same OUT_DIR reuses every product whose recipe is unchanged 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -45,6 +46,7 @@ import numpy as np
 from astropy.io import fits
 
 from .._version import __version__
+from ..config import check_threads
 from ..errors import SkystackError
 from ..io.identity import file_identity
 from ..io.inputs import Frame, load_frames
@@ -63,6 +65,7 @@ from .products import (
     product_state,
     remove_night_leftovers,
 )
+from .scan import check_raw_dir
 
 __all__ = ["run_night", "NightResult", "STACK_OPTIONS"]
 
@@ -910,6 +913,8 @@ def run_night(raw_dir, out_dir: str | os.PathLike, *, backend: str = "auto",
     out = os.fspath(out_dir)
     if os.path.exists(out) and not os.path.isdir(out):
         raise SkystackError(f"{out}: exists and is not a directory")
+    check_raw_dir(raw_dir)
+    check_threads(threads)
     combine_options(**{**STACK_OPTIONS, **stack_options})  # validate before any work
     from ..register import MODELS
     from ..register.align import select_frames
@@ -922,13 +927,21 @@ def run_night(raw_dir, out_dir: str | os.PathLike, *, backend: str = "auto",
     selection = dict(max_fwhm=max_fwhm, max_ellipticity=max_ellipticity, min_stars=min_stars,
                      best_fraction=best_fraction)
     select_frames([], **selection)  # validates the thresholds
+    created = not os.path.isdir(out)
     os.makedirs(out, exist_ok=True)
-    with output_lock(out):  # one night at a time in OUT_DIR
-        return _run_locked(raw_dir, out, t0, cluster, dict(
-            backend=backend, overwrite=overwrite, stack_options=stack_options,
-            overscan=overscan, trim=trim, save_calibrated=save_calibrated, previews=previews,
-            threads=threads, mem_limit=mem_limit, log=log or (lambda s: None), align=align,
-            align_model=align_model, selection=selection))
+    try:
+        with output_lock(out):  # one night at a time in OUT_DIR
+            return _run_locked(raw_dir, out, t0, cluster, dict(
+                backend=backend, overwrite=overwrite, stack_options=stack_options,
+                overscan=overscan, trim=trim, save_calibrated=save_calibrated,
+                previews=previews, threads=threads, mem_limit=mem_limit,
+                log=log or (lambda s: None), align=align, align_model=align_model,
+                selection=selection))
+    except SkystackError:
+        if created:  # refused before writing anything: leave no empty OUT_DIR behind
+            with contextlib.suppress(OSError):
+                os.rmdir(out)
+        raise
 
 
 def _run_locked(raw_dir, out: str, t0: float, cluster, options: dict) -> NightResult:

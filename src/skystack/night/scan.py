@@ -37,7 +37,7 @@ from ..io.inputs import expand_paths, read_header
 from ..io.provenance import exposure_seconds
 
 __all__ = ["ROLES", "FITS_SUFFIXES", "FrameInfo", "SkippedFile", "GroupKey", "ScanResult",
-           "classify_imagetyp", "scan", "group_names", "format_scan_table"]
+           "classify_imagetyp", "check_raw_dir", "scan", "group_names", "format_scan_table"]
 
 ROLES = ("bias", "dark", "flat", "light")
 
@@ -300,6 +300,18 @@ def _expand(inputs) -> tuple[list[str], list[SkippedFile]]:
             else:
                 paths.append(p)
     return paths, skipped
+
+
+def check_raw_dir(raw_dir) -> None:
+    """Raise SkystackError unless ``raw_dir``, when one path, is an existing directory (a list
+    of paths/globs is left to :func:`scan`, which reports each bad entry)."""
+    if not isinstance(raw_dir, (str, os.PathLike)):
+        return
+    path = os.fspath(raw_dir)
+    if not os.path.exists(path):
+        raise SkystackError(f"{path}: no such directory")
+    if not os.path.isdir(path):
+        raise SkystackError(f"{path}: not a directory (give the directory of raw frames)")
 
 
 def scan(inputs: str | os.PathLike | Iterable[str | os.PathLike]) -> ScanResult:
