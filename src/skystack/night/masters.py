@@ -5,10 +5,12 @@
 * flat per filter: bias- and dark-corrected flats, each scaled to a common median
   (``scale="median"``), sigma-clipped mean, then divided by its own median so that the master
   flat has median 1 exactly (``FLATNORM`` records the divisor, in ADU);
-* bad-pixel mask (uint8, 1 = bad): *hot* pixels whose dark current (master dark / its EXPTIME,
-  ADU/s) exceeds the median by more than ``hot_sigma`` robust sigmas (MAD-based, from a sample
-  of rows) and by at least ``hot_floor`` ADU over the exposure; *dead/low* pixels whose master
-  flat response is below ``low_response`` (or above ``1 / low_response``), or not finite.
+* bad-pixel mask (uint8, 1 = bad): *hot* pixels of the master dark, above their *local* level
+  (a running median) by more than ``hot_sigma`` local robust sigmas and at least ``hot_floor``
+  ADU over the exposure, so that amplifier glow and gradients are not taken for hot pixels;
+  *dead/low* pixels whose master flat response, relative to its local level, is below
+  ``low_response`` (or above ``1 / low_response``), or not finite (see
+  :mod:`skystack.night.defects`).
 
 Every master is float32 in the calibrated frame's geometry (after trimming), pixel (0, 0) the
 first row and column of the trimmed area. Writing is the caller's business (see
@@ -19,11 +21,10 @@ from __future__ import annotations
 
 import numpy as np
 from astropy.io import fits
-from astropy.stats import mad_std
 
 from ..io.inputs import Frame
 from ..io.reader import Tile
-from ..normalization import frame_sample, sample_rows
+from .defects import find_hot_pixels, find_low_response
 
 BIAS_OPTIONS = dict(method="mean", reject="sigclip", center="median", spread="mad",
                     sigma=3.0, maxiters=0)
@@ -52,10 +53,16 @@ def normalise_flat(path: str) -> float:
     return median
 
 
-def _robust_level(frame: Frame) -> tuple[float, float]:
-    """(median, MAD-based sigma) of a frame's sampled pixels."""
-    values = frame_sample(frame, sample_rows(frame.shape))
-    return float(np.median(values)), float(mad_std(values))
+def _rows_reader(frame: Frame):
+    """``read(r0, r1)``: rows ``r0:r1`` of a master frame (every column, float32)."""
+    cols = frame.shape[1]
+
+    def read(r0: int, r1: int) -> np.ndarray:
+        out = np.empty((r1 - r0, cols), np.float32)
+        frame.source.read(Tile(r0, r1, 0, cols), out)
+        return out
+
+    return read
 
 
 def badpix_mask(shape: tuple[int, int], dark: Frame | None, dark_exptime: float,
@@ -63,33 +70,24 @@ def badpix_mask(shape: tuple[int, int], dark: Frame | None, dark_exptime: float,
                 low_response: float = 0.5, band_rows: int = 256) -> tuple[np.ndarray, dict]:
     """The bad-pixel mask (uint8, 1 = bad) and counts ``{"hot": n, "low": n}``.
 
-    ``dark`` is the master dark (bias-subtracted, ADU in ``dark_exptime`` seconds), ``flats`` the
-    normalised master flats; either may be missing. Read in bands of ``band_rows`` rows."""
-    rows, cols = shape
+    ``dark`` is the master dark (ADU in ``dark_exptime`` seconds), ``flats`` the normalised
+    master flats; either may be missing. Hot and low-response pixels are found against the
+    local level (:mod:`skystack.night.defects`), reading bands of about ``band_rows`` rows.
+    ``counts["dark_threshold_adu"]`` is the typical hot threshold above the local level."""
     mask = np.zeros(shape, np.uint8)
-    counts = {"hot": 0, "low": 0}
-    threshold = None
+    counts: dict = {"hot": 0, "low": 0, "dark_threshold_adu": None,
+                    "dark_exptime": dark_exptime}
     if dark is not None:
-        median, sigma = _robust_level(dark)
-        threshold = median + max(hot_sigma * sigma, hot_floor)
-    band = np.empty((band_rows, cols), np.float32)
-    for r0 in range(0, rows, band_rows):
-        r1 = min(rows, r0 + band_rows)
-        view = band[: r1 - r0]
-        tile = Tile(r0, r1, 0, cols)
-        if dark is not None:
-            dark.source.read(tile, view)
-            hot = view > threshold
-            counts["hot"] += int(hot.sum())
-            mask[r0:r1][hot] = 1
-        for flat in flats:
-            flat.source.read(tile, view)
-            with np.errstate(invalid="ignore"):
-                low = ~((view >= low_response) & (view <= 1.0 / low_response))
-            counts["low"] += int((low & (mask[r0:r1] == 0)).sum())
-            mask[r0:r1][low] = 1
-    counts["dark_threshold_adu"] = threshold
-    counts["dark_exptime"] = dark_exptime
+        hot, threshold = find_hot_pixels(_rows_reader(dark), shape, hot_sigma=hot_sigma,
+                                         floor=hot_floor, band_rows=band_rows)
+        counts["hot"] = int(hot.sum())
+        counts["dark_threshold_adu"] = threshold
+        mask[hot] = 1
+    for flat in flats:
+        low = find_low_response(_rows_reader(flat), shape, low_response=low_response,
+                                band_rows=band_rows)
+        counts["low"] += int((low & (mask == 0)).sum())
+        mask[low] = 1
     return mask, counts
 
 
