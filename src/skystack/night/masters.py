@@ -1,7 +1,9 @@
 """Master calibration frames, each made with the combine engine (any backend).
 
 * bias: sigma-clipped mean of the (overscan-subtracted, trimmed) bias frames;
-* dark per exposure time: sigma-clipped mean of bias-subtracted darks, ADU in that exposure;
+* dark per exposure time: sigma-clipped mean of bias-subtracted darks, ADU in that exposure
+  (see :func:`choose_dark` for how a dark is matched to a frame, and why a dark made without
+  a bias is never scaled);
 * flat per filter: bias- and dark-corrected flats, each scaled to a common median
   (``scale="median"``), sigma-clipped mean, then divided by its own median so that the master
   flat has median 1 exactly (``FLATNORM`` records the divisor, in ADU);
@@ -19,6 +21,9 @@ first row and column of the trimmed area. Writing is the caller's business (see
 
 from __future__ import annotations
 
+import math
+import warnings
+
 import numpy as np
 from astropy.io import fits
 
@@ -34,23 +39,94 @@ FLAT_OPTIONS = dict(method="mean", reject="sigclip", center="median", spread="ma
                     sigma=3.0, maxiters=0, scale="median")
 
 
-def normalise_flat(path: str) -> float:
+def _tag(seconds: float) -> str:
+    return f"{seconds:g}s"
+
+
+def choose_dark(darks: dict[float, str], exptime: float, bias_subtracted: bool
+                ) -> tuple[str | None, float, str]:
+    """The master dark for a frame of ``exptime`` seconds: ``(path, scale, note)``.
+
+    ``darks`` maps exposure times (s) to master dark paths. The dark of the same exposure time
+    (within 0.1 %) is used as it is. Otherwise, when the darks are bias-subtracted, the longest
+    one is scaled by ``exptime / t_dark`` (dark current grows linearly with time). A dark made
+    without a bias still holds the bias level, which does not grow with time, so scaling it
+    would be wrong: the dark of the closest exposure time is then subtracted unscaled, which
+    removes the bias exactly and leaves only the dark current of the exposure difference (a
+    few ADU for a cooled camera) — far better than leaving the bias level in a frame that is
+    then divided by the flat. The note says so. No dark, or no ``exptime``: nothing
+    subtracted, with a note.
+    """
+    if not darks:
+        return None, 1.0, "no dark"
+    if not math.isfinite(exptime):
+        return None, 1.0, "no EXPTIME: dark not subtracted"
+    for t, path in darks.items():
+        if abs(t - exptime) <= 1e-3 * max(1.0, t):
+            return path, 1.0, ""
+    if bias_subtracted:
+        t = max(darks)
+        return darks[t], exptime / t, f"dark {_tag(t)} scaled by {exptime / t:.4g}"
+    t = min(darks, key=lambda d: (abs(d - exptime), -d))
+    return darks[t], 1.0, (f"no bias: dark {_tag(t)} subtracted unscaled (it holds the bias "
+                           f"level), dark current of {exptime - t:+g} s not corrected")
+
+
+def normalise_flat(path: str, label: str | None = None) -> float:
     """Divide the combined flat at ``path`` (image and UNCERT) by its median, in place.
 
-    Returns the median (ADU). Holds one image plane in memory (the median needs all pixels)."""
+    Returns the median (ADU). A flat whose median is not finite (all NaN), not positive, or not
+    above its own robust spread (MAD-based standard deviation: no signal, only noise) cannot be
+    normalised: :class:`SkystackError` naming ``label`` (default ``path``; the caller's final
+    product name when ``path`` is a temporary file). Holds one image plane in memory (the
+    median needs all pixels)."""
+    from ..errors import SkystackError
+
+    name = label or path
     with fits.open(path, mode="update", memmap=True) as hdul:
         data = hdul[0].data
-        median = float(np.nanmedian(data))
-        if not np.isfinite(median) or median <= 0:
-            from ..errors import SkystackError
-
-            raise SkystackError(f"{path}: combined flat has median {median}, cannot normalise")
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN
+            median = float(np.nanmedian(data))
+            spread = 1.4826 * float(np.nanmedian(np.abs(data[::4, ::4] - median)))
+        if not np.isfinite(median):
+            raise SkystackError(f"{name}: combined flat has no valid pixel (all NaN)")
+        if median <= 0:
+            raise SkystackError(f"{name}: combined flat has median {median:.4g} ADU (after bias "
+                                "and dark), not positive: no light")
+        if median <= spread:
+            raise SkystackError(f"{name}: combined flat has median {median:.4g} ADU, not above "
+                                f"its pixel scatter {spread:.4g} ADU: no light")
         hdul[0].data = (data / np.float32(median)).astype(np.float32)
         if "UNCERT" in hdul:
             hdul["UNCERT"].data = (hdul["UNCERT"].data / np.float32(median)).astype(np.float32)
         hdul[0].header["FLATNORM"] = (median, "ADU: the combined flat was divided by this")
         hdul[0].header["BUNIT"] = ("", "relative response, median 1")
     return median
+
+
+def skip_flat_group(camera: dict, path: str, product, pairs, reason: str, log) -> None:
+    """Record a flat group that could not be made (``reason``, one line naming ``path``): the
+    product fails, its frames are not used, and the lights of its filter are calibrated
+    without a flat (:func:`missing_flat_note` says why). ``camera`` holds the night's masters
+    of one camera (``flats``: filter -> path); ``pairs`` are (frame record, frame)."""
+    filt = next(f for f, p in camera["flats"].items() if p == path)
+    del camera["flats"][filt]
+    camera.setdefault("failed_flats", {})[filt] = reason
+    product.status = "failed"
+    product.notes.append(f"{reason}; lights in {filt} are not flat-fielded")
+    for rec, _ in pairs:
+        rec.used = False
+        rec.reason = f"flat group skipped: {reason}"
+    log(f"flat    failed  {reason}; lights in {filt} are not flat-fielded")
+
+
+def missing_flat_note(camera: dict, filt: str) -> str:
+    """Why a light of filter ``filt`` is not flat-fielded."""
+    failed = camera.get("failed_flats", {}).get(filt)
+    if failed:
+        return f"not flat-fielded: the {filt} flat failed ({failed})"
+    return f"no flat for filter {filt}"
 
 
 def _rows_reader(frame: Frame):
