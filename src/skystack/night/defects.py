@@ -8,8 +8,9 @@ here every pixel is compared with its neighbourhood instead:
 * **local level**: a separable running median, 5 pixels along the row then 5 pixels along the
   column (:func:`local_level`, ``mode="reflect"`` at the edges). It follows glow, gradients and
   vignetting down to a few pixels while isolated defects, bad columns and rows, and clusters up
-  to 2 pixels wide do not move it (a compiled kernel: about a second for a 9k x 9k frame, a
-  full 5x5 median would take half a minute);
+  to 2 pixels wide do not move it (a compiled kernel: under a second for a 9k x 9k frame,
+  where a full 5x5 median would take half a minute; the whole hot-pixel search, noise mesh
+  included, took 4 s on one busy core);
 * **hot** (darks): ``value - local level > max(hot_sigma * sigma, floor)`` where ``sigma`` is the
   MAD-based standard deviation of ``value - local level`` in mesh blocks of about
   ``clip(min(shape) // 16, 16, MESH)`` pixels square (:func:`mesh_size`; so the higher shot
