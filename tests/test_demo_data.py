@@ -117,6 +117,30 @@ def test_dark_hot_pixels(night: SampleNight) -> None:
     assert excess[hottest] == pytest.approx(expected[hottest], rel=0.25)
 
 
+def test_amp_glow_grows_with_exposure_time(rich: SampleNight) -> None:
+    """The corner next to the amplifier glows, 40x the dark current at the corner pixel and
+    falling off exponentially, and the glow scales with exposure time like the dark current."""
+    t = rich.truth
+    ny, nx = RICH["shape"]
+    glow = t["amp_glow"]
+    assert glow[ny - 1, 0] == pytest.approx(40 * 0.1, rel=1e-6)  # e-/s
+    assert glow[ny - 1, 0] > 10 * np.median(t["dark_current"]) and glow[0, nx - 1] < 1e-3
+    # Part of the dark current; the rest is the ordinary one (hot pixels aside).
+    hot = np.zeros((ny, nx), bool)
+    hot[tuple(t["hot_pixels"].T)] = True
+    rest = (t["dark_current"] - glow)[~hot]
+    assert np.median(rest) == pytest.approx(0.1, rel=0.02) and np.max(rest) < 0.2
+    # In the frames: dark(60 s) - dark(30 s) is 30 s of current, glow included. The overscan
+    # holds no glow.
+    d30, d60 = (np.mean([fits.getdata(p).astype(np.float64) for p in rich.dark_by_exptime[t_]],
+                        axis=0) for t_ in (30.0, 60.0))
+    corner = (slice(ny - 6, ny), slice(0, 6))
+    expected = float(np.mean(t["dark_current"][corner])) * 30.0 / t["gain"]
+    assert expected > 30
+    assert float(np.mean((d60 - d30)[corner])) == pytest.approx(expected, rel=0.1)
+    assert abs(float(np.mean(d60[:, nx:] - d30[:, nx:]))) < 0.5
+
+
 def test_flat_follows_truth_and_vignetting(night: SampleNight) -> None:
     t = night.truth
     for band in ("V", "R"):
@@ -220,16 +244,17 @@ def _files_sha256(directory: Path) -> str:
 
 
 # SHA-256 of every file (name and bytes, sorted by name) written by write_sample_night before
-# the dark_exptimes / objects / rotation_deg / overscan options existed (astropy 8.0.2, numpy
-# 2.4.6): the defaults must keep writing exactly these bytes.
+# the dark_exptimes / objects / rotation_deg / overscan options existed, updated once when the
+# camera got its realistic amplifier glow (astropy 8.0.2, numpy 2.4.6): the defaults must keep
+# writing exactly these bytes.
 _DEFAULT_HASHES = [
     ({"shape": (64, 48)},
-     "cd803276dc98224fb10cc68ff7ac8de86acb6c384b44aae8329855a4ef7da360"),
+     "9c27cea7822453dc1ea2ce8bf789c58b4a4c7cb9f6d168e11e3df8da0fec365a"),
     ({"shape": (64, 80), "n_bias": 2, "n_dark": 2, "dark_exptime": 30.0, "n_flat": 2,
       "filters": ("V", "R"), "n_light": 3, "dither_px": 3.0, "seed": 5,
       "object_name": "NGC 2682", "light_exptime": 45.0},
-     "2c5ceee4b33cfe0126e7e0a767abe62156419f72989d3d328e50c329973ff5bf"),
-    ({}, "0b72f407978a272f5c9606bd4a79949d263a5d6cfd78890fdfcb7472cbecf0c8"),  # the demo's
+     "e72df967baf4690632619e95225adcb8573aab85de673320f1e32dceafe092d2"),
+    ({}, "9edcc4bd1d176ac3df80e1b4809fdd0d05783ce739d38ea370451752ed23d46d"),  # the demo's
 ]
 
 

@@ -74,9 +74,16 @@ def test_dark_current(report, night):
     d = report.darks[0]
     hot = np.zeros(SHAPE, bool)
     hot[tuple(truth["hot_pixels"].T)] = True
-    expected = float(truth["dark_current"][~hot].mean()) / truth["gain"]  # ADU/s
-    # Per-pixel noise of (master dark - master bias) is ~5 ADU: the mean of 65k pixels is good
-    # to ~0.02 ADU, i.e. ~0.5 % of the 4 ADU accumulated in 60 s.
+    # The typical pixel's current: the median over 32x32 blocks of the truth's block means (hot
+    # pixels left out), which the glowing corner (40x the current) hardly moves; the mean over
+    # the chip is 40 % higher.
+    current = np.where(hot, np.nan, truth["dark_current"] / truth["gain"])  # ADU/s
+    blocks = current.reshape(8, 32, 8, 32).transpose(0, 2, 1, 3).reshape(64, -1)
+    expected = float(np.median(np.nanmean(blocks, axis=1)))
+    assert float(np.nanmean(current)) > 1.3 * expected
+    # Per-pixel noise of (master dark - master bias) is ~5 ADU: the median of 64 block means
+    # is good to ~0.03 ADU, i.e. ~0.6 % of the 4 ADU accumulated in 60 s; noise on the glow's
+    # tail moves the median of the blocks up by ~1.5 %.
     assert d.rate_adu_s == pytest.approx(expected, rel=0.03)
     assert d.rate_e_s == pytest.approx(expected * truth["gain"], rel=0.03)
     assert d.levels and all(abs(v - 1004) < 3 for v in d.levels)

@@ -84,3 +84,29 @@ def test_weights_file(frames, tmp_path):
     r = skystack.combine(paths, method="sum", weights=f"@{tmp_path / 'w.txt'}", backend="cpu")
     np.testing.assert_allclose(r.data, (cube * np.array([1, 1, 2, 2])[:, None, None]).sum(0),
                                rtol=1e-5)
+
+
+@pytest.mark.parametrize("value", [1e308, 2e6, -5.0, 0.0, "NaN", "inf", "long"])
+@pytest.mark.parametrize("option", [{"scale": "exposure"}, {"weights": "exptime"}])
+def test_unusable_exptime_is_a_one_line_error_naming_the_file(frames, value, option):
+    """A corrupt EXPTIME never becomes a scale or weight: 1e308 (finite, but no exposure lasts
+    longer than 1e6 s) would overflow the sum of weights, a negative one flip the frame."""
+    paths, _ = frames
+    with fits.open(paths[2], mode="update") as hdul:
+        hdul[0].header["EXPTIME"] = value
+    with pytest.raises(skystack.SkystackError, match=r"^[^\n]*s2\.fits: EXPTIME") as err:
+        skystack.combine(paths, method="mean", backend="cpu", **option)
+    assert "\n" not in str(err.value)
+
+
+@pytest.mark.parametrize("value", [1e308, "NaN", -5.0, "long"])
+def test_corrupt_exptime_is_left_out_of_the_provenance(frames, value):
+    """Without exposure scaling or weights a corrupt EXPTIME does not matter to the pixels: the
+    combine runs (1e308 and NaN used to end in a traceback from the DATE-END and EXPTIME
+    cards), and the output carries no EXPTIME rather than a wrong one."""
+    paths, cube = frames
+    with fits.open(paths[1], mode="update") as hdul:
+        hdul[0].header["EXPTIME"] = value
+    r = skystack.combine(paths, method="mean", backend="cpu")
+    np.testing.assert_allclose(r.data, cube.astype(np.float64).mean(0), rtol=1e-5)
+    assert "EXPTIME" not in r.meta

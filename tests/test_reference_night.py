@@ -13,8 +13,11 @@ values measured on this night in brackets:
 * master bias: per-pixel residual rms within 0.95-1.15 x 5 / sqrt(9) ADU (1.09: one
   sigma-clipping pass costs some efficiency); mean residual below 0.05 ADU (0.001);
 * master darks: residual rms within 15 % of the expected noise of a median of 5 (3.3-3.4 ADU);
-  in the 60 s dark all 82 hot pixels and nothing else above 5 mad_std, each within 30 % of
-  truth (24 %: their own shot noise in 5 frames), median within 5 % (0.4 %);
+  in the 60 s dark all 82 hot pixels and nothing else more than 6 mad_std above the local
+  level (a 5 x 5 running median, which follows the amplifier glow of one corner: above the
+  global median that glow exceeds 5 mad_std on 1700 pixels; the largest other excess is
+  5.4 mad_std), each within 30 % of truth (24 %: their own shot noise in 5 frames), median
+  within 5 % (0.4 %);
 * master flats: the per-pixel rms of master / truth - 1 is the flats' shot noise, 0.24-0.25 %
   for 7 flats of ~24000 ADU median-combined, so "within 0.3 %" holds for the rms (checked
   within 15 % of the expected value and < 0.3 %); 16 x 16 pixel means within 0.1 % (0.06 %);
@@ -43,6 +46,7 @@ import pytest
 from astropy.io import fits
 from astropy.stats import mad_std, sigma_clip
 from astropy.wcs import WCS
+from scipy.ndimage import median_filter
 
 from skystack.demo_data import SampleNight, truth_image, write_sample_night
 from tests.reference_night import (
@@ -143,7 +147,8 @@ def test_master_darks_and_hot_pixels(reduced: tuple[SampleNight, ReferenceProduc
         assert np.std(residual[~hot]) == pytest.approx(expected, rel=0.15)
     dark = fits.getdata(products.darks[60.0])
     truth = t["dark_current"] * 60.0 / t["gain"]
-    found = dark > np.median(dark) + 5 * mad_std(dark)
+    excess = dark - median_filter(dark, size=5)
+    found = excess > 6 * mad_std(excess)
     assert np.array_equal(found, hot)
     rel = dark[hot] / truth[hot] - 1
     assert abs(np.median(rel)) < 0.05 and np.max(np.abs(rel)) < 0.3

@@ -20,8 +20,8 @@ The image model of one raw frame, in ADU, is::
           + Poisson(flat * (sky * gain + stars) * t + dark_current * t) / gain
           + cosmic_rays + Normal(0, read_noise)
 
-with ``sky`` in ADU/s, ``stars`` and ``dark_current`` in e-/s and ``t`` the
-exposure time in seconds. Flats replace ``sky * gain + stars`` by a uniform
+with ``sky`` in ADU/s, ``stars`` and ``dark_current`` (amplifier glow included) in e-/s and
+``t`` the exposure time in seconds. Flats replace ``sky * gain + stars`` by a uniform
 illumination; biases have ``t = 0``.
 
 Geometry of the light frames: a star at ``p = (x, y)`` on the grid of the first light
@@ -62,6 +62,11 @@ READ_NOISE = 5.0  # ADU
 GAIN = 1.5  # e-/ADU
 DARK_CURRENT = 0.1  # e-/s/pixel at CCD_TEMP
 HOT_PIXEL_FRACTION = 1e-3
+# Amplifier glow: dark signal growing with exposure time like the dark current, brightest in
+# the corner of the last row and first column (next to the output amplifier) and falling off
+# exponentially with the distance from it, over a tenth of the chip or so.
+AMP_GLOW = 40.0 * DARK_CURRENT  # e-/s in the corner pixel
+AMP_GLOW_SCALE = 0.08  # e-folding distance, as a fraction of the shorter side
 CCD_TEMP = -10.0  # deg C
 PIXEL_SIZE_UM = 9.0
 PIXEL_SCALE = 1.0  # arcsec/pixel
@@ -127,7 +132,12 @@ class SampleNight:
         ``gain`` : float
             e-/ADU.
         ``dark_current`` : ndarray, float32, shape (ny, nx)
-            Dark current, e-/s/pixel, hot pixels included.
+            Dark current, e-/s/pixel, hot pixels and amplifier glow included.
+        ``amp_glow`` : ndarray, float32, shape (ny, nx)
+            The amplifier glow part of ``dark_current``, e-/s/pixel: ``AMP_GLOW`` (4 e-/s,
+            40x the typical dark current) in the corner pixel ``(ny - 1, 0)``, falling off as
+            ``exp(-r / (AMP_GLOW_SCALE * min(ny, nx)))`` with the distance ``r`` (pixels) from
+            it. Like the dark current it grows linearly with exposure time.
         ``hot_pixels`` : ndarray, int, shape (n, 2)
             ``(y, x)`` positions of the hot pixels (10-100x the typical dark current).
         ``dark_exptimes`` : tuple of float
@@ -569,13 +579,15 @@ def write_sample_night(directory: str | os.PathLike, *, shape: tuple[int, int] =
     bias_map = BIAS_LEVEL + bias_columns[None, :].astype(np.float64)
 
     rng = _rng(seed, "dark", ny, nx)
-    # Pixel-to-pixel dark non-uniformity plus a faint amplifier glow from one corner.
+    # Pixel-to-pixel dark non-uniformity and hot pixels, plus the amplifier glow of one corner.
     dark = DARK_CURRENT * rng.lognormal(0.0, 0.15, shape)
-    yy, xx = np.ogrid[:ny, :nx]
-    dark += 0.5 * DARK_CURRENT * np.exp(-np.hypot(yy - (ny - 1), xx) / (0.08 * min(shape)))
     n_hot = max(1, round(HOT_PIXEL_FRACTION * ny * nx))
     hot_flat = np.sort(rng.choice(ny * nx, size=n_hot, replace=False))
     dark.flat[hot_flat] = DARK_CURRENT * np.exp(rng.uniform(np.log(10), np.log(100), n_hot))
+    yy, xx = np.ogrid[:ny, :nx]
+    glow = AMP_GLOW * np.exp(-np.hypot(yy - (ny - 1), xx) / (AMP_GLOW_SCALE * min(shape)))
+    amp_glow = glow.astype(np.float32)
+    dark += glow
     dark_current = dark.astype(np.float32)
     dark64 = dark_current.astype(np.float64)
     hot_pixels = np.stack(np.unravel_index(hot_flat, shape), axis=1).astype(np.int64)
@@ -764,6 +776,7 @@ def write_sample_night(directory: str | os.PathLike, *, shape: tuple[int, int] =
         "read_noise": READ_NOISE,
         "gain": GAIN,
         "dark_current": dark_current,
+        "amp_glow": amp_glow,
         "hot_pixels": hot_pixels,
         "dark_exptimes": tuple(dark_times),
         "flat": flat_truth,

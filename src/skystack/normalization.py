@@ -4,6 +4,8 @@ Conventions (IRAF ``imcombine``-like, normalised to the first frame):
 
 * ``scale``: frame k is multiplied by ``s_k = S_0 / S_k`` where S is the frame's median, its
   sigma-clipped mean (3 sigma, 5 iterations), or for ``exposure`` its EXPTIME.
+* EXPTIME, for ``scale="exposure"`` or EXPTIME weights, must be a positive finite number of
+  seconds, at most 1e6 (:mod:`skystack.exposure`); otherwise a one-line error names the file.
 * ``zero``: after scaling, ``z_k = Z_0 - s_k Z_k`` is added, Z being the median or clipped mean.
 * The combined value is computed on ``v * s_k + z_k`` (float32 arithmetic).
 
@@ -21,6 +23,7 @@ import numpy as np
 from .backends.base import FrameParams
 from .config import CombineOptions
 from .errors import SkystackError
+from .exposure import exptime_problem
 from .io.inputs import Frame
 from .io.reader import Tile
 
@@ -88,6 +91,16 @@ def header_number(frame: Frame, key: str, purpose: str) -> float:
     return value
 
 
+def exposure_time(frame: Frame, purpose: str) -> float:
+    """A frame's EXPTIME in seconds, or a one-line error naming the file when it is missing
+    or not a usable exposure (see :mod:`skystack.exposure`: positive, finite, <= 1e6 s)."""
+    header_number(frame, "EXPTIME", purpose)  # missing or not a number: its own message
+    problem = exptime_problem(frame.header["EXPTIME"])
+    if problem:
+        raise SkystackError(f"{frame.label}: {problem} (needed for {purpose})")
+    return float(frame.header["EXPTIME"])
+
+
 def normalization(frames: list[Frame], options: CombineOptions) -> tuple[np.ndarray, np.ndarray]:
     """Per-frame ``(scale, zero)`` as float32 arrays (see module docstring)."""
     n = len(frames)
@@ -102,10 +115,7 @@ def normalization(frames: list[Frame], options: CombineOptions) -> tuple[np.ndar
         return stats[kind]
 
     if options.scale == "exposure":
-        t = np.array([header_number(f, "EXPTIME", "--scale exposure") for f in frames])
-        for f, v in zip(frames, t):
-            if v <= 0:
-                raise SkystackError(f"{f.label}: EXPTIME is {v}, cannot scale by exposure")
+        t = np.array([exposure_time(f, "--scale exposure") for f in frames])
         scale = t[0] / t
     elif options.scale in ("median", "mean"):
         s = stat(options.scale)
@@ -148,7 +158,9 @@ def frame_weights(frames: list[Frame], options: CombineOptions) -> np.ndarray:
             raise SkystackError(f"--weights gives {len(w.values)} weights for {n} frames")
         return np.asarray(w.values, np.float64)
     purpose = f"--weights {w.describe()}"
-    key = "EXPTIME" if w.kind == "exptime" else w.key
+    if w.kind == "exptime":
+        return np.array([exposure_time(f, purpose) for f in frames])
+    key = w.key
     values = np.array([header_number(f, key, purpose) for f in frames])
     for f, v in zip(frames, values):
         if v <= 0:

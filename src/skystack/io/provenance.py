@@ -32,6 +32,7 @@ from astropy.io import fits
 
 from .._version import __version__
 from ..config import CombineOptions
+from ..exposure import MAX_EXPTIME
 from ..uncertainty import noise_cards
 from .inputs import Frame
 from .labels import fits_label
@@ -43,13 +44,14 @@ SHARED_KEYS = ("OBJECT", "FILTER", "IMAGETYP", "TELESCOP", "INSTRUME", "OBSERVER
 
 
 def exposure_seconds(header) -> float:
-    """EXPTIME (or EXPOSURE) in seconds; NaN when absent or not a finite number."""
+    """EXPTIME (or EXPOSURE) in seconds; NaN when absent, not a number, negative or beyond
+    :data:`skystack.exposure.MAX_EXPTIME` (1e6 s, so NaN and infinity too)."""
     value = header.get("EXPTIME", header.get("EXPOSURE"))
     try:
         value = float(value)
     except (TypeError, ValueError):
         return math.nan
-    return value if math.isfinite(value) else math.nan
+    return value if 0 <= value <= MAX_EXPTIME else math.nan
 
 
 def _frame_times(frame: Frame):
@@ -117,9 +119,12 @@ def build_header(frames: list[Frame], options: CombineOptions, backend: str) -> 
     exptimes = []
     for f in frames:
         try:
-            exptimes.append(float(f.header["EXPTIME"]))
+            value = float(f.header["EXPTIME"])
         except (KeyError, TypeError, ValueError):
             break
+        if not 0 <= value <= MAX_EXPTIME:
+            break  # a corrupt EXPTIME (NaN, negative, 1e308): the output gets none
+        exptimes.append(value)
     else:
         if options.method == "sum":
             h["EXPTIME"] = (float(np.sum(exptimes)), "[s] sum of the inputs' EXPTIME")

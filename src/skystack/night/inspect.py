@@ -8,16 +8,19 @@ darks also by exposure time, flats also by filter); every group gets:
   standard deviation, which removes any fixed pattern), median over up to
   :data:`MAX_READ_NOISE_PAIRS` disjoint pairs, in ADU and, where the header has ``GAIN``
   (e-/ADU), in electrons.
-* **dark**: master dark = median of the frames; the dark current is
-  ``mean(master dark - master bias) / exptime`` in ADU/s/pixel (and e-/s/pixel with ``GAIN``),
-  the bias being the master of the bias group of the same binning and shape, the mean
-  3-sigma-clipped so that hot pixels do not count (a median of integer ADU would be quantised
-  to whole ADU, too coarse for the few ADU of dark signal of a typical exposure). Hot pixels:
-  those whose excess over the median of the excess map exceeds
-  ``max(hot_sigma * sigma, hot_floor_adu)`` ADU in the exposure, ``sigma`` being the MAD-based
-  standard deviation of the map (the floor keeps a very clean map from flagging ordinary
-  pixels). Without a bias the dark current is not measured (NaN) and hot pixels are found
-  relative to the dark's own median.
+* **dark**: master dark = median of the frames; the dark current is the typical
+  ``(master dark - master bias) / exptime`` of a pixel, in ADU/s/pixel (and e-/s/pixel with
+  ``GAIN``), the bias being the master of the bias group of the same binning and shape: the
+  median over blocks of :data:`LEVEL_BOX` x :data:`LEVEL_BOX` pixels of each block's mean, hot
+  pixels left out, so that neither an amplifier-glow corner nor hot pixels count (and not a
+  plain median, which for integer ADU would be quantised to whole ADU, too coarse for the few
+  ADU of dark signal of a typical exposure). Hot pixels: those whose excess exceeds the *local*
+  level (a running median, so that amplifier glow and gradients are not flagged) by more than
+  ``max(hot_sigma * sigma, hot_floor_adu)`` ADU in the exposure, ``sigma`` being the local
+  MAD-based noise (see :mod:`skystack.night.defects`; the floor keeps a very clean map from
+  flagging ordinary pixels); the reported threshold is the typical (median) one. Without a
+  bias the dark current is not measured (NaN) and hot pixels are found the same way in the
+  dark itself.
 * **flat**: per filter, the raw median level (ADU, bias included) and the signal above bias;
   each frame has the master bias and the dark current of the closest dark group (scaled to the
   flat's exposure time) subtracted, is divided by its median, and the median of the frames is
@@ -49,6 +52,7 @@ from astropy.io import fits
 from ..errors import SkystackError
 from ..io.inputs import quiet_astropy
 from ..io.writer import product_mode
+from .defects import find_hot_pixels
 from .scan import FrameInfo, GroupKey, ScanResult, group_names, scan
 
 __all__ = ["BiasStats", "DarkStats", "FlatStats", "InspectReport", "inspect_frames",
@@ -57,6 +61,7 @@ __all__ = ["BiasStats", "DarkStats", "FlatStats", "InspectReport", "inspect_fram
 MAX_READ_NOISE_PAIRS = 4
 BLOCK_BYTES = 64 * 2**20
 _KEEP_OPEN = 128  # groups up to this many frames keep their files open during a combine
+LEVEL_BOX = 32  # pixels: side of the blocks whose means give the typical dark level
 
 
 @dataclass
@@ -76,7 +81,8 @@ class BiasStats:
 
 @dataclass
 class DarkStats:
-    """One dark group. ``rate_*`` per pixel per second; ``hot_pixels`` is (n, 2) ``(row, col)``."""
+    """One dark group. ``rate_*`` per pixel per second; ``hot_pixels`` is (n, 2) ``(row, col)``;
+    ``hot_threshold_*`` the typical excess over the local level above which a pixel is hot."""
 
     key: GroupKey
     files: list[str]
@@ -228,6 +234,20 @@ def _median_combine(frames: list[FrameInfo], bias: np.ndarray | None = None,
         for rd in readers:
             rd.close()
     return out
+
+
+def _typical_level(image: np.ndarray, exclude: np.ndarray) -> float:
+    """Median over blocks of :data:`LEVEL_BOX` pixels of each block's mean, ``exclude``d and
+    non-finite pixels left out: the level of a typical pixel, untouched by a glowing corner or
+    hot pixels, and not quantised like a median of integer ADU."""
+    rows, cols = image.shape
+    box = max(1, min(LEVEL_BOX, rows, cols))
+    nby, nbx = rows // box, cols // box
+    sub = np.where(exclude, np.nan, image)[: nby * box, : nbx * box]
+    blocks = sub.reshape(nby, box, nbx, box).transpose(0, 2, 1, 3).reshape(nby * nbx, -1)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        return _nanmedian(np.nanmean(blocks, axis=1))
 
 
 def _nanmedian(a: np.ndarray) -> float:
@@ -408,8 +428,6 @@ def _bias_group(key: GroupKey, frames: list[FrameInfo], plot: str | None
 def _dark_group(key: GroupKey, frames: list[FrameInfo], bias_key: GroupKey | None,
                 bias: np.ndarray | None, hot_sigma: float, hot_floor_adu: float,
                 plot: str | None) -> tuple[DarkStats | None, np.ndarray | None]:
-    from astropy.stats import mad_std, sigma_clipped_stats
-
     notes: list[str] = []
     good: list[FrameInfo] = []
     levels: list[float] = []
@@ -426,21 +444,16 @@ def _dark_group(key: GroupKey, frames: list[FrameInfo], bias_key: GroupKey | Non
     if not has_time:
         notes.append("no positive EXPTIME: dark current not measured, hot-pixel threshold "
                      "in ADU only")
+    excess = master - bias if bias is not None else master - _nanmedian(master)
+    hot_mask, threshold = find_hot_pixels(lambda r0, r1: excess[r0:r1], excess.shape,
+                                          hot_sigma=hot_sigma, floor=hot_floor_adu)
+    hot = np.argwhere(hot_mask).astype(np.int64)
     if bias is not None:
-        excess = master - bias
-        # A clipped mean, not a median: medians of integer ADU are whole ADU, a coarse step
-        # next to the few ADU of dark signal in a typical exposure.
-        dark_adu = float(sigma_clipped_stats(excess, sigma=3.0, maxiters=10)[0])
+        dark_adu = _typical_level(excess, hot_mask)
     else:
         notes.append("no bias of the same binning and shape: dark current not measured, hot "
-                     "pixels found relative to the dark's median")
-        excess = master - _nanmedian(master)
+                     "pixels found relative to the dark's local level")
         dark_adu = math.nan
-    centre = _nanmedian(excess)
-    sigma = float(mad_std(excess, ignore_nan=True))
-    threshold = centre + max(hot_sigma * sigma, hot_floor_adu)
-    with np.errstate(invalid="ignore"):
-        hot = np.argwhere(excess > threshold).astype(np.int64)
     gain = _gain(good)
     rate = dark_adu / exptime if has_time else math.nan
     stats = DarkStats(key=key, files=[f.path for f in good], exptime=exptime, levels=levels,
@@ -453,9 +466,11 @@ def _dark_group(key: GroupKey, frames: list[FrameInfo], bias_key: GroupKey | Non
     if plot:
         what = "dark - bias" if bias is not None else "dark - median"
         t = threshold / exptime if has_time else threshold
+        centre = _nanmedian(rate_map)
         _plot(plot, f"dark {key.label}: {len(good)} frames, {stats.n_hot} hot pixels",
               rate_map, f"({what}) [{unit}]", rate_map, f"({what}) [{unit}]",
-              [(t, f"hot threshold {t:.3g} {unit}")], marks=hot)
+              [(centre + t, f"typical hot threshold {t:.3g} {unit} above the local level")],
+              marks=hot)
     # Only a bias-subtracted dark gives the current to subtract from flats.
     return stats, (rate_map if bias is not None and has_time else None)
 
@@ -543,8 +558,9 @@ def inspect_frames(inputs: str | os.PathLike | Iterable[str | os.PathLike] | Sca
     ``dark_60s.png``, ``flat_V.png``…): the master image and a histogram. Light frames are
     counted, not inspected. Unreadable files are reported in the notes, never fatal.
 
-    ``hot_sigma`` and ``hot_floor_adu`` set the hot-pixel threshold: excess over the median of
-    ``(master dark - master bias)`` above ``max(hot_sigma * sigma, hot_floor_adu)`` ADU.
+    ``hot_sigma`` and ``hot_floor_adu`` set the hot-pixel threshold: excess of
+    ``(master dark - master bias)`` over its local level above ``max(hot_sigma * sigma,
+    hot_floor_adu)`` ADU, ``sigma`` the local noise.
     ``low_threshold`` is the fraction of the local median below which a flat pixel is low/dead.
     """
     result = inputs if isinstance(inputs, ScanResult) else scan(inputs)

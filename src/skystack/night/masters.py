@@ -1,14 +1,18 @@
 """Master calibration frames, each made with the combine engine (any backend).
 
 * bias: sigma-clipped mean of the (overscan-subtracted, trimmed) bias frames;
-* dark per exposure time: sigma-clipped mean of bias-subtracted darks, ADU in that exposure;
+* dark per exposure time: sigma-clipped mean of bias-subtracted darks, ADU in that exposure
+  (see :func:`choose_dark` for how a dark is matched to a frame, and why a dark made without
+  a bias is never scaled);
 * flat per filter: bias- and dark-corrected flats, each scaled to a common median
   (``scale="median"``), sigma-clipped mean, then divided by its own median so that the master
   flat has median 1 exactly (``FLATNORM`` records the divisor, in ADU);
-* bad-pixel mask (uint8, 1 = bad): *hot* pixels whose dark current (master dark / its EXPTIME,
-  ADU/s) exceeds the median by more than ``hot_sigma`` robust sigmas (MAD-based, from a sample
-  of rows) and by at least ``hot_floor`` ADU over the exposure; *dead/low* pixels whose master
-  flat response is below ``low_response`` (or above ``1 / low_response``), or not finite.
+* bad-pixel mask (uint8, 1 = bad): *hot* pixels of the master dark, above their *local* level
+  (a running median) by more than ``hot_sigma`` local robust sigmas and at least ``hot_floor``
+  ADU over the exposure, so that amplifier glow and gradients are not taken for hot pixels;
+  *dead/low* pixels whose master flat response, relative to its local level, is below
+  ``low_response`` (or above ``1 / low_response``), or not finite (see
+  :mod:`skystack.night.defects`).
 
 Every master is float32 in the calibrated frame's geometry (after trimming), pixel (0, 0) the
 first row and column of the trimmed area. Writing is the caller's business (see
@@ -17,13 +21,15 @@ first row and column of the trimmed area. Writing is the caller's business (see
 
 from __future__ import annotations
 
+import math
+import warnings
+
 import numpy as np
 from astropy.io import fits
-from astropy.stats import mad_std
 
 from ..io.inputs import Frame
 from ..io.reader import Tile
-from ..normalization import frame_sample, sample_rows
+from .defects import find_hot_pixels, find_low_response
 
 BIAS_OPTIONS = dict(method="mean", reject="sigclip", center="median", spread="mad",
                     sigma=3.0, maxiters=0)
@@ -33,17 +39,64 @@ FLAT_OPTIONS = dict(method="mean", reject="sigclip", center="median", spread="ma
                     sigma=3.0, maxiters=0, scale="median")
 
 
-def normalise_flat(path: str) -> float:
+def _tag(seconds: float) -> str:
+    return f"{seconds:g}s"
+
+
+def choose_dark(darks: dict[float, str], exptime: float, bias_subtracted: bool
+                ) -> tuple[str | None, float, str]:
+    """The master dark for a frame of ``exptime`` seconds: ``(path, scale, note)``.
+
+    ``darks`` maps exposure times (s) to master dark paths. The dark of the same exposure time
+    (within 0.1 %) is used as it is. Otherwise, when the darks are bias-subtracted, the longest
+    one is scaled by ``exptime / t_dark`` (dark current grows linearly with time). A dark made
+    without a bias still holds the bias level, which does not grow with time, so scaling it
+    would be wrong: the dark of the closest exposure time is then subtracted unscaled, which
+    removes the bias exactly and leaves only the dark current of the exposure difference (a
+    few ADU for a cooled camera) — far better than leaving the bias level in a frame that is
+    then divided by the flat. The note says so. No dark, or no ``exptime``: nothing
+    subtracted, with a note.
+    """
+    if not darks:
+        return None, 1.0, "no dark"
+    if not math.isfinite(exptime):
+        return None, 1.0, "no EXPTIME: dark not subtracted"
+    for t, path in darks.items():
+        if abs(t - exptime) <= 1e-3 * max(1.0, t):
+            return path, 1.0, ""
+    if bias_subtracted:
+        t = max(darks)
+        return darks[t], exptime / t, f"dark {_tag(t)} scaled by {exptime / t:.4g}"
+    t = min(darks, key=lambda d: (abs(d - exptime), -d))
+    return darks[t], 1.0, (f"no bias: dark {_tag(t)} subtracted unscaled (it holds the bias "
+                           f"level), dark current of {exptime - t:+g} s not corrected")
+
+
+def normalise_flat(path: str, label: str | None = None) -> float:
     """Divide the combined flat at ``path`` (image and UNCERT) by its median, in place.
 
-    Returns the median (ADU). Holds one image plane in memory (the median needs all pixels)."""
+    Returns the median (ADU). A flat whose median is not finite (all NaN), not positive, or not
+    above its own robust spread (MAD-based standard deviation: no signal, only noise) cannot be
+    normalised: :class:`SkystackError` naming ``label`` (default ``path``; the caller's final
+    product name when ``path`` is a temporary file). Holds one image plane in memory (the
+    median needs all pixels)."""
+    from ..errors import SkystackError
+
+    name = label or path
     with fits.open(path, mode="update", memmap=True) as hdul:
         data = hdul[0].data
-        median = float(np.nanmedian(data))
-        if not np.isfinite(median) or median <= 0:
-            from ..errors import SkystackError
-
-            raise SkystackError(f"{path}: combined flat has median {median}, cannot normalise")
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN
+            median = float(np.nanmedian(data))
+            spread = 1.4826 * float(np.nanmedian(np.abs(data[::4, ::4] - median)))
+        if not np.isfinite(median):
+            raise SkystackError(f"{name}: combined flat has no valid pixel (all NaN)")
+        if median <= 0:
+            raise SkystackError(f"{name}: combined flat has median {median:.4g} ADU (after bias "
+                                "and dark), not positive: no light")
+        if median <= spread:
+            raise SkystackError(f"{name}: combined flat has median {median:.4g} ADU, not above "
+                                f"its pixel scatter {spread:.4g} ADU: no light")
         hdul[0].data = (data / np.float32(median)).astype(np.float32)
         if "UNCERT" in hdul:
             hdul["UNCERT"].data = (hdul["UNCERT"].data / np.float32(median)).astype(np.float32)
@@ -52,10 +105,40 @@ def normalise_flat(path: str) -> float:
     return median
 
 
-def _robust_level(frame: Frame) -> tuple[float, float]:
-    """(median, MAD-based sigma) of a frame's sampled pixels."""
-    values = frame_sample(frame, sample_rows(frame.shape))
-    return float(np.median(values)), float(mad_std(values))
+def skip_flat_group(camera: dict, path: str, product, pairs, reason: str, log) -> None:
+    """Record a flat group that could not be made (``reason``, one line naming ``path``): the
+    product fails, its frames are not used, and the lights of its filter are calibrated
+    without a flat (:func:`missing_flat_note` says why). ``camera`` holds the night's masters
+    of one camera (``flats``: filter -> path); ``pairs`` are (frame record, frame)."""
+    filt = next(f for f, p in camera["flats"].items() if p == path)
+    del camera["flats"][filt]
+    camera.setdefault("failed_flats", {})[filt] = reason
+    product.status = "failed"
+    product.notes.append(f"{reason}; lights in {filt} are not flat-fielded")
+    for rec, _ in pairs:
+        rec.used = False
+        rec.reason = f"flat group skipped: {reason}"
+    log(f"flat    failed  {reason}; lights in {filt} are not flat-fielded")
+
+
+def missing_flat_note(camera: dict, filt: str) -> str:
+    """Why a light of filter ``filt`` is not flat-fielded."""
+    failed = camera.get("failed_flats", {}).get(filt)
+    if failed:
+        return f"not flat-fielded: the {filt} flat failed ({failed})"
+    return f"no flat for filter {filt}"
+
+
+def _rows_reader(frame: Frame):
+    """``read(r0, r1)``: rows ``r0:r1`` of a master frame (every column, float32)."""
+    cols = frame.shape[1]
+
+    def read(r0: int, r1: int) -> np.ndarray:
+        out = np.empty((r1 - r0, cols), np.float32)
+        frame.source.read(Tile(r0, r1, 0, cols), out)
+        return out
+
+    return read
 
 
 def badpix_mask(shape: tuple[int, int], dark: Frame | None, dark_exptime: float,
@@ -63,33 +146,24 @@ def badpix_mask(shape: tuple[int, int], dark: Frame | None, dark_exptime: float,
                 low_response: float = 0.5, band_rows: int = 256) -> tuple[np.ndarray, dict]:
     """The bad-pixel mask (uint8, 1 = bad) and counts ``{"hot": n, "low": n}``.
 
-    ``dark`` is the master dark (bias-subtracted, ADU in ``dark_exptime`` seconds), ``flats`` the
-    normalised master flats; either may be missing. Read in bands of ``band_rows`` rows."""
-    rows, cols = shape
+    ``dark`` is the master dark (ADU in ``dark_exptime`` seconds), ``flats`` the normalised
+    master flats; either may be missing. Hot and low-response pixels are found against the
+    local level (:mod:`skystack.night.defects`), reading bands of about ``band_rows`` rows.
+    ``counts["dark_threshold_adu"]`` is the typical hot threshold above the local level."""
     mask = np.zeros(shape, np.uint8)
-    counts = {"hot": 0, "low": 0}
-    threshold = None
+    counts: dict = {"hot": 0, "low": 0, "dark_threshold_adu": None,
+                    "dark_exptime": dark_exptime}
     if dark is not None:
-        median, sigma = _robust_level(dark)
-        threshold = median + max(hot_sigma * sigma, hot_floor)
-    band = np.empty((band_rows, cols), np.float32)
-    for r0 in range(0, rows, band_rows):
-        r1 = min(rows, r0 + band_rows)
-        view = band[: r1 - r0]
-        tile = Tile(r0, r1, 0, cols)
-        if dark is not None:
-            dark.source.read(tile, view)
-            hot = view > threshold
-            counts["hot"] += int(hot.sum())
-            mask[r0:r1][hot] = 1
-        for flat in flats:
-            flat.source.read(tile, view)
-            with np.errstate(invalid="ignore"):
-                low = ~((view >= low_response) & (view <= 1.0 / low_response))
-            counts["low"] += int((low & (mask[r0:r1] == 0)).sum())
-            mask[r0:r1][low] = 1
-    counts["dark_threshold_adu"] = threshold
-    counts["dark_exptime"] = dark_exptime
+        hot, threshold = find_hot_pixels(_rows_reader(dark), shape, hot_sigma=hot_sigma,
+                                         floor=hot_floor, band_rows=band_rows)
+        counts["hot"] = int(hot.sum())
+        counts["dark_threshold_adu"] = threshold
+        mask[hot] = 1
+    for flat in flats:
+        low = find_low_response(_rows_reader(flat), shape, low_response=low_response,
+                                band_rows=band_rows)
+        counts["low"] += int((low & (mask == 0)).sum())
+        mask[low] = 1
     return mask, counts
 
 

@@ -11,6 +11,13 @@ Plan (everything is decided, and every existing product checked, before any pixe
 3. Lights are calibrated inside the tile loop (:mod:`skystack.night.calibrate`): bias, the dark
    of the same exposure time or else the longest one scaled by exposure time, the flat of the
    light's filter, bad pixels masked. Missing masters are skipped with a note, never fatal.
+   A camera without biases has darks that hold the bias level: they are never scaled, the
+   dark of the closest exposure time is subtracted as it is (see
+   :func:`skystack.night.masters.choose_dark`), with a note.
+   Lights and darks whose EXPTIME (or EXPOSURE) is present but unusable (not a number, not
+   positive, or above 1e6 s: see :mod:`skystack.exposure`), and such flats when there are
+   darks to scale to them, are skipped with the reason; a frame without the keyword is kept
+   (its dark cannot be matched or scaled: noted).
 4. One stack per (OBJECT, FILTER, camera), reprojected and combined with outlier rejection
    (sigma clipping about the median by default; any combine option can be given). Alignment
    (``align``): by the lights' WCS onto the grid of the object's first light (by DATE-OBS), or
@@ -48,6 +55,7 @@ from astropy.io import fits
 from .._version import __version__
 from ..config import check_threads
 from ..errors import SkystackError
+from ..exposure import header_exptime_problem
 from ..io.identity import file_identity
 from ..io.inputs import Frame, load_frames
 from ..io.labels import fits_label
@@ -263,6 +271,9 @@ class _Night:
             except SkystackError as exc:
                 rec.reason = str(exc)
                 continue
+            if info.role in ("dark", "light") and header_exptime_problem(info.header):
+                rec.reason = f"{header_exptime_problem(info.header)}: skipped"
+                continue
             infos.append((info, cal, _Camera(tuple(info.binning), shape)))
         cameras = {(c.binning, c.shape) for _, _, c in infos}
         many = len(cameras) > 1
@@ -296,6 +307,10 @@ class _Night:
                 jobs.append(("dark", path, darks_by_t[t], f"{group_name} {_tag(t)}s"))
             flats_by_f: dict[str, list] = defaultdict(list)
             for it in mine.get("flat", []):
+                if cm["darks"] and header_exptime_problem(it[0].header):  # scales the dark
+                    self.records[it[0].path].reason = \
+                        f"{header_exptime_problem(it[0].header)}: skipped"
+                    continue
                 flats_by_f[it[0].filter or "none"].append(it)
             for filt in sorted(flats_by_f):
                 path = self._claim("masters", f"flat_{_safe(filt)}{sfx}",
@@ -365,16 +380,8 @@ class _Night:
 
     def _dark_for(self, cam_key, exptime: float) -> tuple[str | None, float, str]:
         """(master dark path, scale, note) for a frame of ``exptime`` seconds."""
-        darks = self.camera_masters[cam_key]["darks"]
-        if not darks:
-            return None, 1.0, "no dark"
-        if math.isfinite(exptime):
-            for t, path in darks.items():
-                if abs(t - exptime) <= 1e-3 * max(1.0, t):
-                    return path, 1.0, ""
-            t = max(darks)
-            return darks[t], exptime / t, f"dark {_tag(t)}s scaled by {exptime / t:.4g}"
-        return None, 1.0, "no EXPTIME: dark not subtracted"
+        cm = self.camera_masters[cam_key]
+        return mst.choose_dark(cm["darks"], exptime, bias_subtracted="bias" in cm)
 
     def _recipe_calibration(self, cam_key, info, cal: Calibration, role: str) -> tuple:
         """The calibration of one frame for ``role``'s product, and its recipe for the
@@ -392,7 +399,7 @@ class _Night:
         if role == "light":
             flat = cm["flats"].get(info.filter or "none")
             if flat is None:
-                used["flat_note"] = f"no flat for filter {info.filter or 'none'}"
+                used["flat_note"] = mst.missing_flat_note(cm, info.filter or "none")
             badpix = cm.get("badpix")
         for name, path in (("bias", bias), ("dark", dark), ("flat", flat), ("badpix", badpix)):
             if path is not None:
@@ -509,13 +516,22 @@ class _Night:
                    "flat": mst.FLAT_OPTIONS}[kind]
         header["IMAGETYP"] = (f"MASTER {kind.upper()}", "skystack night master frame")
         header["SKYGROUP"] = (group, "camera / exposure / filter group")
-        with atomic_path(path, overwrite=True, stable=self.cluster is not None) as tmp:
-            from ..api import combine_to_file
+        tmp = path
+        try:
+            with atomic_path(path, overwrite=True, stable=self.cluster is not None) as tmp:
+                from ..api import combine_to_file
 
-            combine_to_file(frames, tmp, extra_header=header, **options, **self._common())
-            if kind == "flat":
-                level = mst.normalise_flat(tmp)
-                product.notes.append(f"median level {level:.1f} ADU")
+                combine_to_file(frames, tmp, extra_header=header, **options, **self._common())
+                if kind == "flat":
+                    level = mst.normalise_flat(tmp, label=path)
+                    product.notes.append(f"median level {level:.1f} ADU")
+        except SkystackError as exc:
+            if kind != "flat":
+                raise
+            # One unusable flat group (no signal, all NaN) must not stop the night.
+            mst.skip_flat_group(self.camera_masters[cam_key], path, product, pairs,
+                                str(exc).replace(tmp, path), self.log)
+            return False
         for rec, _ in pairs:
             rec.used = True
         product.status = "built"
@@ -836,7 +852,10 @@ def _calibration_text(masters: dict) -> str:
         if key == "dark" and masters.get("dark_scale", 1.0) != 1.0:
             name += f" x{masters['dark_scale']:.4g}"
         parts.append(name)
-    parts += [v for k, v in masters.items() if k.endswith("_note") and k != "dark_note"]
+    # A scaled dark's note repeats its "x1.5"; an unscaled dark with a note (no bias) does not.
+    shown = "dark" in masters and masters.get("dark_scale", 1.0) == 1.0
+    parts += [v for k, v in masters.items() if k.endswith("_note") and (k != "dark_note"
+                                                                         or shown)]
     return " + ".join(parts)
 
 
