@@ -44,10 +44,14 @@ def nights(tmp_path_factory):
     for paths in sample.light_by_object["M67"].values():
         for p in paths:
             _strip_wcs(root / "raw_nowcs" / p.name)
-    by_wcs = run_night(root / "raw", root / "by_wcs", backend="cpu", previews=False)
+    # UNCERT from the scatter between frames: it includes the smoothing of each grid's
+    # resampling, so residual / UNCERT compares the alignments, not their interpolation phases
+    # (the noise model's UNCERT is the noise before resampling; tests/test_uncertainty.py).
+    by_wcs = run_night(root / "raw", root / "by_wcs", backend="cpu", previews=False,
+                       uncertainty="scatter")
     lines: list[str] = []
     by_stars = run_night(root / "raw_nowcs", root / "by_stars", backend="cpu", previews=False,
-                         log=lines.append)
+                         log=lines.append, uncertainty="scatter")
     return sample, root, by_wcs, by_stars, lines
 
 
