@@ -340,6 +340,28 @@ def test_api_refuses_the_same_options(three):
     assert np.all(r.data == 1.0)
 
 
+def test_stack_refuses_threads_before_aligning(three, monkeypatch):
+    """``stack(threads=0)`` is refused before any frame is measured or aligned."""
+    import skystack.register.plan as plan
+
+    def not_reached(*a, **k):
+        raise AssertionError("aligned before the threads were checked")
+
+    monkeypatch.setattr(plan, "plan_stack", not_reached)
+    for call in (skystack.stack, lambda *a, **k: skystack.api_reproject.stack_to_file(
+            *a, "unused.fits", **k)):
+        with pytest.raises(SkystackError, match="--threads"):
+            call(three, threads=0, align="stars")
+
+
+def test_inspect_of_nothing_readable_is_a_one_line_error(tmp_path):
+    """``inspect`` of a missing path, or of a folder without FITS files, is an input error
+    (exit 2, one line naming it), not an empty report."""
+    _one_line_error(_cli("inspect", tmp_path / "missing"), "missing", "no such file")
+    (tmp_path / "empty").mkdir()
+    _one_line_error(_cli("inspect", tmp_path / "empty"), "empty", "no FITS files")
+
+
 # -- 7. numpy masked arrays --------------------------------------------------------------------
 
 @pytest.mark.parametrize("method", ["mean", "median"])

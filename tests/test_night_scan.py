@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 
 import numpy as np
 import pytest
@@ -223,6 +224,19 @@ def test_lights_of_different_binning_or_shape_are_split(tmp_path):
     by_shape = {k.shape if k.filter == "R" else "V": n for k, n in names.items()}
     assert by_shape == {(8, 10): "M1_R_bin1x1_8x10", (4, 5): "M1_R_bin2x2",
                         (6, 10): "M1_R_bin1x1_6x10", "V": "M1_V"}
+
+
+def test_group_names_of_values_that_read_alike_stay_distinct():
+    """FILTER ``V/1`` and ``V_1`` (and ``v_1``: names are compared case-insensitively) would
+    all be ``flat_V_1``: each gets its own hash suffix, so inspect's plots never overwrite
+    each other; a name nothing else shares stays plain."""
+    keys = [GroupKey("flat", filter=f, binning=(1, 1), shape=(8, 10))
+            for f in ("V/1", "V_1", "v_1", "R")]
+    names = group_names(keys)
+    assert len({n.casefold() for n in names.values()}) == 4
+    assert names[keys[3]] == "flat_R"
+    for k in keys[:3]:
+        assert re.fullmatch(r"flat_[Vv]_1~[0-9a-f]{8}", names[k]), names[k]
 
 
 def test_inputs_forms(tmp_path):

@@ -14,6 +14,7 @@ from astropy.wcs import WCS
 
 from .api import _refuse_input_as_output, bind_backend, header_unit, load_checked
 from .backends import get_backend
+from .config import check_threads
 from .errors import SkystackError
 from .io.inputs import load_frames
 from .io.lock import output_lock, remove_leftovers, temporary_pattern
@@ -134,6 +135,7 @@ def stack(inputs, output: str | os.PathLike | None = None, *, reference=None,
         (a :class:`~skystack.register.RegistrationResult` or None) and ``selection``.
     """
     _check_choice("interp", interp, INTERPOLATIONS)
+    check_threads(threads)  # before alignment, which already uses the threads
     opts, frames = load_checked(inputs, output, overwrite, options)
     from .register.plan import keep_frames_on_grid, plan_stack
 
@@ -183,6 +185,7 @@ def stack_to_file(inputs, output: str | os.PathLike, *, grid: Grid | None = None
     :func:`stack`. ``wcs_list`` (one celestial WCS per input, e.g. from a registration made
     by the caller) replaces the inputs' own WCS and ``align``. Returns the output path."""
     _check_choice("interp", interp, INTERPOLATIONS)
+    check_threads(threads)  # before alignment, which already uses the threads
     opts, frames = load_checked(inputs, output, overwrite, options)
     if wcs_list is not None:
         if len(wcs_list) != len(frames):

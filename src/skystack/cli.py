@@ -347,7 +347,16 @@ def _run_night(a: argparse.Namespace) -> int:
 def _run_inspect(a: argparse.Namespace) -> int:
     from .night.inspect import format_inspect_table, inspect_frames
 
-    report = inspect_frames(a.files, plot_dir=a.plot)
+    from .night.scan import scan
+
+    result = scan(a.files)
+    if not result.frames:  # nothing readable at all: an input error, not an empty report
+        first = result.skipped[0] if result.skipped else None
+        reason = f"{first.path}: {first.reason}" if first else \
+            f"{' '.join(map(str, a.files))}: no FITS files"
+        raise SkystackError(reason + (f" (and {len(result.skipped) - 1} more skipped)"
+                                      if len(result.skipped) > 1 else ""))
+    report = inspect_frames(result, plot_dir=a.plot)
     print(format_inspect_table(report))
     return 0
 

@@ -36,7 +36,7 @@ class Renamed:
     others: tuple[tuple, ...]
 
 
-def _digest(identity: tuple) -> str:
+def identity_digest(identity: tuple) -> str:
     return hashlib.sha1(repr(identity).encode("utf-8", "surrogatepass")).hexdigest()[:8]
 
 
@@ -53,7 +53,7 @@ class ProductNames:
         """Claim ``folder/stem+ext`` for the product ``identity`` (a tuple of its raw values);
         returns the provisional path (the same for the same identity)."""
         plain = os.path.join(folder, stem + ext)
-        hashed = os.path.join(folder, f"{stem}{SEPARATOR}{_digest(identity)}{ext}")
+        hashed = os.path.join(folder, f"{stem}{SEPARATOR}{identity_digest(identity)}{ext}")
         self._claims[hashed] = (plain, hashed, identity)
         return hashed
 

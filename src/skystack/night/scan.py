@@ -35,6 +35,7 @@ from astropy.io import fits
 from ..errors import SkystackError
 from ..io.inputs import expand_paths, read_header
 from ..io.provenance import exposure_seconds
+from .names import SEPARATOR, identity_digest
 
 __all__ = ["ROLES", "FITS_SUFFIXES", "FrameInfo", "SkippedFile", "GroupKey", "ScanResult",
            "classify_imagetyp", "check_raw_dir", "scan", "group_names", "format_scan_table"]
@@ -349,7 +350,10 @@ def group_names(groups: Iterable[GroupKey]) -> dict[GroupKey, str]:
 
     The name is built from the role (bias/dark/flat only), object, filter and exposure time
     (``M67_V``, ``dark_60s``, ``flat_B``); ``_bin2x2`` and then ``_<rows>x<cols>`` are appended
-    only where needed to tell apart groups that would otherwise share a name.
+    only where needed to tell apart groups that would otherwise share a name; groups whose raw
+    values differ but still share a name (FILTER ``V/1`` and ``V_1`` both read ``V_1``; names
+    compared case-insensitively) get ``~`` and a hash of their raw key, as the night's products
+    do (:mod:`skystack.night.names`), so that two groups never write one plot file.
     """
     keys = list(groups)
 
@@ -373,12 +377,12 @@ def group_names(groups: Iterable[GroupKey]) -> dict[GroupKey, str]:
 
     names: dict[GroupKey, str] = {}
     for k in keys:
-        if sum(base(o) == base(k) for o in keys) == 1:
-            names[k] = base(k)
-        elif sum(with_bin(o) == with_bin(k) for o in keys) == 1:
-            names[k] = with_bin(k)
-        else:
-            names[k] = with_shape(k)
+        for name in (base, with_bin, with_shape):
+            if sum(name(o).casefold() == name(k).casefold() for o in keys) == 1:
+                names[k] = name(k)
+                break
+        else:  # raw values that read alike once made safe: the raw key's hash tells them apart
+            names[k] = f"{base(k)}{SEPARATOR}{identity_digest(tuple(k))}"
     return names
 
 
