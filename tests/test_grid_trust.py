@@ -322,3 +322,27 @@ def test_night_skips_lights_that_cannot_be_placed_with_their_reason(tmp_path):
     header = fits.getheader(stack.path)
     assert header["NCOMBINE"] == 2
     assert {header["IMCMB001"], header["IMCMB002"]} == {lights[0].name, lights[4].name}
+
+
+def test_night_grid_is_not_taken_from_a_light_with_a_wrong_pointing(tmp_path):
+    """The first light of the night has a wrong CRVAL (a parsable number, 3 degrees off): the
+    object's grid is the next light whose pointing agrees with the others, so only the wrong
+    light is skipped (it would otherwise have been the grid, and every other light skipped)."""
+    from skystack.demo_data import write_sample_night
+    from skystack.night.run import run_night
+
+    sample = write_sample_night(tmp_path / "raw", shape=(96, 112), n_bias=3, n_dark=2,
+                                dark_exptime=60.0, n_flat=2, filters=("V",), n_light=5,
+                                light_exptime=60.0, dither_px=4.0, rotation_deg=1.0, seed=5)
+    lights = sorted(sample.light_by_object["M67"]["V"],
+                    key=lambda p: (fits.getheader(p)["DATE-OBS"], p.name))
+    with fits.open(lights[0], mode="update") as hdul:
+        hdul[0].header["CRVAL2"] = hdul[0].header["CRVAL2"] + 3.0
+    result = run_night(tmp_path / "raw", tmp_path / "out", backend="cpu", previews=False,
+                       align="wcs")
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+    by_name = {os.path.basename(f["file"]): f for f in summary["frames"]}
+    assert [by_name[p.name]["used"] for p in lights] == [False, True, True, True, True]
+    assert "does not overlap" in by_name[lights[0].name]["reason"]
+    header = fits.getheader([p for p in result.products if p.kind == "stack"][0].path)
+    assert header["NCOMBINE"] == 4 and header["GRIDREF"] == lights[1].name

@@ -346,7 +346,6 @@ def _run_night(a: argparse.Namespace) -> int:
 
 def _run_inspect(a: argparse.Namespace) -> int:
     from .night.inspect import format_inspect_table, inspect_frames
-
     from .night.scan import scan
 
     result = scan(a.files)

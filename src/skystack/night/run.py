@@ -20,7 +20,8 @@ Plan (everything is decided, and every existing product checked, before any pixe
    (its dark cannot be matched or scaled: noted).
 4. One stack per (OBJECT, FILTER, camera), reprojected and combined with outlier rejection
    (sigma clipping about the median by default; any combine option can be given). Alignment
-   (``align``): by the lights' WCS onto the grid of the object's first light (by DATE-OBS), or
+   (``align``): by the lights' WCS onto the grid of the object's first light (by DATE-OBS)
+   whose pointing agrees with its other lights' (one with a wrong CRVAL is passed over), or
    by stars (:mod:`skystack.register`): all lights of an object, every filter, are measured
    and registered on its sharpest light with the most stars, whose pixel grid all the
    object's stacks share. ``auto`` (the default) uses stars for an object where any light has
@@ -327,10 +328,13 @@ class _Night:
                 if self.save_calibrated:
                     self.calibrated_paths[it[0].path] = self._claim_calibrated(it[0].path)
             # One grid per object for all its filters (so that colours align, e.g. in the RGB
-            # composite): that of its first light of the night.
+            # composite): that of its first light of the night whose pointing agrees with the
+            # object's other lights (a wrong CRVAL must not become everyone's grid).
             for it in sorted(mine.get("light", []), key=lambda it: (it[0].date_obs, it[0].path)):
-                self.grid_refs.setdefault((it[0].object or "unknown", cam_key), it)
                 self.object_lights[(it[0].object or "unknown", cam_key)].append(it)
+            for key, its in self.object_lights.items():
+                if key[1] == cam_key:
+                    self.grid_refs[key] = _grid_light(its)
             for (obj, filt) in sorted(lights):
                 items = sorted(lights[(obj, filt)], key=lambda it: (it[0].date_obs, it[0].path))
                 stem = f"{_safe(obj)}_{_safe(filt)}{sfx}"
@@ -787,6 +791,15 @@ class _Night:
             with open(tmp, "w") as fh:
                 json.dump(doc, fh, indent=1)
         return result
+
+
+def _grid_light(items: list) -> tuple:
+    """The first of an object's lights (sorted by DATE-OBS) whose pointing agrees with the
+    others' (:func:`skystack.regrid.grid.agreeing_frames`); the first light when none does."""
+    from ..regrid.grid import agreeing_frames
+
+    agree = agreeing_frames([(it[0].header, it[0].shape) for it in items])
+    return next((it for it, ok in zip(items, agree) if ok), items[0])
 
 
 def _product_key(job: tuple) -> dict:

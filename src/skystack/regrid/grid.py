@@ -301,6 +301,45 @@ def _outlier(vectors: np.ndarray) -> tuple[int, float]:
     return best, best_sep
 
 
+def _centre_vector(wcs: WCS, shape: tuple[int, int]) -> np.ndarray:
+    """Unit vector (ICRS-like Cartesian, of the WCS's own frame) of a frame's centre pixel."""
+    lon, lat = wcs.celestial.pixel_to_world_values((shape[1] - 1) / 2, (shape[0] - 1) / 2)
+    lon, lat = math.radians(float(lon)), math.radians(float(lat))
+    return np.array([math.cos(lat) * math.cos(lon), math.cos(lat) * math.sin(lon),
+                     math.sin(lat)])
+
+
+def agreeing_frames(headers_and_shapes: Sequence[tuple[fits.Header, tuple[int, int]]]
+                    ) -> list[bool]:
+    """For each frame (raw header, shape rows x cols), whether its pointing agrees with the
+    majority: its centre lies within one frame diagonal of the median of all readable centres
+    (unit vectors, component-wise median, normalised). A frame whose WCS cannot be read, or is
+    not celestial, does not agree; when fewer than two centres can be read, every frame with a
+    readable one agrees. Used to keep a light with a wrong CRVAL from becoming the grid that the
+    others are resampled onto."""
+    vectors: list[np.ndarray | None] = []
+    diagonals: list[float] = []
+    for header, shape in headers_and_shapes:
+        try:
+            wcs = check_celestial(parse_header_wcs(header, "frame"), "frame")
+            with np.errstate(all="ignore"):
+                v = _centre_vector(wcs, shape)
+            if not np.all(np.isfinite(v)):
+                raise SkystackError("no finite centre")
+            vectors.append(v)
+            diagonals.append(math.degrees(_frame_scale(wcs)) * math.hypot(*shape))
+        except (SkystackError, ValueError):
+            vectors.append(None)
+    readable = np.array([v for v in vectors if v is not None])
+    if len(readable) < 2:
+        return [v is not None for v in vectors]
+    median = np.median(readable, axis=0)
+    norm = float(np.linalg.norm(median))
+    median = median / norm if norm > 0 else readable[0]
+    tolerance = float(np.median(diagonals))
+    return [v is not None and _separation_deg(v, median) <= tolerance for v in vectors]
+
+
 def _outlier_text(vectors: np.ndarray, labels: Sequence[str]) -> str:
     if len(labels) == 2:
         return f"{labels[0]} and {labels[1]} are {_separation_deg(*vectors):.3g} deg apart"
