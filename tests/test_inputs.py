@@ -11,6 +11,7 @@ import pytest
 from astropy.io import fits
 
 import skystack
+from skystack.errors import SkystackError
 from skystack.io.inputs import load_frames
 from skystack.io.reader import HandlePool, Tile
 
@@ -158,3 +159,44 @@ def test_more_frames_than_open_file_limit(tmp_path):
     assert fits.getdata(out)[0, 0] == pytest.approx(4.5)
     assert fits.getheader(out)["NCOMBINE"] == 300
     assert os.path.getsize(out) % 2880 == 0
+
+
+def _frame_with_mask(path, data, mask, compress: bool) -> None:
+    hdus = [fits.PrimaryHDU()]
+    if compress:
+        hdus += [fits.CompImageHDU(data, compression_type="GZIP_1"),
+                 fits.CompImageHDU(mask.astype(np.uint8), name="MASK",
+                                   compression_type="GZIP_1")]
+    else:
+        hdus = [fits.PrimaryHDU(data), fits.ImageHDU(mask.astype(np.uint8), name="MASK")]
+    fits.HDUList(hdus).writeto(path)
+
+
+@pytest.mark.parametrize("compress", [False, True], ids=["fits", "fz"])
+def test_mask_extensions_are_honoured_in_plain_and_compressed_files(tmp_path, compress):
+    """A CCDData-style MASK extension (nonzero = bad) masks its pixels whether the file is plain
+    or tile-compressed (fpack compresses the MASK too): a huge value under the mask never
+    reaches the mean, which equals numpy's masked mean."""
+    rng = np.random.default_rng(3)
+    data = np.round(rng.normal(100, 5, (4, 24, 20))).astype(np.int32)  # .fz: lossless ints
+    masks = rng.random(data.shape) < 0.1
+    data[masks] = 10**9
+    paths = []
+    for k in range(4):
+        p = tmp_path / f"f{k}.fits{'.fz' if compress else ''}"
+        _frame_with_mask(p, data[k], masks[k], compress)
+        paths.append(p)
+    got = skystack.combine([str(p) for p in paths], backend="cpu", method="mean")
+    want = np.ma.masked_array(data.astype(np.float64), masks).mean(axis=0)
+    np.testing.assert_allclose(got.data, want.filled(np.nan), rtol=1e-6)
+    np.testing.assert_array_equal(got.count, (~masks).sum(axis=0))
+
+
+def test_mask_extension_that_cannot_be_applied_is_an_error(tmp_path):
+    """A MASK of another shape cannot say which pixels it masks: a one-line error naming the
+    file, not a silently unmasked frame."""
+    p = tmp_path / "odd.fits"
+    fits.HDUList([fits.PrimaryHDU(np.ones((8, 10), np.float32)),
+                  fits.ImageHDU(np.zeros((4, 5), np.uint8), name="MASK")]).writeto(p)
+    with pytest.raises(SkystackError, match=r"odd\.fits: MASK extension's shape differs"):
+        load_frames([str(p)])

@@ -368,10 +368,11 @@ def _fast_file_frame(path: str, hdu: int | str | None, pool: HandlePool) -> Fram
     mask = None
     for i, h in enumerate(hdus):
         if i != index and str(h.keys.get("EXTNAME", "")).upper() == "MASK":
-            if (h.keys.get("XTENSION") == "IMAGE" and h.keys.get("BITPIX") in BITPIX_DTYPES
+            if not (h.keys.get("XTENSION") == "IMAGE" and h.keys.get("BITPIX") in BITPIX_DTYPES
                     and _image_shape(fits.Header.fromstring(h.header_text)) == shape
                     and h.data_offset + h.data_bytes <= size):
-                mask = RawFitsSource(path, h.data_offset, shape, h.keys["BITPIX"], pool=pool)
+                return None  # compressed, empty or unusable: astropy's path decides
+            mask = RawFitsSource(path, h.data_offset, shape, h.keys["BITPIX"], pool=pool)
             break
     source = RawFitsSource(path, info.data_offset, shape, bitpix,
                            bscale=header.get("BSCALE", 1.0), bzero=header.get("BZERO", 0.0),
@@ -410,7 +411,10 @@ def _file_frame(path: str, hdu: int | str | None, pool: HandlePool) -> Frame:
                                       == "MASK" for i, x in enumerate(hdul)):
                 raise SkystackError(f"{path}: a MASK extension in a gzip-compressed file is not "
                                     "supported (gunzip it first)")
-            source: object = CompressedFitsSource(path, index, shape, pool=pool)
+            source: object = CompressedFitsSource(
+                path, index, shape, pool=pool,
+                mask=None if _is_gzip(path) else _mask_source(hdul, index, shape, path, size,
+                                                              pool))
         else:
             bitpix = header["BITPIX"]
             if bitpix not in BITPIX_DTYPES:
@@ -436,20 +440,33 @@ _STRUCTURAL = {"SIMPLE", "BITPIX", "NAXIS", "NAXIS1", "NAXIS2", "EXTEND", "XTENS
                "CHECKSUM", "DATASUM"}
 
 
-def _mask_source(hdul, index, shape, path, size, pool) -> RawFitsSource | None:
-    """A CCDData-style ``MASK`` extension of the same shape, if the file has one."""
+def _mask_source(hdul, index, shape, path, size, pool):
+    """The source of a CCDData-style ``MASK`` extension (nonzero = bad), raw or tile-compressed,
+    if the file has one. A MASK that cannot be applied (another shape, an unsupported BITPIX,
+    cut short) is a one-line error: silently ignoring it would let masked pixels in."""
     for i, h in enumerate(hdul):
-        if i == index or h.header.get("EXTNAME", "").upper() != "MASK":
+        if i == index or str(h.header.get("EXTNAME", "")).upper() != "MASK":
             continue
-        if isinstance(h, fits.CompImageHDU) or _image_shape(h.header) != shape:
+        header = h.header
+        if header.get("NAXIS", 0) == 0:  # an empty MASK: nothing masked
             return None
-        bitpix = h.header["BITPIX"]
+        if isinstance(h, fits.CompImageHDU):
+            if _image_shape(header) != shape:
+                break
+            return CompressedFitsSource(path, i, shape, pool=pool)
+        if _image_shape(header) != shape:
+            break
+        bitpix = header["BITPIX"]
         info = hdul[i].fileinfo()
-        if bitpix not in BITPIX_DTYPES or info["datLoc"] + shape[0] * shape[1] * abs(
-                bitpix) // 8 > size:
-            return None
+        if bitpix not in BITPIX_DTYPES:
+            raise SkystackError(f"{path}: MASK extension has unsupported BITPIX {bitpix}")
+        if info["datLoc"] + shape[0] * shape[1] * abs(bitpix) // 8 > size:
+            raise SkystackError(f"{path}: truncated MASK extension (file ends inside it)")
         return RawFitsSource(path, info["datLoc"], shape, bitpix, pool=pool)
-    return None
+    else:
+        return None
+    raise SkystackError(f"{path}: MASK extension's shape differs from the image's {shape} "
+                        "(cannot tell which pixels it masks)")
 
 
 def _array_frame(data, label: str, header=None, mask=None) -> Frame:

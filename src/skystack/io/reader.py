@@ -198,13 +198,13 @@ def _stage_decoded(source, tile: Tile, dest: np.ndarray) -> None:
 class RawFitsSource:
     """Pixels of an uncompressed FITS image read by offset (see module docstring).
 
-    ``mask`` optionally names another raw source (a ``MASK`` extension) whose nonzero pixels are
-    set to NaN.
+    ``mask`` optionally names another source (a ``MASK`` extension, raw or tile-compressed)
+    whose nonzero pixels are set to NaN.
     """
 
     def __init__(self, path: str, data_offset: int, shape: tuple[int, int], bitpix: int,
                  bscale: float = 1.0, bzero: float = 0.0, blank: int | None = None,
-                 mask: RawFitsSource | None = None, pool: HandlePool | None = None) -> None:
+                 mask=None, pool: HandlePool | None = None) -> None:
         self.path = path
         self.data_offset = data_offset
         self.shape = shape
@@ -267,7 +267,7 @@ class RawFitsSource:
         if blank_mask is not None:
             out[blank_mask] = np.nan
         if self.mask is not None:  # reuses the thread's buffer: raw is no longer needed
-            out[self.mask.read_raw(tile) != 0] = np.nan
+            apply_mask(self.mask, tile, out)
 
     def stage_spec(self) -> StageSpec:
         """Raw bytes go to the GPU as stored, unless a mask must be applied on the host."""
@@ -291,17 +291,30 @@ _THREAD_SAFE_CODECS = frozenset({"RICE_1", "RICE_ONE", "GZIP_1", "GZIP_2", "NOCO
 _CODEC_LOCK = threading.Lock()
 
 
+def apply_mask(mask, tile: Tile, out: np.ndarray) -> None:
+    """Set ``out`` (the tile's float32 pixels) to NaN where the ``mask`` source (a ``MASK``
+    extension: raw or tile-compressed) is nonzero."""
+    if isinstance(mask, RawFitsSource):
+        out[mask.read_raw(tile) != 0] = np.nan
+        return
+    values = np.empty(tile.shape, np.float32)
+    mask.read(tile, values)
+    out[values != 0] = np.nan
+
+
 class CompressedFitsSource:
     """Pixels of a tile-compressed image HDU (or any image HDU of a gzip-compressed file),
     decompressed by astropy per tile read; the file stays open in ``pool`` (see
-    :class:`HandlePool`) between reads."""
+    :class:`HandlePool`) between reads. ``mask`` (a ``MASK`` extension's source, raw or
+    compressed) sets its nonzero pixels to NaN."""
 
     def __init__(self, path: str, hdu_index: int, shape: tuple[int, int],
-                 pool: HandlePool | None = None) -> None:
+                 pool: HandlePool | None = None, mask=None) -> None:
         self.path = path
         self.hdu_index = hdu_index
         self.shape = shape
         self.pool = pool or HandlePool()
+        self.mask = mask
 
     def read(self, tile: Tile, out: np.ndarray) -> None:
         """Write the tile's pixels as float32 into ``out``; corrupt compressed data (any
@@ -318,6 +331,8 @@ class CompressedFitsSource:
             detail = " ".join(str(exc).split()) or type(exc).__name__
             raise SkystackError(f"{self.path}: cannot decompress image data ({detail})") from None
         np.copyto(out, data, casting="unsafe")
+        if self.mask is not None:
+            apply_mask(self.mask, tile, out)
 
     def stage_spec(self) -> StageSpec:
         return _NATIVE
