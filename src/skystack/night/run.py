@@ -20,7 +20,7 @@ Plan (everything is decided, and every existing product checked, before any pixe
    no celestial WCS. Frame selection (``max_fwhm``, ``max_ellipticity``, ``min_stars``,
    ``best_fraction``, per object and filter) measures the stars in either mode; measurements,
    registrations and decisions go into the summary and the table.
-5. PNG previews (asinh stretch), an RGB composite for objects with three or more filters, and
+5. PNG previews (auto-stretch), an RGB composite for objects with three or more filters, and
    ``summary.json`` plus a printed table: every frame, its role, group, the masters used, and
    whether it was used or why not.
 
