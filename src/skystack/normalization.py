@@ -81,6 +81,8 @@ def header_number(frame: Frame, key: str, purpose: str) -> float:
     """A finite numeric header value, or an error naming the file and the keyword."""
     if key not in frame.header:
         raise SkystackError(f"{frame.label}: no {key} keyword (needed for {purpose})")
+    if isinstance(frame.header[key], bool):  # T/F: float(True) would be a silent 1
+        raise SkystackError(f"{frame.label}: {key} = {frame.header[key]} is not a number")
     try:
         value = float(frame.header[key])
     except (TypeError, ValueError):

@@ -8,13 +8,26 @@ Conventions
 * A PNG is written to a temporary file in the target's directory, then ``os.replace``-d onto the
   final name: a crash never leaves a half-written file under that name.
 
-Greyscale previews use :mod:`astropy.visualization`: an :class:`AsymmetricPercentileInterval`
-(default 0.5 – 99.8 %) followed by a stretch (asinh by default). RGB composites stretch each
-channel independently, as :func:`astropy.visualization.make_rgb` does (astropy >= 7), built here
-from the same interval and stretch classes so that astropy 6 works too: per channel, the
-sigma-clipped median sky is subtracted, the range [0, high percentile] is mapped to [0, 1] and
-an :class:`AsinhStretch` applied. Normalising every channel to its own high percentile is a
-crude white balance; colours are for display, not photometry.
+Greyscale previews use, by default, the automatic *screen transfer function* (STF) that
+PixInsight and Siril apply to linear data ("auto-stretch"), so that the sky background is a
+visible grey and its noise and faint stars show:
+
+* shadows clip at ``c0 = median + shadows_clip * sigma`` (``shadows_clip = -2.8``;
+  ``sigma = 1.4826 * MAD``, the MAD normalised to a Gaussian sigma), highlights at the maximum;
+  pixels are rescaled to ``x = (v - c0) / (max - c0)`` and clipped to [0, 1];
+* the *midtones transfer function* ``MTF(m, x) = (m - 1) x / ((2m - 1) x - m)`` (which maps
+  0 → 0, m → 1/2, 1 → 1) is applied with the midtones balance ``m`` chosen so that the median
+  lands on ``target_background = 0.25`` (PixInsight's default): ``m = MTF(0.25, x_median)``,
+  since MTF(m, x) = y ⇔ m = MTF(y, x).
+
+The other stretches (``linear``, ``sqrt``, ``log``, ``asinh``) use :mod:`astropy.visualization`:
+an :class:`AsymmetricPercentileInterval` (default 0.5 – 99.8 %) followed by the stretch.
+
+RGB composites are stretched per channel with the same auto-STF, *unlinked* (PixInsight's
+"Link RGB channels" off): every channel's own background median is mapped to the same grey, so
+the sky is a neutral dark grey whatever the channels' sky levels or gains, and each channel's
+maximum is white. Normalising every channel to its own range is a crude white balance; colours
+are for display, not photometry.
 """
 
 from __future__ import annotations
@@ -31,9 +44,14 @@ from ..errors import SkystackError
 from ..io.writer import product_mode
 
 __all__ = ["STRETCHES", "FILTER_WAVELENGTH_NM", "write_preview", "write_rgb",
-           "filter_order_for_rgb", "to_uint8"]
+           "filter_order_for_rgb", "to_uint8", "mtf", "auto_stf"]
 
-STRETCHES = ("linear", "sqrt", "log", "asinh")
+STRETCHES = ("stf", "linear", "sqrt", "log", "asinh")
+
+SHADOWS_CLIP = -2.8  # sigmas from the median (PixInsight's AutoSTF script default)
+TARGET_BACKGROUND = 0.25  # where the sky median lands on [0, 1] (PixInsight's default)
+_MAD_TO_SIGMA = 1.4826  # MAD of a Gaussian times this is its sigma
+_STATS_SAMPLE = 1_000_000  # pixels enough for the sky median and MAD of any frame
 
 # Effective wavelengths (nm) of common filters, keyed by normalised name (see _filter_key).
 # Broad-band: Johnson-Cousins UBVRI, photographic RGB, SDSS u'g'r'i'z'. Narrow-band: emission
@@ -111,12 +129,71 @@ def _stretch(name: str):
     return table[name]()
 
 
-def to_uint8(image, *, stretch: str = "asinh",
+def mtf(m: float, x):
+    """The midtones transfer function ``MTF(m, x) = (m - 1) x / ((2m - 1) x - m)``.
+
+    ``x`` (scalar or array) in [0, 1], the midtones balance ``m`` in (0, 1). MTF maps 0 → 0,
+    ``m`` → 1/2 and 1 → 1, monotonically; ``m < 1/2`` brightens, ``m = 1/2`` is the identity.
+    Its inverse in ``m``: ``MTF(m, x) = y`` exactly when ``m = MTF(y, x)``. For ``m`` in (0, 1)
+    the denominator is negative on all of [0, 1] (it is linear in ``x``, ``-m`` at 0 and
+    ``m - 1`` at 1), so there is no division by zero.
+    """
+    m = float(m)
+    if not 0.0 < m < 1.0:
+        raise ValueError(f"midtones balance must be in (0, 1), got {m}")
+    x = np.asarray(x, dtype=np.float64)
+    return (m - 1.0) * x / ((2.0 * m - 1.0) * x - m)
+
+
+def auto_stf(image, *, shadows_clip: float = SHADOWS_CLIP,
+             target_background: float = TARGET_BACKGROUND) -> tuple[float, float, float] | None:
+    """The automatic screen stretch of ``image``: ``(c0, c1, m)``, or None if it has no range.
+
+    ``c0`` (shadows clip, data units) is ``median + shadows_clip * 1.4826 * MAD`` of the finite
+    pixels (no lower than their minimum; the minimum itself where the MAD is 0), ``c1``
+    (highlights clip) their maximum, and ``m`` the midtones balance that maps the median,
+    rescaled to ``(median - c0) / (c1 - c0)``, onto ``target_background`` (1/2 — a linear
+    stretch — where the median sits on ``c0``). The median and MAD come from at most a million
+    evenly strided pixels. None when no pixel is finite or all finite pixels are equal.
+    """
+    arr = np.asarray(image, dtype=np.float64)
+    values = arr[np.isfinite(arr)]
+    if values.size == 0:
+        return None
+    lo, hi = float(values.min()), float(values.max())
+    if not hi > lo:
+        return None
+    sample = values[:: max(1, values.size // _STATS_SAMPLE)]
+    median = float(np.median(sample))
+    sigma = _MAD_TO_SIGMA * float(np.median(np.abs(sample - median)))
+    c0 = max(lo, median + shadows_clip * sigma) if sigma > 0 else lo
+    x_median = (median - c0) / (hi - c0)
+    m = float(mtf(target_background, x_median)) if 0.0 < x_median < 1.0 else 0.5
+    if not 0.0 < m < 1.0:  # underflow for a median within ~1e-300 of c0: keep it linear
+        m = 0.5
+    return c0, hi, m
+
+
+def _stf_unit(arr: np.ndarray, finite: np.ndarray, shadows_clip: float,
+              target_background: float) -> np.ndarray:
+    """``arr``'s finite pixels auto-stretched onto [0, 1] (see :func:`auto_stf`); NaN → 0."""
+    out = np.zeros(arr.shape)
+    params = auto_stf(arr, shadows_clip=shadows_clip, target_background=target_background)
+    if params is None:
+        return out
+    c0, c1, m = params
+    out[finite] = mtf(m, np.clip((arr[finite] - c0) / (c1 - c0), 0.0, 1.0))
+    return out
+
+
+def to_uint8(image, *, stretch: str = "stf",
              percentiles: tuple[float, float] = (0.5, 99.8)) -> np.ndarray:
     """The preview's pixels, in array orientation (row 0 first): uint8, NaN → 0.
 
-    The lower/upper ``percentiles`` of the finite pixels map to 0 and 255 before the stretch;
-    an image without finite pixels, or a constant one, is all black.
+    ``stretch="stf"`` (default) is the automatic screen stretch (module docstring,
+    :func:`auto_stf`); ``percentiles`` are then unused. For the other stretches the lower/upper
+    ``percentiles`` of the finite pixels map to 0 and 255 before the stretch. An image without
+    finite pixels, or a constant one, is all black.
     """
     from astropy.visualization import AsymmetricPercentileInterval
 
@@ -126,13 +203,17 @@ def to_uint8(image, *, stretch: str = "asinh",
         raise SkystackError(f"percentiles must satisfy 0 <= low < high <= 100, got {percentiles}")
     finite = np.isfinite(arr)
     out = np.zeros(arr.shape, np.uint8)
+    if stretch == "stf":
+        unit = _stf_unit(arr, finite, SHADOWS_CLIP, TARGET_BACKGROUND)
+        return np.rint(np.clip(unit, 0.0, 1.0) * 255.0).astype(np.uint8)
+    stretcher = _stretch(stretch)
     if not finite.any():
         return out
     vmin, vmax = AsymmetricPercentileInterval(lo, hi).get_limits(arr[finite])
     if not vmax > vmin:
         return out
     scaled = np.clip((arr[finite] - vmin) / (vmax - vmin), 0.0, 1.0)
-    values = np.clip(_stretch(stretch)(scaled, clip=True), 0.0, 1.0)
+    values = np.clip(stretcher(scaled, clip=True), 0.0, 1.0)
     out[finite] = np.rint(values * 255.0).astype(np.uint8)
     return out
 
@@ -166,45 +247,27 @@ def _write_png(pixels: np.ndarray, path: str | os.PathLike) -> str:
     return target
 
 
-def write_preview(image, path: str | os.PathLike, *, stretch: str = "asinh",
+def write_preview(image, path: str | os.PathLike, *, stretch: str = "stf",
                   percentiles: tuple[float, float] = (0.5, 99.8)) -> str:
     """Write ``image`` (2-D, any numeric type, NaN = no data) as an 8-bit greyscale PNG.
 
-    ``stretch`` is one of :data:`STRETCHES`; see :func:`to_uint8` for the scaling. Row 0 of
-    the image is the bottom row of the PNG. Returns the path written.
+    ``stretch`` is one of :data:`STRETCHES` (default: the automatic screen stretch, which puts
+    the sky median at 25 % grey); see :func:`to_uint8` for the scaling. Row 0 of the image is
+    the bottom row of the PNG. Returns the path written.
     """
     return _write_png(to_uint8(image, stretch=stretch, percentiles=percentiles), path)
 
 
-def _channel(arr: np.ndarray, high: float, asinh_a: float) -> np.ndarray:
-    """Background-subtracted, [0, high percentile]-normalised, asinh-stretched channel in
-    [0, 1]; NaN → 0."""
-    from astropy.stats import sigma_clipped_stats
-    from astropy.visualization import AsinhStretch, ManualInterval
-
-    finite = np.isfinite(arr)
-    out = np.zeros(arr.shape)
-    if not finite.any():
-        return out
-    values = arr[finite]
-    sample = values[:: max(1, values.size // 1_000_000)]  # the sky level needs no more
-    _, sky, _ = sigma_clipped_stats(sample, sigma=3.0, maxiters=5)
-    values = values - sky
-    vmax = float(np.percentile(values, high))
-    if not vmax > 0:
-        return out
-    interval = ManualInterval(0.0, vmax)
-    out[finite] = AsinhStretch(a=asinh_a)(interval(values, clip=True), clip=True)
-    return out
-
-
-def write_rgb(red, green, blue, path: str | os.PathLike, *, percentile: float = 99.8,
-              asinh_a: float = 0.1) -> str:
+def write_rgb(red, green, blue, path: str | os.PathLike, *,
+              shadows_clip: float = SHADOWS_CLIP,
+              target_background: float = TARGET_BACKGROUND) -> str:
     """Write an 8-bit RGB PNG from three registered images of the same shape.
 
-    Each channel independently: sigma-clipped median sky subtracted, [0, ``percentile``-th
-    percentile] → [0, 1], then ``AsinhStretch(a=asinh_a)``; NaN is black in that channel.
-    Row 0 at the bottom. Raises :class:`SkystackError` if the shapes differ. Returns the path.
+    Each channel gets its own automatic screen stretch (:func:`auto_stf`, unlinked): its
+    background median lands on ``target_background`` in every channel, so the sky is a neutral
+    grey whatever the channels' sky levels and gains, and its maximum is white; NaN is black in
+    that channel. Row 0 at the bottom. Raises :class:`SkystackError` if the shapes differ.
+    Returns the path.
     """
     channels = [_as_image(c, name) for c, name in ((red, "red"), (green, "green"),
                                                    (blue, "blue"))]
@@ -213,7 +276,8 @@ def write_rgb(red, green, blue, path: str | os.PathLike, *, percentile: float = 
         raise SkystackError(
             "RGB channels differ in shape: " + ", ".join(
                 f"{n} {s[0]}x{s[1]}" for n, s in zip(("red", "green", "blue"), shapes)))
-    if not 0.0 < percentile <= 100.0:
-        raise SkystackError(f"percentile must be in (0, 100], got {percentile}")
-    rgb = np.stack([_channel(c, percentile, asinh_a) for c in channels], axis=-1)
+    if not 0.0 < target_background < 1.0:
+        raise SkystackError(f"target background must be in (0, 1), got {target_background}")
+    rgb = np.stack([_stf_unit(c, np.isfinite(c), shadows_clip, target_background)
+                    for c in channels], axis=-1)
     return _write_png(np.rint(np.clip(rgb, 0.0, 1.0) * 255.0).astype(np.uint8), path)

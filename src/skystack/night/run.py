@@ -31,7 +31,7 @@ Plan (everything is decided, and every existing product checked, before any pixe
    Lights whose WCS cannot place them (aligned by WCS) or whose footprint misses the grid are
    skipped with the reason; stacks aligned on a light without WCS get a pixel-only WCS (no sky
    coordinates: ``sky_coordinates`` false in the summary).
-5. PNG previews (asinh stretch), an RGB composite for objects with three or more filters, and
+5. PNG previews (auto-stretch), an RGB composite for objects with three or more filters, and
    ``summary.json`` plus a printed table: every frame, its role, group, the masters used, and
    whether it was used or why not.
 
