@@ -128,8 +128,6 @@ def _leftovers(out_dir: Path, keep=("out.fits",)) -> list[str]:
     return sorted(p.name for p in out_dir.iterdir() if p.name not in keep)
 
 
-@pytest.mark.xfail(reason="issue 14: SIGTERM not handled: the process dies at once and leaves "
-                          "its .partial temporary file beside the output", strict=False)
 @pytest.mark.parametrize("seed", range(4))
 def test_sigterm_at_random_point(frames, tmp_path, seed):
     paths, digests, expected = frames
@@ -165,8 +163,6 @@ def test_sigkill_keeps_existing_output(frames, tmp_path, seed):
     _output_state(output, old, expected)
 
 
-@pytest.mark.xfail(reason="issue 14: stale partials: the .partial file of a SIGKILLed run "
-                          "stays beside the output after the next run", strict=False)
 @pytest.mark.parametrize("seed", range(2))
 def test_sigkill_then_rerun_leaves_nothing(frames, tmp_path, seed):
     paths, digests, expected = frames
@@ -281,12 +277,7 @@ def _many_frames(folder: Path, n: int, compressed: bool) -> tuple[list[Path], np
     return paths, total / n
 
 
-@pytest.mark.parametrize("compressed", [
-    False,
-    pytest.param(True, marks=pytest.mark.xfail(
-        reason="issue 14: descriptor limits on .fz: 60 compressed inputs under RLIMIT_NOFILE 32 "
-               "fail (each astropy-opened .fz keeps its descriptor)", strict=False)),
-], ids=["fits", "fz"])
+@pytest.mark.parametrize("compressed", [False, True], ids=["fits", "fz"])
 def test_descriptor_limit(tmp_path, compressed):
     """60 inputs under RLIMIT_NOFILE = 32: the product is still the mean (or a one-line error,
     never a traceback)."""

@@ -123,3 +123,20 @@ def test_calibrated_copies_of_lights_of_one_name_are_kept_apart(tmp_path):
     assert len(copies) == len(one) + len(two), copies
     ratios = sorted(round(left_right_ratio(out / "calibrated" / c), 2) for c in copies)
     assert ratios == [0.5] * 3 + [1.0] * 3
+
+
+def test_header_values_never_make_hidden_or_escaping_names(tmp_path):
+    """OBJECT '../../escape' and '.hidden': products stay in OUT's folders and no name starts
+    with a dot (hidden) or is a path component ('..')."""
+    raw = tmp_path / "raw"
+    raw.mkdir()
+    write_lights(raw, "la", "../../escape", "V")
+    write_lights(raw, "lb", ".hidden", "V")
+    out = tmp_path / "out"
+    result = run_night(raw, out, backend="cpu", previews=True)
+    for p in result.products:
+        rel = os.path.relpath(p.path, out)
+        assert not rel.startswith(".."), rel
+        assert not os.path.basename(p.path).startswith("."), rel
+    for folder, _, files in os.walk(out):
+        assert not [f for f in files if f.startswith(".")], (folder, files)

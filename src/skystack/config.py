@@ -40,7 +40,8 @@ def parse_size(text: str | int | float) -> int:
             raise SkystackError(f"invalid memory size {text!r} (examples: 512MB, 2GB, 1GiB)")
         value = int(float(m.group(1)) * _SIZE_UNITS[unit])
     if value < 16 * 2**20:
-        raise SkystackError(f"memory limit {text!r} is too small: at least 16MB is needed")
+        raise SkystackError(f"memory limit {text!r} is too small: at least 16 MiB "
+                            f"({16 * 2**20} bytes) is needed")
     return value
 
 

@@ -1,4 +1,4 @@
-"""Which exposure times can be used: a number of seconds, positive, finite, at most
+"""Which exposure times can be used: a number of seconds, finite, from :data:`MIN_EXPTIME` to
 :data:`MAX_EXPTIME`.
 
 A negative EXPTIME would make a dark scaled to it be *added*, and a weight or scale from it
@@ -6,7 +6,9 @@ negative; NaN, infinity or text have no meaning; and a value like 1e308 passes e
 check yet overflows a sum of weights or an exposure map. No real exposure lasts longer than
 :data:`MAX_EXPTIME` (1e6 s, 11.6 days: far beyond any single CCD or CMOS integration, so a
 larger value is a corrupt or placeholder header). An exposure of 0 s is no exposure for a
-dark, flat or light frame (only biases have it, and their EXPTIME is never used).
+dark, flat or light frame (only biases have it, and their EXPTIME is never used), and one
+below :data:`MIN_EXPTIME` (1 µs, shorter than any shutter) is a corrupt value too: 1e-300 s
+would scale a frame by 1e300 (``--scale exposure``) and overflow to infinity.
 """
 
 from __future__ import annotations
@@ -16,8 +18,10 @@ import numbers
 
 import numpy as np
 
-__all__ = ["MAX_EXPTIME", "EXPTIME_KEYS", "exptime_problem", "header_exptime_problem"]
+__all__ = ["MIN_EXPTIME", "MAX_EXPTIME", "EXPTIME_KEYS", "exptime_problem",
+           "header_exptime_problem"]
 
+MIN_EXPTIME = 1e-6  # s
 MAX_EXPTIME = 1e6  # s
 EXPTIME_KEYS = ("EXPTIME", "EXPOSURE")  # first one present wins (as io.provenance)
 
@@ -34,6 +38,8 @@ def exptime_problem(value, key: str = "EXPTIME") -> str | None:
         return f"{key} = {value!r} is not finite"
     if seconds <= 0:
         return f"{key} = {seconds:g} s is not positive"
+    if seconds < MIN_EXPTIME:
+        return f"{key} = {seconds:g} s is less than {MIN_EXPTIME:g} s: not a real exposure"
     if seconds > MAX_EXPTIME:
         return (f"{key} = {seconds:g} s is more than {MAX_EXPTIME:g} s (11.6 days): not a real "
                 "exposure")

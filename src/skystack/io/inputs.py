@@ -222,18 +222,30 @@ _NOT_PRINTABLE = re.compile(r"[^\x20-\x7e]")
 
 
 def _printable(header: fits.Header) -> fits.Header:
-    """A copy of ``header`` in which every character outside printable ASCII is ``?``.
+    """A copy of ``header`` that every later step can read.
 
-    OBJECT = 'M31 ñ' or FILTER = 'Hα' (UTF-8) or a value with a control character then read as
-    'M31 ??', 'H??', one '?' per byte, in every input path (plain and compressed files alike),
-    so that such frames still group together, print in tables and name products.
+    Every character outside printable ASCII is ``?``: OBJECT = 'M31 ñ' or FILTER = 'Hα' (UTF-8)
+    or a value with a control character then read as 'M31 ??', 'H??', one '?' per byte, in
+    every input path (plain and compressed files alike), so that such frames still group
+    together, print in tables and name products. A card whose value astropy cannot parse
+    (``EXPTIME = NAN``, ``EXPTIME = 1E999``) keeps its raw text as a string value, so that
+    reading it raises nothing and each use decides (an EXPTIME that is not a number is
+    unusable, see :mod:`skystack.exposure`).
     """
     images = [getattr(card, "_image", None) for card in header.cards]
-    if not any(img and _NOT_PRINTABLE.search(img) for img in images):
-        return header.copy()
-    text = "".join(img if img else str(card) for img, card in zip(images, header.cards))
-    with quiet_astropy():
-        return fits.Header.fromstring(_NOT_PRINTABLE.sub("?", text))
+    if any(img and _NOT_PRINTABLE.search(img) for img in images):
+        text = "".join(img if img else str(card) for img, card in zip(images, header.cards))
+        with quiet_astropy():
+            header = fits.Header.fromstring(_NOT_PRINTABLE.sub("?", text))
+    else:
+        header = header.copy()
+    for i, card in enumerate(header.cards):
+        try:
+            card.value  # noqa: B018  (parses the card)
+        except Exception:  # astropy's VerifyError and the number parsers' errors
+            raw = card.image[10:].split("/", 1)[0].strip()[:68]
+            header[i] = (raw, "skystack: value not readable as FITS, kept as text")
+    return header
 
 
 def read_header(path: str, hdu: int | str | None = None, check_data: bool = False
@@ -356,7 +368,7 @@ def _fast_file_frame(path: str, hdu: int | str | None, pool: HandlePool) -> Fram
     info = hdus[index]
     if info.keys.get("XTENSION", "IMAGE") != "IMAGE" and index != 0:
         return None
-    header = fits.Header.fromstring(info.header_text)
+    header = _printable(fits.Header.fromstring(info.header_text))
     shape = _image_shape(header)
     bitpix = info.keys["BITPIX"]
     if shape is None or bitpix not in BITPIX_DTYPES:
@@ -378,7 +390,7 @@ def _fast_file_frame(path: str, hdu: int | str | None, pool: HandlePool) -> Fram
                            bscale=header.get("BSCALE", 1.0), bzero=header.get("BZERO", 0.0),
                            blank=int(blank) if blank is not None else None, mask=mask, pool=pool)
     if index != 0:
-        _merge_primary(header, fits.Header.fromstring(hdus[0].header_text))
+        _merge_primary(header, _printable(fits.Header.fromstring(hdus[0].header_text)))
     return Frame(label=os.path.basename(path), shape=shape, header=header, source=source,
                  path=path, hdu_index=index)
 

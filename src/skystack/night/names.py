@@ -16,11 +16,12 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 from dataclasses import dataclass
 
 from ..errors import SkystackError
 
-__all__ = ["ProductNames", "Renamed", "SEPARATOR", "describe"]
+__all__ = ["ProductNames", "Renamed", "SEPARATOR", "describe", "identity_digest", "safe_name"]
 
 SEPARATOR = "~"  # between a readable name and its hash suffix; never in a safe name
 
@@ -34,6 +35,15 @@ class Renamed:
     path: str
     identity: tuple
     others: tuple[tuple, ...]
+
+
+def safe_name(text: str, default: str = "unknown") -> str:
+    """``text`` as a file-name part: ASCII letters, digits and ``-+.`` kept, every run of other
+    characters one ``_``; no leading ``.`` or ``_`` (a name starting with a dot is hidden, and
+    ``..`` must not look like a folder), ``default`` when nothing is left. Not one-to-one:
+    :class:`ProductNames` makes the final names unique."""
+    keep = re.sub(r"[^A-Za-z0-9+.-]+", "_", str(text).strip())
+    return keep.lstrip("._").rstrip("_") or default
 
 
 def identity_digest(identity: tuple) -> str:

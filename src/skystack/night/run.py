@@ -64,7 +64,7 @@ from ..io.lock import output_lock
 from ..io.reader import Tile
 from . import masters as mst
 from .calibrate import Calibration, calibrated_frame, parse_section
-from .names import ProductNames, describe
+from .names import ProductNames, describe, safe_name
 from .products import (
     FINGERPRINT_KEY,
     atomic_path,
@@ -132,11 +132,6 @@ class NightResult:
 def _tag(value: float) -> str:
     """Exposure time for file names: ``60`` for whole seconds, ``2.5`` otherwise."""
     return f"{int(round(value))}" if abs(value - round(value)) < 1e-6 else f"{value:g}"
-
-
-def _safe(text: str) -> str:
-    keep = "".join(c if c.isalnum() or c in "-+." else "_" for c in str(text).strip())
-    return keep.strip("_") or "unknown"
 
 
 @dataclass
@@ -314,7 +309,7 @@ class _Night:
                     continue
                 flats_by_f[it[0].filter or "none"].append(it)
             for filt in sorted(flats_by_f):
-                path = self._claim("masters", f"flat_{_safe(filt)}{sfx}",
+                path = self._claim("masters", f"flat_{safe_name(filt)}{sfx}",
                                    ("flat", filt, cam_key))
                 cm["flats"][filt] = path
                 jobs.append(("flat", path, flats_by_f[filt], f"{group_name} {filt}"))
@@ -337,12 +332,12 @@ class _Night:
                     self.grid_refs[key] = _grid_light(its)
             for (obj, filt) in sorted(lights):
                 items = sorted(lights[(obj, filt)], key=lambda it: (it[0].date_obs, it[0].path))
-                stem = f"{_safe(obj)}_{_safe(filt)}{sfx}"
+                stem = f"{safe_name(obj)}_{safe_name(filt)}{sfx}"
                 path = self._claim("stacks", stem, ("stack", obj, filt, cam_key))
                 self.preview_paths[path] = self._claim("previews", stem,
                                                        ("stack", obj, filt, cam_key), ".png")
                 self.rgb_paths.setdefault((obj, cam_key), self._claim(
-                    "previews", f"{_safe(obj)}_rgb{sfx}", ("rgb", obj, cam_key), ".png"))
+                    "previews", f"{safe_name(obj)}_rgb{sfx}", ("rgb", obj, cam_key), ".png"))
                 label = f"{obj} {filt}" + (f" {group_name}" if many else "")
                 jobs.append(("stack", path, items, label, cam_key, obj, filt))
         return self._final_names(jobs)

@@ -35,7 +35,7 @@ from astropy.io import fits
 from ..errors import SkystackError
 from ..io.inputs import expand_paths, read_header
 from ..io.provenance import exposure_seconds
-from .names import SEPARATOR, identity_digest
+from .names import SEPARATOR, identity_digest, safe_name
 
 __all__ = ["ROLES", "FITS_SUFFIXES", "FrameInfo", "SkippedFile", "GroupKey", "ScanResult",
            "classify_imagetyp", "check_raw_dir", "scan", "group_names", "format_scan_table"]
@@ -341,10 +341,6 @@ def scan(inputs: str | os.PathLike | Iterable[str | os.PathLike]) -> ScanResult:
     return result
 
 
-def _safe(text: str) -> str:
-    return re.sub(r"[^A-Za-z0-9+.-]+", "_", text).strip("_") or "none"
-
-
 def group_names(groups: Iterable[GroupKey]) -> dict[GroupKey, str]:
     """Short, file-name-safe, distinct names for group keys.
 
@@ -360,9 +356,9 @@ def group_names(groups: Iterable[GroupKey]) -> dict[GroupKey, str]:
     def base(k: GroupKey) -> str:
         parts = [] if k.role == "light" else [k.role]
         if k.object is not None:
-            parts.append(_safe(k.object or "unknown"))
+            parts.append(safe_name(k.object or "unknown"))
         if k.filter is not None:
-            parts.append(_safe(k.filter or "none"))
+            parts.append(safe_name(k.filter or "none", "none"))
         if k.exptime is not None and k.role != "light":
             parts.append(f"{k.exptime:g}s".replace(".", "p"))
         return "_".join(parts)
