@@ -105,14 +105,15 @@ def normalise_flat(path: str, label: str | None = None) -> float:
     return median
 
 
-def skip_flat_group(camera: dict, path: str, product, pairs, reason: str, log) -> None:
+def skip_flat_group(camera, path: str, product, pairs, reason: str, log) -> None:
     """Record a flat group that could not be made (``reason``, one line naming ``path``): the
     product fails, its frames are not used, and the lights of its filter are calibrated
     without a flat (:func:`missing_flat_note` says why). ``camera`` holds the night's masters
-    of one camera (``flats``: filter -> path); ``pairs`` are (frame record, frame)."""
-    filt = next(f for f, p in camera["flats"].items() if p == path)
-    del camera["flats"][filt]
-    camera.setdefault("failed_flats", {})[filt] = reason
+    of one camera (a :class:`skystack.night.plan.CameraMasters`); ``pairs`` are (frame record,
+    frame)."""
+    filt = next(f for f, p in camera.flats.items() if p == path)
+    del camera.flats[filt]
+    camera.failed_flats[filt] = reason
     product.status = "failed"
     product.notes.append(f"{reason}; lights in {filt} are not flat-fielded")
     for rec, _ in pairs:
@@ -121,9 +122,10 @@ def skip_flat_group(camera: dict, path: str, product, pairs, reason: str, log) -
     log(f"flat    failed  {reason}; lights in {filt} are not flat-fielded")
 
 
-def missing_flat_note(camera: dict, filt: str) -> str:
-    """Why a light of filter ``filt`` is not flat-fielded."""
-    failed = camera.get("failed_flats", {}).get(filt)
+def missing_flat_note(camera, filt: str) -> str:
+    """Why a light of filter ``filt`` is not flat-fielded (``camera``: a
+    :class:`skystack.night.plan.CameraMasters`)."""
+    failed = camera.failed_flats.get(filt)
     if failed:
         return f"not flat-fielded: the {filt} flat failed ({failed})"
     return f"no flat for filter {filt}"
