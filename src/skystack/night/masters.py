@@ -23,6 +23,8 @@ from __future__ import annotations
 
 import math
 import warnings
+from collections.abc import Mapping
+from typing import TypeVar
 
 import numpy as np
 from astropy.io import fits
@@ -30,6 +32,8 @@ from astropy.io import fits
 from ..io.inputs import Frame
 from ..io.reader import Tile
 from .defects import find_hot_pixels, find_low_response
+
+T = TypeVar("T")  # what stands for a master dark in choose_dark
 
 BIAS_OPTIONS = dict(method="mean", reject="sigclip", center="median", spread="mad",
                     sigma=3.0, maxiters=0)
@@ -43,11 +47,12 @@ def _tag(seconds: float) -> str:
     return f"{seconds:g}s"
 
 
-def choose_dark(darks: dict[float, str], exptime: float, bias_subtracted: bool
-                ) -> tuple[str | None, float, str]:
+def choose_dark(darks: Mapping[float, T], exptime: float, bias_subtracted: bool
+                ) -> tuple[T | None, float, str]:
     """The master dark for a frame of ``exptime`` seconds: ``(path, scale, note)``.
 
-    ``darks`` maps exposure times (s) to master dark paths. The dark of the same exposure time
+    ``darks`` maps exposure times (s) to master dark paths (or any value standing for a
+    dark: ``skystack inspect`` uses the same rule for its flats). The dark of the same exposure time
     (within 0.1 %) is used as it is. Otherwise, when the darks are bias-subtracted, the longest
     one is scaled by ``exptime / t_dark`` (dark current grows linearly with time). A dark made
     without a bias still holds the bias level, which does not grow with time, so scaling it
