@@ -139,8 +139,9 @@ class NightBuild:
                 fp = fingerprint(job.kind, [], {}, deps)
             else:
                 options = self.stack_options if job.kind == "stack" else MASTER_OPTIONS[job.kind]
-                # As made so far: for a stack (role "stack", not "light") no master is chosen,
-                # so its fingerprint does not follow its masters' (see the r1 report).
+                # Role "stack" (not "light") chooses no master: a stack's recipe does not hold
+                # its masters' fingerprints, so a master rebuilt with --overwrite does not
+                # rebuild the stacks made with it. Kept as it was (issue 16 is a refactor).
                 recipe = {"options": options,
                           "calibration": [self._recipe(f, job.kind) for f in job.frames]}
                 if job.kind == "stack":

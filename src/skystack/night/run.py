@@ -37,6 +37,11 @@ Plan (everything is decided, and every existing product checked, before any pixe
 
 Re-running into the same OUT_DIR reuses every product whose recipe is unchanged (see
 :mod:`skystack.night.products`).
+
+Where each step lives: planning, from headers to typed jobs (:mod:`skystack.night.plan`);
+building masters (:mod:`skystack.night.build`) and stacks (:mod:`skystack.night.stacks`,
+aligned and selected by :mod:`skystack.register.plan`, as ``skystack stack`` is);
+``summary.json`` and the table (:mod:`skystack.night.summary`). :func:`run_night` wires them.
 """
 
 from __future__ import annotations

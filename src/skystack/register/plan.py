@@ -26,7 +26,8 @@ the stars of every frame in any mode. Skipped frames are logged (one line each, 
 and listed in the output header's HISTORY (:func:`record_skipped`), as are frames whose footprint
 misses the output grid once it is chosen (:func:`keep_frames_on_grid`).
 
-Which frames count (one rule): a frame whose WCS cannot place it (not celestial, a WCS keyword
+Which frames count (one rule for ``skystack stack``; the night skips such a light with the
+reason instead): a frame whose WCS cannot place it (not celestial, a WCS keyword
 that is not a number, a singular matrix: :func:`skystack.stacking.frame_wcs`) is an error naming
 it, as is a union grid stretched by a far-off frame (:func:`skystack.regrid.grid.optimal_grid`);
 a frame that is placed but misses a grid the user fixed is skipped with its reason. Only the
