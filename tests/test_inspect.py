@@ -212,3 +212,19 @@ def test_format_inspect_table(report):
     for f in report.flats:
         row = next(line for line in table.splitlines() if line.startswith(f"{f.filter} bin"))
         assert f"{f.rms_percent:.2f}" in row and f"{f.corner_ratio:.3f}" in row
+
+
+def test_flats_get_the_dark_the_night_would_subtract(tmp_path):
+    """One dark rule for night and inspect (masters.choose_dark): flats of 2 s with darks of
+    10 s and 100 s get the dark current of the longest dark (the best measured rate, scaled
+    to 2 s), not of the closest one."""
+    from skystack.night.masters import choose_dark
+
+    sample = write_sample_night(tmp_path / "raw", filters=("V",), n_bias=3, n_dark=2,
+                                dark_exptimes=(10.0, 100.0), n_flat=2, n_light=0,
+                                shape=(64, 64))
+    report = inspect_frames(sample.directory)
+    darks = {d.exptime: d.key for d in report.darks}
+    assert sorted(darks) == [10.0, 100.0]
+    (flat,) = report.flats
+    assert flat.dark == choose_dark(darks, 2.0, bias_subtracted=True)[0] == darks[100.0]

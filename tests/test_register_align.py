@@ -218,3 +218,43 @@ def test_cli_bad_input_is_a_one_line_error(night, tmp_path, capsys, args, messag
     assert main([a.format(**names) for a in args]) == 2
     err = capsys.readouterr().err.strip()
     assert message in err and "\n" not in err and "Traceback" not in err
+
+
+def test_one_alignment_decision_for_stack_and_night_subsets(night):
+    """align_frames decides once for a set of frames (as the night does for an object's
+    lights of every filter); choose_frames then chooses within any subset (one filter)."""
+    from skystack.register.plan import (
+        NO_WCS,
+        NOT_REGISTERED,
+        NOT_SELECTED,
+        align_frames,
+        alignment_cards,
+        choose_frames,
+    )
+
+    frames = load_frames(night["plain"] + [night["clouds"]])
+    alignment = align_frames(frames, "auto")
+    assert alignment.mode == "stars" and "f_0.fits" in alignment.why
+    assert alignment.wcs[4] is None and all(w is not None for w in alignment.wcs[:4])
+    # Frame 2 is the sharpest (FWHM 2.6 px against 3.2): the best half of {1, 2} keeps it.
+    choice = choose_frames(alignment, [1, 2, 4], selection={"best_fraction": 0.5,
+                                                            "max_fwhm": None})
+    assert choice.kept == [2]
+    assert [(s.index, s.stage) for s in choice.skipped] == [(1, NOT_SELECTED),
+                                                            (4, NOT_REGISTERED)]
+    assert choice.skipped[1].reason.startswith("not registered: 0 stars detected")
+    assert sorted(choice.measurements) == [1, 2, 4]
+    cards = alignment_cards(alignment)
+    assert (cards["ALIGN"], cards["REGREF"], cards["REGMODEL"]) == (
+        "stars", "f_2.fits", "similarity")
+    assert list(alignment_cards(alignment, on_gridref=True)) == ["ALIGN", "REGMODEL"]
+
+    mixed = load_frames(night["wcs"][:2] + [night["plain"][0]])
+    by_wcs = align_frames(mixed, "wcs")
+    assert by_wcs.mode == "wcs" and by_wcs.result is None
+    choice = choose_frames(by_wcs)
+    assert choice.kept == [0, 1] and choice.selection is None and not choice.measurements
+    assert [(s.index, s.stage) for s in choice.skipped] == [(2, NO_WCS)]
+    assert "f_0.fits" in choice.skipped[0].reason
+    assert align_frames(mixed[:2], "auto").mode == "wcs"
+    assert dict(alignment_cards(by_wcs, on_gridref=True)) == {"ALIGN": "wcs"}

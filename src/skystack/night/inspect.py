@@ -22,14 +22,15 @@ darks also by exposure time, flats also by filter); every group gets:
   bias the dark current is not measured (NaN) and hot pixels are found the same way in the
   dark itself.
 * **flat**: per filter, the raw median level (ADU, bias included) and the signal above bias;
-  each frame has the master bias and the dark current of the closest dark group (scaled to the
-  flat's exposure time) subtracted, is divided by its median, and the median of the frames is
-  the normalised flat (median 1). Its robust RMS (MAD-based, %, vignetting included), the
-  pixel-to-pixel RMS after dividing by the local median (%), the corner-to-centre ratio (mean of
-  the medians of the four corner boxes over the median of the central box, boxes a tenth of the
-  shorter side) and the low/dead pixels, below ``low_threshold`` (0.5) of the local median.
-  The local median is the median of boxes of ``clip(min(shape) // 16, 8, 64)`` pixels,
-  bilinearly interpolated between box centres.
+  each frame has the master bias and the dark current of the dark group the night would use
+  (:func:`skystack.night.masters.choose_dark`: the same exposure time, else the longest),
+  scaled to the flat's exposure time, subtracted, is divided by its median, and the median
+  of the frames is the normalised flat (median 1). Its robust RMS (MAD-based, %, vignetting
+  included), the pixel-to-pixel RMS after dividing by the local median (%), the
+  corner-to-centre ratio (mean of the medians of the four corner boxes over the median of the
+  central box, boxes a tenth of the shorter side) and the low/dead pixels, below
+  ``low_threshold`` (0.5) of the local median. The local median is the median of boxes of
+  ``clip(min(shape) // 16, 8, 64)`` pixels, bilinearly interpolated between box centres.
 
 Conventions: ADU, electrons (e-), seconds; arrays and positions are ``(row, col)``, 0-based;
 NaN means "no data" or "not measured". Pixels are read with astropy, one frame (or two, for the
@@ -53,6 +54,7 @@ from ..errors import SkystackError
 from ..io.inputs import quiet_astropy
 from ..io.writer import product_mode
 from .defects import find_hot_pixels
+from .masters import choose_dark
 from .scan import FrameInfo, GroupKey, ScanResult, group_names, scan
 
 __all__ = ["BiasStats", "DarkStats", "FlatStats", "InspectReport", "inspect_frames",
@@ -536,14 +538,23 @@ def _flat_group(key: GroupKey, frames: list[FrameInfo], bias_key: GroupKey | Non
     return stats
 
 
-def _closest_dark(darks: dict, camera: tuple, exptime: float):
-    """(dark key, rate map) of the camera's dark group closest in exposure time, or None."""
-    mine = [(k, m) for k, m in darks.items() if (k.binning, k.shape) == camera]
+def _dark_for_flats(darks: dict, camera: tuple, exptime: float):
+    """(dark key, rate map) of the camera's dark group whose current is subtracted from its
+    flats of ``exptime`` seconds, or None: the dark the night would use
+    (:func:`skystack.night.masters.choose_dark`; these darks are bias-subtracted), so that
+    the flat inspected is the one the night makes. Flats without EXPTIME get no dark current
+    subtracted (their note says so); the longest dark is named.
+
+    Different on purpose: without a bias ``darks`` is empty (no dark current can be measured,
+    so none is subtracted and the levels include the bias), where the night subtracts the
+    closest dark unscaled to remove the bias level it holds: inspect reports the flats'
+    statistics above the bias, it does not make a calibrated flat."""
+    mine = {k.exptime: (k, m) for k, m in darks.items() if (k.binning, k.shape) == camera}
     if not mine:
         return None
-    if math.isfinite(exptime):
-        return min(mine, key=lambda km: (abs(km[0].exptime - exptime), -km[0].exptime))
-    return max(mine, key=lambda km: km[0].exptime)
+    if not math.isfinite(exptime):
+        return mine[max(mine)]
+    return choose_dark(mine, exptime, bias_subtracted=True)[0]
 
 
 # -- public -----------------------------------------------------------------------------------
@@ -608,7 +619,7 @@ def inspect_frames(inputs: str | os.PathLike | Iterable[str | os.PathLike] | Sca
         camera = (key.binning, key.shape)
         bias_key, bias = biases.get(camera, (None, None))
         times = [f.exptime for f in frames if math.isfinite(f.exptime)]
-        dark = _closest_dark(darks, camera, float(np.median(times)) if times else math.nan)
+        dark = _dark_for_flats(darks, camera, float(np.median(times)) if times else math.nan)
         stats = _flat_group(key, frames, bias_key, bias, dark, low_threshold,
                             plot_path(groups, key))
         if stats is None:

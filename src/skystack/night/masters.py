@@ -23,6 +23,8 @@ from __future__ import annotations
 
 import math
 import warnings
+from collections.abc import Mapping
+from typing import TypeVar
 
 import numpy as np
 from astropy.io import fits
@@ -30,6 +32,8 @@ from astropy.io import fits
 from ..io.inputs import Frame
 from ..io.reader import Tile
 from .defects import find_hot_pixels, find_low_response
+
+T = TypeVar("T")  # what stands for a master dark in choose_dark
 
 BIAS_OPTIONS = dict(method="mean", reject="sigclip", center="median", spread="mad",
                     sigma=3.0, maxiters=0)
@@ -43,11 +47,12 @@ def _tag(seconds: float) -> str:
     return f"{seconds:g}s"
 
 
-def choose_dark(darks: dict[float, str], exptime: float, bias_subtracted: bool
-                ) -> tuple[str | None, float, str]:
+def choose_dark(darks: Mapping[float, T], exptime: float, bias_subtracted: bool
+                ) -> tuple[T | None, float, str]:
     """The master dark for a frame of ``exptime`` seconds: ``(path, scale, note)``.
 
-    ``darks`` maps exposure times (s) to master dark paths. The dark of the same exposure time
+    ``darks`` maps exposure times (s) to master dark paths (or any value standing for a
+    dark: ``skystack inspect`` uses the same rule for its flats). The dark of the same exposure time
     (within 0.1 %) is used as it is. Otherwise, when the darks are bias-subtracted, the longest
     one is scaled by ``exptime / t_dark`` (dark current grows linearly with time). A dark made
     without a bias still holds the bias level, which does not grow with time, so scaling it
@@ -105,14 +110,15 @@ def normalise_flat(path: str, label: str | None = None) -> float:
     return median
 
 
-def skip_flat_group(camera: dict, path: str, product, pairs, reason: str, log) -> None:
+def skip_flat_group(camera, path: str, product, pairs, reason: str, log) -> None:
     """Record a flat group that could not be made (``reason``, one line naming ``path``): the
     product fails, its frames are not used, and the lights of its filter are calibrated
     without a flat (:func:`missing_flat_note` says why). ``camera`` holds the night's masters
-    of one camera (``flats``: filter -> path); ``pairs`` are (frame record, frame)."""
-    filt = next(f for f, p in camera["flats"].items() if p == path)
-    del camera["flats"][filt]
-    camera.setdefault("failed_flats", {})[filt] = reason
+    of one camera (a :class:`skystack.night.plan.CameraMasters`); ``pairs`` are (frame record,
+    frame)."""
+    filt = next(f for f, p in camera.flats.items() if p == path)
+    del camera.flats[filt]
+    camera.failed_flats[filt] = reason
     product.status = "failed"
     product.notes.append(f"{reason}; lights in {filt} are not flat-fielded")
     for rec, _ in pairs:
@@ -121,9 +127,10 @@ def skip_flat_group(camera: dict, path: str, product, pairs, reason: str, log) -
     log(f"flat    failed  {reason}; lights in {filt} are not flat-fielded")
 
 
-def missing_flat_note(camera: dict, filt: str) -> str:
-    """Why a light of filter ``filt`` is not flat-fielded."""
-    failed = camera.get("failed_flats", {}).get(filt)
+def missing_flat_note(camera, filt: str) -> str:
+    """Why a light of filter ``filt`` is not flat-fielded (``camera``: a
+    :class:`skystack.night.plan.CameraMasters`)."""
+    failed = camera.failed_flats.get(filt)
     if failed:
         return f"not flat-fielded: the {filt} flat failed ({failed})"
     return f"no flat for filter {filt}"

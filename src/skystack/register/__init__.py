@@ -36,7 +36,9 @@ best_fraction=None, registrations=None)`` → list of :class:`Selection` (``keep
     ``pixel_wcs(grid_wcs, ref_wcs)`` the pixel-only WCS a product gets in that case.
 ``register_table(result, selection=None)`` (astropy Table) and
 ``format_register_table(result, selection=None)`` (text).
-``plan_stack(frames, *, align="wcs", ...)`` (in :mod:`.plan`): ``--align`` for stacking.
+``plan_stack(frames, *, align="wcs", ...)`` (in :mod:`.plan`): ``--align`` for stacking; its
+``align_frames``, ``choose_frames`` and ``alignment_cards`` are the alignment decision that
+``skystack night`` shares.
 """
 
 from .align import (

@@ -1,0 +1,320 @@
+"""Building a planned night: fingerprints, masters, the bad-pixel mask, stacks, previews.
+
+:class:`NightBuild` holds what building needs across products: the plan
+(:class:`skystack.night.plan.NightPlan`), each product's fingerprint, the masters already
+made (decoded in memory while they fit a quarter of the memory budget), the calibrated
+lights (made once: alignment and stack share them) and the products in build order. Masters
+are built here; stacks in :mod:`skystack.night.stacks`. Every product is sent to the combine
+engine (``combine_to_file``/``stack_to_file``, on a Dask cluster when :attr:`cluster` is set)
+and written to a temporary file renamed into place.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+from collections import defaultdict
+from collections.abc import Callable
+
+import numpy as np
+from astropy.io import fits
+
+from ..errors import SkystackError
+from ..io.identity import file_identity
+from ..io.inputs import Frame, load_frames
+from ..io.reader import Tile
+from . import masters as mst
+from .calibrate import Calibration, calibrated_frame
+from .plan import BadpixJob, CalibrationChoice, Camera, NightPlan, RawFrame, calibration_choice
+from .products import (
+    FINGERPRINT_KEY,
+    atomic_path,
+    fingerprint,
+    input_cards,
+    input_records,
+    product_state,
+)
+from .summary import Product
+
+__all__ = ["NightBuild"]
+
+MASTER_OPTIONS = {"bias": mst.BIAS_OPTIONS, "dark": mst.DARK_OPTIONS, "flat": mst.FLAT_OPTIONS}
+
+
+class NightBuild:
+    """Builds the jobs of a :class:`~skystack.night.plan.NightPlan` (see module docstring)."""
+
+    cluster = None  # a distributed.Client when run_night(cluster=...): products run on it
+
+    def __init__(self, plan: NightPlan, out_dir: str, *, backend: str, overwrite: bool,
+                 stack_options: dict, save_calibrated: bool, threads: int | None, mem_limit,
+                 log: Callable[[str], None], align: str, align_model: str,
+                 selection: dict) -> None:
+        self.plan = plan
+        self.out = out_dir
+        self.backend = backend
+        self.overwrite = overwrite
+        self.stack_options = stack_options
+        self.save_calibrated = save_calibrated
+        self.threads = threads
+        self.mem_limit = mem_limit
+        self.log = log
+        self.align = align
+        self.align_model = align_model
+        self.selection = selection
+        self.records = plan.records
+        self.products: list[Product] = []
+        self.master_frames: dict[str, Frame] = {}
+        self.fprints: dict[str, str] = {}
+        self.input_records: dict[str, list[str]] = {}  # product path -> one per input
+        self.held_bytes = 0
+        self.lights: dict[str, Frame] = {}
+        self.alignments: dict[tuple[str, Camera], object] = {}  # (object, camera) -> Alignment
+
+    # -- helpers ---------------------------------------------------------------------------
+
+    def common(self) -> dict:
+        """The engine options of every product (backend, threads, memory, cluster)."""
+        opts = {"backend": self.backend, "threads": self.threads}
+        if self.mem_limit is not None:
+            opts["mem_limit"] = self.mem_limit
+        if self.cluster is not None:
+            opts["cluster"] = self.cluster
+        return opts
+
+    def choice(self, frame: RawFrame, role: str) -> CalibrationChoice:
+        """The masters that calibrate ``frame`` for ``role``'s product."""
+        return calibration_choice(self.plan.masters[frame.camera], frame, role)
+
+    def _recipe(self, frame: RawFrame, role: str) -> list:
+        """The calibration of one frame in its product's fingerprint: the masters'
+        fingerprints, the dark's scale and the overscan/trim."""
+        choice = self.choice(frame, role)
+        return [self.fprints.get(p) for p in choice.paths] + [round(choice.dark_scale, 9),
+                                                               frame.cal.describe()]
+
+    def _calibration(self, cal: Calibration, choice: CalibrationChoice) -> Calibration:
+        return Calibration(overscan=cal.overscan, trim=cal.trim,
+                           bias=self.master_frames.get(choice.bias),
+                           dark=self.master_frames.get(choice.dark),
+                           dark_scale=choice.dark_scale,
+                           flat=self.master_frames.get(choice.flat),
+                           badpix=self.master_frames.get(choice.badpix))
+
+    def _frame(self, frame: RawFrame, choice: CalibrationChoice) -> Frame:
+        raw = load_frames([frame.path])[0]
+        return calibrated_frame(raw, self._calibration(frame.cal, choice))
+
+    def light(self, frame: RawFrame) -> Frame:
+        """A light calibrated for its stack, made once (alignment and stack share it)."""
+        if frame.path not in self.lights:
+            self.lights[frame.path] = self._frame(frame, self.choice(frame, "light"))
+        return self.lights[frame.path]
+
+    def _held(self, master: Frame) -> Frame:
+        """The master decoded into memory while the masters held fit a quarter of the memory
+        budget (every light reads every master: see calibrate.InMemoryMaster)."""
+        from ..config import default_mem_limit, parse_size
+        from .calibrate import hold_in_memory
+
+        budget = parse_size(self.mem_limit) if self.mem_limit is not None \
+            else default_mem_limit()
+        size = 4 * master.shape[0] * master.shape[1]
+        if self.held_bytes + size > budget // 4:
+            return master
+        self.held_bytes += size
+        return hold_in_memory(master)
+
+    # -- fingerprints and execution --------------------------------------------------------
+
+    def fingerprints(self) -> list[tuple]:
+        """(job, fingerprint, state) for each job; raises before any work on a stale
+        product."""
+        planned = []
+        for job in self.plan.jobs:
+            if isinstance(job, BadpixJob):
+                cm = self.plan.masters[job.camera]
+                deps = [self.fprints[p] for p in [*cm.darks.values(), *cm.flats.values()]]
+                fp = fingerprint(job.kind, [], {}, deps)
+            else:
+                options = self.stack_options if job.kind == "stack" else MASTER_OPTIONS[job.kind]
+                # Role "stack" (not "light") chooses no master: a stack's recipe does not hold
+                # its masters' fingerprints, so a master rebuilt with --overwrite does not
+                # rebuild the stacks made with it. Kept as it was (issue 16 is a refactor).
+                recipe = {"options": options,
+                          "calibration": [self._recipe(f, job.kind) for f in job.frames]}
+                if job.kind == "stack":
+                    key = (job.object, job.camera)
+                    recipe["grid"] = os.path.abspath(self.plan.grid_refs[key].path)
+                    recipe["align"] = {"mode": self.align, "model": self.align_model,
+                                       "selection": self.selection}
+                    if self.align != "wcs":  # the star reference is chosen among all of them
+                        recipe["object_lights"] = [f.path for f in self.plan.object_lights[key]]
+                inputs = [f.path for f in job.frames]
+                identities = [file_identity(p) for p in inputs]
+                fp = fingerprint(job.kind, inputs, recipe, identities=identities)
+                self.input_records[job.path] = input_records(identities)
+            self.fprints[job.path] = fp
+            planned.append((job, fp, product_state(job.path, fp, self.overwrite,
+                                                   self.input_records.get(job.path, ()),
+                                                   [f.path for f in job.frames])))
+        return planned
+
+    def execute(self, planned) -> None:
+        from .stacks import build_stack
+
+        os.makedirs(os.path.join(self.out, "masters"), exist_ok=True)
+        os.makedirs(os.path.join(self.out, "stacks"), exist_ok=True)
+        for job, fp, state in planned:
+            product = Product(job.kind, job.path, [f.path for f in job.frames],
+                              key=job.product_key())
+            if job.path in self.plan.renamed:
+                product.notes.append(self.plan.renamed[job.path])
+            self.products.append(product)
+            t0 = time.perf_counter()
+            header = fits.Header()
+            header[FINGERPRINT_KEY] = (fp, "skystack night: recipe fingerprint")
+            header.extend(input_cards(self.input_records.get(job.path, ()), product.inputs))
+            if job.kind == "stack":
+                ok = build_stack(self, job, product, header, state)
+            elif isinstance(job, BadpixJob):
+                ok = self._build_badpix(job, product, header, state)
+            else:
+                ok = self._build_master(job, product, header, state)
+            product.seconds = time.perf_counter() - t0
+            if ok and job.kind != "stack" and os.path.exists(job.path):
+                self.master_frames[job.path] = self._held(load_frames([job.path])[0])
+            if ok:
+                self.log(f"{job.kind:<7} {product.status:<7} "
+                         f"{os.path.relpath(job.path, self.out):<34}"
+                         f"{len(job.frames):4d} frames  {product.seconds:6.2f} s"
+                         + (f"  ({'; '.join(product.notes)})" if product.notes else ""))
+
+    def reuse(self, job, product: Product, role: str) -> bool:
+        """An existing product with the same recipe: its frames are recorded as used."""
+        product.status = "reused"
+        for f in job.frames:
+            rec = self.records[f.path]
+            rec.group = os.path.relpath(job.path, self.out)
+            rec.masters = self.choice(f, role).used
+            rec.used = True
+        return True
+
+    def frames_for(self, job, role: str) -> list[tuple]:
+        """(raw record, calibrated frame) for each frame of ``job`` that can be opened."""
+        pairs = []
+        for f in job.frames:
+            rec = self.records[f.path]
+            choice = self.choice(f, role)
+            rec.group = job.path and os.path.relpath(job.path, self.out)
+            rec.masters = choice.used
+            try:
+                pairs.append((rec, self.light(f) if role == "light"
+                              else self._frame(f, choice)))
+            except SkystackError as exc:
+                rec.reason = str(exc)
+        return pairs
+
+    # -- masters ---------------------------------------------------------------------------
+
+    def _build_master(self, job, product: Product, header: fits.Header, state: str) -> bool:
+        kind, path = job.kind, job.path
+        if state == "reuse":
+            return self.reuse(job, product, kind)
+        pairs = self.frames_for(job, kind)
+        if not pairs:
+            product.status = "failed"
+            product.notes.append("no usable frames")
+            return False
+        frames = [f for _, f in pairs]
+        header["IMAGETYP"] = (f"MASTER {kind.upper()}", "skystack night master frame")
+        header["SKYGROUP"] = (job.group, "camera / exposure / filter group")
+        tmp = path
+        try:
+            with atomic_path(path, overwrite=True, stable=self.cluster is not None) as tmp:
+                from ..api import combine_to_file
+
+                combine_to_file(frames, tmp, extra_header=header, **MASTER_OPTIONS[kind],
+                                **self.common())
+                if kind == "flat":
+                    level = mst.normalise_flat(tmp, label=path)
+                    product.notes.append(f"median level {level:.1f} ADU")
+        except SkystackError as exc:
+            if kind != "flat":
+                raise
+            # One unusable flat group (no signal, all NaN) must not stop the night.
+            mst.skip_flat_group(self.plan.masters[job.camera], path, product, pairs,
+                                str(exc).replace(tmp, path), self.log)
+            return False
+        for rec, _ in pairs:
+            rec.used = True
+        product.status = "built"
+        return True
+
+    def _build_badpix(self, job: BadpixJob, product: Product, header: fits.Header,
+                      state: str) -> bool:
+        cm = self.plan.masters[job.camera]
+        if state == "reuse":
+            product.status = "reused"
+            return True
+        dark = None
+        dark_t = math.nan
+        if cm.darks:
+            dark_t = max(cm.darks)
+            dark = self.master_frames.get(cm.darks[dark_t])
+        flats = [self.master_frames.get(p) for p in cm.flats.values()]
+        flats = [f for f in flats if f is not None]
+        if dark is None and not flats:
+            product.status = "failed"
+            product.notes.append("no master dark or flat")
+            return False
+        mask, counts = mst.badpix_mask(job.camera.shape, dark, dark_t, flats)
+        header["IMAGETYP"] = ("MASTER BADPIX", "skystack night bad-pixel mask")
+        header["NHOT"] = (counts["hot"], "hot pixels (from the master dark)")
+        header["NLOWRESP"] = (counts["low"], "dead or low-response pixels (from the flats)")
+        with atomic_path(job.path, overwrite=True) as tmp:
+            mst.write_badpix(tmp, mask, header)
+        product.status = "built"
+        product.notes.append(f"{counts['hot']} hot, {counts['low']} low-response pixels")
+        return True
+
+    # -- calibrated copies and previews ----------------------------------------------------
+
+    def save_calibrated_lights(self, frames: list[Frame]) -> None:
+        """``--save-calibrated``: each calibrated light as float32 ADU in ``calibrated/``."""
+        folder = os.path.join(self.out, "calibrated")
+        os.makedirs(folder, exist_ok=True)
+        for f in frames:
+            data = np.empty(f.shape, np.float32)
+            f.source.read(Tile(0, f.shape[0], 0, f.shape[1]), data)
+            target = self.plan.calibrated_paths[f.path]
+            with atomic_path(target, overwrite=True) as tmp:
+                fits.PrimaryHDU(data, header=f.header).writeto(tmp)
+
+    def write_previews(self) -> None:
+        """A PNG per stack built or reused, and an RGB composite per object and camera with
+        three or more filters (:mod:`skystack.night.preview`)."""
+        from .preview import filter_order_for_rgb, write_preview, write_rgb
+
+        folder = os.path.join(self.out, "previews")
+        os.makedirs(folder, exist_ok=True)
+        # By the raw OBJECT and FILTER the stack was planned for (and its camera): never by a
+        # file name, which may be shared by other header values.
+        by_object: dict[tuple, dict[str, str]] = defaultdict(dict)
+        for p in self.products:
+            if p.kind != "stack" or p.status not in ("built", "reused"):
+                continue
+            image = fits.getdata(p.path)
+            write_preview(image, self.plan.preview_paths[p.path])
+            cam = Camera(*(tuple(c) for c in p.key["camera"]))
+            by_object[(p.key["object"], cam)][p.key["filter"]] = p.path
+        for (obj, cam), paths in by_object.items():
+            order = filter_order_for_rgb(list(paths))
+            if order is None:
+                continue
+            try:
+                channels = [fits.getdata(paths[f]) for f in order]
+                write_rgb(*channels, self.plan.rgb_paths[(obj, cam)])
+            except SkystackError as exc:
+                self.log(f"no RGB composite for {obj}: {exc}")
