@@ -13,7 +13,7 @@ from astropy.io import fits
 from skystack.errors import SkystackError
 from skystack.io.identity import SAMPLE_BYTES, content_sample
 from skystack.night.run import run_night
-from tests.tiny_night import write_flat, write_lights
+from tests.tiny_night import LOW, left_right_ratio, write_flat, write_lights
 
 
 def _rewrite_keeping_stat(path: str, offset: int, data: bytes) -> None:
@@ -92,3 +92,26 @@ def test_content_sample_is_cheap_and_covers_head_middle_and_tail(tmp_path):
     per_file = (time.perf_counter() - t0) / 50
     assert per_file < 0.01, per_file  # three 64 KiB reads, whatever the file's size
     assert 3 * SAMPLE_BYTES < size
+
+
+def test_stacks_are_rebuilt_with_a_rebuilt_master(tmp_path):
+    """The flats are replaced: with --overwrite the flat is rebuilt *and so is every stack made
+    with it* (its recipe holds its masters' fingerprints); without, the stale stack is refused,
+    never silently kept with the old calibration."""
+
+    raw = tmp_path / "raw"
+    raw.mkdir()
+    write_flat(raw, "flat", "V", left=LOW)
+    write_lights(raw, "light", "M1", "V", response_left=LOW)
+    out = tmp_path / "out"
+    first = run_night(raw, out, backend="cpu", previews=False)
+    stack = next(p.path for p in first.products if p.kind == "stack")
+    assert left_right_ratio(stack) == pytest.approx(1.0, abs=0.01)
+    for p in raw.glob("flat*"):
+        p.unlink()
+    write_flat(raw, "flat", "V", left=1.0)  # a uniform flat: the lights stay uneven
+    with pytest.raises(SkystackError, match="stacks"):
+        run_night(raw, out, backend="cpu", previews=False)
+    again = run_night(raw, out, backend="cpu", previews=False, overwrite=True)
+    assert {p.kind: p.status for p in again.products}["stack"] == "built"
+    assert left_right_ratio(stack) == pytest.approx(LOW, abs=0.01)

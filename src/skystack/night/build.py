@@ -139,11 +139,11 @@ class NightBuild:
                 fp = fingerprint(job.kind, [], {}, deps)
             else:
                 options = self.stack_options if job.kind == "stack" else MASTER_OPTIONS[job.kind]
-                # Role "stack" (not "light") chooses no master: a stack's recipe does not hold
-                # its masters' fingerprints, so a master rebuilt with --overwrite does not
-                # rebuild the stacks made with it. Kept as it was (issue 16 is a refactor).
+                # A stack's lights are calibrated as "light": their masters' fingerprints are in
+                # its recipe, so a master rebuilt (--overwrite) rebuilds the stacks made with it.
+                role = "light" if job.kind == "stack" else job.kind
                 recipe = {"options": options,
-                          "calibration": [self._recipe(f, job.kind) for f in job.frames]}
+                          "calibration": [self._recipe(f, role) for f in job.frames]}
                 if job.kind == "stack":
                     key = (job.object, job.camera)
                     recipe["grid"] = os.path.abspath(self.plan.grid_refs[key].path)
