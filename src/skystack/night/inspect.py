@@ -41,7 +41,6 @@ from __future__ import annotations
 
 import math
 import os
-import tempfile
 import warnings
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -50,8 +49,8 @@ import numpy as np
 from astropy.io import fits
 
 from ..errors import SkystackError
+from ..io.atomic import atomic_write
 from ..io.inputs import quiet_astropy
-from ..io.writer import product_mode
 from .defects import find_hot_pixels
 from .scan import FrameInfo, GroupKey, ScanResult, group_names, scan
 
@@ -304,19 +303,8 @@ def _corner_ratio(flat: np.ndarray) -> float:
 # -- plots ------------------------------------------------------------------------------------
 
 def _save_figure(fig, path: str) -> str:
-    fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".tmp",
-                               dir=os.path.dirname(os.path.abspath(path)))
-    try:
-        os.fchmod(fd, product_mode())  # mkstemp's file is private (0600)
-        with os.fdopen(fd, "wb") as f:
-            fig.savefig(f, format="png", dpi=100)
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
+    with atomic_write(path, suffix=".tmp") as tmp:
+        fig.savefig(tmp, format="png", dpi=100)
     return path
 
 
