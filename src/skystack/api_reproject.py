@@ -13,6 +13,7 @@ from astropy.wcs import WCS
 
 from .api import _refuse_input_as_output, bind_backend, header_unit, load_checked
 from .backends import get_backend
+from .config import check_choice as _check_choice
 from .config import check_threads
 from .errors import SkystackError
 from .io.atomic import atomic_write
@@ -34,11 +35,6 @@ __all__ = ["stack", "stack_to_file", "reproject", "choose_grid"]
 
 INTERPOLATIONS = ("bilinear", "nearest")
 CROPS = ("union", "intersection")
-
-
-def _check_choice(name: str, value: str, allowed) -> None:
-    if value not in allowed:
-        raise SkystackError(f"invalid --{name} {value!r}: choose from {', '.join(allowed)}")
 
 
 def read_header_file(path: str | os.PathLike) -> fits.Header:

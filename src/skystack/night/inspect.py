@@ -51,6 +51,7 @@ from astropy.io import fits
 from ..errors import SkystackError
 from ..io.atomic import atomic_write
 from ..io.inputs import quiet_astropy
+from ..text_table import text_table
 from .defects import find_hot_pixels
 from .scan import FrameInfo, GroupKey, ScanResult, group_names, scan
 
@@ -611,14 +612,6 @@ def inspect_frames(inputs: str | os.PathLike | Iterable[str | os.PathLike] | Sca
     return report
 
 
-def _table(header: tuple[str, ...], rows: list[tuple[str, ...]]) -> list[str]:
-    widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(header)]
-    lines = ["  ".join(h.ljust(w) for h, w in zip(header, widths)).rstrip(),
-             "  ".join("-" * w for w in widths)]
-    lines += ["  ".join(v.ljust(w) for v, w in zip(r, widths)).rstrip() for r in rows]
-    return lines
-
-
 def _f(value: float, fmt: str = ".4g") -> str:
     return "-" if value is None or not math.isfinite(value) else format(value, fmt)
 
@@ -628,7 +621,7 @@ def format_inspect_table(report: InspectReport) -> str:
     lines: list[str] = []
     if report.biases:
         lines.append("Bias (ADU; e- from the GAIN keyword)")
-        lines += _table(
+        lines += text_table(
             ("group", "frames", "level", "frame levels", "read noise", "read noise [e-]"),
             [(b.key.label, str(len(b.files)), _f(b.level, ".2f"),
               f"{_f(min(b.levels), '.2f')} .. {_f(max(b.levels), '.2f')}",
@@ -636,7 +629,7 @@ def format_inspect_table(report: InspectReport) -> str:
         lines.append("")
     if report.darks:
         lines.append("Dark (per pixel; hot = excess above threshold)")
-        lines += _table(
+        lines += text_table(
             ("group", "frames", "level [ADU]", "current [ADU/s]", "current [e-/s]",
              "hot pixels", "hot threshold [ADU/s]"),
             [(d.key.label, str(len(d.files)), _f(d.level, ".2f"), _f(d.rate_adu_s, ".4g"),
@@ -645,7 +638,7 @@ def format_inspect_table(report: InspectReport) -> str:
         lines.append("")
     if report.flats:
         lines.append("Flat (normalised to median 1)")
-        lines += _table(
+        lines += text_table(
             ("group", "frames", "level [ADU]", "above bias [ADU]", "rms [%]",
              "pixel rms [%]", "corner/centre", "low pixels"),
             [(f.key.label, str(len(f.files)), _f(f.level, ".1f"), _f(f.signal, ".1f"),

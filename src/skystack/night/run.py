@@ -54,7 +54,7 @@ import numpy as np
 from astropy.io import fits
 
 from .._version import __version__
-from ..config import check_threads
+from ..config import NIGHT_STACK_OPTIONS, check_threads
 from ..errors import SkystackError
 from ..exposure import header_exptime_problem
 from ..io.identity import file_identity
@@ -62,6 +62,7 @@ from ..io.inputs import Frame, load_frames
 from ..io.labels import fits_label
 from ..io.lock import output_lock
 from ..io.reader import Tile
+from ..text_table import text_table
 from . import masters as mst
 from .calibrate import Calibration, calibrated_frame, parse_section
 from .names import ProductNames, describe, safe_name
@@ -78,11 +79,7 @@ from .scan import check_raw_dir
 
 __all__ = ["run_night", "NightResult", "STACK_OPTIONS"]
 
-# 5 sigma about the median (MAD spread): seeing changes from frame to frame then do not clip
-# star cores (3 sigma biased the flux of bright stars low by 0.25 % on the generated night),
-# while cosmic rays and satellite trails, tens of sigma above the sky, are still rejected.
-STACK_OPTIONS = dict(method="mean", reject="sigclip", center="median", spread="mad",
-                     sigma_low=5.0, sigma_high=5.0, maxiters=0)
+STACK_OPTIONS = NIGHT_STACK_OPTIONS  # defined once, for the command line too
 
 
 @dataclass
@@ -881,14 +878,7 @@ def format_night_table(result: NightResult) -> str:
             row += (str(r.stars["n_stars"]) if r.stars else "",
                     f"{fwhm:.2f}" if fwhm is not None else "")
         rows.append(row + (status,))
-    n = len(rows[0]) - 1
-    widths = [max(len(row[i]) for row in rows) for i in range(n)]
-    lines = []
-    for k, row in enumerate(rows):
-        lines.append("  ".join(v.ljust(w) for v, w in zip(row[:n], widths)) + "  " + row[n])
-        if k == 0:
-            lines.append("  ".join("-" * w for w in widths) + "  " + "-" * 6)
-    return "\n".join(lines)
+    return "\n".join(text_table(rows[0], rows[1:], free_last=True))
 
 
 def run_night(raw_dir, out_dir: str | os.PathLike, *, backend: str = "auto",
