@@ -72,18 +72,21 @@ def _threads(text: str) -> int:
     return value
 
 
+def _add_choice(g, name: str, what: str, note: str = "") -> None:
+    """A choice option of :class:`~skystack.config.CombineOptions`, with its allowed values and
+    default as defined there."""
+    default = getattr(DEFAULTS, name)
+    g.add_argument(f"--{name}", default=default, choices=CHOICES[name],
+                   help=f"{what} (default: {default}{note})")
+
+
 def _add_combine_options(p: argparse.ArgumentParser) -> None:
     d = DEFAULTS  # the defaults and choices are CombineOptions' (skystack.config)
     g = p.add_argument_group("combination")
-    g.add_argument("--method", default=d.method, choices=CHOICES["method"],
-                   help=f"per-pixel statistic of the kept values (default: {d.method})")
-    g.add_argument("--reject", default=d.reject, choices=CHOICES["reject"],
-                   help=f"outlier rejection before the statistic (default: {d.reject})")
-    g.add_argument("--center", default=d.center, choices=CHOICES["center"],
-                   help=f"sigclip: centre of the clipping interval (default: {d.center})")
-    g.add_argument("--spread", default=d.spread, choices=CHOICES["spread"],
-                   help="sigclip: spread, std (ddof 0) or MAD scaled to sigma "
-                        f"(default: {d.spread})")
+    _add_choice(g, "method", "per-pixel statistic of the kept values")
+    _add_choice(g, "reject", "outlier rejection before the statistic")
+    _add_choice(g, "center", "sigclip: centre of the clipping interval")
+    _add_choice(g, "spread", "sigclip: spread, std (ddof 0) or MAD scaled to sigma")
     g.add_argument("--sigma", type=float, help="sigclip: both thresholds, in sigma")
     g.add_argument("--sigma-low", type=float, default=d.sigma_low,
                    help=f"sigclip: lower threshold ({d.sigma_low:g})")
@@ -106,15 +109,11 @@ def _add_combine_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--weights", default=d.weights.kind,
                    help="none, exptime, invvar:KEY (KEY = variance), noise:KEY (KEY = sigma), "
                         "w1,w2,... or @file (mean and sum only)")
-    g.add_argument("--scale", default=d.scale, choices=CHOICES["scale"],
-                   help=f"multiplicative normalisation to the first frame (default: {d.scale})")
-    g.add_argument("--zero", default=d.zero, choices=CHOICES["zero"],
-                   help=f"additive normalisation to the first frame (default: {d.zero})")
-    g.add_argument("--uncertainty", default=d.uncertainty, choices=CHOICES["uncertainty"],
-                   help="UNCERT plane: scatter between frames, noise model from GAIN/RDNOISE "
-                        "(bias-subtracted data), or propagate the inputs' UNCERT (default: "
-                        f"{d.uncertainty} = model when every input has GAIN and RDNOISE and is "
-                        "not raw, else scatter)")
+    _add_choice(g, "scale", "multiplicative normalisation to the first frame")
+    _add_choice(g, "zero", "additive normalisation to the first frame")
+    _add_choice(g, "uncertainty", "UNCERT plane: scatter between frames, noise model from "
+                "GAIN/RDNOISE (bias-subtracted data), or propagate the inputs' UNCERT",
+                " = model when every input has GAIN and RDNOISE and is not raw, else scatter")
     r = p.add_argument_group("resources")
     r.add_argument("--hdu", type=_hdu, help="HDU index or EXTNAME (default: first image HDU)")
     r.add_argument("--backend", default="auto", choices=BACKENDS,
