@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 from astropy.io import fits
 
 from .backends import get_backend
-from .config import CombineOptions, Weights
+from .config import DEFAULTS, CombineOptions, Weights
 from .errors import SkystackError
 from .io.inputs import load_frames
 from .io.provenance import build_header
@@ -24,15 +24,20 @@ if TYPE_CHECKING:  # astropy.nddata costs ~0.25 s to import: only when a CCDData
 __all__ = ["combine", "combine_options"]
 
 
-def combine_options(*, method: str = "mean", reject: str = "none", center: str = "median",
-                    spread: str = "std", sigma: float | None = None, sigma_low: float = 3.0,
-                    sigma_high: float = 3.0, maxiters: int = 5, nlow: int = 1, nhigh: int = 1,
-                    low: float | None = None, high: float | None = None, plow: float = 10.0,
-                    phigh: float = 10.0, weights: str | Sequence[float] | None = None,
-                    scale: str = "none", zero: str = "none", hdu: int | str | None = None,
-                    mem_limit: int | str | None = None,
-                    uncertainty: str = "auto") -> CombineOptions:
-    """Build validated :class:`CombineOptions` from keyword options (``sigma`` sets both sides)."""
+def combine_options(*, method: str = DEFAULTS.method, reject: str = DEFAULTS.reject,
+                    center: str = DEFAULTS.center, spread: str = DEFAULTS.spread,
+                    sigma: float | None = None, sigma_low: float = DEFAULTS.sigma_low,
+                    sigma_high: float = DEFAULTS.sigma_high, maxiters: int = DEFAULTS.maxiters,
+                    nlow: int = DEFAULTS.nlow, nhigh: int = DEFAULTS.nhigh,
+                    low: float | None = DEFAULTS.range_low,
+                    high: float | None = DEFAULTS.range_high, plow: float = DEFAULTS.plow,
+                    phigh: float = DEFAULTS.phigh, weights: str | Sequence[float] | None = None,
+                    scale: str = DEFAULTS.scale, zero: str = DEFAULTS.zero,
+                    hdu: int | str | None = DEFAULTS.hdu,
+                    mem_limit: int | str | None = DEFAULTS.mem_limit,
+                    uncertainty: str = DEFAULTS.uncertainty) -> CombineOptions:
+    """Build validated :class:`CombineOptions` from keyword options (``sigma`` sets both sides;
+    the defaults are :data:`skystack.config.DEFAULTS`)."""
     if sigma is not None:
         sigma_low = sigma_high = sigma
     return CombineOptions(

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import tempfile
 import warnings
 from collections.abc import Callable
 from typing import TYPE_CHECKING
@@ -14,13 +13,15 @@ from astropy.wcs import WCS
 
 from .api import _refuse_input_as_output, bind_backend, header_unit, load_checked
 from .backends import get_backend
+from .config import check_choice as _check_choice
 from .config import check_threads
 from .errors import SkystackError
+from .io.atomic import atomic_write
 from .io.inputs import load_frames
 from .io.lock import output_lock, remove_leftovers, temporary_pattern
 from .io.provenance import build_header, wcs_cards
 from .io.reader import Tile
-from .io.writer import FitsTileWriter, check_output_path, committed, product_mode
+from .io.writer import FitsTileWriter, check_output_path, committed
 from .pipeline import ArraySink
 from .regrid.grid import grid_from_header, grid_from_reference, optimal_grid
 from .regrid.interp import pixel_area_ratio, resample
@@ -34,11 +35,6 @@ __all__ = ["stack", "stack_to_file", "reproject", "choose_grid"]
 
 INTERPOLATIONS = ("bilinear", "nearest")
 CROPS = ("union", "intersection")
-
-
-def _check_choice(name: str, value: str, allowed) -> None:
-    if value not in allowed:
-        raise SkystackError(f"invalid --{name} {value!r}: choose from {', '.join(allowed)}")
 
 
 def read_header_file(path: str | os.PathLike) -> fits.Header:
@@ -347,25 +343,5 @@ def _write_reprojected(path: str, image, footprint, header, overwrite: bool) -> 
     folder = os.path.dirname(os.path.abspath(path))
     with output_lock(path):
         remove_leftovers(folder, temporary_pattern(os.path.basename(path)).match)
-        fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".partial",
-                                   dir=folder)
-        os.fchmod(fd, product_mode())  # mkstemp's file is private (0600)
-        os.close(fd)
-        _write_and_rename(tmp, path, hdul, overwrite)
-
-
-def _write_and_rename(tmp: str, path: str, hdul, overwrite: bool) -> None:
-    try:
-        hdul.writeto(tmp, overwrite=True)
-        if overwrite:
-            os.replace(tmp, path)
-        else:
-            try:
-                os.link(tmp, path)
-            except FileExistsError:
-                raise SkystackError(
-                    f"{path}: output exists (use --overwrite to replace it)") from None
-            os.unlink(tmp)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+        with atomic_write(path, overwrite=overwrite) as tmp:
+            hdul.writeto(tmp, overwrite=True)

@@ -21,6 +21,7 @@ from .cli_register import (
     align_kwargs,
     run_register,
 )
+from .config import BACKENDS, CHOICES, DEFAULTS, NIGHT_STACK_OPTIONS
 from .errors import SkystackError
 from .interrupts import Interrupted, exit_code, signals_interrupt
 
@@ -48,10 +49,6 @@ examples:
   skystack night raw/ -o reduced/ --overscan '[2049:2080,1:2048]' --trim '[1:2048,1:2048]'
 """
 
-# The night's stacks reject outliers (cosmic rays, satellites) unless told otherwise.
-NIGHT_STACK_DEFAULTS = dict(method="mean", reject="sigclip", center="median", spread="mad",
-                            sigma_low=5.0, sigma_high=5.0, maxiters=0)
-
 
 class _Parser(argparse.ArgumentParser):
     """argparse with one-line errors and exit code 2."""
@@ -75,46 +72,51 @@ def _threads(text: str) -> int:
     return value
 
 
+def _add_choice(g, name: str, what: str, note: str = "") -> None:
+    """A choice option of :class:`~skystack.config.CombineOptions`, with its allowed values and
+    default as defined there."""
+    default = getattr(DEFAULTS, name)
+    g.add_argument(f"--{name}", default=default, choices=CHOICES[name],
+                   help=f"{what} (default: {default}{note})")
+
+
 def _add_combine_options(p: argparse.ArgumentParser) -> None:
+    d = DEFAULTS  # the defaults and choices are CombineOptions' (skystack.config)
     g = p.add_argument_group("combination")
-    g.add_argument("--method", default="mean", choices=("mean", "median", "sum", "min", "max"),
-                   help="per-pixel statistic of the kept values (default: mean)")
-    g.add_argument("--reject", default="none",
-                   choices=("none", "sigclip", "minmax", "range", "percentile"),
-                   help="outlier rejection before the statistic (default: none)")
-    g.add_argument("--center", default="median", choices=("median", "mean"),
-                   help="sigclip: centre of the clipping interval (default: median)")
-    g.add_argument("--spread", default="std", choices=("std", "mad"),
-                   help="sigclip: spread, std (ddof 0) or MAD scaled to sigma (default: std)")
+    _add_choice(g, "method", "per-pixel statistic of the kept values")
+    _add_choice(g, "reject", "outlier rejection before the statistic")
+    _add_choice(g, "center", "sigclip: centre of the clipping interval")
+    _add_choice(g, "spread", "sigclip: spread, std (ddof 0) or MAD scaled to sigma")
     g.add_argument("--sigma", type=float, help="sigclip: both thresholds, in sigma")
-    g.add_argument("--sigma-low", type=float, default=3.0, help="sigclip: lower threshold (3)")
-    g.add_argument("--sigma-high", type=float, default=3.0, help="sigclip: upper threshold (3)")
-    g.add_argument("--maxiters", type=int, default=5,
-                   help="sigclip: iterations, 0 = until nothing changes (default: 5)")
-    g.add_argument("--nlow", type=int, default=1, help="minmax: lowest values dropped (1)")
-    g.add_argument("--nhigh", type=int, default=1, help="minmax: highest values dropped (1)")
+    g.add_argument("--sigma-low", type=float, default=d.sigma_low,
+                   help=f"sigclip: lower threshold ({d.sigma_low:g})")
+    g.add_argument("--sigma-high", type=float, default=d.sigma_high,
+                   help=f"sigclip: upper threshold ({d.sigma_high:g})")
+    g.add_argument("--maxiters", type=int, default=d.maxiters,
+                   help=f"sigclip: iterations, 0 = until nothing changes (default: {d.maxiters})")
+    g.add_argument("--nlow", type=int, default=d.nlow,
+                   help=f"minmax: lowest values dropped ({d.nlow})")
+    g.add_argument("--nhigh", type=int, default=d.nhigh,
+                   help=f"minmax: highest values dropped ({d.nhigh})")
     g.add_argument("--low", type=float, help="range: lowest raw value kept (inclusive)")
     g.add_argument("--high", type=float, help="range: highest raw value kept (inclusive)")
-    g.add_argument("--plow", type=float, default=10.0,
-                   help="percentile: %% of each pixel's values dropped at the low end (10)")
-    g.add_argument("--phigh", type=float, default=10.0,
-                   help="percentile: %% of each pixel's values dropped at the high end (10)")
-    g.add_argument("--weights", default="none",
+    g.add_argument("--plow", type=float, default=d.plow,
+                   help=f"percentile: %% of each pixel's values dropped at the low end "
+                        f"({d.plow:g})")
+    g.add_argument("--phigh", type=float, default=d.phigh,
+                   help=f"percentile: %% of each pixel's values dropped at the high end "
+                        f"({d.phigh:g})")
+    g.add_argument("--weights", default=d.weights.kind,
                    help="none, exptime, invvar:KEY (KEY = variance), noise:KEY (KEY = sigma), "
                         "w1,w2,... or @file (mean and sum only)")
-    g.add_argument("--scale", default="none", choices=("none", "median", "mean", "exposure"),
-                   help="multiplicative normalisation to the first frame (default: none)")
-    g.add_argument("--zero", default="none", choices=("none", "median", "mean"),
-                   help="additive normalisation to the first frame (default: none)")
-    g.add_argument("--uncertainty", default="auto",
-                   choices=("auto", "scatter", "model", "propagate"),
-                   help="UNCERT plane: scatter between frames, noise model from GAIN/RDNOISE "
-                        "(bias-subtracted data), or propagate the inputs' UNCERT (default: "
-                        "auto = model when every input has GAIN and RDNOISE and is not raw, "
-                        "else scatter)")
+    _add_choice(g, "scale", "multiplicative normalisation to the first frame")
+    _add_choice(g, "zero", "additive normalisation to the first frame")
+    _add_choice(g, "uncertainty", "UNCERT plane: scatter between frames, noise model from "
+                "GAIN/RDNOISE (bias-subtracted data), or propagate the inputs' UNCERT",
+                " = model when every input has GAIN and RDNOISE and is not raw, else scatter")
     r = p.add_argument_group("resources")
     r.add_argument("--hdu", type=_hdu, help="HDU index or EXTNAME (default: first image HDU)")
-    r.add_argument("--backend", default="auto", choices=("auto", "cpu", "gpu"),
+    r.add_argument("--backend", default="auto", choices=BACKENDS,
                    help="compute engine (default: auto = GPU if usable, else CPU)")
     r.add_argument("--mem-limit", help="memory budget for tiles, e.g. 512MB (default: 1/4 of "
                                        "available RAM, 256MB..8GB)")
@@ -164,7 +166,7 @@ def build_parser() -> argparse.ArgumentParser:
     rp.add_argument("-o", "--output", required=True, help="output FITS file")
     rp.add_argument("--overwrite", action="store_true", help="replace an existing output")
     rp.add_argument("--hdu", type=_hdu, help="HDU index or EXTNAME (default: first image HDU)")
-    rp.add_argument("--backend", default="auto", choices=("auto", "cpu", "gpu"))
+    rp.add_argument("--backend", default="auto", choices=BACKENDS)
     _add_grid_options(rp, required=True)
     _add_common(rp)
 
@@ -190,9 +192,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="also write every calibrated light to OUT_DIR/calibrated/")
     n.add_argument("--no-previews", action="store_true", help="no PNG previews")
     _add_combine_options(n)
-    n.set_defaults(**{k: v for k, v in NIGHT_STACK_DEFAULTS.items()})
-    n.description = ("Stacks are combined with --reject sigclip --spread mad --sigma 5 "
-                     "--maxiters 0 unless told otherwise.")
+    night = NIGHT_STACK_OPTIONS
+    n.set_defaults(**night)
+    n.description = (f"Stacks are combined with --reject {night['reject']} --spread "
+                     f"{night['spread']} --sigma {night['sigma_high']:g} --maxiters "
+                     f"{night['maxiters']} unless told otherwise.")
     add_align_options(n, default="auto", align_help=NIGHT_ALIGN_HELP)
     _add_cluster_options(n)
     _add_common(n)
@@ -207,7 +211,7 @@ def build_parser() -> argparse.ArgumentParser:
     d = sub.add_parser("demo", help="write a synthetic night of raw frames to DIR and stack it")
     d.add_argument("directory", metavar="DIR")
     d.add_argument("--overwrite", action="store_true", help="replace existing products")
-    d.add_argument("--backend", default="auto", choices=("auto", "cpu", "gpu"))
+    d.add_argument("--backend", default="auto", choices=BACKENDS)
     _add_common(d)
 
     add_bench_parser(sub)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import re
 
+from .config import CHOICES
 from .errors import SkystackError
 
 EPILOG_BENCH = """\
@@ -86,9 +87,9 @@ def add_bench_parser(sub) -> argparse.ArgumentParser:
     b.add_argument("--repeats", type=int, metavar="R",
                    help="timed runs of each skystack contestant, median kept (default 3; "
                         "peers run once unless --quick)")
-    b.add_argument("--zero", default="median", choices=("none", "median", "mean"),
+    b.add_argument("--zero", default="median", choices=CHOICES["zero"],
                    help="additive normalisation of skystack's combines (default: median)")
-    b.add_argument("--scale", default="none", choices=("none", "median", "mean", "exposure"),
+    b.add_argument("--scale", default="none", choices=CHOICES["scale"],
                    help="multiplicative normalisation (default: none)")
     b.add_argument("--seed", type=int, help="seed of the synthetic stack")
     b.add_argument("--threads", type=int, help="skystack CPU threads (default: all cores)")

@@ -94,6 +94,7 @@ def run_register(a: argparse.Namespace) -> int:
     import os
 
     from .errors import SkystackError
+    from .io.atomic import atomic_write
     from .io.inputs import load_frames
     from .register import format_register_table, register_frames, register_table, select_frames
 
@@ -117,7 +118,8 @@ def run_register(a: argparse.Namespace) -> int:
         table = register_table(result, selection)
         fmt = "ascii.ecsv" if a.output.lower().endswith(".ecsv") else "ascii.csv"
         try:
-            table.write(a.output, format=fmt, overwrite=True)
+            with atomic_write(a.output, overwrite=a.overwrite) as tmp:
+                table.write(tmp, format=fmt, overwrite=True)
         except OSError as exc:
             raise SkystackError(f"{a.output}: cannot write ({exc.strerror or exc})") from None
         if not a.quiet:

@@ -54,6 +54,8 @@ import numpy as np
 from astropy.io import fits
 from astropy.wcs import WCS
 
+from .night.names import safe_name
+
 __all__ = ["SampleNight", "truth_image", "write_sample_night"]
 
 # Camera: a typical cooled full-frame CCD behind a ~1.9 m focal length telescope.
@@ -223,10 +225,6 @@ def _filter_value(table: dict[str, float], name: str, seed: int, lo: float, hi: 
     if key in table:
         return table[key]
     return float(_rng(seed, "unknown-filter", name, str(lo)).uniform(lo, hi))
-
-
-def _safe_name(text: str) -> str:
-    return re.sub(r"[^A-Za-z0-9+-]+", "_", text).strip("_") or "x"
 
 
 def _exptime_tag(exptime: float) -> str:
@@ -538,7 +536,7 @@ def write_sample_night(directory: str | os.PathLike, *, shape: tuple[int, int] =
         targets = [object_name]
     else:
         targets = [objects] if isinstance(objects, str) else [str(o) for o in objects]
-    if not targets or len({_safe_name(o) for o in targets}) != len(targets):
+    if not targets or len({safe_name(o) for o in targets}) != len(targets):
         raise ValueError(f"need distinct target names (as file names), got {targets}")
     if isinstance(light_exptime, Mapping):
         missing = [o for o in targets if o not in light_exptime]
@@ -704,7 +702,7 @@ def write_sample_night(directory: str | os.PathLike, *, shape: tuple[int, int] =
             hdr = header("Flat Field", FLAT_EXPTIME)
             hdr["FILTER"] = (f, "Filter")
             lam = levels[i] * GAIN * flat_truth[f] + dark64 * FLAT_EXPTIME
-            path = out_dir / f"flat_{_safe_name(f)}_{i + 1:03d}.fits"
+            path = out_dir / f"flat_{safe_name(f)}_{i + 1:03d}.fits"
             _write(path, read_out(rng.poisson(lam).astype(np.float64), rng), hdr)
             flat_paths[f].append(path)
 
@@ -718,7 +716,7 @@ def write_sample_night(directory: str | os.PathLike, *, shape: tuple[int, int] =
         t_light = fld["light_exptime"]
         ref_wcs = fld["wcs"]
         star_x, star_y = fld["stars"]["x"], fld["stars"]["y"]
-        tag = _safe_name(target)
+        tag = safe_name(target)
         # Stream keys of the first target are those of single-target nights.
         key: tuple[str, ...] = () if k == 0 else (target,)
         light_by_object[target] = {}
@@ -756,7 +754,7 @@ def write_sample_night(directory: str | os.PathLike, *, shape: tuple[int, int] =
                 electrons = rng.poisson(lam).astype(np.float64)
                 cy, cx, cr_adu = _cosmic_rays(shape, rng)
                 np.add.at(electrons, (cy, cx), cr_adu * GAIN)
-                path = out_dir / f"light_{tag}_{_safe_name(f)}_{i + 1:03d}.fits"
+                path = out_dir / f"light_{tag}_{safe_name(f)}_{i + 1:03d}.fits"
                 _write(path, read_out(electrons, rng), hdr)
                 light_paths[f].append(path)
                 light_by_object[target][f].append(path)

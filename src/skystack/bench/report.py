@@ -14,7 +14,7 @@ import json
 import math
 from pathlib import Path
 
-from ..night.products import atomic_path
+from ..io.atomic import atomic_write
 
 OUTPUT_FILES = ("bench.md", "bench.csv", "bench.json", "time_vs_n.png", "noise.png",
                 "rejection.png")
@@ -274,12 +274,12 @@ def write_outputs(report: dict, out_dir: str | Path, overwrite: bool) -> list[st
              "bench.json": json.dumps(report, indent=1, default=_json_default) + "\n"}
     written = []
     for name, text in texts.items():
-        with atomic_path(str(out / name), overwrite=overwrite) as tmp:
+        with atomic_write(out / name, overwrite=overwrite) as tmp:
             Path(tmp).write_text(text, encoding="utf-8")
         written.append(str(out / name))
     for name, plot in (("time_vs_n.png", plot_time_vs_n), ("noise.png", plot_noise),
                        ("rejection.png", plot_rejection)):
-        with atomic_path(str(out / name), overwrite=overwrite) as tmp:
+        with atomic_write(out / name, overwrite=overwrite) as tmp:
             plot(report, tmp)
         written.append(str(out / name))
     return written

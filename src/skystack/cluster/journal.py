@@ -25,13 +25,9 @@ discarded and the run starts afresh.
 
 from __future__ import annotations
 
-import hashlib
-import json
 import os
 
-import numpy as np
-
-from ..io.identity import file_identity
+from ..io.identity import file_identity, recipe_fingerprint
 from ..io.reader import Tile
 
 __all__ = ["Journal", "done_tiles", "fingerprint", "journal_paths"]
@@ -45,19 +41,12 @@ def journal_paths(output: str) -> tuple[str, str]:
     return f"{output}.partial", f"{output}.journal"
 
 
-def _default(value):
-    if isinstance(value, np.ndarray):
-        return {"dtype": value.dtype.str, "shape": value.shape,
-                "sha1": hashlib.sha1(np.ascontiguousarray(value).tobytes()).hexdigest()}
-    return repr(value)
-
-
 def fingerprint(recipe: dict, files: list[str]) -> str:
     """A hex digest of ``recipe`` (JSON-able, arrays and dataclasses allowed) and of the size,
-    modification time and sampled content of each file in ``files``."""
+    modification time and sampled content of each file in ``files``
+    (:func:`~skystack.io.identity.recipe_fingerprint`)."""
     stats = [[path, *file_identity(path)[1:]] for path in sorted(set(files))]
-    text = json.dumps({"recipe": recipe, "files": stats}, sort_keys=True, default=_default)
-    return hashlib.sha256(text.encode()).hexdigest()[:24]
+    return recipe_fingerprint({"recipe": recipe, "files": stats}, 24)
 
 
 class Journal:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from ..errors import SkystackError
+from ..text_table import text_table
 from .inputs import expand_paths, read_header
 
 COLUMNS = ("file", "shape", "dtype", "IMAGETYP", "FILTER", "EXPTIME", "DATE-OBS")
@@ -43,8 +44,5 @@ def info_rows(items, hdu=None) -> tuple[list[tuple[str, ...]], list[str]]:
 
 
 def format_table(rows) -> str:
-    widths = [max(len(c), *(len(r[i]) for r in rows)) for i, c in enumerate(COLUMNS)]
-    lines = ["  ".join(c.ljust(w) for c, w in zip(COLUMNS, widths)),
-             "  ".join("-" * w for w in widths)]
-    lines += ["  ".join(v.ljust(w) for v, w in zip(r, widths)) for r in rows]
-    return "\n".join(lines)
+    """The rows of :func:`info_rows` under :data:`COLUMNS`, as printed by ``skystack info``."""
+    return "\n".join(text_table(COLUMNS, rows))

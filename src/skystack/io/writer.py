@@ -27,7 +27,6 @@ temporary name inside the first.
 from __future__ import annotations
 
 import os
-import tempfile
 import threading
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
@@ -36,6 +35,7 @@ import numpy as np
 from astropy.io import fits
 
 from ..errors import SkystackError
+from .atomic import open_temporary, product_mode, publish
 from .lock import output_lock, remove_leftovers, temporary_pattern
 from .reader import Tile
 
@@ -46,21 +46,6 @@ __all__ = ["FitsTileWriter", "check_output_path", "committed", "owned_temporary"
 
 _owned: set[str] = set()
 _owned_guard = threading.Lock()
-
-
-def product_mode() -> int:
-    """The permission bits of a new product: ``0o666`` less the process's umask (0644 under
-    the usual umask 022). ``mkstemp`` files are private (0600) and must be given these."""
-    try:  # Linux: read it without changing it (os.umask is process-wide, threads race)
-        with open("/proc/self/status") as fh:
-            for line in fh:
-                if line.startswith("Umask:"):
-                    return 0o666 & ~int(line.split()[1], 8)
-    except (OSError, ValueError, IndexError):
-        pass
-    umask = os.umask(0o022)
-    os.umask(umask)
-    return 0o666 & ~umask
 
 
 @contextmanager
@@ -205,8 +190,7 @@ class FitsTileWriter:
             self._lock.enter_context(output_lock(self.path))
             try:
                 remove_leftovers(folder, _leftover_names(self.path))
-                fd, self.tmp_path = tempfile.mkstemp(
-                    prefix=f".{os.path.basename(self.path)}.", suffix=".partial", dir=folder)
+                fd, self.tmp_path = open_temporary(self.path, ".partial")
             except BaseException:
                 self._lock.close()
                 raise
@@ -258,25 +242,7 @@ class FitsTileWriter:
         if self._direct:  # the caller renames it
             return self.path
         try:
-            if self.overwrite:
-                os.replace(self.tmp_path, self.path)
-            else:
-                # link() fails if the name appeared meanwhile: never clobber a file we were not
-                # allowed to overwrite.
-                try:
-                    os.link(self.tmp_path, self.path)
-                except FileExistsError:
-                    raise SkystackError(
-                        f"{self.path}: output exists (use --overwrite to replace it)") from None
-                except OSError:
-                    if os.path.exists(self.path):
-                        raise SkystackError(
-                            f"{self.path}: output exists (use --overwrite to replace it)"
-                        ) from None
-                    os.replace(self.tmp_path, self.path)
-                    self._lock.close()
-                    return self.path
-                os.unlink(self.tmp_path)
+            publish(self.tmp_path, self.path, self.overwrite)
         except BaseException:
             self.abort()
             raise

@@ -42,7 +42,6 @@ from __future__ import annotations
 
 import math
 import os
-import tempfile
 import warnings
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -51,8 +50,9 @@ import numpy as np
 from astropy.io import fits
 
 from ..errors import SkystackError
+from ..io.atomic import atomic_write
 from ..io.inputs import quiet_astropy
-from ..io.writer import product_mode
+from ..text_table import text_table
 from .defects import find_hot_pixels
 from .masters import choose_dark
 from .scan import FrameInfo, GroupKey, ScanResult, group_names, scan
@@ -306,19 +306,8 @@ def _corner_ratio(flat: np.ndarray) -> float:
 # -- plots ------------------------------------------------------------------------------------
 
 def _save_figure(fig, path: str) -> str:
-    fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".tmp",
-                               dir=os.path.dirname(os.path.abspath(path)))
-    try:
-        os.fchmod(fd, product_mode())  # mkstemp's file is private (0600)
-        with os.fdopen(fd, "wb") as f:
-            fig.savefig(f, format="png", dpi=100)
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
+    with atomic_write(path, suffix=".tmp") as tmp:
+        fig.savefig(tmp, format="png", dpi=100)
     return path
 
 
@@ -634,14 +623,6 @@ def inspect_frames(inputs: str | os.PathLike | Iterable[str | os.PathLike] | Sca
     return report
 
 
-def _table(header: tuple[str, ...], rows: list[tuple[str, ...]]) -> list[str]:
-    widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(header)]
-    lines = ["  ".join(h.ljust(w) for h, w in zip(header, widths)).rstrip(),
-             "  ".join("-" * w for w in widths)]
-    lines += ["  ".join(v.ljust(w) for v, w in zip(r, widths)).rstrip() for r in rows]
-    return lines
-
-
 def _f(value: float, fmt: str = ".4g") -> str:
     return "-" if value is None or not math.isfinite(value) else format(value, fmt)
 
@@ -651,7 +632,7 @@ def format_inspect_table(report: InspectReport) -> str:
     lines: list[str] = []
     if report.biases:
         lines.append("Bias (ADU; e- from the GAIN keyword)")
-        lines += _table(
+        lines += text_table(
             ("group", "frames", "level", "frame levels", "read noise", "read noise [e-]"),
             [(b.key.label, str(len(b.files)), _f(b.level, ".2f"),
               f"{_f(min(b.levels), '.2f')} .. {_f(max(b.levels), '.2f')}",
@@ -659,7 +640,7 @@ def format_inspect_table(report: InspectReport) -> str:
         lines.append("")
     if report.darks:
         lines.append("Dark (per pixel; hot = excess above threshold)")
-        lines += _table(
+        lines += text_table(
             ("group", "frames", "level [ADU]", "current [ADU/s]", "current [e-/s]",
              "hot pixels", "hot threshold [ADU/s]"),
             [(d.key.label, str(len(d.files)), _f(d.level, ".2f"), _f(d.rate_adu_s, ".4g"),
@@ -668,7 +649,7 @@ def format_inspect_table(report: InspectReport) -> str:
         lines.append("")
     if report.flats:
         lines.append("Flat (normalised to median 1)")
-        lines += _table(
+        lines += text_table(
             ("group", "frames", "level [ADU]", "above bias [ADU]", "rms [%]",
              "pixel rms [%]", "corner/centre", "low pixels"),
             [(f.key.label, str(len(f.files)), _f(f.level, ".1f"), _f(f.signal, ".1f"),

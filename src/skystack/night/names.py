@@ -14,12 +14,12 @@ identities get different suffixes (a clash of the hashes is refused, not ignored
 
 from __future__ import annotations
 
-import hashlib
 import os
 import re
 from dataclasses import dataclass
 
 from ..errors import SkystackError
+from ..io.identity import short_digest
 
 __all__ = ["ProductNames", "Renamed", "SEPARATOR", "describe", "identity_digest", "safe_name"]
 
@@ -47,7 +47,8 @@ def safe_name(text: str, default: str = "unknown") -> str:
 
 
 def identity_digest(identity: tuple) -> str:
-    return hashlib.sha1(repr(identity).encode("utf-8", "surrogatepass")).hexdigest()[:8]
+    """8 hex digits of a product's raw identity: the suffix that tells apart shared names."""
+    return short_digest(repr(identity), 8)
 
 
 class ProductNames:

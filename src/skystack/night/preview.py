@@ -5,7 +5,7 @@ Conventions
 * Images are indexed ``(rows, cols)``; the PNG shows row 0 at the **bottom** (FITS / ds9 /
   ``imshow(origin='lower')`` view), so a PNG is the array flipped vertically.
 * NaN (and ±inf) means no data and is drawn black; the display limits ignore it.
-* A PNG is written to a temporary file in the target's directory, then ``os.replace``-d onto the
+* A PNG is written to a temporary file in the target's directory, then renamed onto the
   final name: a crash never leaves a half-written file under that name.
 
 Greyscale previews use, by default, the automatic *screen transfer function* (STF) that
@@ -34,14 +34,13 @@ from __future__ import annotations
 
 import os
 import re
-import tempfile
 from collections.abc import Sequence
 from itertools import combinations
 
 import numpy as np
 
 from ..errors import SkystackError
-from ..io.writer import product_mode
+from ..io.atomic import atomic_write
 
 __all__ = ["STRETCHES", "FILTER_WAVELENGTH_NM", "write_preview", "write_rgb",
            "filter_order_for_rgb", "to_uint8", "mtf", "auto_stf"]
@@ -224,26 +223,12 @@ def _write_png(pixels: np.ndarray, path: str | os.PathLike) -> str:
     from PIL import Image
 
     target = os.fspath(path)
-    folder = os.path.dirname(os.path.abspath(target))
     img = Image.fromarray(np.ascontiguousarray(pixels[::-1]))
     try:
-        fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(target)}.", suffix=".tmp",
-                                   dir=folder)
+        with atomic_write(target, suffix=".tmp") as tmp, open(tmp, "wb") as fh:
+            img.save(fh, format="PNG")
     except OSError as exc:
-        raise SkystackError(f"{target}: cannot write ({exc.strerror})") from None
-    try:
-        os.fchmod(fd, product_mode())  # mkstemp's file is private (0600)
-        with os.fdopen(fd, "wb") as f:
-            img.save(f, format="PNG")
-        os.replace(tmp, target)
-    except BaseException as exc:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        if isinstance(exc, OSError):
-            raise SkystackError(f"{target}: cannot write ({exc.strerror or exc})") from None
-        raise
+        raise SkystackError(f"{target}: cannot write ({exc.strerror or exc})") from None
     return target
 
 

@@ -18,20 +18,18 @@ directory
 
 from __future__ import annotations
 
-import hashlib
-import json
 import os
 import re
-import tempfile
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 
 from astropy.io import fits
 
 from ..errors import SkystackError
-from ..io.identity import file_identity
+from ..io.atomic import atomic_write
+from ..io.identity import file_identity, recipe_fingerprint
 from ..io.labels import fits_label
-from ..io.writer import owned_temporary, product_mode
+from ..io.writer import owned_temporary
 
 FINGERPRINT_KEY = "SKYFPRNT"
 INPUT_KEY = "SKYFP"  # SKYFP001..SKYFP999: one record per input
@@ -52,17 +50,13 @@ def fingerprint(kind: str, inputs: Sequence[str], options: dict,
     inputs' :func:`~skystack.io.identity.file_identity`, when already made."""
     files = list(identities) if identities is not None else [file_identity(p) for p in inputs]
     recipe = {"kind": kind, "inputs": files, "options": options, "depends": list(depends)}
-    text = json.dumps(recipe, sort_keys=True, default=str)
-    return hashlib.sha1(text.encode()).hexdigest()[:16]
-
-
-def _short(value) -> str:
-    return hashlib.sha1(json.dumps(value, default=str).encode()).hexdigest()[:8]
+    return recipe_fingerprint(recipe, 16)
 
 
 def input_records(identities: Sequence[list]) -> list[str]:
     """One record per input: 8 hex digits of its path's hash, then 8 of its identity's."""
-    return [_short(ident[0]) + _short(ident) for ident in identities]
+    return [recipe_fingerprint(ident[0], 8) + recipe_fingerprint(ident, 8)
+            for ident in identities]
 
 
 def input_cards(records: Sequence[str], inputs: Sequence[str]) -> list[tuple]:
@@ -148,33 +142,15 @@ def remove_night_leftovers(out_dir: str, resumable: Sequence[str] = ()) -> list[
 
 @contextmanager
 def atomic_path(path: str, overwrite: bool = True, *, stable: bool = False) -> Iterator[str]:
-    """Yield a temporary path beside ``path``; on success rename it to ``path`` (replacing an
-    existing file only if ``overwrite``), on failure remove it.
+    """Yield a temporary path beside ``path``, not yet created; on success move it to ``path``
+    (replacing an existing file only if ``overwrite``), on failure remove it
+    (:func:`skystack.io.atomic.atomic_write`).
 
     ``stable``: the temporary name is the same on every run (``.<name>.inprogress<ext>``)
     instead of unique, so that a cluster run interrupted while writing it finds its partial
     file and journal again when the night is restarted (:mod:`skystack.cluster.driver`)."""
-    folder = os.path.dirname(os.path.abspath(path))
     suffix = os.path.splitext(path)[1]
-    if stable:
-        tmp = stable_temporary(path)
-    else:
-        fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.",
-                                   suffix=f".partial{suffix}", dir=folder)
-        os.close(fd)
-        os.unlink(tmp)  # writers create it themselves; the unique name is what we wanted
-    try:
+    with atomic_write(path, overwrite=overwrite, suffix=f".partial{suffix}", create=False,
+                      temporary=stable_temporary(path) if stable else None) as tmp:
         with owned_temporary(tmp):  # a FitsTileWriter writes it directly (no nested name)
             yield tmp
-        os.chmod(tmp, product_mode())
-        if overwrite:
-            os.replace(tmp, path)
-        else:
-            try:
-                os.link(tmp, path)
-            except FileExistsError:
-                raise SkystackError(f"{path}: output exists (use --overwrite to replace it)") \
-                    from None
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)

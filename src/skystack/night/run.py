@@ -51,7 +51,7 @@ import os
 import time
 from collections.abc import Callable
 
-from ..config import check_threads
+from ..config import NIGHT_STACK_OPTIONS, check_threads
 from ..errors import SkystackError
 from ..io.lock import output_lock
 from .products import remove_night_leftovers
@@ -69,11 +69,7 @@ from .summary import (
 __all__ = ["run_night", "NightResult", "STACK_OPTIONS", "FrameRecord", "Product",
            "format_night_table"]
 
-# 5 sigma about the median (MAD spread): seeing changes from frame to frame then do not clip
-# star cores (3 sigma biased the flux of bright stars low by 0.25 % on the generated night),
-# while cosmic rays and satellite trails, tens of sigma above the sky, are still rejected.
-STACK_OPTIONS = dict(method="mean", reject="sigclip", center="median", spread="mad",
-                     sigma_low=5.0, sigma_high=5.0, maxiters=0)
+STACK_OPTIONS = NIGHT_STACK_OPTIONS  # the stacks' combine options (see config)
 
 
 def run_night(raw_dir, out_dir: str | os.PathLike, *, backend: str = "auto",

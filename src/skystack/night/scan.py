@@ -35,6 +35,7 @@ from astropy.io import fits
 from ..errors import SkystackError
 from ..io.inputs import expand_paths, read_header
 from ..io.provenance import exposure_seconds
+from ..text_table import text_table
 from .names import SEPARATOR, identity_digest, safe_name
 
 __all__ = ["ROLES", "FITS_SUFFIXES", "FrameInfo", "SkippedFile", "GroupKey", "ScanResult",
@@ -400,10 +401,7 @@ def format_scan_table(result: ScanResult) -> str:
     header = ("role", "group", "frames", "exptime [s]")
     lines = [f"{len(result.frames)} frames classified, {len(result.skipped)} skipped"]
     if rows:
-        widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(header)]
-        lines.append("  ".join(h.ljust(w) for h, w in zip(header, widths)).rstrip())
-        lines.append("  ".join("-" * w for w in widths))
-        lines += ["  ".join(v.ljust(w) for v, w in zip(r, widths)).rstrip() for r in rows]
+        lines += text_table(header, rows)
     noted = [f for f in result.frames if f.notes]
     if noted:
         lines.append("")

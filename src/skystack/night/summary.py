@@ -14,6 +14,7 @@ import os
 from dataclasses import dataclass, field
 
 from .._version import __version__
+from ..text_table import text_table
 from .products import atomic_path
 
 __all__ = ["FrameRecord", "NightResult", "Product", "format_night_table", "measurement_dict",
@@ -168,11 +169,4 @@ def format_night_table(result: NightResult) -> str:
             row += (str(r.stars["n_stars"]) if r.stars else "",
                     f"{fwhm:.2f}" if fwhm is not None else "")
         rows.append(row + (status,))
-    n = len(rows[0]) - 1
-    widths = [max(len(row[i]) for row in rows) for i in range(n)]
-    lines = []
-    for k, row in enumerate(rows):
-        lines.append("  ".join(v.ljust(w) for v, w in zip(row[:n], widths)) + "  " + row[n])
-        if k == 0:
-            lines.append("  ".join("-" * w for w in widths) + "  " + "-" * 6)
-    return "\n".join(lines)
+    return "\n".join(text_table(rows[0], rows[1:], free_last=True))
