@@ -31,18 +31,14 @@ import os
 
 import numpy as np
 
+from ..core.tiles import Tile
 from ..io.identity import file_identity
-from ..io.reader import Tile
+from ..io.lock import journal_paths
 
 __all__ = ["Journal", "done_tiles", "fingerprint", "journal_paths"]
 
 MAGIC = "skystack-journal"
 VERSION = 1
-
-
-def journal_paths(output: str) -> tuple[str, str]:
-    """(partial file, journal) beside ``output``."""
-    return f"{output}.partial", f"{output}.journal"
 
 
 def _default(value):
