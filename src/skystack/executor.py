@@ -26,6 +26,8 @@ from astropy.io import fits
 
 from .backends import bind_backend
 from .io.writer import FitsTileWriter, committed
+from .pipeline import combine_frames
+from .stacking import stack_frames
 
 __all__ = ["Product", "Executor", "InProcess", "OnCluster", "executor_for"]
 
@@ -67,8 +69,6 @@ class InProcess(Executor):
 
     def combine(self, frames, opts, output, *, header_for, backend="auto", overwrite=False,
                 progress=None, threads=None, max_tile_rows=None, sinks=()) -> Product:
-        from .pipeline import combine_frames
-
         engine = bind_backend(backend, threads)
         try:
             header = header_for(engine.describe())
@@ -86,8 +86,6 @@ class InProcess(Executor):
     def stack(self, frames, wcs_list, grid, opts, output, *, header_for, interp="bilinear",
               conserve_flux=False, backend="auto", overwrite=False, progress=None,
               threads=None, max_tile_rows=None, sinks=()) -> Product:
-        from .stacking import stack_frames
-
         engine = bind_backend(backend, threads)
         try:
             header = header_for(engine.describe())
