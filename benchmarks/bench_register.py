@@ -66,9 +66,9 @@ def _to_frame(x, y, size: int):
 
 
 def _render(size, x, y, flux, rng):
-    from skystack.demo_data import _moffat_stars
+    from skystack.demo_data import moffat_stars
 
-    img = _moffat_stars((size, size), x, y, flux, 3.0, beta=3.5, oversample=1) + 200.0
+    img = moffat_stars((size, size), x, y, flux, 3.0, beta=3.5, oversample=1) + 200.0
     img = rng.poisson(img).astype(np.float64) + rng.normal(0, 5.0, img.shape)
     hot = rng.integers(0, size, (2, size * size // 2000))
     img[hot[0], hot[1]] += rng.uniform(2e3, 3e4, hot.shape[1])

@@ -21,6 +21,7 @@ import numpy as np
 
 from skystack.backends.base import FrameParams, TileOutputs
 from skystack.backends.cpu import CpuBackend
+from skystack.backends.gpu.backend import StreamingBackend
 from skystack.regrid.interp import pixel_area_ratio, resample
 from skystack.regrid.pixmap import _interp_map
 
@@ -229,10 +230,9 @@ class FakeDevice:
         self._enqueue(stream, op)
 
 
-class FakeGpuBackend:
-    """A backend that streams like the GPU backend, through a :class:`FakeDevice`."""
-
-    name = "gpu"
+class FakeGpuBackend(StreamingBackend):
+    """A backend that streams like the GPU backend (the same :class:`StreamingBackend`
+    ``run_combine`` and ``run_stack``), through a :class:`FakeDevice`."""
 
     def __init__(self, device: FakeDevice) -> None:
         self.device = device
@@ -240,21 +240,6 @@ class FakeGpuBackend:
 
     def describe(self) -> str:
         return "fake gpu"
-
-    def stream_combine(self, sources, shape, options, params, sinks, **kw):
-        from skystack.backends.gpu.streaming import stream_combine
-
-        self.last_stats = stream_combine(self.device, sources, shape, options, params, sinks,
-                                         **kw)
-        return self.last_stats
-
-    def stream_stack(self, frames, grid, options, params, sinks, *, wcs_list, exptimes, **kw):
-        from skystack.backends.gpu.stack_streaming import stream_stack
-
-        workers = kw.pop("workers", 4)
-        self.last_stats = stream_stack(self.device, frames, wcs_list, grid, options, params,
-                                       exptimes, sinks, read_workers=workers, **kw)
-        return self.last_stats
 
     def combine_tile(self, *a) -> None:  # pragma: no cover - the loop never calls it
         raise AssertionError("streaming backends are not handed decoded blocks")

@@ -177,12 +177,12 @@ def test_rerun_reuses_and_refuses_changed_recipes(night, tmp_path):
 
 def test_interrupted_night_leaves_no_product_under_a_final_name(night, tmp_path, monkeypatch):
     sample, *_ = night
-    import skystack.api_reproject as api_reproject
+    import skystack.executor as executor
 
     def boom(*args, **kwargs):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(api_reproject, "stack_frames", boom)
+    monkeypatch.setattr(executor, "stack_frames", boom)
     out = tmp_path / "out"
     with pytest.raises(KeyboardInterrupt):
         run_night(sample.directory, out, backend="cpu", previews=False)

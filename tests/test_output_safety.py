@@ -180,16 +180,16 @@ def test_killed_night_leaves_nothing_after_the_next_run(tiny_raw, tmp_path):
 
 def test_night_products_are_written_through_one_temporary_name(tiny_raw, tmp_path,
                                                                monkeypatch):
-    import skystack.api as api
+    import skystack.executor as executor
 
     seen: list[str] = []
-    combine_frames = api.combine_frames
+    combine_frames = executor.combine_frames
 
     def watching(*args, **kwargs):
         seen.extend(os.listdir(tmp_path / "out" / "masters"))
         return combine_frames(*args, **kwargs)
 
-    monkeypatch.setattr(api, "combine_frames", watching)
+    monkeypatch.setattr(executor, "combine_frames", watching)
     run_night(tiny_raw, tmp_path / "out", backend="cpu", previews=False)
     assert any(".partial" in name for name in seen), seen
     assert not [n for n in seen if n.count(".partial") > 1], seen

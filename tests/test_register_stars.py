@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from scipy.spatial import cKDTree
 
-from skystack.demo_data import _moffat_stars
+from skystack.demo_data import moffat_stars
 from skystack.register import measure_frame, measure_stars
 from skystack.register.stars import EDGE
 from tests.test_register_synth import TrueMap, catalogue, gaussian_stars, render_frame
@@ -43,7 +43,7 @@ def test_fwhm_of_gaussian_stars(fwhm):
 def test_fwhm_of_moffat_stars(fwhm):
     shape = (300, 300)
     x, y = _grid_stars(shape, 6)
-    img = _noisy(_moffat_stars(shape, x, y, np.full(x.size, 2e5), fwhm, beta=3.5, oversample=5),
+    img = _noisy(moffat_stars(shape, x, y, np.full(x.size, 2e5), fwhm, beta=3.5, oversample=5),
                  np.random.default_rng(2))
     stars = measure_stars(img)
     assert stars.n_stars == x.size

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from skystack.demo_data import _moffat_stars
+from skystack.demo_data import moffat_stars
 
 
 @dataclass(frozen=True)
@@ -116,7 +116,7 @@ def render_frame(truth: TrueMap, cat, rng: np.random.Generator, *, fwhm: float =
     xf, yf = truth.forward(x, y)
     rows, cols = truth.shape
     inside = (xf > -20) & (xf < cols + 20) & (yf > -20) & (yf < rows + 20)
-    image = _moffat_stars(truth.shape, xf[inside], yf[inside], flux[inside], fwhm, beta=beta)
+    image = moffat_stars(truth.shape, xf[inside], yf[inside], flux[inside], fwhm, beta=beta)
     image += sky
     image = rng.poisson(image).astype(np.float64) + rng.normal(0, read_noise, truth.shape)
     if hot_pixels:

@@ -8,15 +8,15 @@ from typing import TYPE_CHECKING
 
 from astropy.io import fits
 
-from .backends import get_backend
 from .config import DEFAULTS, CombineOptions, Weights
 from .errors import SkystackError
+from .executor import InProcess, executor_for
 from .io.inputs import load_frames
 from .io.provenance import build_header
+from .io.sigma import resolve_uncertainty
 from .io.units import common_unit, unit_key
-from .io.writer import FitsTileWriter, check_output_path, committed
-from .pipeline import ArraySink, combine_frames
-from .uncertainty import resolve_uncertainty
+from .io.writer import check_output_path
+from .pipeline import ArraySink
 
 if TYPE_CHECKING:  # astropy.nddata costs ~0.25 s to import: only when a CCDData is returned
     from astropy.nddata import CCDData
@@ -91,21 +91,13 @@ def combine(inputs, output: str | os.PathLike | None = None, *, backend: str = "
     Pixel values that are NaN, infinite, BLANK or masked are ignored. See the README for the
     exact semantics of each method, of the rejections and of the uncertainty.
     """
-    opts, frames, engine, header = _prepare(inputs, output, overwrite, backend, threads, options)
-    try:
-        sink = ArraySink(frames[0].shape)
-        sinks: list = [sink]
-        writer = None
-        if output is not None:
-            writer = FitsTileWriter(output, frames[0].shape, header, max_count=len(frames),
-                                    overwrite=overwrite)
-            sinks.append(writer)
-        with committed(writer):
-            combine_frames(frames, opts, engine, sinks, progress=progress,
-                           max_tile_rows=max_tile_rows)
-    finally:
-        engine.close()
-    return _to_ccddata(sink, header)
+    opts, frames = load_checked(inputs, output, overwrite, options)
+    sink = ArraySink(frames[0].shape)
+    product = InProcess().combine(
+        frames, opts, output, header_for=lambda describe: combine_header(frames, opts, describe),
+        backend=backend, overwrite=overwrite, progress=progress, threads=threads,
+        max_tile_rows=max_tile_rows, sinks=[sink])
+    return _to_ccddata(sink, product.header)
 
 
 def combine_to_file(inputs, output: str | os.PathLike, *, backend: str = "auto",
@@ -120,39 +112,25 @@ def combine_to_file(inputs, output: str | os.PathLike, *, backend: str = "auto",
     ``cluster`` runs the tiles on Dask workers instead of in-process: a ``distributed.Client``,
     a scheduler address (``"tcp://host:8786"``) or a number of local worker processes; inputs
     and output must be on storage every worker sees (see :mod:`skystack.cluster`)."""
-    if cluster is not None:
-        from .cluster.driver import combine_on_cluster
-
-        return combine_on_cluster(inputs, output, cluster=cluster, backend=backend,
-                                  overwrite=overwrite, progress=progress, threads=threads,
-                                  max_tile_rows=max_tile_rows, extra_header=extra_header,
-                                  **options).path
-    opts, frames, engine, header = _prepare(inputs, output, overwrite, backend, threads, options)
-    if extra_header is not None:
-        header.extend(extra_header, update=True)
-    try:
-        writer = FitsTileWriter(output, frames[0].shape, header, max_count=len(frames),
-                                overwrite=overwrite)
-        with committed(writer):
-            combine_frames(frames, opts, engine, [writer], progress=progress,
-                           max_tile_rows=max_tile_rows)
-        return writer.path
-    finally:
-        engine.close()
-
-
-def _prepare(inputs, output, overwrite, backend, threads, options):
-    """Validate options and output, load the frames, bind the backend, build the header."""
+    executor = executor_for(cluster)
     opts, frames = load_checked(inputs, output, overwrite, options)
-    engine = bind_backend(backend, threads)
-    try:
-        header = build_header(frames, opts, engine.describe())
-    except BaseException:
-        engine.close()
-        raise
+    return executor.combine(
+        frames, opts, output,
+        header_for=lambda describe: combine_header(frames, opts, describe, extra_header),
+        backend=backend, overwrite=overwrite, progress=progress, threads=threads,
+        max_tile_rows=max_tile_rows).path
+
+
+def combine_header(frames, opts, describe: str,
+                   extra_header: fits.Header | None = None) -> fits.Header:
+    """The header of a combine: provenance (``describe`` names the backend), BUNIT (``adu`` if
+    the inputs give none) and ``extra_header`` cards (added, or replacing those there)."""
+    header = build_header(frames, opts, describe)
     if "BUNIT" not in header:
         header["BUNIT"] = ("adu", "assumed: inputs give no BUNIT")
-    return opts, frames, engine, header
+    if extra_header is not None:
+        header.extend(extra_header, update=True)
+    return header
 
 
 def load_checked(inputs, output, overwrite: bool, options: dict):
@@ -165,17 +143,12 @@ def load_checked(inputs, output, overwrite: bool, options: dict):
     common_unit(frames)  # mixed units are refused before any work
     opts = resolve_uncertainty(frames, opts)
     if output is not None:
-        _refuse_input_as_output(frames, output)
+        refuse_input_as_output(frames, output)
     return opts, frames
 
 
-def bind_backend(backend, threads: int | None):
-    """The engine for a run: a name for :func:`get_backend`, or a Backend instance (benchmarks,
-    embedding applications) used as given."""
-    return get_backend(backend, threads=threads) if isinstance(backend, str) else backend
-
-
-def _refuse_input_as_output(frames, output) -> None:
+def refuse_input_as_output(frames, output) -> None:
+    """A one-line error when ``output`` is one of the frames' files (it would be replaced)."""
     if not os.path.exists(output):
         return
     for f in frames:

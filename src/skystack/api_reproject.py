@@ -11,22 +11,23 @@ import numpy as np
 from astropy.io import fits
 from astropy.wcs import WCS
 
-from .api import _refuse_input_as_output, bind_backend, header_unit, load_checked
+from .api import header_unit, load_checked, refuse_input_as_output
 from .backends import get_backend
 from .config import check_choice as _check_choice
 from .config import check_threads
+from .core.grid import Grid, frame_wcs
+from .core.tiles import Tile
 from .errors import SkystackError
+from .executor import InProcess, executor_for
 from .io.atomic import atomic_write
 from .io.inputs import load_frames
 from .io.lock import output_lock, remove_leftovers, temporary_pattern
 from .io.provenance import build_header, wcs_cards
-from .io.reader import Tile
-from .io.writer import FitsTileWriter, check_output_path, committed
+from .io.writer import check_output_path
 from .pipeline import ArraySink
 from .regrid.grid import grid_from_header, grid_from_reference, optimal_grid
 from .regrid.interp import pixel_area_ratio, resample
 from .regrid.pixmap import check_celestial, pixel_map
-from .stacking import Grid, frame_wcs, stack_frames
 
 if TYPE_CHECKING:  # imported where a CCDData is built (see api.py)
     from astropy.nddata import CCDData
@@ -144,10 +145,12 @@ def stack(inputs, output: str | os.PathLike | None = None, *, reference=None,
                                     grid_header=grid_header, crop=crop)
     frames, wcs_list, extra = keep_frames_on_grid(frames, wcs_list, grid, plan.header)
     sink = ArraySink(grid.shape)
-    header = _run_stack(frames, wcs_list, grid, opts, output, sink, interp=interp,
-                        conserve_flux=conserve_flux, backend=backend, overwrite=overwrite,
-                        progress=progress, threads=threads, max_tile_rows=max_tile_rows,
-                        extra_header=extra)
+    header = InProcess().stack(
+        frames, wcs_list, grid, opts, output,
+        header_for=lambda describe: stack_header(frames, opts, describe, grid, interp,
+                                                 conserve_flux, extra),
+        interp=interp, conserve_flux=conserve_flux, backend=backend, overwrite=overwrite,
+        progress=progress, threads=threads, max_tile_rows=max_tile_rows, sinks=[sink]).header
     from astropy.nddata import CCDData, StdDevUncertainty
 
     unit = header_unit(header)
@@ -204,23 +207,12 @@ def stack_to_file(inputs, output: str | os.PathLike, *, grid: Grid | None = None
     from .register.plan import keep_frames_on_grid
 
     frames, wcs_list, extra_header = keep_frames_on_grid(frames, wcs_list, grid, extra_header)
-    if cluster is not None:
-        from .cluster.driver import stack_on_cluster
-
-        def header_for(describe: str) -> fits.Header:
-            return stack_header(frames, opts, describe, grid, interp, conserve_flux,
-                                extra_header)
-
-        return stack_on_cluster(frames, wcs_list, grid, opts, output, cluster=cluster,
-                                header_for=header_for, interp=interp,
-                                conserve_flux=conserve_flux, backend=backend,
-                                overwrite=overwrite, progress=progress, threads=threads,
-                                max_tile_rows=max_tile_rows).path
-    _run_stack(frames, wcs_list, grid, opts, output, None, interp=interp,
-               conserve_flux=conserve_flux, backend=backend, overwrite=overwrite,
-               progress=progress, threads=threads, max_tile_rows=max_tile_rows,
-               extra_header=extra_header)
-    return os.fspath(output)
+    return executor_for(cluster).stack(
+        frames, wcs_list, grid, opts, output,
+        header_for=lambda describe: stack_header(frames, opts, describe, grid, interp,
+                                                 conserve_flux, extra_header),
+        interp=interp, conserve_flux=conserve_flux, backend=backend, overwrite=overwrite,
+        progress=progress, threads=threads, max_tile_rows=max_tile_rows).path
 
 
 def stack_header(frames, opts, describe: str, grid: Grid, interp: str, conserve_flux: bool,
@@ -234,32 +226,6 @@ def stack_header(frames, opts, describe: str, grid: Grid, interp: str, conserve_
         header["BUNIT"] = ("adu", "assumed: inputs give no BUNIT")
     if extra_header is not None:
         header.extend(extra_header, update=True)
-    return header
-
-
-def _run_stack(frames, wcs_list, grid: Grid, opts, output, sink: ArraySink | None, *, interp,
-               conserve_flux, backend, overwrite, progress, threads, max_tile_rows,
-               extra_header: fits.Header | None = None) -> fits.Header:
-    """Stack ``frames`` onto ``grid`` into ``sink`` and/or ``output``; returns the header."""
-    engine = bind_backend(backend, threads)
-    try:
-        header = stack_header(frames, opts, engine.describe(), grid, interp, conserve_flux,
-                              extra_header)
-        sinks: list = [] if sink is None else [sink]
-        writer = None
-        if output is not None:
-            writer = FitsTileWriter(
-                output, grid.shape, header, max_count=len(frames), overwrite=overwrite,
-                extras={"EXPMAP": fits.Header([("BUNIT", "s", "exposure time per pixel")])},
-                count_comment="frames covering the pixel")
-            sinks.append(writer)
-        with committed(writer):
-            stack_frames(frames, grid, opts, engine, sinks, interp=interp,
-                         conserve_flux=conserve_flux, progress=progress,
-                         max_tile_rows=max_tile_rows, workers=getattr(engine, "threads", 2),
-                         wcs_list=wcs_list)
-    finally:
-        engine.close()
     return header
 
 
@@ -300,7 +266,7 @@ def reproject(input, target, output: str | os.PathLike | None = None, *,
         header = frames[0].header
         label = frames[0].label
     if output is not None:
-        _refuse_input_as_output(frames, output)
+        refuse_input_as_output(frames, output)
     get_backend(backend).close()  # validates --backend; resampling runs on the CPU for now
     grid = _target_grid(target)
     frame = frames[0]

@@ -56,7 +56,8 @@ from astropy.wcs import WCS
 
 from .night.names import safe_name
 
-__all__ = ["SampleNight", "truth_image", "write_sample_night"]
+__all__ = ["SampleNight", "truth_image", "write_sample_night", "moffat_stars", "cosmic_rays",
+           "seeded_rng"]
 
 # Camera: a typical cooled full-frame CCD behind a ~1.9 m focal length telescope.
 BIAS_LEVEL = 1000.0  # ADU
@@ -209,7 +210,7 @@ class SampleNight:
     light_by_object: dict[str, dict[str, list[Path]]] = field(default_factory=dict)
 
 
-def _rng(seed: int, *keys: str | int) -> np.random.Generator:
+def seeded_rng(seed: int, *keys: str | int) -> np.random.Generator:
     """Independent random stream for one named ingredient.
 
     Keying the streams by name keeps e.g. the bias frames identical when the number
@@ -224,7 +225,7 @@ def _filter_value(table: dict[str, float], name: str, seed: int, lo: float, hi: 
     key = re.sub(r"[^A-Z0-9]", "", name.upper())
     if key in table:
         return table[key]
-    return float(_rng(seed, "unknown-filter", name, str(lo)).uniform(lo, hi))
+    return float(seeded_rng(seed, "unknown-filter", name, str(lo)).uniform(lo, hi))
 
 
 def _exptime_tag(exptime: float) -> str:
@@ -275,7 +276,7 @@ def _vignetting(shape: tuple[int, int], rng: np.random.Generator) -> np.ndarray:
     return 1.0 - depth * (0.7 * r2 + 0.3 * r2 * r2)
 
 
-def _moffat_stars(shape: tuple[int, int], x: np.ndarray, y: np.ndarray, counts: np.ndarray,
+def moffat_stars(shape: tuple[int, int], x: np.ndarray, y: np.ndarray, counts: np.ndarray,
                   fwhm: float, beta: float = MOFFAT_BETA, oversample: int = 3) -> np.ndarray:
     """Render Moffat stars into an image, integrating each pixel by oversampling.
 
@@ -338,7 +339,7 @@ def _moffat_stars(shape: tuple[int, int], x: np.ndarray, y: np.ndarray, counts: 
     return image.reshape(shape)
 
 
-def _cosmic_rays(shape: tuple[int, int], rng: np.random.Generator
+def cosmic_rays(shape: tuple[int, int], rng: np.random.Generator
                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """1-3 cosmic-ray hits: single pixels, small blobs or short straight tracks.
 
@@ -570,13 +571,13 @@ def write_sample_night(directory: str | os.PathLike, *, shape: tuple[int, int] =
         datasec = biassec = None
 
     # --- sensor: fixed for a given seed and shape -------------------------------------------
-    rng = _rng(seed, "bias-pattern", ny, nx)
+    rng = seeded_rng(seed, "bias-pattern", ny, nx)
     cols = 1.5 * np.sin(2 * np.pi * np.arange(nx) / rng.uniform(20, 60) + rng.uniform(0, 6.3))
     cols += rng.normal(0.0, 1.0, nx)
     bias_columns = (cols - cols.mean()).astype(np.float32)
     bias_map = BIAS_LEVEL + bias_columns[None, :].astype(np.float64)
 
-    rng = _rng(seed, "dark", ny, nx)
+    rng = seeded_rng(seed, "dark", ny, nx)
     # Pixel-to-pixel dark non-uniformity and hot pixels, plus the amplifier glow of one corner.
     dark = DARK_CURRENT * rng.lognormal(0.0, 0.15, shape)
     n_hot = max(1, round(HOT_PIXEL_FRACTION * ny * nx))
@@ -590,18 +591,19 @@ def write_sample_night(directory: str | os.PathLike, *, shape: tuple[int, int] =
     dark64 = dark_current.astype(np.float64)
     hot_pixels = np.stack(np.unravel_index(hot_flat, shape), axis=1).astype(np.int64)
 
-    rng = _rng(seed, "prnu", ny, nx)
+    rng = seeded_rng(seed, "prnu", ny, nx)
     prnu = 1.0 + rng.normal(0.0, 0.005, shape)
     n_dust = max(1, round(3 * ny * nx / 512**2))
-    window_dust = _dust(shape, _rng(seed, "window-dust", ny, nx), n_dust, (8, 16), (0.02, 0.04))
+    window_dust = _dust(shape, seeded_rng(seed, "window-dust", ny, nx), n_dust, (8, 16),
+                        (0.02, 0.04))
 
     # --- optics per filter ------------------------------------------------------------------
     flat_truth: dict[str, np.ndarray] = {}
     vignetting: dict[str, np.ndarray] = {}
     sky: dict[str, float] = {}
     for f in filters:
-        vig = _vignetting(shape, _rng(seed, "vignetting", f, ny, nx))
-        filter_dust = _dust(shape, _rng(seed, "filter-dust", f, ny, nx),
+        vig = _vignetting(shape, seeded_rng(seed, "vignetting", f, ny, nx))
+        filter_dust = _dust(shape, seeded_rng(seed, "filter-dust", f, ny, nx),
                             max(1, round(2 * ny * nx / 512**2)), (20, 45), (0.015, 0.03))
         resp = vig * window_dust * filter_dust * prnu
         flat_truth[f] = (resp / np.median(resp)).astype(np.float32)
@@ -619,7 +621,8 @@ def write_sample_night(directory: str | os.PathLike, *, shape: tuple[int, int] =
     fields: dict[str, dict[str, Any]] = {}
     for k, target in enumerate(targets):
         # The first target keeps the stream of single-target nights.
-        rng = _rng(seed, "stars", ny, nx) if k == 0 else _rng(seed, "stars", target, ny, nx)
+        rng = (seeded_rng(seed, "stars", ny, nx) if k == 0
+               else seeded_rng(seed, "stars", target, ny, nx))
         n_stars = max(10, round(150 * (ny + 2 * margin) * (nx + 2 * margin) / 512**2))
         star_x = rng.uniform(-margin, nx - 1 + margin, n_stars)
         star_y = rng.uniform(-margin, ny - 1 + margin, n_stars)
@@ -670,7 +673,7 @@ def write_sample_night(directory: str | os.PathLike, *, shape: tuple[int, int] =
 
     bias_paths = []
     for i in range(n_bias):
-        rng = _rng(seed, "bias-frame", i)
+        rng = seeded_rng(seed, "bias-frame", i)
         hdr = header("Bias Frame", 0.0)
         path = out_dir / f"bias_{i + 1:03d}.fits"
         _write(path, read_out(np.zeros(shape), rng), hdr)
@@ -682,8 +685,8 @@ def write_sample_night(directory: str | os.PathLike, *, shape: tuple[int, int] =
         dark_by_exptime[t_dark] = []
         for i in range(n_dark):
             # The first exposure time keeps the stream of single-exposure nights.
-            rng = _rng(seed, "dark-frame", i) if k == 0 else \
-                _rng(seed, "dark-frame", repr(t_dark), i)
+            rng = seeded_rng(seed, "dark-frame", i) if k == 0 else \
+                seeded_rng(seed, "dark-frame", repr(t_dark), i)
             hdr = header("Dark Frame", t_dark)
             path = out_dir / f"dark_{_exptime_tag(t_dark)}_{i + 1:03d}.fits"
             _write(path, read_out(rng.poisson(dark64 * t_dark).astype(np.float64), rng), hdr)
@@ -694,7 +697,7 @@ def write_sample_night(directory: str | os.PathLike, *, shape: tuple[int, int] =
     flat_level: dict[str, np.ndarray] = {}
     for f in filters:
         clock += timedelta(seconds=60.0)
-        rng = _rng(seed, "flat-frame", f)
+        rng = seeded_rng(seed, "flat-frame", f)
         levels = rng.uniform(*FLAT_LEVEL_RANGE, n_flat)
         flat_level[f] = levels
         flat_paths[f] = []
@@ -723,12 +726,12 @@ def write_sample_night(directory: str | os.PathLike, *, shape: tuple[int, int] =
         for fi, f in enumerate(filters):
             if fi:
                 clock += timedelta(seconds=60.0)
-            rng = _rng(seed, "light-setup", *key, f)
+            rng = seeded_rng(seed, "light-setup", *key, f)
             fwhm = np.clip(FWHM * np.exp(rng.normal(0.0, 0.08, n_light)), 2.2, 4.2)
             sky_scale = 1.0 + rng.normal(0.0, 0.02, n_light)
             offsets = rng.uniform(-dither_px, dither_px, (n_light, 2)) if dither_px > 0 \
                 else np.zeros((n_light, 2))
-            rotation = _rng(seed, "light-rotation", target, f).uniform(
+            rotation = seeded_rng(seed, "light-rotation", target, f).uniform(
                 -rotation_deg, rotation_deg, n_light) if rotation_deg > 0 else np.zeros(n_light)
             if fi == 0 and n_light:
                 offsets[0] = 0.0  # the first light frame defines the truth grid
@@ -737,7 +740,7 @@ def write_sample_night(directory: str | os.PathLike, *, shape: tuple[int, int] =
             fld["dither"][f], fld["rotation"][f] = offsets, rotation
             light_by_object[target][f] = []
             for i in range(n_light):
-                rng = _rng(seed, "light-frame", *key, f, i)
+                rng = seeded_rng(seed, "light-frame", *key, f, i)
                 dy, dx = offsets[i]
                 hdr = header("Light Frame", t_light)
                 hdr["FILTER"] = (f, "Filter")
@@ -748,11 +751,11 @@ def write_sample_night(directory: str | os.PathLike, *, shape: tuple[int, int] =
                 wcs_header.remove("MJDREF", ignore_missing=True)
                 hdr.update(wcs_header)
                 px, py = _frame_positions(star_x, star_y, shape, dy, dx, float(rotation[i]))
-                star_e = _moffat_stars(shape, px, py, fld["star_flux"][f] * t_light, fwhm[i])
+                star_e = moffat_stars(shape, px, py, fld["star_flux"][f] * t_light, fwhm[i])
                 sky_e = sky[f] * sky_scale[i] * GAIN * t_light
                 lam = (star_e + sky_e) * flat_truth[f] + dark64 * t_light
                 electrons = rng.poisson(lam).astype(np.float64)
-                cy, cx, cr_adu = _cosmic_rays(shape, rng)
+                cy, cx, cr_adu = cosmic_rays(shape, rng)
                 np.add.at(electrons, (cy, cx), cr_adu * GAIN)
                 path = out_dir / f"light_{tag}_{safe_name(f)}_{i + 1:03d}.fits"
                 _write(path, read_out(electrons, rng), hdr)
@@ -847,7 +850,7 @@ def truth_image(night: SampleNight, object_name: str, filter_name: str, wcs: WCS
     out = np.zeros(tuple(shape))
     for name in names:
         frame = t["lights"][name]
-        out += _moffat_stars(tuple(shape), np.asarray(px), np.asarray(py), counts,
+        out += moffat_stars(tuple(shape), np.asarray(px), np.asarray(py), counts,
                              frame["fwhm"]) / GAIN
         out += t["sky"][filter_name] * frame["sky_scale"] * frame["exptime"]
     return out / len(names)

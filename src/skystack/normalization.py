@@ -20,12 +20,12 @@ import math
 
 import numpy as np
 
-from .backends.base import FrameParams
 from .config import CombineOptions
+from .core.frame import Frame
+from .core.records import FrameParams
+from .core.tiles import Tile
 from .errors import SkystackError
 from .exposure import exptime_problem
-from .io.inputs import Frame
-from .io.reader import Tile
 
 SAMPLE_PIXELS = 1_000_000
 

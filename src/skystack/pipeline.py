@@ -1,36 +1,40 @@
-"""The tile loop: plan → read → combine → write, with the next tile read while this one combines.
+"""The combine of a stack of frames, pixel by pixel along the frame axis.
 
-Memory held at once: two input blocks of ``(n_frames, rows, cols)`` float32 plus one tile of
-outputs, sized by :mod:`skystack.tiling` from ``options.mem_limit``; it does not grow with the
-number of frames beyond that (tiles get smaller instead).
+:func:`combine_frames` prepares a run (uncertainty mode, per-frame normalisation, the sinks of
+the uncertainty) and hands it to the backend's ``run_combine``
+(:class:`skystack.backends.base.Backend`): the CPU runs the host tile loop of
+:mod:`skystack.core.combine_loop` (plan → read → combine → write, the next tile read while this
+one combines; memory bounded by ``options.mem_limit``), the GPU streams raw bytes through pinned
+memory with its own tiling and buffers (:mod:`skystack.backends.gpu.streaming`).
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import replace
 
 import numpy as np
 
-from .backends.base import Backend, TileOutputs
+from .backends.base import Backend
 from .config import CombineOptions
-from .io.inputs import Frame
-from .io.reader import Tile, TileReader
-from .io.sigma import TileSigma, sigma_source
+from .core.combine_loop import Progress
+from .core.frame import Frame
+from .core.records import RunStats
+from .core.tiles import Tile
+from .io.sigma import TileSigma, resolve_uncertainty, sigma_source
 from .normalization import frame_params
-from .tiling import plan_tiles
-from .uncertainty import resolve_uncertainty, uncertainty_sinks
+from .uncertainty import uncertainty_sinks
+
+__all__ = ["ArraySink", "RunStats", "Progress", "combine_frames"]
 
 log = logging.getLogger("skystack")
 
-Progress = Callable[[int, int], None]
-
 
 class ArraySink:
-    """Collects the tiles of a combine into whole in-memory arrays."""
+    """Collects the tiles of a combine into whole in-memory arrays (a
+    :class:`~skystack.io.contracts.TileSink`)."""
 
     def __init__(self, shape: tuple[int, int]) -> None:
         self.image = np.empty(shape, np.float32)
@@ -56,23 +60,6 @@ class ArraySink:
             self.extras[name][sl] = plane
 
 
-@dataclass
-class RunStats:
-    """What a combine did: tiles, seconds spent reading (waiting on reads) and combining."""
-
-    n_frames: int
-    n_tiles: int
-    tile_shape: tuple[int, int]
-    seconds: float
-    read_wait_seconds: float
-    combine_seconds: float
-
-
-def _views(flat: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
-    """A C-contiguous view of the first prod(shape) elements of a flat buffer."""
-    return flat[: int(np.prod(shape))].reshape(shape)
-
-
 def combine_frames(frames: list[Frame], options: CombineOptions, backend: Backend,
                    sinks: Sequence, *, progress: Progress | None = None,
                    max_tile_rows: int | None = None, read_workers: int = 2) -> RunStats:
@@ -83,56 +70,14 @@ def combine_frames(frames: list[Frame], options: CombineOptions, backend: Backen
     ``options.uncertainty`` asks for (:mod:`skystack.uncertainty`).
     """
     t0 = time.perf_counter()
-    n = len(frames)
-    shape = frames[0].shape
     options = resolve_uncertainty(frames, options)
     params = frame_params(frames, options)
     sigma = None
     if options.uncertainty == "propagate":
         sigma = TileSigma([sigma_source(f) for f in frames])
     sinks = uncertainty_sinks(sinks, options, params, sigma)  # UNCERT: skystack.uncertainty
-    if hasattr(backend, "stream_combine"):
-        # The GPU streams raw bytes through pinned memory with its own tiling and buffers.
-        sstats = backend.stream_combine([f.source for f in frames], shape, options, params,
-                                        sinks, progress=progress, max_tile_rows=max_tile_rows,
-                                        read_workers=max(read_workers, 4))
-        stats = RunStats(n, sstats.n_tiles, sstats.tile_shape, time.perf_counter() - t0,
-                         sstats.read_wait_seconds, 0.0)
-        log.debug("combine: %s", stats)
-        return stats
-    tiles = plan_tiles(shape, n, options.mem_limit, max_rows=max_tile_rows)
-    biggest = max(t.shape[0] * t.shape[1] for t in tiles)
-    buffers = [np.empty(n * biggest, np.float32) for _ in range(2)]
-    out_flat = (np.empty(biggest, np.float32), np.empty(biggest, np.float32),
-                np.empty(biggest, np.int32))
-    reader = TileReader([f.source for f in frames], workers=read_workers)
-    read_wait = 0.0
-    combine_time = 0.0
-    try:
-        with ThreadPoolExecutor(1, thread_name_prefix="skystack-prefetch") as prefetch:
-            def start_read(i: int):
-                block = _views(buffers[i % 2], (n, *tiles[i].shape))
-                return block, prefetch.submit(reader.read, tiles[i], block)
-
-            pending = start_read(0)
-            for i, tile in enumerate(tiles):
-                block, future = pending
-                tw = time.perf_counter()
-                future.result()
-                read_wait += time.perf_counter() - tw
-                if i + 1 < len(tiles):
-                    pending = start_read(i + 1)
-                out = TileOutputs(*(_views(a, tile.shape) for a in out_flat))
-                tc = time.perf_counter()
-                backend.combine_tile(block, options, params, out)
-                combine_time += time.perf_counter() - tc
-                for sink in sinks:
-                    sink.write_tile(tile, out.image, out.uncertainty, out.count)
-                if progress is not None:
-                    progress(i + 1, len(tiles))
-    finally:
-        reader.close()
-    stats = RunStats(n, len(tiles), tiles[0].shape, time.perf_counter() - t0, read_wait,
-                     combine_time)
+    stats = backend.run_combine(frames, options, params, sinks, progress=progress,
+                                max_tile_rows=max_tile_rows, read_workers=read_workers)
+    stats = replace(stats, seconds=time.perf_counter() - t0)
     log.debug("combine: %s", stats)
     return stats

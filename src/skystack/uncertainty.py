@@ -67,17 +67,15 @@ effective gain; neither keyword is written for them (HISTORY says so).
 from __future__ import annotations
 
 import math
-from dataclasses import replace
 
 import numpy as np
 
-from .backends.base import FrameParams
 from .config import CombineOptions
+from .core.records import FrameParams
 from .errors import SkystackError
 
-__all__ = ["GAIN_KEYS", "RDNOISE_KEYS", "frame_noise", "resolve_uncertainty", "noise_arrays",
-           "model_variance", "propagated_variance", "effective_noise", "noise_cards",
-           "uncertainty_sinks"]
+__all__ = ["GAIN_KEYS", "RDNOISE_KEYS", "frame_noise", "raw_with_bias", "noise_arrays",
+           "model_variance", "propagated_variance", "effective_noise", "uncertainty_sinks"]
 
 GAIN_KEYS = ("GAIN",)
 RDNOISE_KEYS = ("RDNOISE", "READNOIS", "RON")
@@ -113,7 +111,7 @@ def frame_noise(frame, strict: bool = False) -> tuple[float | None, float | None
             _header_number(frame, RDNOISE_KEYS, False, strict))
 
 
-def _raw_with_bias(frame) -> bool:
+def raw_with_bias(frame) -> bool:
     """Whether a frame evidently still holds its bias level (see module docstring, ``auto``)."""
     header = frame.header
     if header is None:
@@ -125,31 +123,6 @@ def _raw_with_bias(frame) -> bool:
         return False
     bitpix = header.get("BITPIX")
     return isinstance(bitpix, int) and bitpix > 0
-
-
-def resolve_uncertainty(frames, options: CombineOptions) -> CombineOptions:
-    """``options`` with ``uncertainty`` made concrete (``auto`` decided from the inputs), after
-    checking that the inputs support it (one-line error naming the first frame that does not)."""
-    mode = options.uncertainty
-    if mode == "auto":
-        ok = all(None not in frame_noise(f) and not _raw_with_bias(f) for f in frames)
-        mode = "model" if ok else "scatter"
-    elif mode == "model":
-        for f in frames:
-            gain, rdnoise = frame_noise(f, strict=True)
-            if gain is None or rdnoise is None:
-                missing = "GAIN (e-/ADU)" if gain is None else "RDNOISE (e-)"
-                raise SkystackError(f"{f.label}: no {missing} in the header "
-                                    "(--uncertainty model needs GAIN and RDNOISE)")
-    elif mode == "propagate":
-        from .io.sigma import sigma_source
-
-        for f in frames:
-            if sigma_source(f) is None:
-                raise SkystackError(
-                    f"{f.label}: no uncertainty to propagate (--uncertainty propagate needs a "
-                    "CCDData uncertainty or an uncompressed UNCERT image extension)")
-    return options if mode == options.uncertainty else replace(options, uncertainty=mode)
 
 
 def noise_arrays(frames) -> tuple[np.ndarray, np.ndarray]:
@@ -241,45 +214,6 @@ def effective_noise(method: str, n_frames: int, gain: np.ndarray, rdnoise: np.nd
     return g_eff, (g_eff * math.sqrt(var[0]) if rdnoise is not None else None)
 
 
-_UNCMETH_COMMENT = {"scatter": "UNCERT: scatter between the kept values",
-                    "model": "UNCERT: noise model from GAIN, RDNOISE, signal",
-                    "propagate": "UNCERT: propagated from the inputs' uncertainty"}
-
-
-def noise_cards(header, frames, options: CombineOptions) -> None:
-    """Write ``UNCMETH`` and the product's effective ``GAIN``/``RDNOISE`` (module docstring)
-    into ``header``, with HISTORY saying why either is missing."""
-    from .normalization import frame_weights
-
-    mode = options.uncertainty
-    if mode in _UNCMETH_COMMENT:
-        header["UNCMETH"] = (mode, _UNCMETH_COMMENT[mode])
-    gain, rdnoise = noise_arrays(frames)
-    if np.isnan(gain).any():
-        if np.isfinite(gain).any():
-            header["HISTORY"] = "GAIN not written: not every input has one"
-        return
-    why = None
-    if options.method not in ("mean", "sum", "median"):
-        why = f"no effective value for {options.method}"
-    elif options.scale != "none":
-        why = "frames scaled (--scale)"
-    if why is not None:
-        header["HISTORY"] = f"GAIN, RDNOISE not written: {why}"
-        return
-    n = len(frames)
-    have_rn = not np.isnan(rdnoise).any()
-    w = frame_weights(frames, options) if options.weighted else np.ones(n)
-    g_eff, r_eff = effective_noise(options.method, n, gain, rdnoise if have_rn else None, w)
-    mixed = np.unique(gain).size > 1
-    header["GAIN"] = (float(g_eff), f"[e-/ADU] effective, {options.method} of {n}"
-                      + (" (harmonic)" if mixed else ""))
-    if have_rn:
-        header["RDNOISE"] = (float(r_eff), f"[e-] effective, {options.method} of {n}")
-    else:
-        header["HISTORY"] = "RDNOISE not written: not every input has one"
-
-
 class _UncertaintySink:
     """Replaces the uncertainty of every tile before handing it to ``sinks`` (see
     :func:`uncertainty_sinks`). ``takes_kept``: stacks pass the count of kept values as
@@ -321,7 +255,8 @@ def uncertainty_sinks(sinks, options: CombineOptions, params: FrameParams, sigma
     if mode == "scatter":
         return list(sinks)
     if mode == "auto":
-        raise ValueError("uncertainty 'auto' must be resolved first (resolve_uncertainty)")
+        raise ValueError("uncertainty 'auto' must be resolved first "
+                         "(skystack.io.sigma.resolve_uncertainty)")
     if mode == "propagate" and sigma is None:
         raise SkystackError("--uncertainty propagate needs the inputs' uncertainty "
                             "(not available on this path)")

@@ -13,7 +13,7 @@ from ..config import check_threads
 from ..errors import BackendUnavailable, SkystackError
 from .base import Backend, FrameParams, TileOutputs
 
-__all__ = ["Backend", "FrameParams", "TileOutputs", "get_backend"]
+__all__ = ["Backend", "FrameParams", "TileOutputs", "get_backend", "bind_backend"]
 
 log = logging.getLogger("skystack")
 
@@ -41,3 +41,9 @@ def get_backend(name: str = "auto", *, threads: int | None = None) -> Backend:
     from .cpu import CpuBackend
 
     return CpuBackend(threads=threads)
+
+
+def bind_backend(backend: str | Backend, threads: int | None = None) -> Backend:
+    """The engine for a run: a name for :func:`get_backend`, or a Backend instance (benchmarks,
+    embedding applications, the tests' stand-in GPU) used as given."""
+    return get_backend(backend, threads=threads) if isinstance(backend, str) else backend

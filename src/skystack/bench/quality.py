@@ -46,7 +46,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .truth import SyntheticStack, _dilate
+from .truth import SyntheticStack, dilate
 
 MAD_TO_SIGMA = 1.4826
 OUTLIER_SIGMA = 8.0
@@ -202,10 +202,10 @@ def prepare_loo(cube: np.ndarray, max_folds: int = 8, n_splits: int = 4, sample:
     rough_var = np.array([robust_var((f - med).ravel()[::7]) for f in levelled])
     # Sources: more than one frame sigma above the sky in the median; their cores change with
     # the seeing from frame to frame and are neither outliers nor background.
-    source = _dilate(med - np.nanmedian(med) > math.sqrt(float(np.median(rough_var))), 2)
+    source = dilate(med - np.nanmedian(med) > math.sqrt(float(np.median(rough_var))), 2)
     outliers = (levelled - med) > OUTLIER_SIGMA * np.sqrt(rough_var)[:, None, None]
     outliers &= ~source
-    good = ~_dilate(outliers.any(axis=0), 1)
+    good = ~dilate(outliers.any(axis=0), 1)
     background = good & ~source & np.all(np.isfinite(cube), axis=0)
 
     # var(f_j - f_k) = v_j + v_k on the background; pairs at frame distance 1..3 make odd cycles

@@ -8,11 +8,11 @@ Every frame ``k`` is, in ADU::
 * ``sky_k`` is :data:`SKY_ADU` except for a few frames (about one in eight, never frame 0) whose
   sky is :data:`BRIGHT_SKY_FACTOR` times brighter (moonlight, twilight), so that an additive
   normalisation (``--zero median``) matters;
-* ``stars_k`` are Moffat stars (:func:`skystack.demo_data._moffat_stars`) at fixed positions
+* ``stars_k`` are Moffat stars (:func:`skystack.demo_data.moffat_stars`) at fixed positions
   with known total fluxes, faint (per-frame S/N of 1 to 6 in an aperture) and bright, rendered
   with each frame's own seeing (FWHM 2.6 to 3.6 px), so that medians and clipping are tested on
   star cores that really change from frame to frame;
-* cosmic rays (:func:`skystack.demo_data._cosmic_rays`: single pixels, blobs, short tracks of
+* cosmic rays (:func:`skystack.demo_data.cosmic_rays`: single pixels, blobs, short tracks of
   800 to 9000 ADU), about 20 events per frame and megapixel;
 * one satellite trail in one frame: a straight line across the whole image with a Gaussian
   cross-section (FWHM 2.8 px) of :data:`TRAIL_PEAK_SIGMA` times the frame's sky noise at its
@@ -32,7 +32,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..demo_data import MOFFAT_BETA, _cosmic_rays, _moffat_stars, _rng
+from ..demo_data import MOFFAT_BETA, cosmic_rays, moffat_stars, seeded_rng
 
 SKY_ADU = 800.0  # sky per frame, ADU
 GAIN = 1.5  # e-/ADU
@@ -43,7 +43,7 @@ BRIGHT_FLUX = (3e4, 3e5)
 FAINT_DENSITY = 1 / 1500  # stars per pixel
 BRIGHT_DENSITY = 1 / 8000
 FWHM_RANGE = (2.6, 3.6)  # px
-CR_CALLS_PER_MPIX = 10  # calls of _cosmic_rays (1-3 events each) per frame and megapixel
+CR_CALLS_PER_MPIX = 10  # calls of cosmic_rays (1-3 events each) per frame and megapixel
 TRAIL_PEAK_SIGMA = 15.0
 TRAIL_SIGMA_PX = 1.2
 SEED = 20261201
@@ -99,7 +99,7 @@ class SyntheticStack:
         }
 
 
-def _dilate(mask: np.ndarray, r: int) -> np.ndarray:
+def dilate(mask: np.ndarray, r: int) -> np.ndarray:
     """Binary dilation by a (2r+1)^2 square (shifts; no SciPy needed)."""
     out = mask.copy()
     ny, nx = mask.shape
@@ -131,7 +131,7 @@ def make_stack(n_frames: int, shape: tuple[int, int], seed: int = SEED) -> Synth
         raise ValueError("a stack needs at least 2 frames")
     ny, nx = shape
     npix = ny * nx
-    rng = _rng(seed, "bench", n_frames, ny, nx)
+    rng = seeded_rng(seed, "bench", n_frames, ny, nx)
     margin = min(16, max(2, min(ny, nx) // 8))
     n_faint = max(3, round(npix * FAINT_DENSITY))
     n_bright = max(2, round(npix * BRIGHT_DENSITY))
@@ -157,13 +157,13 @@ def make_stack(n_frames: int, shape: tuple[int, int], seed: int = SEED) -> Synth
     trail_signal = np.zeros(shape)
     cr_calls = max(2, round(CR_CALLS_PER_MPIX * npix / 1e6))
     for k in range(n_frames):
-        stars = _moffat_stars(shape, x, y, flux, float(fwhm[k]))
+        stars = moffat_stars(shape, x, y, flux, float(fwhm[k]))
         star_sum += stars
         expected = sky[k] + stars
         var_sum += READ_NOISE**2 + expected / GAIN
         adu = rng.poisson(expected * GAIN) / GAIN + rng.normal(0.0, READ_NOISE, shape)
         for _ in range(cr_calls):
-            cy, cx, cr_adu = _cosmic_rays(shape, rng)
+            cy, cx, cr_adu = cosmic_rays(shape, rng)
             np.add.at(adu, (cy, cx), cr_adu)
             cr_mask[cy, cx] = True
         if k == trail_frame:
@@ -173,7 +173,7 @@ def make_stack(n_frames: int, shape: tuple[int, int], seed: int = SEED) -> Synth
 
     star_image = star_sum / n_frames
     trail_mask = trail_signal > frame_sigma
-    artefact = _dilate(cr_mask, 1) | _dilate(trail_signal > 0.05 * frame_sigma, 1)
+    artefact = dilate(cr_mask, 1) | dilate(trail_signal > 0.05 * frame_sigma, 1)
     edge = np.zeros(shape, bool)
     edge[margin:ny - margin, margin:nx - margin] = True
     background = (star_image < 0.01 * frame_sigma) & ~artefact & edge

@@ -5,8 +5,9 @@ For one product (a combine or a stack):
 1. Frames are loaded (headers only) and the per-frame normalisation (scale, zero, weights) is
    computed here once, exactly as in-process; sources become specs (paths and offsets).
 2. Tiles are planned exactly as the in-process CPU run on this machine would plan them
-   (:func:`skystack.tiling.plan_tiles`, :func:`skystack.stacking.stack_tile_plan`), so each
-   output pixel goes through the same code with the same inputs: the product is identical.
+   (:func:`skystack.core.tiles.plan_tiles`, :func:`skystack.core.stack_loop.stack_tile_plan`),
+   so each output pixel goes through the same code with the same inputs: the product is
+   identical.
 3. The output is created with :class:`~skystack.io.writer.FitsTileWriter` under the fixed name
    ``<output>.partial`` (headers written, data areas sized). If that file and a journal with
    the same fingerprint exist, the tiles the journal names are skipped
@@ -37,6 +38,8 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 from astropy.io import fits
 
+from ..core.stack_loop import stack_tile_plan
+from ..core.tiles import plan_tiles
 from ..errors import SkystackError
 from ..io.lock import output_lock, remove_leftovers, temporary_pattern
 from ..io.writer import FitsTileWriter
@@ -91,31 +94,23 @@ def _refuse_propagate(opts) -> None:
                             "without --workers/--scheduler, or use model or scatter)")
 
 
-def combine_on_cluster(inputs, output, *, cluster, backend: str = "auto",
-                       overwrite: bool = False, progress=None, threads: int | None = None,
-                       max_tile_rows: int | None = None,
-                       extra_header: fits.Header | None = None, **options) -> ClusterStats:
+def combine_on_cluster(frames, opts, output, *, cluster, header_for,
+                       backend: str = "auto", overwrite: bool = False, progress=None,
+                       threads: int | None = None,
+                       max_tile_rows: int | None = None) -> ClusterStats:
     """:func:`skystack.combine_to_file` on a Dask cluster (see module docstring).
 
-    ``cluster`` is a ``distributed.Client``, a scheduler address or a number of local worker
-    processes (:func:`skystack.cluster.connect.cluster_client`)."""
-    from ..api import load_checked
-    from ..io.provenance import build_header
-    from ..tiling import plan_tiles
-
+    ``frames`` and validated ``opts`` are as the in-process combine has them (loaded and
+    checked by :func:`skystack.api.load_checked`); ``header_for(backend_description)`` builds
+    the product's header. ``cluster`` is a ``distributed.Client``, a scheduler address or a
+    number of local worker processes (:func:`skystack.cluster.connect.cluster_client`)."""
     require_distributed()
-    opts, frames = load_checked(inputs, output, overwrite, options)
     _refuse_propagate(opts)
     specs = tuple(source_spec(f.source, f.label) for f in frames)
     shape = frames[0].shape
     with cluster_client(cluster) as client:
         by_host = local_threads_by_host(client)
-        header = build_header(frames, opts, _worker_description(client, backend, threads,
-                                                                by_host))
-        if "BUNIT" not in header:
-            header["BUNIT"] = ("adu", "assumed: inputs give no BUNIT")
-        if extra_header is not None:
-            header.extend(extra_header, update=True)
+        header = header_for(_worker_description(client, backend, threads, by_host))
         _cluster_header(header, client)
         params = frame_params(frames, opts)
         tiles = plan_tiles(shape, len(frames), opts.mem_limit, max_rows=max_tile_rows)
@@ -147,7 +142,6 @@ def stack_on_cluster(frames, wcs_list, grid, opts, output, *, cluster, header_fo
     them; ``header_for(backend_description)`` builds the product's header."""
     from ..backends.cpu import available_cpus
     from ..io.provenance import exposure_seconds
-    from ..stacking import stack_tile_plan
 
     require_distributed()
     _refuse_propagate(opts)

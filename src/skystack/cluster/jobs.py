@@ -9,8 +9,8 @@ worker holding it is lost.
 
 On a worker, :meth:`open` rebuilds the sources (files reopened by path) into an opened job that
 fills a tile's ``(n_frames, rows, cols)`` float32 block exactly as the in-process loops do
-(:class:`skystack.io.reader.TileReader` for ``combine``,
-:func:`skystack.stacking.fill_stack_block` for ``stack``).
+(:class:`skystack.core.combine_loop.TileReader` for ``combine``,
+:func:`skystack.core.stack_loop.fill_stack_block` for ``stack``).
 """
 
 from __future__ import annotations
@@ -23,8 +23,12 @@ import numpy as np
 
 from ..backends.base import FrameParams
 from ..config import CombineOptions
-from ..io.inputs import Frame
-from ..io.reader import HandlePool, Tile, TileReader
+from ..core.combine_loop import TileReader
+from ..core.frame import Frame
+from ..core.grid import Grid
+from ..core.stack_loop import FrameResampler, coverage_and_expmap, fill_stack_block
+from ..core.tiles import Tile
+from ..io.reader import HandlePool
 from .output import OutputSpec
 from .specs import Spec, open_source
 
@@ -126,15 +130,13 @@ class _OpenedStack:
     """A stack job's frames reopened on a worker, with their resamplers."""
 
     def __init__(self, job: StackJob) -> None:
-        from ..stacking import Grid, _FrameResampler
-
         self.job = job
         self.pool = CountingPool()
         self.resamplers = []
         grid = Grid(job.grid_wcs.build(), tuple(job.grid_shape))
         for spec, (label, shape), wcs in zip(job.sources, job.frames, job.wcs_list):
             frame = Frame(label, tuple(shape), None, open_source(spec, self.pool))
-            self.resamplers.append(_FrameResampler(frame, wcs.build(), grid, job.interp,
+            self.resamplers.append(FrameResampler(frame, wcs.build(), grid, job.interp,
                                                    job.conserve_flux, job.step))
         self.executor = ThreadPoolExecutor(max(1, job.workers),
                                            thread_name_prefix="skystack-resample")
@@ -142,8 +144,6 @@ class _OpenedStack:
     def fill(self, tile: Tile, block: np.ndarray) -> dict:
         """Resample every frame onto ``tile`` into ``block``; returns the stack's extra
         planes (COUNT = coverage and EXPMAP), computed before rejection as in-process."""
-        from ..stacking import coverage_and_expmap, fill_stack_block
-
         fill_stack_block(self.executor, self.resamplers, tile, block)
         coverage, expmap = coverage_and_expmap(block, self.job.exptimes)
         return {"coverage": coverage, "expmap": expmap}

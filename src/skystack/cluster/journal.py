@@ -27,8 +27,9 @@ from __future__ import annotations
 
 import os
 
+from ..core.tiles import Tile
 from ..io.identity import file_identity, recipe_fingerprint
-from ..io.reader import Tile
+from ..io.lock import journal_paths
 
 __all__ = ["Journal", "done_tiles", "fingerprint", "journal_paths"]
 
@@ -36,9 +37,6 @@ MAGIC = "skystack-journal"
 VERSION = 1
 
 
-def journal_paths(output: str) -> tuple[str, str]:
-    """(partial file, journal) beside ``output``."""
-    return f"{output}.partial", f"{output}.journal"
 
 
 def fingerprint(recipe: dict, files: list[str]) -> str:

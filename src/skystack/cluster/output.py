@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..io.reader import Tile
+from ..core.tiles import Tile
 from ..io.writer import plane_chunks, pwrite_all
 
 __all__ = ["OutputSpec", "BandWriter"]

@@ -21,7 +21,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..backends.base import TileOutputs
-from ..io.reader import Tile
+from ..core.stack_loop import write_stack_tile
+from ..core.tiles import Tile
 from ..uncertainty import uncertainty_sinks
 from .output import BandWriter
 
@@ -123,7 +124,7 @@ def run_tile(job, tile: Tile) -> TileDone:
     extra = opened.fill(tile, block)
     t1 = time.perf_counter()
     out = TileOutputs.empty(tile.shape)
-    if engine.name == "cpu":
+    if engine.thread_safe:
         engine.combine_tile(block, job.options, job.params, out)
     else:
         with engine_lock:
@@ -135,8 +136,6 @@ def run_tile(job, tile: Tile) -> TileDone:
     sinks = uncertainty_sinks([writer], job.options, job.params)
     try:
         if job.kind == "stack":
-            from ..stacking import write_stack_tile
-
             write_stack_tile(sinks, tile, out, extra["coverage"], extra["expmap"])
         else:
             for sink in sinks:

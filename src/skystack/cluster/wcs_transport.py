@@ -6,7 +6,7 @@ some resampled values, and a cluster stack would not be identical to the in-proc
 Instead a WCS travels as header *text* that rebuilds it exactly:
 
 * a frame's WCS as the frame's own header text, rebuilt on the worker by the same
-  :func:`skystack.stacking.frame_wcs` the in-process run used (astropy builds a WCS from the
+  :func:`skystack.core.grid.frame_wcs` the in-process run used (astropy builds a WCS from the
   header's text, so this is the very same input);
 * the output grid's WCS as wcslib's header with 17 significant digits (``WCSHDO_P17``, exact
   for doubles) plus astropy's SIP cards.
@@ -46,8 +46,8 @@ class WcsText:
             return self.fallback
         header = fits.Header.fromstring(self.text)
         if self.kind == "frame":
-            from ..io.inputs import Frame
-            from ..stacking import frame_wcs
+            from ..core.frame import Frame
+            from ..core.grid import frame_wcs
 
             return frame_wcs(Frame(self.label, (0, 0), header, None))
         with warnings.catch_warnings():

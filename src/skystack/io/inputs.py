@@ -31,30 +31,12 @@ import numpy as np
 from astropy.io import fits
 from astropy.utils.exceptions import AstropyWarning
 
+from ..core.frame import Frame
 from ..errors import SkystackError
 from .reader import BITPIX_DTYPES, ArraySource, CompressedFitsSource, HandlePool, RawFitsSource
 from .sigma import ccd_sigma
 
 __all__ = ["Frame", "expand_paths", "load_frames", "read_header"]
-
-
-@dataclass(frozen=True)
-class Frame:
-    """One input image: where its pixels come from and its header.
-
-    ``shape`` is ``(rows, cols)`` = ``(NAXIS2, NAXIS1)``; ``label`` names it in messages and in
-    provenance (the file name, or ``array[3]``). ``uncertainty``: a source of the frame's own
-    standard deviations when it came with them in memory (a CCDData's; see
-    :mod:`skystack.io.sigma`).
-    """
-
-    label: str
-    shape: tuple[int, int]
-    header: fits.Header
-    source: object
-    path: str | None = None
-    hdu_index: int | None = None
-    uncertainty: object | None = None
 
 
 def expand_paths(items: Iterable[str | os.PathLike]) -> list[str]:

@@ -29,7 +29,8 @@ try:
 except ImportError:  # pragma: no cover - Windows: no advisory locks, runs are not excluded
     fcntl = None
 
-__all__ = ["lock_path_for", "output_lock", "remove_leftovers", "temporary_pattern"]
+__all__ = ["lock_path_for", "output_lock", "remove_leftovers", "temporary_pattern",
+           "journal_paths"]
 
 log = logging.getLogger("skystack")
 
@@ -93,6 +94,13 @@ def output_lock(output: str | os.PathLike) -> Iterator[str]:
             except OSError:
                 pass
             os.close(fd)
+
+
+def journal_paths(output: str) -> tuple[str, str]:
+    """(partial file, journal) beside ``output``: the fixed names of a cluster run's output
+    while it is written (:mod:`skystack.cluster.journal`), which an in-process run on the same
+    output supersedes."""
+    return f"{output}.partial", f"{output}.journal"
 
 
 def temporary_pattern(name: str, suffixes: Iterable[str] = (".partial",)) -> re.Pattern:

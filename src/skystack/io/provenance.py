@@ -33,7 +33,9 @@ from astropy.io import fits
 from .._version import __version__
 from ..config import CombineOptions
 from ..exposure import MAX_EXPTIME
-from ..uncertainty import noise_cards
+from ..normalization import frame_weights
+from ..regrid.header_wcs import wcs_cards
+from ..uncertainty import effective_noise, noise_arrays
 from .inputs import Frame
 from .labels import fits_label
 from .units import common_unit
@@ -155,22 +157,41 @@ def build_header(frames: list[Frame], options: CombineOptions, backend: str) -> 
     return h
 
 
-# Time keywords a WCS header may carry (FITS WCS paper VII): they date the frame the WCS came
-# from, not the product, and are never copied from a WCS into a product's header.
-TIME_KEYS = frozenset((
-    "DATE-OBS", "DATE-BEG", "DATE-AVG", "DATE-END", "MJD-OBS", "MJD-BEG", "MJD-AVG", "MJD-END",
-    "JEPOCH", "BEPOCH", "TSTART", "TSTOP", "XPOSURE", "TELAPSE", "TIMESYS", "TREFPOS",
-    "TREFDIR", "PLEPHEM", "TIMEUNIT", "DATEREF", "MJDREF", "MJDREFI", "MJDREFF", "JDREF",
-    "JDREFI", "JDREFF", "TIMEOFFS", "TIMSYER", "TIMRDER", "TIMEDEL", "TIMEPIXR"))
+_UNCMETH_COMMENT = {"scatter": "UNCERT: scatter between the kept values",
+                    "model": "UNCERT: noise model from GAIN, RDNOISE, signal",
+                    "propagate": "UNCERT: propagated from the inputs' uncertainty"}
 
 
-def wcs_cards(wcs) -> fits.Header:
-    """``wcs.to_header(relax=True)`` without its time keywords (:data:`TIME_KEYS`): what a
-    product takes from a frame's or a reference grid's WCS."""
-    header = wcs.to_header(relax=True)
-    for key in TIME_KEYS & set(header.keys()):
-        del header[key]
-    return header
+def noise_cards(header, frames, options: CombineOptions) -> None:
+    """Write ``UNCMETH`` and the product's effective ``GAIN``/``RDNOISE`` (derivation in
+    :mod:`skystack.uncertainty`) into ``header``, with HISTORY saying why either is missing."""
+    mode = options.uncertainty
+    if mode in _UNCMETH_COMMENT:
+        header["UNCMETH"] = (mode, _UNCMETH_COMMENT[mode])
+    gain, rdnoise = noise_arrays(frames)
+    if np.isnan(gain).any():
+        if np.isfinite(gain).any():
+            header["HISTORY"] = "GAIN not written: not every input has one"
+        return
+    why = None
+    if options.method not in ("mean", "sum", "median"):
+        why = f"no effective value for {options.method}"
+    elif options.scale != "none":
+        why = "frames scaled (--scale)"
+    if why is not None:
+        header["HISTORY"] = f"GAIN, RDNOISE not written: {why}"
+        return
+    n = len(frames)
+    have_rn = not np.isnan(rdnoise).any()
+    w = frame_weights(frames, options) if options.weighted else np.ones(n)
+    g_eff, r_eff = effective_noise(options.method, n, gain, rdnoise if have_rn else None, w)
+    mixed = np.unique(gain).size > 1
+    header["GAIN"] = (float(g_eff), f"[e-/ADU] effective, {options.method} of {n}"
+                      + (" (harmonic)" if mixed else ""))
+    if have_rn:
+        header["RDNOISE"] = (float(r_eff), f"[e-] effective, {options.method} of {n}")
+    else:
+        header["HISTORY"] = "RDNOISE not written: not every input has one"
 
 
 def _add_wcs(out: fits.Header, header: fits.Header) -> None:

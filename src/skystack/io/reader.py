@@ -14,6 +14,10 @@ File descriptors are kept in a bounded LRU (:class:`HandlePool`) so that stacks 
 the process may open at once still work: beyond the bound, files are reopened (a cheap ``open``
 system call, not a FITS parse). Compressed files, whose reads need astropy's open ``HDUList``, are
 kept in the same pool under the same bound (reopening one parses its headers again).
+
+Every source follows :class:`skystack.io.contracts.PixelSource`; :meth:`to_spec` describes a
+file source as a small picklable :class:`RawSpec` / :class:`CompressedSpec` (path, offsets,
+scaling) whose ``open`` rebuilds it in another process (a Dask worker).
 """
 
 from __future__ import annotations
@@ -24,29 +28,16 @@ import resource
 import threading
 from collections import OrderedDict
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
 
+from ..core.combine_loop import TileReader
+from ..core.tiles import Tile
 from ..errors import SkystackError
 
 __all__ = ["Tile", "HandlePool", "RawFitsSource", "CompressedFitsSource", "ArraySource",
-           "TileReader", "StageSpec", "NATIVE_F32"]
-
-
-@dataclass(frozen=True)
-class Tile:
-    """A rectangle of the image: rows ``[r0, r1)``, columns ``[c0, c1)`` (0-based, numpy order)."""
-
-    r0: int
-    r1: int
-    c0: int
-    c1: int
-
-    @property
-    def shape(self) -> tuple[int, int]:
-        return (self.r1 - self.r0, self.c1 - self.c0)
+           "TileReader", "StageSpec", "NATIVE_F32", "RawSpec", "CompressedSpec"]
 
 
 def _default_handle_limit() -> int:
@@ -283,6 +274,13 @@ class RawFitsSource:
         else:
             self.read_raw(tile, into=dest)
 
+    def to_spec(self, label: str) -> RawSpec:
+        """The picklable description that reopens this source elsewhere (:class:`RawSpec`)."""
+        return RawSpec(os.path.abspath(self.path), int(self.data_offset), tuple(self.shape),
+                       int(self.bitpix), self.bscale, self.bzero,
+                       None if self.blank is None else int(self.blank),
+                       None if self.mask is None else self.mask.to_spec(label))
+
 
 # astropy's (cfitsio's) HCOMPRESS and PLIO decoders keep state in C globals: decoded by two
 # threads at once they return wrong pixels, fail, or crash the process (astropy 8.0, measured).
@@ -340,6 +338,12 @@ class CompressedFitsSource:
     def read_staged(self, tile: Tile, dest: np.ndarray) -> None:
         _stage_decoded(self, tile, dest)
 
+    def to_spec(self, label: str) -> CompressedSpec:
+        """The picklable description that reopens this source elsewhere
+        (:class:`CompressedSpec`), its ``MASK`` included."""
+        return CompressedSpec(os.path.abspath(self.path), int(self.hdu_index), tuple(self.shape),
+                              None if self.mask is None else self.mask.to_spec(label))
+
 
 class ArraySource:
     """Pixels of an in-memory 2-D array; ``mask`` (True = bad) pixels become NaN."""
@@ -360,27 +364,54 @@ class ArraySource:
     def read_staged(self, tile: Tile, dest: np.ndarray) -> None:
         _stage_decoded(self, tile, dest)
 
+    def to_spec(self, label: str):
+        """In-memory pixels cannot be reopened by another process: a one-line error naming
+        the frame (``label``)."""
+        raise SkystackError(
+            f"{label}: in-memory input cannot run on a cluster (give FITS files on storage that "
+            "every worker can read)")
 
-class TileReader:
-    """Reads one tile of every frame into a ``(n_frames, rows, cols)`` float32 block.
 
-    Frames are read concurrently by ``workers`` threads (system reads and NumPy decoding release
-    the GIL), so a tile's reads overlap each other and the combine of the previous tile.
-    """
+@dataclass(frozen=True)
+class RawSpec:
+    """An uncompressed FITS image read by offset (:class:`RawFitsSource`), as the client found
+    it when it scanned the headers, so that a worker never parses the header again."""
 
-    def __init__(self, sources: list, workers: int = 2) -> None:
-        self.sources = sources
-        self._pool = ThreadPoolExecutor(max_workers=max(1, workers),
-                                        thread_name_prefix="skystack-read")
+    path: str
+    data_offset: int
+    shape: tuple[int, int]
+    bitpix: int
+    bscale: float = 1.0
+    bzero: float = 0.0
+    blank: int | None = None
+    mask: RawSpec | CompressedSpec | None = None
 
-    def read(self, tile: Tile, block: np.ndarray) -> None:
-        """Fill ``block[k]`` with frame k's pixels of ``tile``; raises the first read error."""
-        if block.shape != (len(self.sources), *tile.shape):
-            raise ValueError(f"block shape {block.shape} does not fit tile {tile.shape}")
-        futures = [self._pool.submit(src.read, tile, block[k])
-                   for k, src in enumerate(self.sources)]
-        for f in futures:
-            f.result()
+    def open(self, pool: HandlePool) -> RawFitsSource:
+        """The source this spec describes, its file descriptors in ``pool``."""
+        mask = self.mask.open(pool) if self.mask is not None else None
+        return RawFitsSource(self.path, self.data_offset, self.shape, self.bitpix,
+                             bscale=self.bscale, bzero=self.bzero, blank=self.blank, mask=mask,
+                             pool=pool)
 
-    def close(self) -> None:
-        self._pool.shutdown(wait=True)
+    def files(self) -> list[str]:
+        """Every file the source reads."""
+        return [self.path] + (self.mask.files() if self.mask is not None else [])
+
+
+@dataclass(frozen=True)
+class CompressedSpec:
+    """A tile-compressed image HDU (:class:`CompressedFitsSource`) and its ``MASK``."""
+
+    path: str
+    hdu_index: int
+    shape: tuple[int, int]
+    mask: RawSpec | CompressedSpec | None = None
+
+    def open(self, pool: HandlePool) -> CompressedFitsSource:
+        """The source this spec describes, its open file in ``pool``."""
+        mask = self.mask.open(pool) if self.mask is not None else None
+        return CompressedFitsSource(self.path, self.hdu_index, self.shape, pool=pool, mask=mask)
+
+    def files(self) -> list[str]:
+        """Every file the source reads."""
+        return [self.path] + (self.mask.files() if self.mask is not None else [])

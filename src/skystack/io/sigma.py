@@ -5,17 +5,25 @@ the frame is loaded) or, for a FITS file read as it is stored (not calibrated on
 night), from its ``UNCERT`` image extension as :meth:`CCDData.write` makes it: ``UTYPE``
 ``StdDevUncertainty`` (the default when absent), ``VarianceUncertainty`` or
 ``InverseVariance``. Sources return the standard deviation, float32, NaN where unknown.
+
+:func:`resolve_uncertainty` decides which UNCERT a run of given inputs gets (``auto``) and
+checks that they support the one asked for.
 """
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 from astropy.io import fits
 
+from ..config import CombineOptions
 from ..errors import SkystackError
+from ..uncertainty import frame_noise, raw_with_bias
 from .reader import BITPIX_DTYPES, RawFitsSource, Tile
 
-__all__ = ["SigmaSource", "sigma_source", "ccd_sigma", "TileSigma", "ResampledSigma"]
+__all__ = ["SigmaSource", "sigma_source", "ccd_sigma", "TileSigma", "ResampledSigma",
+           "resolve_uncertainty"]
 
 _KINDS = {"STDDEVUNCERTAINTY": "std", "VARIANCEUNCERTAINTY": "var", "INVERSEVARIANCE": "ivar"}
 
@@ -102,12 +110,10 @@ class ResampledSigma:
 
     def __init__(self, frames, sources, wcs_list, grid, interp: str, conserve_flux: bool,
                  step: int) -> None:
-        from dataclasses import replace
-
-        from ..stacking import _FrameResampler
+        from ..core.stack_loop import FrameResampler
 
         self.resamplers = [
-            _FrameResampler(replace(f, source=src), w, grid, interp, conserve_flux, step)
+            FrameResampler(replace(f, source=src), w, grid, interp, conserve_flux, step)
             for f, src, w in zip(frames, sources, wcs_list)]
 
     def read(self, tile: Tile) -> np.ndarray:
@@ -115,3 +121,27 @@ class ResampledSigma:
         for k, r in enumerate(self.resamplers):
             r.fill(tile, block[k])
         return block
+
+
+def resolve_uncertainty(frames, options: CombineOptions) -> CombineOptions:
+    """``options`` with ``uncertainty`` made concrete (``auto`` decided from the inputs' headers,
+    :mod:`skystack.uncertainty`), after checking that the inputs support it (one-line error
+    naming the first frame that does not; ``propagate`` needs a :func:`sigma_source`)."""
+    mode = options.uncertainty
+    if mode == "auto":
+        ok = all(None not in frame_noise(f) and not raw_with_bias(f) for f in frames)
+        mode = "model" if ok else "scatter"
+    elif mode == "model":
+        for f in frames:
+            gain, rdnoise = frame_noise(f, strict=True)
+            if gain is None or rdnoise is None:
+                missing = "GAIN (e-/ADU)" if gain is None else "RDNOISE (e-)"
+                raise SkystackError(f"{f.label}: no {missing} in the header "
+                                    "(--uncertainty model needs GAIN and RDNOISE)")
+    elif mode == "propagate":
+        for f in frames:
+            if sigma_source(f) is None:
+                raise SkystackError(
+                    f"{f.label}: no uncertainty to propagate (--uncertainty propagate needs a "
+                    "CCDData uncertainty or an uncompressed UNCERT image extension)")
+    return options if mode == options.uncertainty else replace(options, uncertainty=mode)

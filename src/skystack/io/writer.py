@@ -36,7 +36,7 @@ from astropy.io import fits
 
 from ..errors import SkystackError
 from .atomic import open_temporary, product_mode, publish
-from .lock import output_lock, remove_leftovers, temporary_pattern
+from .lock import journal_paths, output_lock, remove_leftovers, temporary_pattern
 from .reader import Tile
 
 BLOCK = 2880
@@ -71,8 +71,6 @@ def _is_owned(path: str) -> bool:
 def _leftover_names(path: str):
     """What a killed in-process run on ``path`` may have left: the writer's unique partial
     files, and a cluster run's fixed partial file and journal (superseded by this run)."""
-    from ..cluster.journal import journal_paths
-
     fixed = {os.path.basename(p) for p in journal_paths(path)}
     unique = temporary_pattern(os.path.basename(path)).match
     return lambda name: name in fixed or unique(name) is not None

@@ -37,10 +37,10 @@ from numba import njit
 
 from ..errors import SkystackError
 from ..io.inputs import Frame
-from ..io.reader import NATIVE_F32, StageSpec, Tile
+from ..io.reader import NATIVE_F32, CompressedSpec, HandlePool, RawSpec, StageSpec, Tile
 
 __all__ = ["Section", "section_text", "parse_section", "Calibration", "CalibratedSource",
-           "calibrated_frame"]
+           "calibrated_frame", "InMemoryMaster", "MasterSpec", "CalibratedSpec"]
 
 _NATIVE = StageSpec(NATIVE_F32, 4)
 _SECTION = re.compile(r"^\s*\[\s*(\d+)\s*:\s*(\d+)\s*,\s*(\d+)\s*:\s*(\d+)\s*\]\s*$")
@@ -137,6 +137,10 @@ class InMemoryMaster:
     def read_staged(self, tile: Tile, dest: np.ndarray) -> None:
         self.read(tile, dest[: tile.shape[0] * tile.shape[1] * 4].view(np.float32)
                   .reshape(tile.shape))
+
+    def to_spec(self, label: str):
+        """Reopened elsewhere from its file (:attr:`file_source`)."""
+        return self.file_source.to_spec(label)
 
 
 def hold_in_memory(frame: Frame) -> Frame:
@@ -244,6 +248,68 @@ class CalibratedSource:
     def read_staged(self, tile: Tile, dest: np.ndarray) -> None:
         self.read(tile, dest[: tile.shape[0] * tile.shape[1] * 4].view(np.float32)
                   .reshape(tile.shape))
+
+    def to_spec(self, label: str) -> CalibratedSpec:
+        """The picklable description that rebuilds this source elsewhere: the raw frame's spec
+        and the masters', by path (:class:`CalibratedSpec`)."""
+        cal = self.cal
+
+        def master(frame: Frame | None) -> MasterSpec | None:
+            if frame is None:
+                return None
+            return MasterSpec(frame.label, tuple(frame.shape), frame.source.to_spec(label))
+
+        return CalibratedSpec(self.raw.to_spec(label), tuple(self.raw_shape), self.label,
+                              cal.overscan, cal.trim, master(cal.bias), master(cal.dark),
+                              float(cal.dark_scale), master(cal.flat), master(cal.badpix))
+
+
+@dataclass(frozen=True)
+class MasterSpec:
+    """A master frame of a calibration: its label (for messages), shape and source's spec."""
+
+    label: str
+    shape: tuple[int, int]
+    source: RawSpec | CompressedSpec
+
+    def open(self, pool: HandlePool) -> Frame:
+        """The master as a frame whose source reads its file (``pool`` holds the files)."""
+        return Frame(self.label, self.shape, fits.Header(), self.source.open(pool))
+
+
+@dataclass(frozen=True)
+class CalibratedSpec:
+    """A raw frame calibrated on the fly (:class:`CalibratedSource`), reopened by path."""
+
+    raw: RawSpec | CompressedSpec
+    raw_shape: tuple[int, int]
+    label: str
+    overscan: Tile | None = None
+    trim: Tile | None = None
+    bias: MasterSpec | None = None
+    dark: MasterSpec | None = None
+    dark_scale: float = 1.0
+    flat: MasterSpec | None = None
+    badpix: MasterSpec | None = None
+
+    def _masters(self) -> tuple[MasterSpec | None, ...]:
+        return (self.bias, self.dark, self.flat, self.badpix)
+
+    def open(self, pool: HandlePool) -> CalibratedSource:
+        """The calibrated source this spec describes, its files in ``pool``."""
+        bias, dark, flat, badpix = (m.open(pool) if m is not None else None
+                                    for m in self._masters())
+        cal = Calibration(overscan=self.overscan, trim=self.trim, bias=bias, dark=dark,
+                          dark_scale=self.dark_scale, flat=flat, badpix=badpix)
+        return CalibratedSource(self.raw.open(pool), self.raw_shape, cal, self.label)
+
+    def files(self) -> list[str]:
+        """Every file the source reads: the raw frame's, then the masters'."""
+        files = self.raw.files()
+        for m in self._masters():
+            if m is not None:
+                files += m.source.files()
+        return files
 
 
 def _shift_wcs(header: fits.Header, trim: Section) -> None:

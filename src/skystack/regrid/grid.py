@@ -391,13 +391,13 @@ def overlaps_grid(wcs: WCS, shape: tuple[int, int], grid_wcs: WCS,
     convex hull of those must overlap the rectangle of the grid's pixel centres with a positive
     area. A frame the grid's projection cannot see at all (e.g. on the far side of the sky from
     a TAN grid's tangent point) does not overlap."""
-    from .pixmap import _pix2pix  # the module's lock: WCS objects are not thread-safe
+    from .pixmap import pix2pix  # the module's lock: WCS objects are not thread-safe
 
     ex, ey = _edge_points(tuple(int(v) for v in shape))
     with np.errstate(all="ignore"), warnings.catch_warnings():
         warnings.simplefilter("ignore")
         try:
-            px, py = _pix2pix(wcs, grid_wcs, ex, ey)
+            px, py = pix2pix(wcs, grid_wcs, ex, ey)
         except Exception:  # astropy raises for some invalid positions instead of giving NaN
             return False
     finite = np.isfinite(px) & np.isfinite(py)

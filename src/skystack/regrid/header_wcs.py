@@ -17,7 +17,7 @@ from astropy.wcs import WCS, FITSFixedWarning
 
 from ..errors import SkystackError
 
-__all__ = ["parse_header_wcs"]
+__all__ = ["parse_header_wcs", "TIME_KEYS", "wcs_cards"]
 
 # wcslib's FITSFixedWarning for a value of the wrong type: "CRVAL1 = 'abc ' \na floating-point
 # value was expected." (or "an integer value was expected.").
@@ -67,3 +67,21 @@ def _check_cd(header: fits.Header, source: str) -> None:
     if not biggest > 0 or not abs(float(np.linalg.det(cd))) > 1e-12 * biggest ** 2:
         raise SkystackError(f"{source}: invalid WCS: the CD matrix is singular "
                             f"(CD1_1..CD2_2 = {' '.join(f'{v:g}' for v in cd.ravel())})")
+
+
+# Time keywords a WCS header may carry (FITS WCS paper VII): they date the frame the WCS came
+# from, not the product, and are never copied from a WCS into a product's header.
+TIME_KEYS = frozenset((
+    "DATE-OBS", "DATE-BEG", "DATE-AVG", "DATE-END", "MJD-OBS", "MJD-BEG", "MJD-AVG", "MJD-END",
+    "JEPOCH", "BEPOCH", "TSTART", "TSTOP", "XPOSURE", "TELAPSE", "TIMESYS", "TREFPOS",
+    "TREFDIR", "PLEPHEM", "TIMEUNIT", "DATEREF", "MJDREF", "MJDREFI", "MJDREFF", "JDREF",
+    "JDREFI", "JDREFF", "TIMEOFFS", "TIMSYER", "TIMRDER", "TIMEDEL", "TIMEPIXR"))
+
+
+def wcs_cards(wcs) -> fits.Header:
+    """``wcs.to_header(relax=True)`` without its time keywords (:data:`TIME_KEYS`): what a
+    product takes from a frame's or a reference grid's WCS."""
+    header = wcs.to_header(relax=True)
+    for key in TIME_KEYS & set(header.keys()):
+        del header[key]
+    return header

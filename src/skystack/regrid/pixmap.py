@@ -55,7 +55,7 @@ from numba import njit
 from ..errors import SkystackError
 
 __all__ = ["pixel_map", "node_map", "NodeMap", "map_positions", "map_error", "choose_step",
-           "check_celestial"]
+           "check_celestial", "pix2pix"]
 
 
 def check_celestial(wcs: object, what: str) -> WCS:
@@ -110,7 +110,7 @@ def _same_world(wcs_a: WCS, wcs_b: WCS) -> bool:
 _ASTROPY_LOCK = threading.RLock()
 
 
-def _pix2pix(wcs_a: WCS, wcs_b: WCS, x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, ...]:
+def pix2pix(wcs_a: WCS, wcs_b: WCS, x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, ...]:
     with _ASTROPY_LOCK:
         if _same_world(wcs_a, wcs_b):
             world = wcs_a.pixel_to_world_values(x, y)
@@ -143,11 +143,11 @@ def map_positions(wcs_in: WCS, wcs_out: WCS, x_out: np.ndarray, y_out: np.ndarra
     """
     x_out = np.asarray(x_out, dtype=np.float64)
     y_out = np.asarray(y_out, dtype=np.float64)
-    x_in, y_in = _pix2pix(wcs_out, wcs_in, x_out, y_out)
+    x_in, y_in = pix2pix(wcs_out, wcs_in, x_out, y_out)
     if roundtrip:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", RuntimeWarning)  # NaN comparisons
-            xb, yb = _pix2pix(wcs_in, wcs_out, x_in, y_in)
+            xb, yb = pix2pix(wcs_in, wcs_out, x_in, y_in)
             bad = (np.abs(xb - x_out) > 1) | (np.abs(yb - y_out) > 1)
         x_in[bad] = np.nan
         y_in[bad] = np.nan

@@ -10,7 +10,7 @@ import numpy as np
 
 from ...config import CombineOptions
 from ...networks import network_array
-from ..base import FrameParams, TileOutputs
+from ..base import FrameParams, HostLoops, TileOutputs
 from . import kernels as K
 
 METHOD_CODES = {"mean": K.MEAN, "sum": K.SUM, "median": K.MEDIAN, "min": K.MIN, "max": K.MAX}
@@ -37,10 +37,12 @@ def sorted_chunk(n_frames: int) -> int:
     return int(max(16, min(512, (32768 // max(1, n_frames)) // 16 * 16)))
 
 
-class CpuBackend:
-    """NumPy + Numba combination on ``threads`` CPU threads (default: all available cores)."""
+class CpuBackend(HostLoops):
+    """NumPy + Numba combination on ``threads`` CPU threads (default: all available cores); the
+    host loops of :mod:`skystack.core` run the combines and stacks (:class:`HostLoops`)."""
 
     name = "cpu"
+    thread_safe = True  # each call has its own outputs; the thread pool is shared safely
 
     def __init__(self, threads: int | None = None) -> None:
         self.threads = max(1, threads or available_cpus())

@@ -56,13 +56,13 @@ from dataclasses import dataclass
 import numpy as np
 
 from ...config import CombineOptions
+from ...core.grid import Grid
+from ...core.records import RunStats
+from ...core.stack_loop import grid_rows_of, misses_tile, write_stack_tile
+from ...core.tiles import OUTPUT_BYTES_PER_PIXEL, Tile, bytes_per_pixel, plan_tiles
 from ...errors import SkystackError
-from ...io.reader import Tile
-from ...pipeline import RunStats
 from ...regrid.interp import METHODS
 from ...regrid.pixmap import node_map
-from ...stacking import Grid, _bbox_in_grid, _misses, write_stack_tile
-from ...tiling import OUTPUT_BYTES_PER_PIXEL, bytes_per_pixel, plan_tiles
 from ..base import FrameParams, TileOutputs
 from .kernels import choose_combine_kernel
 from .streaming import (
@@ -99,7 +99,7 @@ class FrameGeometry:
     shape: tuple[int, int]
     node_x: np.ndarray        # (grid node rows, grid node cols) float64, NaN = invalid
     node_y: np.ndarray
-    bbox_rows: tuple[float, float] | None  # stacking._bbox_in_grid: grid rows of its edges
+    bbox_rows: tuple[float, float] | None  # core.stack_loop.grid_rows_of: grid rows of its edges
 
 
 @dataclass(frozen=True)
@@ -131,7 +131,7 @@ def stack_geometry(wcs_list: list, shapes: list[tuple[int, int]], grid: Grid, st
                    ) -> StackGeometry:
     """Node maps of every frame over the whole grid (astropy on the nodes only) and the tables.
 
-    ``grid`` is a :class:`skystack.stacking.Grid`; ``shapes`` the frames' (rows, cols).
+    ``grid`` is a :class:`skystack.core.grid.Grid`; ``shapes`` the frames' (rows, cols).
     """
     frames = []
     tables = None
@@ -140,7 +140,7 @@ def stack_geometry(wcs_list: list, shapes: list[tuple[int, int]], grid: Grid, st
         if tables is None:
             tables = nm
         frames.append(FrameGeometry(tuple(int(s) for s in shape), nm.node_x, nm.node_y,
-                                    _bbox_in_grid(wcs, shape, grid)))
+                                    grid_rows_of(wcs, shape, grid)))
     if tables is None:
         raise SkystackError("nothing to stack: no frames")
     w_r, w_c = tables.w_r, tables.w_c
@@ -209,7 +209,7 @@ def frame_regions(geom: StackGeometry, k: int, tiles: list[Tile]) -> list[Tile |
     fits_y = _stencil_fits(fg.node_y, pr, pc)
     out: list[Tile | None] = []
     for tile in tiles:
-        if _misses(fg.bbox_rows, tile):  # the CPU stack's skip
+        if misses_tile(fg.bbox_rows, tile):  # the CPU stack's skip
             out.append(None)
             continue
         sr, tr_lo, tr_hi = _pieces(geom.start_r, geom.t_r, tile.r0, tile.r1)
@@ -415,7 +415,7 @@ def stream_stack(device: Device, frames: list, wcs_list: list, grid: Grid,
     Arguments as :func:`skystack.stacking.stack_frames` (which calls this for GPU backends);
     ``exptimes`` are the frames' exposure times (float32, 0 where unknown) for EXPMAP. Sinks get
     ``write_tile(tile, image, uncertainty, coverage, mask=count == 0, extras={"EXPMAP": ...})``.
-    Returns :class:`skystack.pipeline.RunStats`.
+    Returns :class:`skystack.core.records.RunStats`.
     """
     if interp not in METHODS:
         raise SkystackError(f"unknown resampling method {interp!r} (choose from "

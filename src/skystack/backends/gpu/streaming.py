@@ -34,9 +34,9 @@ from typing import Protocol
 import numpy as np
 
 from ...config import CombineOptions
+from ...core.tiles import OUTPUT_BYTES_PER_PIXEL, Tile, plan_tiles
 from ...errors import SkystackError
-from ...io.reader import StageSpec, Tile
-from ...tiling import OUTPUT_BYTES_PER_PIXEL, plan_tiles
+from ...io.reader import StageSpec
 from ..base import FrameParams
 from .kernels import KernelChoice, choose_combine_kernel
 
@@ -105,7 +105,7 @@ def _plan(shape, r0: int, specs, n_frames: int, device_budget: int, host_budget:
             f"frames (device budget {device_budget >> 20} MiB, host {host_budget >> 20} MiB)")
     rows, cols = shape
     # plan_tiles sizes from bytes per pixel of its own accounting: hand it an equivalent budget.
-    from ...tiling import bytes_per_pixel
+    from ...core.tiles import bytes_per_pixel
 
     tiles = plan_tiles((rows - r0, cols), n_frames, fit * bytes_per_pixel(n_frames),
                        max_rows=max_tile_rows, min_tiles=4)
