@@ -153,9 +153,6 @@ def cuda_header() -> str:
 
 
 if __name__ == "__main__":
-    import sys
+    from .gpu.kernels import write_generated_header
 
-    if len(sys.argv) != 2:
-        sys.exit("usage: python -m skystack.backends.kernel_interface OUTPUT.cuh")
-    with open(sys.argv[1], "w") as f:
-        f.write(cuda_header())
+    write_generated_header(cuda_header, "skystack.backends.kernel_interface")
