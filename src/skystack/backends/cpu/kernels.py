@@ -8,7 +8,8 @@ Conventions shared by every kernel here:
   range rejection, when the raw value lies in ``[range_lo, range_hi]``. Invalid values are ignored;
   a pixel with no valid value gets NaN in ``out_img`` and ``out_unc`` and 0 in ``out_cnt``.
 * Sums, means and variances accumulate in float64.
-* Uncertainty is the standard error of the combined value (see :mod:`skystack.combine_spec`).
+* Uncertainty is the standard error of the combined value (``scatter``, see
+  :mod:`skystack.uncertainty`).
 
 Two strategies:
 
