@@ -18,38 +18,16 @@
 #include "sk_networks.cuh"
 #include "sk_pixel.cuh"
 
-#define SK_COMBINE_ARGS                                                                   \
+// Every combine kernel's arguments: the block, its per-frame normalisation and weights, the
+// combine's options as one struct passed by value (skystack/backends/kernel_interface.py builds
+// its bytes from CombineOptions), and the outputs.
+#define SK_COMBINE_ARGS                                                                       \
   const float *__restrict__ block, int nf, long long npix, const float *__restrict__ scale, \
-      const float *__restrict__ zero, const double *__restrict__ weights, int method,       \
-      int reject, int weighted, int use_range, float range_lo, float range_hi,              \
-      int use_median, int use_mad, double sigma_lo, double sigma_hi, int maxiters,          \
-      int nlow, int nhigh, double plow, double phigh, float *__restrict__ out_img,          \
+      const float *__restrict__ zero, const double *__restrict__ weights,                   \
+      const sk::CombineParams params, float *__restrict__ out_img,                          \
       float *__restrict__ out_unc, int *__restrict__ out_cnt
 
 namespace sk {
-
-__device__ __forceinline__ CombineParams make_params(
-    int method, int reject, int weighted, int use_range, float range_lo, float range_hi,
-    int use_median, int use_mad, double sigma_lo, double sigma_hi, int maxiters, int nlow,
-    int nhigh, double plow, double phigh) {
-  CombineParams p;
-  p.method = method;
-  p.reject = reject;
-  p.weighted = weighted;
-  p.use_range = use_range;
-  p.range_lo = range_lo;
-  p.range_hi = range_hi;
-  p.use_median = use_median;
-  p.use_mad = use_mad;
-  p.sigma_lo = sigma_lo;
-  p.sigma_hi = sigma_hi;
-  p.maxiters = maxiters;
-  p.nlow = nlow;
-  p.nhigh = nhigh;
-  p.plow = plow;
-  p.phigh = phigh;
-  return p;
-}
 
 __device__ __forceinline__ void store(const PixelResult& r, long long pix, float* out_img,
                                       float* out_unc, int* out_cnt) {
@@ -197,9 +175,7 @@ extern "C" __global__ void decode_frames(const unsigned char* __restrict__ stage
 }
 
 extern "C" __global__ void combine_accumulate(SK_COMBINE_ARGS) {
-  const sk::CombineParams p =
-      sk::make_params(method, reject, weighted, use_range, range_lo, range_hi, use_median,
-                      use_mad, sigma_lo, sigma_hi, maxiters, nlow, nhigh, plow, phigh);
+  const sk::CombineParams p = params;
   for (long long pix = (long long)blockIdx.x * blockDim.x + threadIdx.x; pix < npix;
        pix += (long long)gridDim.x * blockDim.x) {
     sk::FrameView fr{block, npix, pix, scale, zero, weights, nf};
@@ -209,9 +185,7 @@ extern "C" __global__ void combine_accumulate(SK_COMBINE_ARGS) {
 
 template <int NMAX>
 __global__ void combine_small(SK_COMBINE_ARGS) {
-  const sk::CombineParams p =
-      sk::make_params(method, reject, weighted, use_range, range_lo, range_hi, use_median,
-                      use_mad, sigma_lo, sigma_hi, maxiters, nlow, nhigh, plow, phigh);
+  const sk::CombineParams p = params;
   const float inf = sk::f32_inf();
   for (long long pix = (long long)blockIdx.x * blockDim.x + threadIdx.x; pix < npix;
        pix += (long long)gridDim.x * blockDim.x) {
@@ -244,9 +218,7 @@ __global__ void combine_warp(SK_COMBINE_ARGS) {
   constexpr int M = 32 * ITEMS;
   constexpr int PITCH = M + 8;
   extern __shared__ float stage[];
-  const sk::CombineParams p =
-      sk::make_params(method, reject, weighted, use_range, range_lo, range_hi, use_median,
-                      use_mad, sigma_lo, sigma_hi, maxiters, nlow, nhigh, plow, phigh);
+  const sk::CombineParams p = params;
   const int warp = threadIdx.x >> 5;
   const int lane = threadIdx.x & 31;
   const float inf = sk::f32_inf();

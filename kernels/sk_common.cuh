@@ -16,11 +16,11 @@
 #include <math.h>
 #endif
 
-namespace sk {
+// The codes (Method, Reject) and the run-time options (CombineParams) of a combine: generated
+// from skystack/backends/kernel_interface.py, as the CPU backend reads them.
+#include "sk_params.cuh"
 
-// Method and rejection codes: mirrored in skystack/backends/cpu/kernels.py (the CPU backend).
-enum Method { MEAN = 0, SUM = 1, MEDIAN = 2, MIN = 3, MAX = 4 };
-enum Reject { REJ_NONE = 0, REJ_SIGCLIP = 1, REJ_MINMAX = 2, REJ_RANGE = 3, REJ_PERCENTILE = 4 };
+namespace sk {
 
 // MAD of a unit Gaussian is 1 / 1.482602218505602 (astropy's mad_std).
 constexpr double MAD_TO_SIGMA = 1.482602218505602;
@@ -75,25 +75,6 @@ SK_HD double mul_add_f64(double a, double b, double c) {
 
 SK_HD double sqrt_f64(double x) { return sqrt(x); }
 SK_HD double floor_f64(double x) { return floor(x); }
-
-// How to combine: the run-time options of one combine, as in CombineOptions (config.py).
-struct CombineParams {
-  int method;
-  int reject;
-  int weighted;    // weighted mean / sum (order-statistics path re-reads frames)
-  int use_range;   // reject raw values outside [range_lo, range_hi]
-  float range_lo;
-  float range_hi;
-  int use_median;  // sigclip centre: median (else mean)
-  int use_mad;     // sigclip spread: MAD (else std, ddof = 0)
-  double sigma_lo;
-  double sigma_hi;
-  int maxiters;    // < 0: iterate until nothing changes
-  int nlow;        // minmax: values dropped at each end
-  int nhigh;
-  double plow;     // percentile: percent dropped at each end
-  double phigh;
-};
 
 // A combined pixel: value and standard error (NaN where count == 0) and the values used.
 struct PixelResult {

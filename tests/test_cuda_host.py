@@ -26,13 +26,12 @@ from skystack.backends.gpu.kernels import (
     kernels_dir,
     name_expressions,
 )
+from skystack.backends.kernel_interface import kernel_params
 from skystack.networks import GPU_REGISTER_SIZES, cuda_header
 from tests.reference import keep_mask, make_stack, reduce_kept
 from tests.test_combine import METHODS, REJECTIONS
 
 HARNESS = Path(__file__).parent / "cuda" / "host_harness.cu"
-METHOD_CODES = {"mean": 0, "sum": 1, "median": 2, "min": 3, "max": 4}
-REJECT_CODES = {"none": 0, "sigclip": 1, "minmax": 2, "range": 3, "percentile": 4}
 
 
 def _nvcc() -> str:
@@ -158,7 +157,10 @@ def host_combine(lib, cube, *, method="mean", reject="none", center="median", sp
                  path=None):
     """Run the host build of the kernel that the GPU backend would choose for this combine."""
     n = cube.shape[0]
-    opts = skystack.combine_options(method=method, reject=reject, low=low, high=high)
+    opts = skystack.combine_options(
+        method=method, reject=reject, center=center, spread=spread, sigma_low=sigma_low,
+        sigma_high=sigma_high, maxiters=maxiters, nlow=nlow, nhigh=nhigh, low=low, high=high,
+        plow=plow, phigh=phigh, weights=None if weights is None else list(weights))
     choice = choose_combine_kernel(n, opts)
     if path is None:
         path = 0 if choice.name == "combine_accumulate" else (
@@ -169,17 +171,13 @@ def host_combine(lib, cube, *, method="mean", reject="none", center="median", sp
     sc = np.ones(n, np.float32) if scale is None else np.asarray(scale, np.float32)
     zr = np.zeros(n, np.float32) if zero is None else np.asarray(zero, np.float32)
     w = np.ones(n, np.float64) if weights is None else np.asarray(weights, np.float64)
+    params = kernel_params(opts)  # the bytes the GPU kernels get by value
     img = np.empty(npix, np.float32)
     unc = np.empty(npix, np.float32)
     cnt = np.empty(npix, np.int32)
     rc = lib.sk_host_combine(
         _ptr(block), ctypes.c_int(n), ctypes.c_longlong(npix), _ptr(sc), _ptr(zr), _ptr(w),
-        METHOD_CODES[method], REJECT_CODES[reject], int(weights is not None),
-        int(reject == "range"), ctypes.c_float(-np.inf if low is None else low),
-        ctypes.c_float(np.inf if high is None else high), int(center == "median"),
-        int(spread == "mad"), ctypes.c_double(sigma_low), ctypes.c_double(sigma_high),
-        maxiters if maxiters > 0 else -1, nlow, nhigh, ctypes.c_double(plow),
-        ctypes.c_double(phigh), path, nmax, _ptr(img), _ptr(unc), _ptr(cnt))
+        _ptr(params), path, nmax, _ptr(img), _ptr(unc), _ptr(cnt))
     assert rc == 0
     shape = cube.shape[1:]
     return img.reshape(shape), unc.reshape(shape), cnt.reshape(shape)

@@ -109,9 +109,6 @@ def cuda_header(sizes: tuple[int, ...] = GPU_REGISTER_SIZES) -> str:
 
 
 if __name__ == "__main__":
-    import sys
+    from .backends.gpu.kernels import write_generated_header
 
-    if len(sys.argv) != 2:
-        sys.exit("usage: python -m skystack.networks OUTPUT.cuh")
-    with open(sys.argv[1], "w") as f:
-        f.write(cuda_header())
+    write_generated_header(cuda_header, "skystack.networks")

@@ -48,14 +48,13 @@ sk::PixelResult array_path(const sk::FrameView& fr, const sk::CombineParams& p,
 
 }  // namespace
 
+// ``params`` points at the bytes of a kernel_interface.PARAMS_DTYPE record: the struct the GPU
+// kernels get by value.
 extern "C" int sk_host_combine(const float* block, int nf, long long npix, const float* scale,
-                               const float* zero, const double* weights, int method, int reject,
-                               int weighted, int use_range, float range_lo, float range_hi,
-                               int use_median, int use_mad, double sigma_lo, double sigma_hi,
-                               int maxiters, int nlow, int nhigh, double plow, double phigh,
-                               int path, int nmax, float* out_img, float* out_unc, int* out_cnt) {
-  sk::CombineParams p{method, reject, weighted, use_range, range_lo, range_hi, use_median,
-                      use_mad, sigma_lo, sigma_hi, maxiters, nlow, nhigh, plow, phigh};
+                               const float* zero, const double* weights,
+                               const sk::CombineParams* params, int path, int nmax,
+                               float* out_img, float* out_unc, int* out_cnt) {
+  const sk::CombineParams p = *params;
   std::vector<float> buf;
   for (long long pix = 0; pix < npix; ++pix) {
     sk::FrameView fr{block, npix, pix, scale, zero, weights, nf};

@@ -11,11 +11,9 @@ import numpy as np
 from ...config import CombineOptions
 from ...networks import network_array
 from ..base import FrameParams, HostLoops, TileOutputs
+from ..kernel_interface import kernel_params
 from . import kernels as K
 
-METHOD_CODES = {"mean": K.MEAN, "sum": K.SUM, "median": K.MEDIAN, "min": K.MIN, "max": K.MAX}
-REJECT_CODES = {"none": K.REJ_NONE, "sigclip": K.REJ_SIGCLIP, "minmax": K.REJ_MINMAX,
-                "range": K.REJ_RANGE, "percentile": K.REJ_PERCENTILE}
 # Pixels per thread task are multiples of this, so vector loops stay aligned and tasks coarse.
 _ALIGN = 64
 
@@ -59,11 +57,7 @@ class CpuBackend(HostLoops):
         unc = out.uncertainty.reshape(-1)
         cnt = out.count.reshape(-1)
         npix = flat.shape[1]
-        method = METHOD_CODES[options.method]
-        reject = REJECT_CODES[options.reject]
-        use_range = options.reject == "range"
-        rlo = np.float32(-np.inf if options.range_low is None else options.range_low)
-        rhi = np.float32(np.inf if options.range_high is None else options.range_high)
+        kp = kernel_params(options)[()]  # a numpy.void: a Record in the Numba kernels
         scale = np.ascontiguousarray(params.scale, np.float32)
         zero = np.ascontiguousarray(params.zero, np.float32)
         weights = np.ascontiguousarray(params.weights, np.float64)
@@ -71,19 +65,13 @@ class CpuBackend(HostLoops):
         if needs_order_statistics(options):
             pairs = network_array(nf)
             chunk = sorted_chunk(nf)
-            maxiters = options.maxiters if options.maxiters > 0 else -1
 
             def work(p0: int, p1: int) -> None:
-                K.combine_sorted(
-                    flat, p0, p1, pairs, scale, zero, weights, options.weighted, method, reject,
-                    use_range, rlo, rhi, options.center == "median", options.spread == "mad",
-                    float(options.sigma_low), float(options.sigma_high), maxiters,
-                    int(options.nlow), int(options.nhigh), float(options.plow),
-                    float(options.phigh), chunk, img, unc, cnt)
+                K.combine_sorted(flat, p0, p1, pairs, scale, zero, weights, kp, chunk, img, unc,
+                                 cnt)
         else:
             def work(p0: int, p1: int) -> None:
-                K.combine_accumulate(flat, p0, p1, scale, zero, weights, method, use_range,
-                                     rlo, rhi, 512, img, unc, cnt)
+                K.combine_accumulate(flat, p0, p1, scale, zero, weights, kp, 512, img, unc, cnt)
 
         per = -(-npix // self.threads)
         per = -(-per // _ALIGN) * _ALIGN

@@ -8,7 +8,8 @@ Conventions shared by every kernel here:
   range rejection, when the raw value lies in ``[range_lo, range_hi]``. Invalid values are ignored;
   a pixel with no valid value gets NaN in ``out_img`` and ``out_unc`` and 0 in ``out_cnt``.
 * Sums, means and variances accumulate in float64.
-* Uncertainty is the standard error of the combined value (see :mod:`skystack.combine_spec`).
+* Uncertainty is the standard error of the combined value (``scatter``, see
+  :mod:`skystack.uncertainty`).
 
 Two strategies:
 
@@ -36,10 +37,12 @@ import math
 import numpy as np
 from numba import njit
 
-# Method codes (mirrored in skystack.combine_spec).
-MEAN, SUM, MEDIAN, MIN, MAX = 0, 1, 2, 3, 4
-# Rejection codes.
-REJ_NONE, REJ_SIGCLIP, REJ_MINMAX, REJ_RANGE, REJ_PERCENTILE = 0, 1, 2, 3, 4
+from ..kernel_interface import Method, Reject
+
+# The codes of skystack.backends.kernel_interface as plain ints: Numba freezes them into the code.
+MEAN, SUM, MEDIAN, MIN, MAX = (int(Method[m]) for m in ("MEAN", "SUM", "MEDIAN", "MIN", "MAX"))
+REJ_NONE, REJ_SIGCLIP, REJ_MINMAX, REJ_RANGE, REJ_PERCENTILE = (
+    int(Reject[r]) for r in ("NONE", "SIGCLIP", "MINMAX", "RANGE", "PERCENTILE"))
 
 MAD_TO_SIGMA = 1.482602218505602
 # Asymptotic efficiency of the median for Gaussian data: SE(median) = sqrt(pi/2) * sigma / sqrt(n).
@@ -96,9 +99,18 @@ def _moments_to_result(method, n, v1, v2, swx, ssd, vmin, vmax):
 # accumulate: mean / sum / min / max, no order statistics
 # --------------------------------------------------------------------------------------------
 @njit(nogil=True, cache=True)
-def combine_accumulate(block, p0, p1, scale, zero, weights, method, use_range, range_lo,
-                       range_hi, chunk, out_img, out_unc, out_cnt):
-    """Mean, sum, min or max of the valid values of pixels ``[p0, p1)``; see module docstring."""
+def combine_accumulate(block, p0, p1, scale, zero, weights, params, chunk, out_img, out_unc,
+                       out_cnt):
+    """Mean, sum, min or max of the valid values of pixels ``[p0, p1)``; see module docstring.
+
+    ``params`` is a :data:`~skystack.backends.kernel_interface.PARAMS_DTYPE` record.
+    """
+    # The record's fields are read once, into locals that the loops keep in registers; integers
+    # widened to int64, so that the helpers are specialised (and vectorised) as for Python ints.
+    method = np.int64(params.method)
+    use_range = params.use_range != 0
+    range_lo = params.range_lo
+    range_hi = params.range_hi
     nf = block.shape[0]
     v1 = np.empty(chunk, np.float64)
     v2 = np.empty(chunk, np.float64)
@@ -526,14 +538,31 @@ def _finish_ranges(method, scratch, b, c0, lo, hi, sums, ssd, out_img, out_unc, 
 
 
 @njit(nogil=True, cache=True)
-def combine_sorted(block, p0, p1, pairs, scale, zero, weights, weighted, method, reject,
-                   use_range, range_lo, range_hi, use_median, use_mad, sigma_lo, sigma_hi,
-                   maxiters, nlow, nhigh, plow, phigh, chunk, out_img, out_unc, out_cnt):
+def combine_sorted(block, p0, p1, pairs, scale, zero, weights, params, chunk, out_img, out_unc,
+                   out_cnt):
     """Combine pixels ``[p0, p1)`` with order statistics; see module docstring.
 
-    ``pairs`` is the sorting network for ``block.shape[0]`` values (:mod:`skystack.networks`).
+    ``pairs`` is the sorting network for ``block.shape[0]`` values (:mod:`skystack.networks`);
+    ``params`` is a :data:`~skystack.backends.kernel_interface.PARAMS_DTYPE` record, whose
     ``weighted`` selects the weighted reduction (mean and sum only).
     """
+    # The record's fields are read once, into locals that the loops keep in registers; integers
+    # widened to int64, so that the helpers are specialised (and vectorised) as for Python ints.
+    weighted = params.weighted != 0
+    method = np.int64(params.method)
+    reject = np.int64(params.reject)
+    use_range = params.use_range != 0
+    range_lo = params.range_lo
+    range_hi = params.range_hi
+    use_median = params.use_median != 0
+    use_mad = params.use_mad != 0
+    sigma_lo = params.sigma_lo
+    sigma_hi = params.sigma_hi
+    maxiters = np.int64(params.maxiters)
+    nlow = np.int64(params.nlow)
+    nhigh = np.int64(params.nhigh)
+    plow = params.plow
+    phigh = params.phigh
     nf = block.shape[0]
     scratch = np.empty((nf, chunk), np.float32)
     nvalid = np.empty(chunk, np.int32)

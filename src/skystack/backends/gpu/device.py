@@ -14,6 +14,7 @@ from functools import cache
 import numpy as np
 
 from ...config import CombineOptions
+from ..kernel_interface import kernel_params
 from .kernels import (
     KernelChoice,
     all_name_expressions,
@@ -26,9 +27,6 @@ _H2D = 1  # cudaMemcpyHostToDevice
 _D2H = 2  # cudaMemcpyDeviceToHost
 DECODE_THREADS = 256
 RESAMPLE_THREADS = 256
-
-METHOD_CODES = {"mean": 0, "sum": 1, "median": 2, "min": 3, "max": 4}
-REJECT_CODES = {"none": 0, "sigclip": 1, "minmax": 2, "range": 3, "percentile": 4}
 
 
 NVRTC_OPTIONS = ("--std=c++17",)
@@ -53,18 +51,14 @@ def load_kernel(name: str):
 
 def combine_args(block, n_frames: int, npix: int, options: CombineOptions, params: dict,
                  outs: tuple) -> tuple:
-    """The argument tuple of every combine kernel (SK_COMBINE_ARGS in kernels/combine.cu)."""
-    lo = -np.inf if options.range_low is None else options.range_low
-    hi = np.inf if options.range_high is None else options.range_high
+    """The arguments of every combine kernel (SK_COMBINE_ARGS in kernels/combine.cu).
+
+    The options travel as one ``sk::CombineParams`` struct: the bytes of a
+    :func:`~skystack.backends.kernel_interface.kernel_params` record, a NumPy array of size one,
+    which CuPy passes by value.
+    """
     return (block, np.int32(n_frames), np.int64(npix), params["scale"], params["zero"],
-            params["weights"], np.int32(METHOD_CODES[options.method]),
-            np.int32(REJECT_CODES[options.reject]), np.int32(options.weighted),
-            np.int32(options.reject == "range"), np.float32(lo), np.float32(hi),
-            np.int32(options.center == "median"), np.int32(options.spread == "mad"),
-            np.float64(options.sigma_low), np.float64(options.sigma_high),
-            np.int32(options.maxiters if options.maxiters > 0 else -1),
-            np.int32(options.nlow), np.int32(options.nhigh), np.float64(options.plow),
-            np.float64(options.phigh), *outs)
+            params["weights"], kernel_params(options), *outs)
 
 
 class CupyDevice:
