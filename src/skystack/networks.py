@@ -109,6 +109,6 @@ def cuda_header(sizes: tuple[int, ...] = GPU_REGISTER_SIZES) -> str:
 
 
 if __name__ == "__main__":
-    from .backends.gpu.kernels import write_generated_header
+    from .generated import write_generated_header
 
     write_generated_header(cuda_header, "skystack.networks")

@@ -153,6 +153,6 @@ def cuda_header() -> str:
 
 
 if __name__ == "__main__":
-    from .gpu.kernels import write_generated_header
+    from ..generated import write_generated_header
 
     write_generated_header(cuda_header, "skystack.backends.kernel_interface")

@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import math
 import re
-import sys
-from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
@@ -146,11 +144,3 @@ def instantiation_unit(source: str = "combine.cu") -> str:
     refs = ",\n    ".join(f"(void*)&{name}" for name in name_expressions(source))
     return assemble_source(source) + f"\nvoid* skystack_all_kernels[] = {{\n    {refs}}};\n"
 
-
-def write_generated_header(make_header: Callable[[], str], module: str) -> None:
-    """The command line of a header generator, ``python -m MODULE OUTPUT.cuh``: writes
-    ``make_header()`` to OUTPUT.cuh (kernels/sk_networks.cuh, kernels/sk_params.cuh)."""
-    if len(sys.argv) != 2:
-        sys.exit(f"usage: python -m {module} OUTPUT.cuh")
-    with open(sys.argv[1], "w") as f:
-        f.write(make_header())
