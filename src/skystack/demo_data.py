@@ -54,7 +54,7 @@ import numpy as np
 from astropy.io import fits
 from astropy.wcs import WCS
 
-from .night.names import safe_name
+from .io.labels import safe_name
 
 __all__ = ["SampleNight", "truth_image", "write_sample_night", "moffat_stars", "cosmic_rays",
            "seeded_rng"]

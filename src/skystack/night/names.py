@@ -15,13 +15,14 @@ identities get different suffixes (a clash of the hashes is refused, not ignored
 from __future__ import annotations
 
 import os
-import re
 from dataclasses import dataclass
 
 from ..errors import SkystackError
 from ..io.identity import short_digest
+from ..io.labels import safe_name
 
-__all__ = ["ProductNames", "Renamed", "SEPARATOR", "describe", "identity_digest", "safe_name"]
+__all__ = ["ProductNames", "Renamed", "SEPARATOR", "describe", "identity_digest",
+           "safe_name"]
 
 SEPARATOR = "~"  # between a readable name and its hash suffix; never in a safe name
 
@@ -35,15 +36,6 @@ class Renamed:
     path: str
     identity: tuple
     others: tuple[tuple, ...]
-
-
-def safe_name(text: str, default: str = "unknown") -> str:
-    """``text`` as a file-name part: ASCII letters, digits and ``-+.`` kept, every run of other
-    characters one ``_``; no leading ``.`` or ``_`` (a name starting with a dot is hidden, and
-    ``..`` must not look like a folder), ``default`` when nothing is left. Not one-to-one:
-    :class:`ProductNames` makes the final names unique."""
-    keep = re.sub(r"[^A-Za-z0-9+.-]+", "_", str(text).strip())
-    return keep.lstrip("._").rstrip("_") or default
 
 
 def identity_digest(identity: tuple) -> str:
