@@ -69,6 +69,7 @@ from __future__ import annotations
 import math
 
 import numpy as np
+from numba import njit
 
 from .config import CombineOptions
 from .core.records import FrameParams
@@ -138,50 +139,83 @@ def _weights(params: FrameParams, options: CombineOptions) -> np.ndarray:
     return w if options.weighted else np.ones_like(w)
 
 
-def _combine_variances(method: str, per_frame, n: np.ndarray, w: np.ndarray,
-                       value: np.ndarray) -> np.ndarray:
-    """Variance of the combined value from A(x) = mean_k(w_k**2 var_k(x)) (``per_frame``, a
-    function of the per-frame signal x) and the kept count ``n`` (see module docstring)."""
-    b = float(np.mean(w))
-    with np.errstate(divide="ignore", invalid="ignore"):
-        nf = np.where(n > 0, n, np.nan).astype(np.float64)
-        if method == "mean":
-            return per_frame(value) / (b * b * nf)
-        if method == "sum":
-            return per_frame(value / (nf * b)) * nf
-        if method == "median":
-            return (math.pi / 2) * per_frame(value) / nf
-        return per_frame(value)
+# How the per-frame variance A becomes the combined value's (module docstring), by method.
+_MEAN, _SUM, _MEDIAN, _ONE = 0, 1, 2, 3
+_COMBINATIONS = {"mean": _MEAN, "sum": _SUM, "median": _MEDIAN}
 
 
-def _model_per_frame(params: FrameParams, w: np.ndarray, zero_offsets: bool = True):
-    """x -> mean_k(w_k**2 var_k(x)) of the noise model (module docstring)."""
+@njit(cache=True, nogil=True)
+def _variance_kernel(value, kept, a_map, const, zvals, coefs, combination, b,
+                     out):  # pragma: no cover - compiled
+    """The combined value's variance at every pixel (flat arrays, ``out`` float64).
+
+    A, the mean over frames of w_k**2 var_k, is ``a_map[p]`` when ``a_map`` is not empty, else
+    the noise model's ``const + sum_t coefs[t] * max(x - zvals[t], 0)`` of the per-frame signal
+    x. NaN where no value was kept or the value is NaN. One pass, no temporaries: the UNCERT of
+    every tile of every product goes through here."""
+    use_map = a_map.size > 0
+    for p in range(value.size):
+        n = kept[p]
+        x = np.float64(value[p])
+        if n <= 0 or x != x:
+            out[p] = np.nan
+            continue
+        if combination == 1:  # sum: the per-frame signal is the value over the kept weight
+            x = x / (n * b)
+        if use_map:
+            a = a_map[p]
+        else:
+            a = const
+            for t in range(zvals.size):
+                d = x - zvals[t]
+                if d > 0.0:
+                    a += coefs[t] * d
+        if combination == 0:
+            out[p] = a / (b * b * n)
+        elif combination == 1:
+            out[p] = a * n
+        elif combination == 2:
+            out[p] = (np.pi / 2) * a / n
+        else:
+            out[p] = a
+
+
+def _combined_variance(method: str, value: np.ndarray, count: np.ndarray, w: np.ndarray, *,
+                       terms: tuple[float, np.ndarray, np.ndarray] | None = None,
+                       a_map: np.ndarray | None = None) -> np.ndarray:
+    """Variance (float64, ``value``'s shape) of each combined value from A (the noise model's
+    ``terms`` or a per-pixel ``a_map``) and the kept count (see module docstring)."""
+    value = np.ascontiguousarray(value)
+    out = np.empty(value.shape, np.float64)
+    const, zvals, coefs = terms if terms is not None else (0.0, np.zeros(0), np.zeros(0))
+    a = np.zeros(0) if a_map is None else np.ascontiguousarray(a_map, np.float64).reshape(-1)
+    _variance_kernel(value.reshape(-1), np.ascontiguousarray(count).reshape(-1), a,
+                     float(const), zvals, coefs, _COMBINATIONS.get(method, _ONE),
+                     float(np.mean(w)), out.reshape(-1))
+    return out
+
+
+def _model_terms(params: FrameParams, w: np.ndarray,
+                 zero_offsets: bool = True) -> tuple[float, np.ndarray, np.ndarray]:
+    """The noise model's A(x) = mean_k(w_k**2 var_k(x)) (module docstring) as
+    ``const + sum_t coefs[t] * max(x - zvals[t], 0)``: frames sharing a zero offset share one
+    term (usually all: no --zero)."""
     s = np.asarray(params.scale, np.float64)
     z = np.asarray(params.zero, np.float64) if zero_offsets else np.zeros(len(s))
     g = np.asarray(params.gain, np.float64)
     r = np.nan_to_num(np.asarray(params.rdnoise, np.float64)) if params.rdnoise is not None \
         else np.zeros(len(s))
-    nframes = len(s)
     const = float(np.mean(w**2 * (s * r / g) ** 2))
-    coef = w**2 * s / g / nframes
-    # Frames sharing a zero offset share one term (usually all: no --zero).
-    terms = [(float(zv), float(coef[z == zv].sum())) for zv in np.unique(z)]
-
-    def per_frame(x):
-        x = np.asarray(x, np.float64)
-        out = np.full(x.shape, const)
-        for zv, c in terms:
-            out += c * np.maximum(x - zv, 0.0)
-        return out
-
-    return per_frame
+    coef = w**2 * s / g / len(s)
+    zvals = np.unique(z)
+    return const, zvals, np.array([coef[z == zv].sum() for zv in zvals], np.float64)
 
 
 def model_variance(image: np.ndarray, count: np.ndarray, options: CombineOptions,
                    params: FrameParams) -> np.ndarray:
     """Variance (float64) of each combined value by the noise model (module docstring)."""
     w = _weights(params, options)
-    return _combine_variances(options.method, _model_per_frame(params, w), count, w, image)
+    return _combined_variance(options.method, image, count, w, terms=_model_terms(params, w))
 
 
 def propagated_variance(sigma: np.ndarray, image: np.ndarray, count: np.ndarray,
@@ -199,7 +233,7 @@ def propagated_variance(sigma: np.ndarray, image: np.ndarray, count: np.ndarray,
         nvalid += ok
     with np.errstate(divide="ignore", invalid="ignore"):
         mean_var = np.where(nvalid > 0, acc / nvalid, np.nan)
-    return _combine_variances(options.method, lambda x: mean_var, count, w, image)
+    return _combined_variance(options.method, image, count, w, a_map=mean_var)
 
 
 def effective_noise(method: str, n_frames: int, gain: np.ndarray, rdnoise: np.ndarray | None,
@@ -207,9 +241,8 @@ def effective_noise(method: str, n_frames: int, gain: np.ndarray, rdnoise: np.nd
     """Effective (GAIN e-/ADU, RDNOISE e-) of a product of ``n_frames`` unscaled frames
     (module docstring); RDNOISE None when ``rdnoise`` is None."""
     params = FrameParams(np.ones(len(gain)), np.zeros(len(gain)), weights, gain, rdnoise)
-    per_frame = _model_per_frame(params, weights, zero_offsets=False)
-    var = _combine_variances(method, per_frame, np.full(2, n_frames), weights,
-                             np.array([0.0, 1.0]))
+    var = _combined_variance(method, np.array([0.0, 1.0]), np.full(2, n_frames), weights,
+                             terms=_model_terms(params, weights, zero_offsets=False))
     g_eff = 1.0 / (var[1] - var[0])
     return g_eff, (g_eff * math.sqrt(var[0]) if rdnoise is not None else None)
 

@@ -128,12 +128,34 @@ def _read_with_margin(read: ReadRows, shape: tuple[int, int], r0: int, r1: int):
     return np.asarray(read(a0, a1), np.float32), r0 - a0
 
 
-def _mad_sigma(values: np.ndarray) -> float:
-    """MAD-based standard deviation of the finite values (NaN if none)."""
-    v = values[np.isfinite(values)]
-    if v.size == 0:
-        return float("nan")
-    return 1.4826 * float(np.median(np.abs(v - np.median(v))))
+@njit(cache=True, nogil=True)
+def _block_sigmas(residual, row_edges, col_edges):  # pragma: no cover - compiled
+    """MAD-based standard deviation (1.4826 MAD) of the finite values of every block
+    ``[row_edges[i], row_edges[i+1]) x [col_edges[j], col_edges[j+1])`` of ``residual``; NaN for
+    a block without finite values. One compiled pass: per block, two selections in a reused
+    buffer (the Python version cost ~0.1 ms a block, 1024 blocks on a 2048² dark)."""
+    nr, nc = len(row_edges) - 1, len(col_edges) - 1
+    out = np.empty((nr, nc), np.float64)
+    height = np.max(row_edges[1:] - row_edges[:-1])
+    width = np.max(col_edges[1:] - col_edges[:-1])
+    buf = np.empty(height * width, np.float64)
+    for i in range(nr):
+        for j in range(nc):
+            n = 0
+            for r in range(row_edges[i], row_edges[i + 1]):
+                for c in range(col_edges[j], col_edges[j + 1]):
+                    v = residual[r, c]
+                    if np.isfinite(v):
+                        buf[n] = v
+                        n += 1
+            if n == 0:
+                out[i, j] = np.nan
+                continue
+            med = np.median(buf[:n])
+            for k in range(n):
+                buf[k] = abs(buf[k] - med)
+            out[i, j] = 1.4826 * np.median(buf[:n])
+    return out
 
 
 def find_hot_pixels(read: ReadRows, shape: tuple[int, int], *, hot_sigma: float = 5.0,
@@ -151,14 +173,14 @@ def find_hot_pixels(read: ReadRows, shape: tuple[int, int], *, hot_sigma: float 
     for r0, r1, row_edges in _bands(shape, band_rows, mesh):
         data, off = _read_with_margin(read, shape, r0, r1)
         residual = (data - local_level(data))[off:off + r1 - r0]
-        for b0, b1 in zip(row_edges[:-1], row_edges[1:]):
-            for c0, c1 in zip(col_edges[:-1], col_edges[1:]):
-                block = residual[b0 - r0:b1 - r0, c0:c1]
-                sigma = _mad_sigma(block)
-                threshold = max(hot_sigma * sigma, floor) if np.isfinite(sigma) else floor
-                thresholds.append(threshold)
+        sigmas = _block_sigmas(residual, np.asarray(row_edges, np.int64) - r0,
+                               np.asarray(col_edges, np.int64))
+        limits = np.where(np.isfinite(sigmas), np.maximum(hot_sigma * sigmas, floor), floor)
+        thresholds.extend(limits.ravel().tolist())
+        for i, (b0, b1) in enumerate(zip(row_edges[:-1], row_edges[1:])):
+            for j, (c0, c1) in enumerate(zip(col_edges[:-1], col_edges[1:])):
                 with np.errstate(invalid="ignore"):
-                    hot[b0:b1, c0:c1] = block > threshold
+                    hot[b0:b1, c0:c1] = residual[b0 - r0:b1 - r0, c0:c1] > limits[i, j]
     return hot, float(np.median(thresholds))
 
 

@@ -403,8 +403,15 @@ def overlaps_grid(wcs: WCS, shape: tuple[int, int], grid_wcs: WCS,
     finite = np.isfinite(px) & np.isfinite(py)
     if finite.sum() < 3:
         return False
-    hull = _hull(np.column_stack([px[finite], py[finite]]))
     rows, cols = grid_shape
+    # A point of the footprint's outline strictly inside the grid's rectangle: the footprint
+    # has area on both sides of its outline there, so the overlap has a positive area (the
+    # usual case, decided without the hull).
+    px, py = px[finite], py[finite]
+    if np.any((px > 0) & (px < cols - 1) & (py > 0) & (py < rows - 1)):
+        return True
+    # Otherwise the outline is all outside: the footprint misses the grid or contains it.
+    hull = _hull(np.column_stack([px, py]))
     eps = 1e-6  # a grid of one row or column still has an area
     box = np.array([[-eps, -eps], [cols - 1 + eps, -eps], [cols - 1 + eps, rows - 1 + eps],
                     [-eps, rows - 1 + eps]])
