@@ -191,6 +191,8 @@ def build_parser() -> argparse.ArgumentParser:
     n.add_argument("--save-calibrated", action="store_true",
                    help="also write every calibrated light to OUT_DIR/calibrated/")
     n.add_argument("--no-previews", action="store_true", help="no PNG previews")
+    n.add_argument("--gain-normalise", action="store_true",
+                   help="multiply each calibrated light by its (CCD's) GAIN: stacks in electrons")
     _add_combine_options(n)
     night = NIGHT_STACK_OPTIONS
     n.set_defaults(**night)
@@ -333,7 +335,8 @@ def _run_night(a: argparse.Namespace) -> int:
     kwargs.pop("hdu")
     result = run_night(a.raw, a.output, backend=a.backend, overwrite=a.overwrite,
                        overscan=a.overscan, trim=a.trim, save_calibrated=a.save_calibrated,
-                       previews=not a.no_previews, threads=a.threads, mem_limit=mem_limit,
+                       previews=not a.no_previews, gain_normalise=a.gain_normalise,
+                       threads=a.threads, mem_limit=mem_limit,
                        log=None if a.quiet else print, cluster=_cluster(a),
                        **align_kwargs(a), **kwargs)
     if not a.quiet:

@@ -36,7 +36,8 @@ from ..errors import SkystackError
 from .reader import BITPIX_DTYPES, ArraySource, CompressedFitsSource, HandlePool, RawFitsSource
 from .sigma import ccd_sigma
 
-__all__ = ["Frame", "expand_paths", "load_frames", "read_header"]
+__all__ = ["Frame", "expand_paths", "load_frames", "read_header", "read_image_headers",
+           "with_primary"]
 
 
 def expand_paths(items: Iterable[str | os.PathLike]) -> list[str]:
@@ -242,6 +243,18 @@ def read_header(path: str, hdu: int | str | None = None, check_data: bool = Fals
         return _printable(h.header), _image_shape(h.header)
 
 
+def read_image_headers(path: str) -> tuple[fits.Header, list[tuple[int, fits.Header,
+                                                                     tuple[int, int]]]]:
+    """The primary header of ``path`` and (HDU index, header, (rows, cols)) of each of its 2-D
+    image HDUs other than ``MASK`` planes, headers as in the file (not merged), in file order:
+    the CCDs of a multi-extension (mosaic) file. Reads headers only; the list is empty when the
+    file holds no image (:func:`read_header` then says why)."""
+    with _open_fits(path) as hdul, quiet_astropy():
+        images = [(i, _printable(h.header), _image_shape(h.header)) for i, h in enumerate(hdul)
+                  if _is_image(h) and str(h.header.get("EXTNAME", "")).upper() != "MASK"]
+        return _printable(hdul[0].header), images
+
+
 def _check_complete(hdul: fits.HDUList, index: int, path: str) -> None:
     """Raise SkystackError when the file ends inside HDU ``index``'s image data."""
     if _is_gzip(path):  # offsets are in the decompressed stream: a short file fails when read
@@ -382,6 +395,14 @@ def _merge_primary(header: fits.Header, primary: fits.Header) -> None:
     for card in primary.cards:
         if card.keyword not in header and card.keyword not in _STRUCTURAL:
             header.append(card, end=True)
+
+
+def with_primary(header: fits.Header, primary: fits.Header) -> fits.Header:
+    """A copy of an extension's ``header`` with the primary's keywords it lacks, as
+    :func:`load_frames` gives an extension's frame (the extension's values win)."""
+    header = header.copy()
+    _merge_primary(header, primary)
+    return header
 
 
 def _file_frame(path: str, hdu: int | str | None, pool: HandlePool) -> Frame:

@@ -50,7 +50,7 @@ class NightBuild:
     def __init__(self, plan: NightPlan, out_dir: str, *, backend: str, overwrite: bool,
                  stack_options: dict, save_calibrated: bool, threads: int | None, mem_limit,
                  log: Callable[[str], None], align: str, align_model: str,
-                 selection: dict) -> None:
+                 selection: dict, gain_normalise: bool = False) -> None:
         self.plan = plan
         self.out = out_dir
         self.backend = backend
@@ -63,6 +63,7 @@ class NightBuild:
         self.align = align
         self.align_model = align_model
         self.selection = selection
+        self.gain_normalise = gain_normalise  # lights in electrons (calibrate.Calibration.gain)
         self.records = plan.records
         self.products: list[Product] = []
         self.master_frames: dict[str, Frame] = {}
@@ -91,26 +92,42 @@ class NightBuild:
         """The calibration of one frame in its product's fingerprint: the masters'
         fingerprints, the dark's scale and the overscan/trim."""
         choice = self.choice(frame, role)
-        return [self.fprints.get(p) for p in choice.paths] + [round(choice.dark_scale, 9),
-                                                               frame.cal.describe()]
+        recipe = [self.fprints.get(p) for p in choice.paths] + [round(choice.dark_scale, 9),
+                                                                 frame.cal.describe()]
+        if frame.info.hdu is not None:  # a CCD of a mosaic file
+            recipe.append(frame.info.hdu)
+        if self.gain_normalise and role == "light":
+            recipe.append("gain-normalised")
+        return recipe
 
-    def _calibration(self, cal: Calibration, choice: CalibrationChoice) -> Calibration:
+    def _calibration(self, cal: Calibration, choice: CalibrationChoice,
+                     gain: float | None = None) -> Calibration:
         return Calibration(overscan=cal.overscan, trim=cal.trim,
                            bias=self.master_frames.get(choice.bias),
                            dark=self.master_frames.get(choice.dark),
                            dark_scale=choice.dark_scale,
                            flat=self.master_frames.get(choice.flat),
-                           badpix=self.master_frames.get(choice.badpix))
+                           badpix=self.master_frames.get(choice.badpix), gain=gain)
 
-    def _frame(self, frame: RawFrame, choice: CalibrationChoice) -> Frame:
-        raw = load_frames([frame.path])[0]
-        return calibrated_frame(raw, self._calibration(frame.cal, choice))
+    def _frame(self, frame: RawFrame, choice: CalibrationChoice, gain: bool = False) -> Frame:
+        """``frame`` (its CCD's extension for a mosaic) calibrated with ``choice``'s masters;
+        ``gain``: multiplied by its GAIN (electrons)."""
+        from dataclasses import replace
+
+        from .ccds import frame_gain
+
+        raw = load_frames([frame.path], hdu=frame.info.hdu)[0]
+        if frame.info.hdu is not None:  # messages name the CCD: file.fits[CCD2]
+            raw = replace(raw, label=os.path.basename(frame.name))
+        factor = frame_gain(raw) if gain else None
+        return calibrated_frame(raw, self._calibration(frame.cal, choice, factor))
 
     def light(self, frame: RawFrame) -> Frame:
         """A light calibrated for its stack, made once (alignment and stack share it)."""
-        if frame.path not in self.lights:
-            self.lights[frame.path] = self._frame(frame, self.choice(frame, "light"))
-        return self.lights[frame.path]
+        if frame.name not in self.lights:
+            self.lights[frame.name] = self._frame(frame, self.choice(frame, "light"),
+                                                  self.gain_normalise)
+        return self.lights[frame.name]
 
     def _held(self, master: Frame) -> Frame:
         """The master decoded into memory while the masters held fit a quarter of the memory
@@ -151,14 +168,13 @@ class NightBuild:
                                        "selection": self.selection}
                     if self.align != "wcs":  # the star reference is chosen among all of them
                         recipe["object_lights"] = [f.path for f in self.plan.object_lights[key]]
-                inputs = [f.path for f in job.frames]
-                identities = [file_identity(p) for p in inputs]
-                fp = fingerprint(job.kind, inputs, recipe, identities=identities)
+                identities = [file_identity(f.path) for f in job.frames]
+                fp = fingerprint(job.kind, [], recipe, identities=identities)
                 self.input_records[job.path] = input_records(identities)
             self.fprints[job.path] = fp
             planned.append((job, fp, product_state(job.path, fp, self.overwrite,
                                                    self.input_records.get(job.path, ()),
-                                                   [f.path for f in job.frames])))
+                                                   [f.name for f in job.frames])))
         return planned
 
     def execute(self, planned) -> None:
@@ -167,7 +183,7 @@ class NightBuild:
         os.makedirs(os.path.join(self.out, "masters"), exist_ok=True)
         os.makedirs(os.path.join(self.out, "stacks"), exist_ok=True)
         for job, fp, state in planned:
-            product = Product(job.kind, job.path, [f.path for f in job.frames],
+            product = Product(job.kind, job.path, [f.name for f in job.frames],
                               key=job.product_key())
             if job.path in self.plan.renamed:
                 product.notes.append(self.plan.renamed[job.path])
@@ -195,7 +211,7 @@ class NightBuild:
         """An existing product with the same recipe: its frames are recorded as used."""
         product.status = "reused"
         for f in job.frames:
-            rec = self.records[f.path]
+            rec = self.records[f.name]
             rec.group = os.path.relpath(job.path, self.out)
             rec.masters = self.choice(f, role).used
             rec.used = True
@@ -205,7 +221,7 @@ class NightBuild:
         """(raw record, calibrated frame) for each frame of ``job`` that can be opened."""
         pairs = []
         for f in job.frames:
-            rec = self.records[f.path]
+            rec = self.records[f.name]
             choice = self.choice(f, role)
             rec.group = job.path and os.path.relpath(job.path, self.out)
             rec.masters = choice.used
@@ -281,14 +297,17 @@ class NightBuild:
 
     # -- calibrated copies and previews ----------------------------------------------------
 
-    def save_calibrated_lights(self, frames: list[Frame]) -> None:
-        """``--save-calibrated``: each calibrated light as float32 ADU in ``calibrated/``."""
+    def save_calibrated_lights(self, frames: list[Frame], names: list[str] | None = None
+                               ) -> None:
+        """``--save-calibrated``: each calibrated light as float32 ADU (electrons with
+        ``--gain-normalise``) in ``calibrated/``; ``names``: the frames' raw names
+        (``file[EXTNAME]`` for a CCD of a mosaic), by default their paths."""
         folder = os.path.join(self.out, "calibrated")
         os.makedirs(folder, exist_ok=True)
-        for f in frames:
+        for f, name in zip(frames, names or [f.path for f in frames]):
             data = np.empty(f.shape, np.float32)
             f.source.read(Tile(0, f.shape[0], 0, f.shape[1]), data)
-            target = self.plan.calibrated_paths[f.path]
+            target = self.plan.calibrated_paths[name]
             with atomic_path(target, overwrite=True) as tmp:
                 fits.PrimaryHDU(data, header=f.header).writeto(tmp)
 

@@ -23,6 +23,11 @@ Conventions
   offset (IRAF convention).
 * The dark master is bias-subtracted (ADU in its own exposure time ``t_dark``); it is scaled by
   ``dark_scale = t_light / t_dark`` (1 when exposures match).
+* Gain normalisation (``Calibration.gain``, the night's ``--gain-normalise``): the calibrated
+  pixels are then multiplied by the CCD's ``GAIN`` (e-/ADU), so they are in electrons; the
+  header says ``BUNIT = 'electron'``, ``GAIN = 1`` and ``GAINNORM`` = the factor applied (the
+  noise model, :mod:`skystack.uncertainty`, then works in electrons; ``RDNOISE`` is in
+  electrons already).
 """
 
 from __future__ import annotations
@@ -82,6 +87,7 @@ class Calibration:
     dark_scale: float = 1.0
     flat: Frame | None = None
     badpix: Frame | None = None
+    gain: float | None = None  # e-/ADU: the calibrated pixels multiplied by it (electrons)
 
     def describe(self) -> list[str]:
         """Human-readable steps, for HISTORY cards and the night's summary."""
@@ -98,6 +104,8 @@ class Calibration:
             steps.append(f"divided by flat {self.flat.label}")
         if self.badpix is not None:
             steps.append(f"bad pixels of {self.badpix.label} masked")
+        if self.gain is not None:
+            steps.append(f"multiplied by GAIN {self.gain:.6g} e-/ADU (electrons)")
         return steps
 
 
@@ -228,6 +236,8 @@ class CalibratedSource:
         _calibrate_tile(out, bias, cal.bias is not None, dark, np.float32(cal.dark_scale),
                         cal.dark is not None, flat, cal.flat is not None, bad,
                         cal.badpix is not None)
+        if cal.gain is not None:
+            out *= np.float32(cal.gain)
 
     @staticmethod
     def _master_tile(master: Frame | None, tile: Tile, name: str) -> np.ndarray:
@@ -261,7 +271,8 @@ class CalibratedSource:
 
         return CalibratedSpec(self.raw.to_spec(label), tuple(self.raw_shape), self.label,
                               cal.overscan, cal.trim, master(cal.bias), master(cal.dark),
-                              float(cal.dark_scale), master(cal.flat), master(cal.badpix))
+                              float(cal.dark_scale), master(cal.flat), master(cal.badpix),
+                              cal.gain)
 
 
 @dataclass(frozen=True)
@@ -291,6 +302,7 @@ class CalibratedSpec:
     dark_scale: float = 1.0
     flat: MasterSpec | None = None
     badpix: MasterSpec | None = None
+    gain: float | None = None
 
     def _masters(self) -> tuple[MasterSpec | None, ...]:
         return (self.bias, self.dark, self.flat, self.badpix)
@@ -300,7 +312,7 @@ class CalibratedSpec:
         bias, dark, flat, badpix = (m.open(pool) if m is not None else None
                                     for m in self._masters())
         cal = Calibration(overscan=self.overscan, trim=self.trim, bias=bias, dark=dark,
-                          dark_scale=self.dark_scale, flat=flat, badpix=badpix)
+                          dark_scale=self.dark_scale, flat=flat, badpix=badpix, gain=self.gain)
         return CalibratedSource(self.raw.open(pool), self.raw_shape, cal, self.label)
 
     def files(self) -> list[str]:
@@ -338,4 +350,8 @@ def calibrated_frame(frame: Frame, calibration: Calibration) -> Frame:
     if calibration.bias is not None or calibration.overscan is not None:
         # Its pixels no longer hold the bias level (skystack.uncertainty's noise model).
         header["BIASSUB"] = (True, "bias level subtracted")
+    if calibration.gain is not None:
+        header["BUNIT"] = ("electron", "calibrated and multiplied by GAINNORM")
+        header["GAIN"] = (1.0, "e-/ADU: pixels in electrons")
+        header["GAINNORM"] = (calibration.gain, "e-/ADU: the raw GAIN the pixels were scaled by")
     return Frame(frame.label, source.shape, header, source, frame.path, frame.hdu_index)

@@ -32,27 +32,37 @@ __all__ = ["BadpixJob", "CalibrationChoice", "Camera", "CameraMasters", "Job", "
 
 @dataclass(frozen=True, order=True)
 class Camera:
-    """What a master is made for: binning ``(xbin, ybin)`` and calibrated (trimmed) shape
-    ``(rows, cols)``. Ordered by binning, then shape."""
+    """What a master is made for: binning ``(xbin, ybin)``, calibrated (trimmed) shape
+    ``(rows, cols)`` and, for a mosaic camera, the ``ccd`` (EXTNAME, else HDU index; ``''`` for
+    a single-chip camera, and for a mosaic's stacks, which hold all its CCDs). Ordered by
+    binning, then shape, then CCD."""
 
     binning: tuple[int, int]
     shape: tuple[int, int]
+    ccd: str = ""
 
     @property
     def identity(self) -> tuple:
-        """``(binning, shape)``: the camera in product identities (their name hashes)."""
-        return (self.binning, self.shape)
+        """``(binning, shape)`` (and the CCD): the camera in product identities."""
+        return (self.binning, self.shape) + ((self.ccd,) if self.ccd else ())
 
     @property
     def label(self) -> str:
-        """``1x1 512x512``: the camera in group names."""
-        return f"{self.binning[0]}x{self.binning[1]} {self.shape[0]}x{self.shape[1]}"
+        """``1x1 512x512`` (``1x1 512x512 CCD2``): the camera in group names."""
+        return (f"{self.binning[0]}x{self.binning[1]} {self.shape[0]}x{self.shape[1]}"
+                + (f" {self.ccd}" if self.ccd else ""))
+
+    @property
+    def mosaic(self) -> Camera:
+        """The camera of the stacks this CCD's lights go into: all CCDs together."""
+        return Camera(self.binning, self.shape)
 
     def suffix(self, many: bool) -> str:
-        """``_1x1_512x512`` for product names when the night holds ``many`` cameras."""
-        if not many:
-            return ""
-        return f"_{self.binning[0]}x{self.binning[1]}_{self.shape[0]}x{self.shape[1]}"
+        """Product-name suffix: ``_1x1_512x512`` when the night holds ``many`` cameras, then
+        ``_<CCD>`` for a CCD's masters (``masters/bias_CCD2.fits``: their one naming rule)."""
+        sfx = f"_{self.binning[0]}x{self.binning[1]}_{self.shape[0]}x{self.shape[1]}" \
+            if many else ""
+        return sfx + (f"_{safe_name(self.ccd)}" if self.ccd else "")
 
 
 @dataclass(frozen=True)
@@ -67,6 +77,11 @@ class RawFrame:
     @property
     def path(self) -> str:
         return self.info.path
+
+    @property
+    def name(self) -> str:
+        """The file, or ``file[EXTNAME]`` for a CCD of a mosaic (its record's key)."""
+        return self.info.name
 
 
 @dataclass(frozen=True)
@@ -184,7 +199,8 @@ def _grid_light(frames: list[RawFrame]) -> RawFrame:
 
 
 def _by_date(frames) -> list[RawFrame]:
-    return sorted(frames, key=lambda f: (f.info.date_obs, f.path))
+    return sorted(frames, key=lambda f: (f.info.date_obs, f.path,
+                                         -1 if f.info.hdu is None else f.info.hdu))
 
 
 class _Planner:
@@ -208,13 +224,17 @@ class _Planner:
     def claim(self, folder: str, stem: str, identity: tuple, ext: str = ".fits") -> str:
         return self.names.claim(os.path.join(self.out, folder), stem, ext, identity)
 
-    def claim_calibrated(self, raw: str) -> str:
-        """``calibrated/<raw name>`` (less ``.fz``/``.gz``): ``x.fits`` and ``x.fits.fz``, or
-        files of one name in two folders, get distinct names."""
+    def claim_calibrated(self, raw: str, ccd: str = "") -> str:
+        """``calibrated/<raw name>`` (less ``.fz``/``.gz``; ``_<CCD>`` added for a CCD of a
+        mosaic): ``x.fits`` and ``x.fits.fz``, or files of one name in two folders, get
+        distinct names."""
         name = os.path.basename(raw)
         for ext in (".fz", ".gz"):
             name = name[: -len(ext)] if name.endswith(ext) else name
         stem, ext = os.path.splitext(name)
+        if ccd:
+            return self.claim("calibrated", f"{stem}_{safe_name(ccd)}",
+                              ("calibrated", os.path.abspath(raw), ccd), ext)
         return self.claim("calibrated", stem, ("calibrated", os.path.abspath(raw)), ext)
 
     def usable_frames(self, scanned: ScanResult) -> list[RawFrame]:
@@ -224,8 +244,8 @@ class _Planner:
             self.records[s.path] = FrameRecord(s.path, "unknown", reason=s.reason)
         frames = []
         for info in scanned.frames:
-            rec = FrameRecord(info.path, info.role)
-            self.records[info.path] = rec
+            rec = FrameRecord(info.name, info.role)
+            self.records[info.name] = rec
             try:
                 cal, shape = _pre(info, self.overscan, self.trim)
             except SkystackError as exc:
@@ -234,11 +254,12 @@ class _Planner:
             if info.role in ("dark", "light") and header_exptime_problem(info.header):
                 rec.reason = f"{header_exptime_problem(info.header)}: skipped"
                 continue
-            frames.append(RawFrame(info, cal, Camera(tuple(info.binning), shape)))
+            frames.append(RawFrame(info, cal, Camera(tuple(info.binning), shape, info.ccd)))
         return frames
 
     def camera_jobs(self, cam: Camera, mine: dict[str, list[RawFrame]], many: bool) -> list:
-        """The jobs of one camera (``mine``: its frames by role), in build order."""
+        """The master jobs of one camera (of one CCD of a mosaic; ``mine``: its frames by
+        role), in build order."""
         sfx = cam.suffix(many)
         cm = self.masters[cam]
         jobs: list = []
@@ -249,7 +270,7 @@ class _Planner:
         for f in mine.get("dark", []):
             t = f.info.exptime
             if not math.isfinite(t) or t <= 0:
-                self.records[f.path].reason = "dark without a positive EXPTIME"
+                self.records[f.name].reason = "dark without a positive EXPTIME"
                 continue
             darks_by_t[round(t, 6)].append(f)
         for t in sorted(darks_by_t):
@@ -260,7 +281,7 @@ class _Planner:
         flats_by_f: dict[str, list] = defaultdict(list)
         for f in mine.get("flat", []):
             if cm.darks and header_exptime_problem(f.info.header):  # scales the dark
-                self.records[f.path].reason = f"{header_exptime_problem(f.info.header)}: skipped"
+                self.records[f.name].reason = f"{header_exptime_problem(f.info.header)}: skipped"
                 continue
             flats_by_f[f.info.filter or "none"].append(f)
         for filt in sorted(flats_by_f):
@@ -272,7 +293,7 @@ class _Planner:
         if cm.darks or cm.flats:
             cm.badpix = self.claim("masters", f"badpix{sfx}", ("badpix", cam.identity))
             jobs.append(BadpixJob(cm.badpix, cam.label, cam))
-        return jobs + self.stack_jobs(cam, mine.get("light", []), many)
+        return jobs
 
     def stack_jobs(self, cam: Camera, lights: list[RawFrame], many: bool) -> list[StackJob]:
         sfx = cam.suffix(many)
@@ -280,7 +301,7 @@ class _Planner:
         for f in lights:
             by_stack[(f.info.object or "unknown", f.info.filter or "none")].append(f)
             if self.save_calibrated:
-                self.calibrated_paths[f.path] = self.claim_calibrated(f.path)
+                self.calibrated_paths[f.name] = self.claim_calibrated(f.path, f.info.ccd)
         # One grid per object for all its filters (so that colours align, e.g. in the RGB
         # composite): that of its first light of the night whose pointing agrees with the
         # object's other lights (a wrong CRVAL must not become everyone's grid).
@@ -338,14 +359,20 @@ def plan_night(scanned: ScanResult, out_dir: str, *, overscan: str | None = None
     :class:`SkystackError` when two products would get the same file name. Reads no pixel."""
     planner = _Planner(out_dir, overscan, trim, save_calibrated)
     frames = planner.usable_frames(scanned)
-    cameras = sorted({f.camera for f in frames})
+    # Masters per camera (per CCD of a mosaic); stacks per mosaic camera, holding the lights
+    # of all its CCDs. A single-chip camera is its own mosaic: masters, then its stacks.
+    mosaics = sorted({f.camera.mosaic for f in frames})
+    many = len(mosaics) > 1
     jobs: list = []
-    for cam in cameras:
-        mine: dict[str, list[RawFrame]] = defaultdict(list)
-        for f in frames:
-            if f.camera == cam:
-                mine[f.info.role].append(f)
-        jobs += planner.camera_jobs(cam, mine, len(cameras) > 1)
+    for mosaic in mosaics:
+        for cam in sorted({f.camera for f in frames if f.camera.mosaic == mosaic}):
+            mine: dict[str, list[RawFrame]] = defaultdict(list)
+            for f in frames:
+                if f.camera == cam:
+                    mine[f.info.role].append(f)
+            jobs += planner.camera_jobs(cam, mine, many)
+        jobs += planner.stack_jobs(mosaic, [f for f in frames if f.camera.mosaic == mosaic
+                                            and f.info.role == "light"], many)
     return planner.finish(jobs)
 
 

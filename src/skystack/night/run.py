@@ -80,7 +80,7 @@ def run_night(raw_dir, out_dir: str | os.PathLike, *, backend: str = "auto",
               align: str = "auto", align_model: str = "similarity",
               max_fwhm: float | None = None, max_ellipticity: float | None = None,
               min_stars: int | None = None, best_fraction: float | None = None,
-              **stack_options) -> NightResult:
+              gain_normalise: bool = False, **stack_options) -> NightResult:
     """Reduce a night of raw frames (see module docstring).
 
     Parameters
@@ -108,6 +108,9 @@ def run_night(raw_dir, out_dir: str | os.PathLike, *, backend: str = "auto",
     max_fwhm, max_ellipticity, min_stars, best_fraction
         Frame selection per stack (median stellar FWHM in pixels, median ellipticity
         1 - b/a, number of stars, sharpest fraction kept); None: no selection.
+    gain_normalise
+        Multiply each calibrated light by its (CCD's) ``GAIN`` so that stacks are in electrons
+        (:mod:`skystack.night.ccds`); a light without a positive GAIN is skipped with the reason.
     cluster
         Run every master and stack on Dask workers (a ``distributed.Client``, a scheduler
         address or a number of local workers, as for :func:`skystack.combine_to_file`): one
@@ -144,7 +147,7 @@ def run_night(raw_dir, out_dir: str | os.PathLike, *, backend: str = "auto",
                 overscan=overscan, trim=trim, save_calibrated=save_calibrated,
                 previews=previews, threads=threads, mem_limit=mem_limit,
                 log=log or (lambda s: None), align=align, align_model=align_model,
-                selection=selection))
+                selection=selection, gain_normalise=gain_normalise))
     except SkystackError:
         if created:  # refused before writing anything: leave no empty OUT_DIR behind
             with contextlib.suppress(OSError):
@@ -172,7 +175,7 @@ def _run_locked(raw_dir, out: str, t0: float, cluster, options: dict) -> NightRe
                        stack_options=stack_options, save_calibrated=options["save_calibrated"],
                        threads=options["threads"], mem_limit=options["mem_limit"], log=log,
                        align=options["align"], align_model=options["align_model"],
-                       selection=selection)
+                       selection=selection, gain_normalise=options["gain_normalise"])
     planned = night.fingerprints()
     if cluster is None:
         night.execute(planned)

@@ -14,6 +14,12 @@ Conventions
 * ``shape`` is ``(rows, cols)`` = ``(NAXIS2, NAXIS1)``; ``binning`` is ``(xbin, ybin)`` from
   ``XBINNING``/``YBINNING``, else ``CCDSUM``/``BINNING`` (``'2 2'``, ``'2x2'``, ``2``), else 1x1.
 * ``filter`` and ``object`` are the stripped header strings, ``''`` when absent.
+* A multi-extension (mosaic) file gives one :class:`FrameInfo` per 2-D image extension (a CCD):
+  ``hdu`` its HDU index, ``extname`` its ``EXTNAME``; its header is the extension's with the
+  primary's keywords it lacks (role, filter, exposure time, object and date usually live in the
+  primary), so that its BIASSEC/TRIMSEC/GAIN are the CCD's own. ``name`` (``file[EXTNAME]``)
+  names the CCD image in records and tables. A file with one image is one frame, as before
+  (``hdu`` None, ``name`` its path).
 
 Groups (see :class:`GroupKey`) never mix binning or shape: lights of one (OBJECT, FILTER) taken
 with two binnings, or two windowed shapes, become two light groups whose keys differ only in
@@ -27,13 +33,13 @@ import math
 import os
 import re
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import NamedTuple
 
 from astropy.io import fits
 
 from ..errors import SkystackError
-from ..io.inputs import expand_paths, read_header
+from ..io.inputs import expand_paths, read_header, read_image_headers, with_primary
 from ..io.provenance import exposure_seconds
 from ..text_table import text_table
 from .names import SEPARATOR, identity_digest, safe_name
@@ -83,6 +89,20 @@ class FrameInfo:
     date_obs: str
     header: fits.Header = field(repr=False, compare=False)
     notes: tuple[str, ...] = ()
+    hdu: int | None = None  # the CCD's HDU index in a multi-extension file, else None
+    extname: str = ""  # the CCD's EXTNAME ('' when none or not a multi-extension file)
+
+    @property
+    def ccd(self) -> str:
+        """The CCD of a multi-extension file: its EXTNAME, else its HDU index; ``''`` else."""
+        if self.hdu is None:
+            return ""
+        return self.extname or str(self.hdu)
+
+    @property
+    def name(self) -> str:
+        """``path[EXTNAME]`` for a CCD of a multi-extension file, else the path."""
+        return self.path if self.hdu is None else f"{self.path}[{self.ccd}]"
 
 
 @dataclass(frozen=True)
@@ -228,14 +248,31 @@ def _binning(header: fits.Header) -> tuple[tuple[int, int], str | None]:
         return (1, 1), "unreadable binning keywords, assumed 1x1"
 
 
-def _classify(path: str) -> FrameInfo | SkippedFile:
+def _classify(path: str) -> list[FrameInfo] | SkippedFile:
+    """The frame of ``path``, or one per CCD of a multi-extension file (module docstring)."""
     try:
-        header, shape = read_header(path)
+        primary, images = read_image_headers(path)
+        if len(images) <= 1:  # one image: exactly as a single-chip file always was
+            # (read_header's first image HDU, unmerged; with none, it says why)
+            _, header, shape = images[0] if images else (None, *read_header(path))
+            item = _classify_header(path, header, shape)
+            return [item] if isinstance(item, FrameInfo) else item
     except SkystackError as exc:
         msg = str(exc)
         return SkippedFile(path, msg[len(path) + 2:] if msg.startswith(f"{path}: ") else msg)
     except Exception as exc:  # never raise for one bad file
         return SkippedFile(path, f"cannot read ({type(exc).__name__}: {exc})")
+    frames = []
+    for index, header, shape in images:
+        merged = with_primary(header, primary) if index != 0 else header
+        item = _classify_header(path, merged, shape)
+        if isinstance(item, SkippedFile):  # one CCD's header fails: the file's others too
+            return SkippedFile(path, f"HDU {index}: {item.reason}")
+        frames.append(replace(item, hdu=index, extname=str(header.get("EXTNAME", "")).strip()))
+    return frames
+
+
+def _classify_header(path: str, header: fits.Header, shape) -> FrameInfo | SkippedFile:
     key, value = _frame_type(header)
     if key is None:
         return SkippedFile(path, "no frame type: none of the keywords " + "/".join(TYPE_KEYS)
@@ -338,7 +375,7 @@ def scan(inputs: str | os.PathLike | Iterable[str | os.PathLike]) -> ScanResult:
         if isinstance(item, SkippedFile):
             result.skipped.append(item)
         else:
-            result.frames.append(item)
+            result.frames.extend(item)
     return result
 
 

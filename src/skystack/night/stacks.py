@@ -7,6 +7,12 @@ filter's stack then keeps its frames that could be placed and pass the selection
 or of the object's grid light (by WCS; its first light when that one has no usable WCS).
 Lights that cannot be placed, are not selected, or miss the grid are skipped with the reason
 in their :class:`~skystack.night.summary.FrameRecord`.
+
+A mosaic camera's stacks hold every CCD image of the object and filter; aligned by WCS, their
+grid is the union of the object's CCD images (:func:`skystack.night.ccds.union_grid`, oriented
+as the grid light), and the CCD-to-CCD consistency in the overlaps is measured
+(:func:`skystack.night.ccds.ccd_consistency`, in ``summary.json``; a CCD off by more than 2 %
+is a warning in the product's notes).
 """
 
 from __future__ import annotations
@@ -27,6 +33,7 @@ from ..register.plan import (
     gridref_card,
     registration_grid,
 )
+from .ccds import ccd_consistency, consistency_warnings, frame_ccd, is_mosaic, union_grid
 from .plan import Camera, StackJob
 from .products import atomic_path
 from .summary import Product, measurement_dict, registration_dict
@@ -76,11 +83,12 @@ def _aligned(night, pairs: list, alignment) -> tuple[list, list, list]:
     """(frames, their WCS, their records) of ``pairs`` (record, calibrated light) that are
     placed and selected; the others' records get the reason, and the star measurements and
     registrations made go into the records."""
-    index = {os.path.abspath(f.path): k for k, f in enumerate(alignment.frames)} \
+    # By file and HDU: the CCDs of a mosaic exposure share one file.
+    index = {(os.path.abspath(f.path), f.hdu_index): k for k, f in enumerate(alignment.frames)} \
         if alignment is not None else {}
     found = []
     for rec, f in pairs:
-        k = index.get(os.path.abspath(f.path))
+        k = index.get((os.path.abspath(f.path), f.hdu_index))
         if k is None:
             rec.reason = "not measured (could not be read for registration)"
             continue
@@ -117,6 +125,13 @@ def _grid(night, job: StackJob, alignment, usable: list, wcs_list: list) -> tupl
         ref = None
     k = next((k for k, f in enumerate(alignment.frames) if f is ref), None)
     wcs = alignment.wcs[k] if k is not None else None
+    if is_mosaic(job.frames):
+        # Every CCD image of the object (every filter: its stacks share the grid).
+        placed = [(f, w) for f, w in zip(alignment.frames, alignment.wcs)
+                  if not isinstance(w, SkystackError)]
+        return ref if ref is not None else usable[0], union_grid(
+            [f for f, _ in placed], [w for _, w in placed],
+            None if isinstance(wcs, SkystackError) else wcs)
     if k is None or isinstance(wcs, SkystackError):
         # The object's grid light has no usable WCS: this group's first light's grid.
         return usable[0], Grid(wcs_list[0], usable[0].shape)
@@ -165,13 +180,33 @@ def build_stack(night, job: StackJob, product: Product, header: fits.Header,
     if n_skipped:
         product.notes.append(f"{n_skipped} light{'s' * (n_skipped != 1)} skipped")
     header["SKYGROUP"] = (job.group, "object / filter group")
-    header["GRIDREF"] = gridref_card(os.path.basename(ref.path or ref.label))
+    mosaic = is_mosaic(job.frames) and not by_stars
+    if mosaic:
+        header["GRIDREF"] = (f"union of {len(night.plan.object_lights[(job.object, job.camera)])}"
+                             " CCD images", "grid: covers every CCD image of the object")
+    else:
+        header["GRIDREF"] = gridref_card(os.path.basename(ref.path or ref.label))
     with atomic_path(job.path, overwrite=True, stable=night.cluster is not None) as tmp:
         stack_to_file(usable, tmp, grid=grid, extra_header=header, overwrite=True,
                       wcs_list=wcs_list, **night.stack_options, **night.common())
     for rec in used_records:
         rec.used = True
+    if mosaic:
+        _check_ccds(night, product, usable, wcs_list)
     if night.save_calibrated:
-        night.save_calibrated_lights(usable)
+        night.save_calibrated_lights(usable, [rec.file for rec in used_records])
     product.status = "built"
     return True
+
+
+def _check_ccds(night, product: Product, usable: list, wcs_list: list) -> None:
+    """The CCD-to-CCD consistency of a mosaic stack's CCD images, in its product (and a
+    warning per CCD off by more than the threshold)."""
+    ccds = [frame_ccd(f) for f in usable]
+    if len(set(ccds)) < 2:
+        return
+    check = ccd_consistency(usable, wcs_list, ccds)
+    product.ccd_consistency = check
+    for line in consistency_warnings(check):
+        product.notes.append(f"warning: {line}")
+        night.log(f"warning {os.path.relpath(product.path, night.out)}: {line}")

@@ -46,6 +46,8 @@ class Product:
     seconds: float = 0.0
     notes: list[str] = field(default_factory=list)
     key: dict = field(default_factory=dict)  # raw header values it is made for (FILTER...)
+    # a mosaic stack's CCD-to-CCD consistency (skystack.night.ccds.ccd_consistency)
+    ccd_consistency: dict = field(default_factory=dict)
 
 
 @dataclass
@@ -123,7 +125,8 @@ def write_summary(result: NightResult, *, raw_dir, stack_options: dict, align: d
         "products": [{"kind": p.kind, "path": os.path.relpath(p.path, out),
                       "key": p.key, "inputs": p.inputs,
                       "status": p.status, "frames": len(p.inputs),
-                      "seconds": round(p.seconds, 3), "notes": p.notes}
+                      "seconds": round(p.seconds, 3), "notes": p.notes,
+                      **({"ccd_consistency": p.ccd_consistency} if p.ccd_consistency else {})}
                      for p in result.products],
         "align": align,
         "frames": [{"file": r.file, "role": r.role, "group": r.group, "masters": r.masters,
