@@ -154,6 +154,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("-o", "--output", required=True, help="output FITS file")
     s.add_argument("--overwrite", action="store_true", help="replace an existing output")
     _add_grid_options(s, required=False)
+    _add_tile_options(s)
     add_align_options(s)
     _add_combine_options(s)
     _add_cluster_options(s)
@@ -237,6 +238,39 @@ def _add_grid_options(p: argparse.ArgumentParser, required: bool) -> None:
                    help="multiply by the output/input pixel-area ratio")
 
 
+def _add_tile_options(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("co-adds on sky tiles (-o is then a directory: <TILE>_<FILTER>.fits "
+                             "and tiles.json; see skystack.coadd_tiles)")
+    g.add_argument("--tiles", type=float, metavar="DEG",
+                   help="tile the sky (declination rings of DEG-sized tangent-plane tiles) and "
+                        "co-add every frame into each tile it touches")
+    g.add_argument("--pixel-scale", type=float, metavar="ARCSEC", help="the tiles' pixel scale")
+    g.add_argument("--tile-margin", type=int, metavar="PX",
+                   help="overlap of the tiles beyond their cores (default: 1%% of a tile)")
+    g.add_argument("--tiles-from", nargs="+", metavar="HEADER",
+                   help="co-add on these tiles instead: one FITS/text header each "
+                        "(named by TILENAME, EXTNAME or the file name)")
+
+
+def _run_stack_tiles(a: argparse.Namespace) -> int:
+    from .coadd_tiles import stack_files_on_tiles
+    from .progress import ProgressBar
+
+    if a.reference or a.grid_header or a.crop != "union" or a.align == "stars":
+        raise SkystackError("--tiles/--tiles-from fix the grids: --reference, --grid-header, "
+                            "--crop and --align stars do not apply")
+    t0 = time.perf_counter()
+    products = stack_files_on_tiles(
+        a.files, a.output, size_deg=a.tiles, scale_arcsec=a.pixel_scale, margin=a.tile_margin,
+        tile_headers=a.tiles_from, interp=a.interp, conserve_flux=a.conserve_flux,
+        backend=a.backend, overwrite=a.overwrite, threads=a.threads, cluster=_cluster(a),
+        progress=None if a.quiet else ProgressBar("stacking"), **_combine_kwargs(a))
+    if not a.quiet:
+        print(f"wrote {len(products)} tile co-adds and tiles.json in {a.output} "
+              f"({time.perf_counter() - t0:.2f} s)")
+    return 0
+
+
 def _add_cluster_options(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("cluster (needs: pip install 'skystack[cluster]')")
     where = g.add_mutually_exclusive_group()
@@ -275,6 +309,8 @@ def _run_stack(a: argparse.Namespace) -> int:
     from .api_reproject import stack
     from .progress import ProgressBar
 
+    if a.tiles is not None or a.tiles_from:
+        return _run_stack_tiles(a)
     t0 = time.perf_counter()
     progress = None if a.quiet else ProgressBar("stacking")
     if _cluster(a) is not None:  # streamed to the file by the workers, never in memory here

@@ -31,7 +31,7 @@ from .header_wcs import parse_header_wcs
 from .pixmap import check_celestial
 
 __all__ = ["optimal_grid", "grid_from_header", "grid_from_reference", "overlaps_grid", "CROPS",
-           "GRID_AREA_FACTOR", "MAX_GRID_PIXELS"]
+           "GRID_AREA_FACTOR", "MAX_GRID_PIXELS", "edge_points"]
 
 CROPS = ("union", "intersection")
 
@@ -42,7 +42,7 @@ CROPS = ("union", "intersection")
 _EXTENT_TOL = 0.01
 
 
-def _edge_points(shape: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
+def edge_points(shape: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
     """Points along the outer pixel edges of a frame, counter-clockwise in pixel space.
 
     Every edge is sampled at least every 8 px (at least 32 points per edge), corners included,
@@ -245,7 +245,7 @@ def optimal_grid(headers_or_wcs_and_shapes: list[tuple[WCS, tuple[int, int]]], *
 
     polygons = []
     for i, (w, s) in enumerate(zip(wcss, shapes)):
-        ex, ey = _edge_points(s)
+        ex, ey = edge_points(s)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             px, py = out.world_to_pixel(_to_frame(w, ex, ey, frame))
@@ -393,7 +393,7 @@ def overlaps_grid(wcs: WCS, shape: tuple[int, int], grid_wcs: WCS,
     a TAN grid's tangent point) does not overlap."""
     from .pixmap import pix2pix  # the module's lock: WCS objects are not thread-safe
 
-    ex, ey = _edge_points(tuple(int(v) for v in shape))
+    ex, ey = edge_points(tuple(int(v) for v in shape))
     with np.errstate(all="ignore"), warnings.catch_warnings():
         warnings.simplefilter("ignore")
         try:
