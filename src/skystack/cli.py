@@ -201,6 +201,9 @@ def build_parser() -> argparse.ArgumentParser:
                      f"{night['spread']} --sigma {night['sigma_high']:g} --maxiters "
                      f"{night['maxiters']} unless told otherwise.")
     add_align_options(n, default="auto", align_help=NIGHT_ALIGN_HELP)
+    _add_tile_options(n, "stacks on sky tiles instead of one grid per object: "
+                         "stacks/<TILE>_<FILTER>.fits and stacks/tiles.json "
+                         "(see skystack.night.tiles)")
     _add_cluster_options(n)
     _add_common(n)
 
@@ -238,9 +241,11 @@ def _add_grid_options(p: argparse.ArgumentParser, required: bool) -> None:
                    help="multiply by the output/input pixel-area ratio")
 
 
-def _add_tile_options(p: argparse.ArgumentParser) -> None:
-    g = p.add_argument_group("co-adds on sky tiles (-o is then a directory: <TILE>_<FILTER>.fits "
-                             "and tiles.json; see skystack.coadd_tiles)")
+def _add_tile_options(p: argparse.ArgumentParser,
+                      title: str = "co-adds on sky tiles (-o is then a directory: "
+                                   "<TILE>_<FILTER>.fits and tiles.json; see "
+                                   "skystack.coadd_tiles)") -> None:
+    g = p.add_argument_group(title)
     g.add_argument("--tiles", type=float, metavar="DEG",
                    help="tile the sky (declination rings of DEG-sized tangent-plane tiles) and "
                         "co-add every frame into each tile it touches")
@@ -364,12 +369,14 @@ def _run_info(a: argparse.Namespace) -> int:
 
 
 def _run_night(a: argparse.Namespace) -> int:
+    from .coadd_tiles import tiles_from_options
     from .night.run import format_night_table, run_night
 
     kwargs = _combine_kwargs(a)
     mem_limit = kwargs.pop("mem_limit")
     kwargs.pop("hdu")
-    result = run_night(a.raw, a.output, backend=a.backend, overwrite=a.overwrite,
+    tiles = tiles_from_options(a.tiles, a.pixel_scale, a.tile_margin, a.tiles_from)
+    result = run_night(a.raw, a.output, backend=a.backend, overwrite=a.overwrite, tiles=tiles,
                        overscan=a.overscan, trim=a.trim, save_calibrated=a.save_calibrated,
                        previews=not a.no_previews, gain_normalise=a.gain_normalise,
                        threads=a.threads, mem_limit=mem_limit,

@@ -245,20 +245,35 @@ def stack_files_on_tiles(inputs, out_dir: str | os.PathLike, *, size_deg: float 
     ``--tiles-from HEADERS``): :func:`load_tile_frames`, then :func:`stack_on_tiles` on the
     tiling of ``size_deg`` (deg) and ``scale_arcsec`` (arcsec/px) with ``margin`` px of overlap,
     or on the tiles of ``tile_headers``; ``options`` as for :func:`stack_on_tiles`."""
-    if (size_deg is None) == (not tile_headers):
+    tiles = tiles_from_options(size_deg, scale_arcsec, margin, tile_headers)
+    if tiles is None:
+        raise SkystackError("give a tile size (--tiles) or tile headers (--tiles-from), "
+                            "one of the two")
+    frames = load_tile_frames(inputs, hdu=hdu)
+    return stack_on_tiles(frames, None, tiles, out_dir, **options)
+
+
+def tiles_from_options(size_deg: float | None, scale_arcsec: float | None,
+                       margin: int | None, tile_headers: Sequence[str | os.PathLike] | None
+                       ) -> SkyTiling | list[SkyTile] | None:
+    """The tiles of the command line's ``--tiles DEG --pixel-scale ARCSEC [--tile-margin PX]``
+    or ``--tiles-from HEADERS``; None when neither is given; a one-line error for both, or for
+    options that do not go together."""
+    if size_deg is None and not tile_headers:
+        if scale_arcsec is not None or margin is not None:
+            raise SkystackError("--pixel-scale and --tile-margin need --tiles")
+        return None
+    if size_deg is not None and tile_headers:
         raise SkystackError("give a tile size (--tiles) or tile headers (--tiles-from), "
                             "one of the two")
     if tile_headers:
         if scale_arcsec is not None or margin is not None:
             raise SkystackError("--pixel-scale and --tile-margin go with --tiles, not with "
                                 "--tiles-from (the headers fix the tiles' grids)")
-        tiles: SkyTiling | list[SkyTile] = tiles_from_header_files(tile_headers)
-    else:
-        if scale_arcsec is None:
-            raise SkystackError("--tiles needs --pixel-scale (arcsec per pixel)")
-        tiles = SkyTiling(size_deg, scale_arcsec, margin)
-    frames = load_tile_frames(inputs, hdu=hdu)
-    return stack_on_tiles(frames, None, tiles, out_dir, **options)
+        return tiles_from_header_files(tile_headers)
+    if scale_arcsec is None:
+        raise SkystackError("--tiles needs --pixel-scale (arcsec per pixel)")
+    return SkyTiling(size_deg, scale_arcsec, margin)
 
 
 def _filter_value(header: fits.Header, key: str) -> str | None:

@@ -325,6 +325,10 @@ class NightBuild:
             if p.kind != "stack" or p.status not in ("built", "reused"):
                 continue
             image = fits.getdata(p.path)
+            if "tile" in p.key:  # a sky tile's co-add (skystack.night.tiles): no RGB
+                stem = os.path.splitext(os.path.basename(p.path))[0]
+                write_preview(image, os.path.join(folder, f"{stem}.png"))
+                continue
             write_preview(image, self.plan.preview_paths[p.path])
             cam = Camera(*(tuple(c) for c in p.key["camera"]))
             by_object[(p.key["object"], cam)][p.key["filter"]] = p.path

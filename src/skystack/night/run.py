@@ -80,7 +80,7 @@ def run_night(raw_dir, out_dir: str | os.PathLike, *, backend: str = "auto",
               align: str = "auto", align_model: str = "similarity",
               max_fwhm: float | None = None, max_ellipticity: float | None = None,
               min_stars: int | None = None, best_fraction: float | None = None,
-              gain_normalise: bool = False, **stack_options) -> NightResult:
+              gain_normalise: bool = False, tiles=None, **stack_options) -> NightResult:
     """Reduce a night of raw frames (see module docstring).
 
     Parameters
@@ -111,6 +111,10 @@ def run_night(raw_dir, out_dir: str | os.PathLike, *, backend: str = "auto",
     gain_normalise
         Multiply each calibrated light by its (CCD's) ``GAIN`` so that stacks are in electrons
         (:mod:`skystack.night.ccds`); a light without a positive GAIN is skipped with the reason.
+    tiles
+        A :class:`~skystack.regrid.skytiles.SkyTiling` or a list of sky tiles
+        (:func:`skystack.coadd_tiles.tiles_from_options`): the lights are co-added on the tiles
+        they touch, per filter, instead of one stack per object (:mod:`skystack.night.tiles`).
     cluster
         Run every master and stack on Dask workers (a ``distributed.Client``, a scheduler
         address or a number of local workers, as for :func:`skystack.combine_to_file`): one
@@ -147,7 +151,7 @@ def run_night(raw_dir, out_dir: str | os.PathLike, *, backend: str = "auto",
                 overscan=overscan, trim=trim, save_calibrated=save_calibrated,
                 previews=previews, threads=threads, mem_limit=mem_limit,
                 log=log or (lambda s: None), align=align, align_model=align_model,
-                selection=selection, gain_normalise=gain_normalise))
+                selection=selection, gain_normalise=gain_normalise, tiles=tiles))
     except SkystackError:
         if created:  # refused before writing anything: leave no empty OUT_DIR behind
             with contextlib.suppress(OSError):
@@ -169,6 +173,10 @@ def _run_locked(raw_dir, out: str, t0: float, cluster, options: dict) -> NightRe
     if not plan.jobs:
         raise SkystackError(f"{raw_dir}: no usable bias, dark, flat or light frames found")
     remove_night_leftovers(out, [job.path for job in plan.jobs] if cluster is not None else ())
+    stack_jobs = []
+    if options["tiles"] is not None:  # the lights go on sky tiles, not per-object stacks
+        stack_jobs = [job for job in plan.jobs if job.kind == "stack"]
+        plan.jobs = [job for job in plan.jobs if job.kind != "stack"]
     stack_options = {**STACK_OPTIONS, **options["stack_options"]}
     selection = {k: v for k, v in options["selection"].items() if v is not None}
     night = NightBuild(plan, out, backend=options["backend"], overwrite=options["overwrite"],
@@ -177,14 +185,22 @@ def _run_locked(raw_dir, out: str, t0: float, cluster, options: dict) -> NightRe
                        align=options["align"], align_model=options["align_model"],
                        selection=selection, gain_normalise=options["gain_normalise"])
     planned = night.fingerprints()
-    if cluster is None:
+
+    def build() -> None:
         night.execute(planned)
+        if stack_jobs:
+            from .tiles import build_tiles
+
+            night.products += build_tiles(night, stack_jobs, options["tiles"], log)
+
+    if cluster is None:
+        build()
     else:
         from ..cluster.connect import cluster_client
 
         with cluster_client(cluster) as client:  # one connection (or local cluster) for all
             night.cluster = client
-            night.execute(planned)
+            build()
     if options["previews"]:
         night.write_previews()
     result = night_result(out, night.products, plan.records, time.perf_counter() - t0,
