@@ -36,6 +36,9 @@ section, holding the bias level and read noise only (no column pattern, no signa
 the header keywords ``BIASSEC`` (overscan), ``TRIMSEC`` and ``DATASEC`` (data section) in
 IRAF's 1-based, inclusive ``[x1:x2,y1:y2]`` notation. The truth arrays describe the data
 section only.
+
+A survey night of a mosaic camera (multi-extension FITS, one extension per CCD) is written by
+:mod:`skystack.survey_data`, which builds on the pieces here.
 """
 
 from __future__ import annotations
