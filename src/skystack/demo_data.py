@@ -36,6 +36,9 @@ section, holding the bias level and read noise only (no column pattern, no signa
 the header keywords ``BIASSEC`` (overscan), ``TRIMSEC`` and ``DATASEC`` (data section) in
 IRAF's 1-based, inclusive ``[x1:x2,y1:y2]`` notation. The truth arrays describe the data
 section only.
+
+A survey night of a mosaic camera (multi-extension FITS, one extension per CCD) is written by
+:mod:`skystack.survey_data`, which builds on the pieces here.
 """
 
 from __future__ import annotations
@@ -57,7 +60,7 @@ from astropy.wcs import WCS
 from .io.labels import safe_name
 
 __all__ = ["SampleNight", "truth_image", "write_sample_night", "moffat_stars", "cosmic_rays",
-           "seeded_rng"]
+           "seeded_rng", "dust_shadows", "amp_glow_map"]
 
 # Camera: a typical cooled full-frame CCD behind a ~1.9 m focal length telescope.
 BIAS_LEVEL = 1000.0  # ADU
@@ -234,11 +237,13 @@ def _exptime_tag(exptime: float) -> str:
     return f"{exptime:g}s".replace(".", "p")
 
 
-def _dust(shape: tuple[int, int], rng: np.random.Generator, n: int,
-          radius: tuple[float, float], depth: tuple[float, float]) -> np.ndarray:
-    """Multiplicative shadows of out-of-focus dust: annuli with a shallower centre.
+def dust_shadows(shape: tuple[int, int], rng: np.random.Generator, n: int,
+                 radius: tuple[float, float], depth: tuple[float, float]) -> np.ndarray:
+    """Multiplicative shadows of ``n`` out-of-focus dust grains: annuli with a shallower centre.
 
-    The central obstruction of the telescope is what makes the shadow a donut.
+    The central obstruction of the telescope is what makes the shadow a donut. ``radius`` is the
+    range of outer radii, pixels at a 512-pixel frame (scaled with the shorter side), ``depth``
+    the range of fractional depths. Returns the transmission (1 = no shadow), float64.
     """
     ny, nx = shape
     scale = min(shape) / 512.0
@@ -274,6 +279,17 @@ def _vignetting(shape: tuple[int, int], rng: np.random.Generator) -> np.ndarray:
     depth = rng.uniform(0.13, 0.15)
     # Mostly quadratic with a quartic tail, as a cos^4 law plus mechanical vignetting.
     return 1.0 - depth * (0.7 * r2 + 0.3 * r2 * r2)
+
+
+def amp_glow_map(shape: tuple[int, int], corner: tuple[int, int] | None = None,
+                 peak: float = AMP_GLOW, scale: float = AMP_GLOW_SCALE) -> np.ndarray:
+    """Amplifier glow, e-/s/pixel: ``peak`` in the ``corner`` pixel ``(y, x)`` next to the output
+    amplifier (default ``(ny - 1, 0)``), falling off as ``exp(-r / (scale * min(ny, nx)))``
+    with the distance ``r`` (pixels) from it. float64."""
+    ny, nx = shape
+    cy, cx = (ny - 1, 0) if corner is None else corner
+    yy, xx = np.ogrid[:ny, :nx]
+    return peak * np.exp(-np.hypot(yy - cy, xx - cx) / (scale * min(shape)))
 
 
 def moffat_stars(shape: tuple[int, int], x: np.ndarray, y: np.ndarray, counts: np.ndarray,
@@ -583,8 +599,7 @@ def write_sample_night(directory: str | os.PathLike, *, shape: tuple[int, int] =
     n_hot = max(1, round(HOT_PIXEL_FRACTION * ny * nx))
     hot_flat = np.sort(rng.choice(ny * nx, size=n_hot, replace=False))
     dark.flat[hot_flat] = DARK_CURRENT * np.exp(rng.uniform(np.log(10), np.log(100), n_hot))
-    yy, xx = np.ogrid[:ny, :nx]
-    glow = AMP_GLOW * np.exp(-np.hypot(yy - (ny - 1), xx) / (AMP_GLOW_SCALE * min(shape)))
+    glow = amp_glow_map(shape)
     amp_glow = glow.astype(np.float32)
     dark += glow
     dark_current = dark.astype(np.float32)
@@ -594,7 +609,7 @@ def write_sample_night(directory: str | os.PathLike, *, shape: tuple[int, int] =
     rng = seeded_rng(seed, "prnu", ny, nx)
     prnu = 1.0 + rng.normal(0.0, 0.005, shape)
     n_dust = max(1, round(3 * ny * nx / 512**2))
-    window_dust = _dust(shape, seeded_rng(seed, "window-dust", ny, nx), n_dust, (8, 16),
+    window_dust = dust_shadows(shape, seeded_rng(seed, "window-dust", ny, nx), n_dust, (8, 16),
                         (0.02, 0.04))
 
     # --- optics per filter ------------------------------------------------------------------
@@ -603,7 +618,7 @@ def write_sample_night(directory: str | os.PathLike, *, shape: tuple[int, int] =
     sky: dict[str, float] = {}
     for f in filters:
         vig = _vignetting(shape, seeded_rng(seed, "vignetting", f, ny, nx))
-        filter_dust = _dust(shape, seeded_rng(seed, "filter-dust", f, ny, nx),
+        filter_dust = dust_shadows(shape, seeded_rng(seed, "filter-dust", f, ny, nx),
                             max(1, round(2 * ny * nx / 512**2)), (20, 45), (0.015, 0.03))
         resp = vig * window_dust * filter_dust * prnu
         flat_truth[f] = (resp / np.median(resp)).astype(np.float32)
