@@ -71,6 +71,7 @@ class NightBuild:
         self.input_records: dict[str, list[str]] = {}  # product path -> one per input
         self.held_bytes = 0
         self.lights: dict[str, Frame] = {}
+        self.flat_scales: dict[tuple, float] = {}  # (mosaic camera, flat path) -> flat_scale
         self.alignments: dict[tuple[str, Camera], object] = {}  # (object, camera) -> Alignment
 
     # -- helpers ---------------------------------------------------------------------------
@@ -98,16 +99,62 @@ class NightBuild:
             recipe.append(frame.info.hdu)
         if self.gain_normalise and role == "light":
             recipe.append("gain-normalised")
+        if frame.info.hdu is not None and role == "light" and choice.flat is not None:
+            recipe.append("mosaic flat level")  # a function of every CCD's flat (flat_scale)
         return recipe
 
     def _calibration(self, cal: Calibration, choice: CalibrationChoice,
-                     gain: float | None = None) -> Calibration:
+                     gain: float | None = None, flat_scale: float = 1.0) -> Calibration:
         return Calibration(overscan=cal.overscan, trim=cal.trim,
                            bias=self.master_frames.get(choice.bias),
                            dark=self.master_frames.get(choice.dark),
                            dark_scale=choice.dark_scale,
                            flat=self.master_frames.get(choice.flat),
-                           badpix=self.master_frames.get(choice.badpix), gain=gain)
+                           badpix=self.master_frames.get(choice.badpix), gain=gain,
+                           flat_scale=flat_scale)
+
+    def flat_scale(self, frame: RawFrame, flat_path: str | None) -> float:
+        """The level of a mosaic CCD's flat relative to its mosaic's, in electrons.
+
+        Each CCD's master flat is normalised to its own median (a relative response of median
+        1), which would erase the CCDs' different quantum efficiencies; all CCDs see the same
+        lamp, so the level of each flat in electrons (FLATNORM x GAIN) over the median of those
+        levels across the mosaic's CCDs in that filter restores it: a light divided by its
+        flat and by this factor is on one photometric scale across CCDs (in electrons with
+        ``--gain-normalise``). 1 for a single-chip camera, and for every CCD when one of them
+        lacks a GAIN or a normalised flat (noted in the log once)."""
+        if frame.info.hdu is None or flat_path is None:
+            return 1.0
+        key = (frame.camera.mosaic, flat_path)
+        if key not in self.flat_scales:
+            self._mosaic_flat_levels(frame.camera.mosaic, flat_path)
+        return self.flat_scales.get(key, 1.0)
+
+    def _mosaic_flat_levels(self, mosaic, flat_path: str) -> None:
+        """Fill :attr:`flat_scales` for the flats of every CCD of ``mosaic`` in the filter of
+        ``flat_path`` (see :meth:`flat_scale`)."""
+        filt = next(job.frames[0].info.filter for job in self.plan.jobs
+                    if job.kind == "flat" and job.path == flat_path)
+        levels: dict[str, float] = {}
+        for job in self.plan.jobs:
+            if job.kind != "flat" or job.camera.mosaic != mosaic \
+                    or job.frames[0].info.filter != filt:
+                continue
+            master = self.master_frames.get(job.path)
+            try:
+                level = float(master.header["FLATNORM"]) * float(job.frames[0].info.header["GAIN"])
+            except (AttributeError, KeyError, TypeError, ValueError):
+                level = math.nan
+            levels[job.path] = level
+        values = np.array(list(levels.values()))
+        if len(values) < 2 or not np.all(np.isfinite(values) & (values > 0)):
+            if len(values) >= 2:
+                self.log(f"flat    mosaic flats in {filt} normalised per CCD (a CCD has no GAIN "
+                         "or no flat level): CCD-to-CCD quantum efficiencies are not corrected")
+            self.flat_scales.update({(mosaic, p): 1.0 for p in levels})
+            return
+        median = float(np.median(values))
+        self.flat_scales.update({(mosaic, p): v / median for p, v in levels.items()})
 
     def _frame(self, frame: RawFrame, choice: CalibrationChoice, gain: bool = False) -> Frame:
         """``frame`` (its CCD's extension for a mosaic) calibrated with ``choice``'s masters;
@@ -120,7 +167,8 @@ class NightBuild:
         if frame.info.hdu is not None:  # messages name the CCD: file.fits[CCD2]
             raw = replace(raw, label=os.path.basename(frame.name))
         factor = frame_gain(raw) if gain else None
-        return calibrated_frame(raw, self._calibration(frame.cal, choice, factor))
+        scale = self.flat_scale(frame, choice.flat)
+        return calibrated_frame(raw, self._calibration(frame.cal, choice, factor, scale))
 
     def light(self, frame: RawFrame) -> Frame:
         """A light calibrated for its stack, made once (alignment and stack share it)."""

@@ -88,6 +88,9 @@ class Calibration:
     flat: Frame | None = None
     badpix: Frame | None = None
     gain: float | None = None  # e-/ADU: the calibrated pixels multiplied by it (electrons)
+    # The flat's level relative to its mosaic's (a CCD's quantum efficiency, see
+    # skystack.night.build.NightBuild.flat_scale): the pixels are also divided by it.
+    flat_scale: float = 1.0
 
     def describe(self) -> list[str]:
         """Human-readable steps, for HISTORY cards and the night's summary."""
@@ -102,6 +105,9 @@ class Calibration:
             steps.append(f"dark {self.dark.label} x {self.dark_scale:.6g} subtracted")
         if self.flat is not None:
             steps.append(f"divided by flat {self.flat.label}")
+            if self.flat_scale != 1.0:
+                steps.append(f"divided by {self.flat_scale:.6g}, the flat's level relative to "
+                             "the mosaic's")
         if self.badpix is not None:
             steps.append(f"bad pixels of {self.badpix.label} masked")
         if self.gain is not None:
@@ -236,8 +242,10 @@ class CalibratedSource:
         _calibrate_tile(out, bias, cal.bias is not None, dark, np.float32(cal.dark_scale),
                         cal.dark is not None, flat, cal.flat is not None, bad,
                         cal.badpix is not None)
-        if cal.gain is not None:
-            out *= np.float32(cal.gain)
+        factor = (1.0 if cal.gain is None else cal.gain) / (
+            cal.flat_scale if cal.flat is not None else 1.0)
+        if factor != 1.0:
+            out *= np.float32(factor)
 
     @staticmethod
     def _master_tile(master: Frame | None, tile: Tile, name: str) -> np.ndarray:
@@ -272,7 +280,7 @@ class CalibratedSource:
         return CalibratedSpec(self.raw.to_spec(label), tuple(self.raw_shape), self.label,
                               cal.overscan, cal.trim, master(cal.bias), master(cal.dark),
                               float(cal.dark_scale), master(cal.flat), master(cal.badpix),
-                              cal.gain)
+                              cal.gain, float(cal.flat_scale))
 
 
 @dataclass(frozen=True)
@@ -303,6 +311,7 @@ class CalibratedSpec:
     flat: MasterSpec | None = None
     badpix: MasterSpec | None = None
     gain: float | None = None
+    flat_scale: float = 1.0
 
     def _masters(self) -> tuple[MasterSpec | None, ...]:
         return (self.bias, self.dark, self.flat, self.badpix)
@@ -312,7 +321,8 @@ class CalibratedSpec:
         bias, dark, flat, badpix = (m.open(pool) if m is not None else None
                                     for m in self._masters())
         cal = Calibration(overscan=self.overscan, trim=self.trim, bias=bias, dark=dark,
-                          dark_scale=self.dark_scale, flat=flat, badpix=badpix, gain=self.gain)
+                          dark_scale=self.dark_scale, flat=flat, badpix=badpix, gain=self.gain,
+                          flat_scale=self.flat_scale)
         return CalibratedSource(self.raw.open(pool), self.raw_shape, cal, self.label)
 
     def files(self) -> list[str]:
