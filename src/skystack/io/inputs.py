@@ -36,7 +36,8 @@ from ..errors import SkystackError
 from .reader import BITPIX_DTYPES, ArraySource, CompressedFitsSource, HandlePool, RawFitsSource
 from .sigma import ccd_sigma
 
-__all__ = ["Frame", "expand_paths", "load_frames", "read_header"]
+__all__ = ["Frame", "PLANE_NAMES", "expand_paths", "ImageHdu", "image_extensions", "load_frames",
+           "read_header"]
 
 
 def expand_paths(items: Iterable[str | os.PathLike]) -> list[str]:
@@ -240,6 +241,48 @@ def read_header(path: str, hdu: int | str | None = None, check_data: bool = Fals
         if check_data:
             _check_complete(hdul, index, path)
         return _printable(h.header), _image_shape(h.header)
+
+
+# EXTNAMEs of the planes that go with an image (a product's UNCERT, MASK, COUNT, EXPMAP;
+# in a multi-extension product prefixed by the CCD's name: N4_UNCERT): not CCD images.
+PLANE_NAMES = ("UNCERT", "MASK", "COUNT", "EXPMAP")
+
+
+@dataclass(frozen=True)
+class ImageHdu:
+    """One 2-D image HDU of a file: its ``index``, ``extname`` (None when it has none),
+    ``shape`` (rows, cols) and its own ``header`` (printable; the primary's not merged in)."""
+
+    index: int
+    extname: str | None
+    shape: tuple[int, int]
+    header: fits.Header
+
+
+def image_extensions(path: str) -> tuple[fits.Header, list[ImageHdu]]:
+    """The primary header of ``path`` and every 2-D image HDU in it, in file order
+    (tile-compressed ``.fz`` HDUs included), leaving out the planes of a product
+    (:data:`PLANE_NAMES`, alone or after a CCD's name). Reads headers only; a problem with the
+    file raises :class:`SkystackError` naming it."""
+    with _open_fits(path) as hdul, quiet_astropy():
+        try:
+            found = [ImageHdu(i, None if h.header.get("EXTNAME") is None
+                              else str(h.header["EXTNAME"]).strip(),
+                              _image_shape(h.header), _printable(h.header))
+                     for i, h in enumerate(hdul) if _is_image(h)]
+            primary = _printable(hdul[0].header)
+        except SkystackError:
+            raise
+        except Exception as exc:  # astropy raises many kinds on a malformed later HDU
+            raise SkystackError(f"{path}: cannot read its extensions ({exc})") from None
+    names = {h.extname.upper() for h in found if h.extname is not None}
+
+    def is_plane(name: str) -> bool:
+        name = name.upper()
+        return any(name == p or (name.endswith("_" + p) and name[: -len(p) - 1] in names)
+                   for p in PLANE_NAMES)
+
+    return primary, [h for h in found if h.extname is None or not is_plane(h.extname)]
 
 
 def _check_complete(hdul: fits.HDUList, index: int, path: str) -> None:
