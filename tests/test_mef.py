@@ -237,3 +237,19 @@ def test_single_hdu_selection_still_works(tmp_path):
         assert main(["combine", *paths, "-o", str(out), "--hdu", str(hdu), "--method",
                      "median", "-q"]) == 0
         np.testing.assert_allclose(fits.getdata(out), np.median(cubes[1], axis=0), rtol=1e-6)
+
+
+@pytest.mark.parametrize("compressed", [False, True], ids=["plain", "fz"])
+def test_info_lists_one_row_per_ccd(tmp_path, capsys, compressed):
+    paths, _ = write_mefs(tmp_path, n=1, compressed=compressed)
+    with fits.open(paths[0], mode="update") as hdul:  # one CCD with its own EXPTIME
+        hdul[3].header["EXPTIME"] = 5.0
+    assert main(["info", paths[0]]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    rows = [ln.split() for ln in lines if ln.startswith(paths[0])]
+    assert [r[0] for r in rows] == [f"{paths[0]}[{name}]" for name in CCDS]
+    assert all(r[1] == "48x40" and r[2] == "uint16" and r[3] == "ZERO" for r in rows)
+    assert [r[4] for r in rows] == ["0.0", "0.0", "5.0", "0.0"]
+    assert main(["info", paths[0], "--hdu", "N2"]) == 0  # one HDU asked for: one row
+    rows = [ln for ln in capsys.readouterr().out.splitlines() if ln.startswith(paths[0])]
+    assert len(rows) == 1 and "[" not in rows[0].split()[0]
