@@ -253,3 +253,23 @@ def test_info_lists_one_row_per_ccd(tmp_path, capsys, compressed):
     assert main(["info", paths[0], "--hdu", "N2"]) == 0  # one HDU asked for: one row
     rows = [ln for ln in capsys.readouterr().out.splitlines() if ln.startswith(paths[0])]
     assert len(rows) == 1 and "[" not in rows[0].split()[0]
+
+
+def test_inspect_reports_each_ccd(tmp_path, capsys):
+    """Bias level and read noise per CCD (each CCD its own level and noise) against numpy."""
+    from astropy.stats import sigma_clipped_stats
+
+    from skystack.night.inspect import inspect_frames
+
+    paths, cubes = write_mefs(tmp_path, n=4)
+    report = inspect_frames(paths)
+    assert [b.ccd for b in report.biases] == list(CCDS)
+    for k, stats in enumerate(report.biases):
+        assert stats.level == pytest.approx(np.median(np.median(cubes[k], axis=0)), abs=0.5)
+        noise = [sigma_clipped_stats(cubes[k][i] - cubes[k][i + 1], sigma=5)[2] / np.sqrt(2)
+                 for i in (0, 2)]
+        assert stats.read_noise_adu == pytest.approx(np.median(noise), rel=0.05)
+        assert stats.read_noise_adu == pytest.approx(4 + k, rel=0.15)  # the truth
+    assert main(["inspect", *paths]) == 0
+    out = capsys.readouterr().out
+    assert all(f"{name} " in out for name in CCDS)

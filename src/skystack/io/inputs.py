@@ -233,14 +233,20 @@ def _printable(header: fits.Header) -> fits.Header:
 
 def read_header(path: str, hdu: int | str | None = None, check_data: bool = False
                 ) -> tuple[fits.Header, tuple[int, int]]:
-    """Header and (rows, cols) of the chosen image HDU of ``path`` (for ``skystack info``);
-    ``check_data``: also raise SkystackError when the file ends inside the image data."""
+    """Header and (rows, cols) of the chosen image HDU of ``path`` (for ``skystack info`` and
+    the night's scan); ``check_data``: also raise SkystackError when the file ends inside the
+    image data. An extension's header is completed with the primary's cards it lacks
+    (IMAGETYP, EXPTIME, DATE-OBS... of a multi-extension exposure live there), as
+    :func:`load_frames` does."""
     with _open_fits(path) as hdul, quiet_astropy():
         index = _select_hdu(hdul, hdu, path)
         h = hdul[index]
         if check_data:
             _check_complete(hdul, index, path)
-        return _printable(h.header), _image_shape(h.header)
+        header = _printable(h.header)
+        if index != 0:
+            _merge_primary(header, _printable(hdul[0].header))
+        return header, _image_shape(h.header)
 
 
 # EXTNAMEs of the planes that go with an image (a product's UNCERT, MASK, COUNT, EXPMAP;
