@@ -273,3 +273,56 @@ def test_inspect_reports_each_ccd(tmp_path, capsys):
     assert main(["inspect", *paths]) == 0
     out = capsys.readouterr().out
     assert all(f"{name} " in out for name in CCDS)
+
+
+def ref_shape(fits_section: str) -> tuple[int, int]:
+    (x1, x2), (y1, y2) = (map(int, p.split(":")) for p in fits_section.strip("[]").split(","))
+    return (y2 - y1 + 1, x2 - x1 + 1)
+
+
+@pytest.mark.parametrize("compressed", [False, True], ids=["plain", "fz"])
+def test_each_extension_uses_its_own_overscan_and_trim(tmp_path, compressed):
+    """The primary's BIASSEC/TRIMSEC (wrong for every CCD) never replace a CCD's own: each
+    CCD's calibrated pixels equal ccdproc's overscan subtraction and trim with its sections."""
+    import ccdproc
+    from astropy.nddata import CCDData
+
+    from skystack.core.tiles import Tile
+    from skystack.io.inputs import load_frames
+    from skystack.night.calibrate import Calibration, calibrated_frame, parse_section
+    from skystack.night.mef_frames import split_by_ccd
+    from skystack.night.scan import scan
+
+    rng = np.random.default_rng(5)
+    primary = fits.PrimaryHDU(header=fits.Header([("IMAGETYP", "OBJECT"), ("EXPTIME", 30.0),
+                                                  ("BIASSEC", "[1:2,1:48]"),
+                                                  ("TRIMSEC", "[1:40,1:48]")]))
+    sections = {"A": ("[1:4,1:48]", "[5:40,2:47]"), "B": ("[37:40,1:48]", "[1:36,1:48]")}
+    hdus = [primary]
+    for k, (name, (biassec, trimsec)) in enumerate(sections.items()):
+        data = (500 + 200 * k + rng.normal(0, 3, SHAPE)
+                + np.arange(SHAPE[0])[:, None] * (1 + k)).astype(np.float32)
+        header = fits.Header([("EXTNAME", name), ("BIASSEC", biassec), ("TRIMSEC", trimsec)])
+        hdus.append(fits.CompImageHDU(data, header) if compressed
+                    else fits.ImageHDU(data, header))
+    path = str(tmp_path / ("exp.fits.fz" if compressed else "exp.fits"))
+    fits.HDUList(hdus).writeto(path)
+
+    parts = split_by_ccd(scan([path]))
+    for name, (biassec, trimsec) in sections.items():
+        (info,) = parts[name].frames
+        assert info.header["BIASSEC"] == biassec and info.header["TRIMSEC"] == trimsec
+        assert info.header["EXPTIME"] == 30.0  # the primary's, where the CCD has none
+        (frame,) = load_frames([path], hdu=name)
+        assert frame.header["BIASSEC"] == biassec
+        cal = Calibration(overscan=parse_section(frame.header["BIASSEC"], frame.shape),
+                          trim=parse_section(frame.header["TRIMSEC"], frame.shape))
+        out = calibrated_frame(frame, cal)
+        got = np.empty(out.shape, np.float32)
+        out.source.read(Tile(0, out.shape[0], 0, out.shape[1]), got)
+        assert out.shape == ref_shape(trimsec)
+        as_stored = fits.getdata(path, name)  # .fz floats are quantised when written
+        ccd = CCDData(as_stored.astype(np.float64), unit="adu")
+        ref = ccdproc.trim_image(ccdproc.subtract_overscan(
+            ccd, fits_section=biassec, median=True, overscan_axis=1), fits_section=trimsec)
+        np.testing.assert_allclose(got, ref.data, rtol=1e-5, atol=1e-3)
