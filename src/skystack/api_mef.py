@@ -23,7 +23,7 @@ from astropy.io import fits
 from .backends import bind_backend
 from .config import CombineOptions
 from .errors import SkystackError
-from .io.inputs import expand_paths, load_frames
+from .io.inputs import expand_paths, extension_frames
 from .io.mef import agreed_cards, is_wcs_key, match_ccds
 from .io.mef_writer import MefTileWriter
 from .io.reader import HandlePool
@@ -64,10 +64,12 @@ def combine_ccds(inputs, output: str | os.PathLike, opts: CombineOptions, *,
                                  None if hdus is None else list(hdus))
     pool = HandlePool(handle_limit)
     try:
+        # Each file's headers are read once for all its CCDs (not once per CCD).
+        per_file = [extension_frames(os.fspath(path), [c.hdus[j].index for c in ccds], pool)
+                    for j, path in enumerate(paths)]
         stacks = []
-        for ccd in ccds:
-            frames = [frame for path, hdu in zip(paths, ccd.hdus)
-                      for frame in load_frames([path], hdu=hdu.index, pool=pool)]
+        for k in range(len(ccds)):
+            frames = [file_frames[k] for file_frames in per_file]
             common_unit(frames)  # mixed units refused before any work
             stacks.append((frames, resolve_uncertainty(frames, opts)))
         refuse_output(stacks[0][0], output)

@@ -36,8 +36,8 @@ from ..errors import SkystackError
 from .reader import BITPIX_DTYPES, ArraySource, CompressedFitsSource, HandlePool, RawFitsSource
 from .sigma import ccd_sigma
 
-__all__ = ["Frame", "PLANE_NAMES", "expand_paths", "ImageHdu", "image_extensions", "load_frames",
-           "read_header"]
+__all__ = ["Frame", "PLANE_NAMES", "ImageHdu", "expand_paths", "extension_frames",
+           "image_extensions", "load_frames", "read_header"]
 
 
 def expand_paths(items: Iterable[str | os.PathLike]) -> list[str]:
@@ -380,11 +380,13 @@ def _scan_hdus(path: str, stop_after: int | None = None) -> list[_HduInfo]:
     return hdus
 
 
-def _fast_file_frame(path: str, hdu: int | str | None, pool: HandlePool) -> Frame | None:
-    """The frame of an uncompressed image by :func:`_scan_hdus`; None when astropy must decide
-    (compressed data, an unusual file, or any problem to report)."""
+def _fast_file_frame(path: str, hdu: int | str | None, pool: HandlePool,
+                     hdus: list[_HduInfo] | None = None) -> Frame | None:
+    """The frame of an uncompressed image by :func:`_scan_hdus` (``hdus``: its result, when
+    already made); None when astropy must decide (compressed data, an unusual file, or any
+    problem to report)."""
     try:
-        hdus = _scan_hdus(path)
+        hdus = _scan_hdus(path) if hdus is None else hdus
     except (ValueError, KeyError, OSError, UnicodeError):
         return None
     if isinstance(hdu, int):
@@ -433,12 +435,38 @@ def _merge_primary(header: fits.Header, primary: fits.Header) -> None:
             header.append(card, end=True)
 
 
-def _file_frame(path: str, hdu: int | str | None, pool: HandlePool) -> Frame:
-    if os.path.isfile(path) and os.access(path, os.R_OK):
+def extension_frames(path: str, indexes: Sequence[int], pool: HandlePool) -> list[Frame]:
+    """The frames of several image HDUs of one file (the CCDs of a mosaic exposure), its
+    headers read once: checked as :func:`load_frames` checks one HDU."""
+    try:
+        scanned = _scan_hdus(path)
+    except (ValueError, KeyError, OSError, UnicodeError):
+        scanned = None
+    frames: list[Frame] = []
+    hdul = None
+    with quiet_astropy():
+        try:
+            for index in indexes:
+                frame = None if scanned is None else _fast_file_frame(path, index, pool, scanned)
+                if frame is None:
+                    hdul = _open_fits(path) if hdul is None else hdul
+                    frame = _file_frame(path, index, pool, hdul)
+                frames.append(frame)
+        finally:
+            if hdul is not None:
+                hdul.close()
+    return frames
+
+
+def _file_frame(path: str, hdu: int | str | None, pool: HandlePool,
+                open_hdul: fits.HDUList | None = None) -> Frame:
+    """The frame of HDU ``hdu`` of ``path`` (``open_hdul``: the file already open, left open;
+    the fast path is then skipped, the caller having tried it)."""
+    if open_hdul is None and os.path.isfile(path) and os.access(path, os.R_OK):
         frame = _fast_file_frame(path, hdu, pool)
         if frame is not None:
             return frame
-    hdul = _open_fits(path)
+    hdul = _open_fits(path) if open_hdul is None else open_hdul
     try:
         index = _select_hdu(hdul, hdu, path)
         h = hdul[index]
@@ -475,7 +503,8 @@ def _file_frame(path: str, hdu: int | str | None, pool: HandlePool) -> Frame:
         return Frame(label=os.path.basename(path), shape=shape, header=header, source=source,
                      path=path, hdu_index=index)
     finally:
-        hdul.close()
+        if open_hdul is None:
+            hdul.close()
 
 
 _STRUCTURAL = {"SIMPLE", "BITPIX", "NAXIS", "NAXIS1", "NAXIS2", "EXTEND", "XTENSION", "PCOUNT",
