@@ -3,7 +3,8 @@
 A file with several image extensions (a mosaic camera's exposure, plain or ``.fits.fz``) gives
 one row per image extension, named ``path[EXTNAME]`` (cfitsio's extended file name; ``path[i]``
 for an extension without a name), with IMAGETYP, FILTER, EXPTIME and DATE-OBS taken from the
-primary header where the extension does not have them. ``--hdu`` picks one HDU of every file.
+primary header where the extension does not have them. ``--hdu`` picks one HDU of every file
+(``--hdu all``: the default).
 """
 
 from __future__ import annotations
@@ -47,7 +48,7 @@ def info_rows(items, hdu=None) -> tuple[list[tuple[str, ...]], list[str]]:
 
 def _file_rows(path: str, hdu) -> list[tuple[str, ...]]:
     """The rows of one file: one, or one per image extension of a multi-extension file."""
-    if hdu is None:
+    if hdu is None or (isinstance(hdu, str) and hdu.strip().lower() == "all"):
         primary, found = image_extensions(path)
         if len(found) > 1:
             rows = []
