@@ -21,7 +21,7 @@ from .pipeline import ArraySink
 if TYPE_CHECKING:  # astropy.nddata costs ~0.25 s to import: only when a CCDData is returned
     from astropy.nddata import CCDData
 
-__all__ = ["combine", "combine_options"]
+__all__ = ["combine", "combine_mef_to_file", "combine_options"]
 
 
 def combine_options(*, method: str = DEFAULTS.method, reject: str = DEFAULTS.reject,
@@ -91,6 +91,8 @@ def combine(inputs, output: str | os.PathLike | None = None, *, backend: str = "
     Pixel values that are NaN, infinite, BLANK or masked are ignored. See the README for the
     exact semantics of each method, of the rejections and of the uncertainty.
     """
+    if mef_requested(options.get("hdu")):
+        raise SkystackError("--hdu all writes a multi-extension file: use combine_to_file")
     opts, frames = load_checked(inputs, output, overwrite, options)
     sink = ArraySink(frames[0].shape)
     product = InProcess().combine(
@@ -111,7 +113,15 @@ def combine_to_file(inputs, output: str | os.PathLike, *, backend: str = "auto",
 
     ``cluster`` runs the tiles on Dask workers instead of in-process: a ``distributed.Client``,
     a scheduler address (``"tcp://host:8786"``) or a number of local worker processes; inputs
-    and output must be on storage every worker sees (see :mod:`skystack.cluster`)."""
+    and output must be on storage every worker sees (see :mod:`skystack.cluster`).
+
+    ``hdu="all"`` combines multi-extension inputs CCD by CCD into a multi-extension product
+    (:func:`combine_mef_to_file`; in process only)."""
+    if mef_requested(options.get("hdu"), cluster):
+        return combine_mef_to_file(inputs, output, backend=backend, overwrite=overwrite,
+                                   progress=progress, threads=threads,
+                                   max_tile_rows=max_tile_rows, extra_header=extra_header,
+                                   **options)
     executor = executor_for(cluster)
     opts, frames = load_checked(inputs, output, overwrite, options)
     return executor.combine(
@@ -119,6 +129,44 @@ def combine_to_file(inputs, output: str | os.PathLike, *, backend: str = "auto",
         header_for=lambda describe: combine_header(frames, opts, describe, extra_header),
         backend=backend, overwrite=overwrite, progress=progress, threads=threads,
         max_tile_rows=max_tile_rows).path
+
+
+def combine_mef_to_file(inputs, output: str | os.PathLike, *,
+                        hdus: Sequence[int | str] | None = None, backend: str = "auto",
+                        overwrite: bool = False,
+                        progress: Callable[[int, int], None] | None = None,
+                        threads: int | None = None, max_tile_rows: int | None = None,
+                        extra_header: fits.Header | None = None,
+                        handle_limit: int | None = None, **options) -> str:
+    """Combine multi-extension (mosaic) FITS files CCD by CCD into one multi-extension product
+    (``skystack combine --hdu all``); returns the output path.
+
+    ``inputs``: paths, globs or ``@lists`` of MEF exposures (plain or ``.fits.fz``) with the same
+    image extensions (matched by EXTNAME, else by position) of the same shapes. ``hdus``: only
+    these CCDs (EXTNAMEs, or HDU indexes of the first input), in this order (default: all, in
+    the first input's order). ``extra_header``: cards for the primary header. ``handle_limit``:
+    most files open at once (default: from the descriptor limit). ``**options``: those of
+    :func:`combine_options` (``hdu`` ignored); ``mem_limit`` bounds each CCD's combine, the
+    CCDs run one after the other. Product layout and header conventions:
+    :mod:`skystack.io.mef_writer`; matching and errors: :mod:`skystack.io.mef`."""
+    from .api_mef import combine_ccds
+
+    opts = combine_options(**{k: v for k, v in options.items() if k != "hdu"})
+    return combine_ccds(inputs, output, opts, header_for=combine_header,
+                        refuse_output=refuse_input_as_output, hdus=hdus, backend=backend,
+                        overwrite=overwrite, progress=progress, threads=threads,
+                        max_tile_rows=max_tile_rows, extra_header=extra_header,
+                        handle_limit=handle_limit)
+
+
+def mef_requested(hdu, cluster=None) -> bool:
+    """Whether ``hdu`` is ``"all"`` (every CCD of multi-extension inputs); with ``cluster``
+    a one-line error (the CCD-by-CCD combine runs in process)."""
+    if not (isinstance(hdu, str) and hdu.strip().lower() == "all"):
+        return False
+    if cluster is not None:
+        raise SkystackError("--hdu all runs in this process: drop --workers/--scheduler")
+    return True
 
 
 def combine_header(frames, opts, describe: str,

@@ -115,7 +115,8 @@ def _add_combine_options(p: argparse.ArgumentParser) -> None:
                 "GAIN/RDNOISE (bias-subtracted data), or propagate the inputs' UNCERT",
                 " = model when every input has GAIN and RDNOISE and is not raw, else scatter")
     r = p.add_argument_group("resources")
-    r.add_argument("--hdu", type=_hdu, help="HDU index or EXTNAME (default: first image HDU)")
+    r.add_argument("--hdu", type=_hdu, help="HDU index or EXTNAME (default: first image HDU); "
+                   "combine: 'all' = every CCD of multi-extension files, into one MEF product")
     r.add_argument("--backend", default="auto", choices=BACKENDS,
                    help="compute engine (default: auto = GPU if usable, else CPU)")
     r.add_argument("--mem-limit", help="memory budget for tiles, e.g. 512MB (default: 1/4 of "

@@ -1,10 +1,17 @@
-"""``skystack info``: one row of header facts per file."""
+"""``skystack info``: one row of header facts per file, or per CCD of a multi-extension file.
+
+A file with several image extensions (a mosaic camera's exposure, plain or ``.fits.fz``) gives
+one row per image extension, named ``path[EXTNAME]`` (cfitsio's extended file name; ``path[i]``
+for an extension without a name), with IMAGETYP, FILTER, EXPTIME and DATE-OBS taken from the
+primary header where the extension does not have them. ``--hdu`` picks one HDU of every file
+(``--hdu all``: the default).
+"""
 
 from __future__ import annotations
 
 from ..errors import SkystackError
 from ..text_table import text_table
-from .inputs import expand_paths, read_header
+from .inputs import expand_paths, image_extensions, read_header
 
 COLUMNS = ("file", "shape", "dtype", "IMAGETYP", "FILTER", "EXPTIME", "DATE-OBS")
 
@@ -33,14 +40,34 @@ def info_rows(items, hdu=None) -> tuple[list[tuple[str, ...]], list[str]]:
         return rows, [str(exc)]
     for path in paths:
         try:
-            header, shape = read_header(path, hdu, check_data=True)
+            rows.extend(_file_rows(path, hdu))
         except SkystackError as exc:
             errors.append(str(exc))
-            continue
-        rows.append((path, f"{shape[0]}x{shape[1]}", pixel_type(header),
-                     str(header.get("IMAGETYP", "")).strip(), str(header.get("FILTER", "")).strip(),
-                     str(header.get("EXPTIME", "")), str(header.get("DATE-OBS", "")).strip()))
     return rows, errors
+
+
+def _file_rows(path: str, hdu) -> list[tuple[str, ...]]:
+    """The rows of one file: one, or one per image extension of a multi-extension file."""
+    if hdu is None or (isinstance(hdu, str) and hdu.strip().lower() == "all"):
+        primary, found = image_extensions(path)
+        if len(found) > 1:
+            rows = []
+            for ext in found:
+                header, shape = read_header(path, ext.index, check_data=True)
+                for card in primary.cards:  # the exposure's keywords live in the primary
+                    if card.keyword not in header and card.keyword not in ("COMMENT", "HISTORY"):
+                        header.append(card, end=True)
+                name = ext.extname if ext.extname is not None else str(ext.index)
+                rows.append(_row(f"{path}[{name}]", header, shape))
+            return rows
+    header, shape = read_header(path, hdu, check_data=True)
+    return [_row(path, header, shape)]
+
+
+def _row(name: str, header, shape) -> tuple[str, ...]:
+    return (name, f"{shape[0]}x{shape[1]}", pixel_type(header),
+            str(header.get("IMAGETYP", "")).strip(), str(header.get("FILTER", "")).strip(),
+            str(header.get("EXPTIME", "")), str(header.get("DATE-OBS", "")).strip())
 
 
 def format_table(rows) -> str:

@@ -36,8 +36,8 @@ from ..errors import SkystackError
 from .reader import BITPIX_DTYPES, ArraySource, CompressedFitsSource, HandlePool, RawFitsSource
 from .sigma import ccd_sigma
 
-__all__ = ["Frame", "expand_paths", "load_frames", "read_header", "read_image_headers",
-           "with_primary"]
+__all__ = ["Frame", "PLANE_NAMES", "ImageHdu", "expand_paths", "extension_frames",
+           "image_extensions", "load_frames", "read_header", "with_primary"]
 
 
 def expand_paths(items: Iterable[str | os.PathLike]) -> list[str]:
@@ -233,26 +233,62 @@ def _printable(header: fits.Header) -> fits.Header:
 
 def read_header(path: str, hdu: int | str | None = None, check_data: bool = False
                 ) -> tuple[fits.Header, tuple[int, int]]:
-    """Header and (rows, cols) of the chosen image HDU of ``path`` (for ``skystack info``);
-    ``check_data``: also raise SkystackError when the file ends inside the image data."""
+    """Header and (rows, cols) of the chosen image HDU of ``path`` (for ``skystack info`` and
+    the night's scan); ``check_data``: also raise SkystackError when the file ends inside the
+    image data. An extension's header is completed with the primary's cards it lacks
+    (IMAGETYP, EXPTIME, DATE-OBS... of a multi-extension exposure live there), as
+    :func:`load_frames` does."""
     with _open_fits(path) as hdul, quiet_astropy():
         index = _select_hdu(hdul, hdu, path)
         h = hdul[index]
         if check_data:
             _check_complete(hdul, index, path)
-        return _printable(h.header), _image_shape(h.header)
+        header = _printable(h.header)
+        if index != 0:
+            _merge_primary(header, _printable(hdul[0].header))
+        return header, _image_shape(h.header)
 
 
-def read_image_headers(path: str) -> tuple[fits.Header, list[tuple[int, fits.Header,
-                                                                     tuple[int, int]]]]:
-    """The primary header of ``path`` and (HDU index, header, (rows, cols)) of each of its 2-D
-    image HDUs other than ``MASK`` planes, headers as in the file (not merged), in file order:
-    the CCDs of a multi-extension (mosaic) file. Reads headers only; the list is empty when the
-    file holds no image (:func:`read_header` then says why)."""
+# EXTNAMEs of the planes that go with an image (a product's UNCERT, MASK, COUNT, EXPMAP;
+# in a multi-extension product prefixed by the CCD's name: N4_UNCERT): not CCD images.
+PLANE_NAMES = ("UNCERT", "MASK", "COUNT", "EXPMAP")
+
+
+@dataclass(frozen=True)
+class ImageHdu:
+    """One 2-D image HDU of a file: its ``index``, ``extname`` (None when it has none),
+    ``shape`` (rows, cols) and its own ``header`` (printable; the primary's not merged in)."""
+
+    index: int
+    extname: str | None
+    shape: tuple[int, int]
+    header: fits.Header
+
+
+def image_extensions(path: str) -> tuple[fits.Header, list[ImageHdu]]:
+    """The primary header of ``path`` and every 2-D image HDU in it, in file order
+    (tile-compressed ``.fz`` HDUs included), leaving out the planes of a product
+    (:data:`PLANE_NAMES`, alone or after a CCD's name). Reads headers only; a problem with the
+    file raises :class:`SkystackError` naming it."""
     with _open_fits(path) as hdul, quiet_astropy():
-        images = [(i, _printable(h.header), _image_shape(h.header)) for i, h in enumerate(hdul)
-                  if _is_image(h) and str(h.header.get("EXTNAME", "")).upper() != "MASK"]
-        return _printable(hdul[0].header), images
+        try:
+            found = [ImageHdu(i, None if h.header.get("EXTNAME") is None
+                              else str(h.header["EXTNAME"]).strip(),
+                              _image_shape(h.header), _printable(h.header))
+                     for i, h in enumerate(hdul) if _is_image(h)]
+            primary = _printable(hdul[0].header)
+        except SkystackError:
+            raise
+        except Exception as exc:  # astropy raises many kinds on a malformed later HDU
+            raise SkystackError(f"{path}: cannot read its extensions ({exc})") from None
+    names = {h.extname.upper() for h in found if h.extname is not None}
+
+    def is_plane(name: str) -> bool:
+        name = name.upper()
+        return any(name == p or (name.endswith("_" + p) and name[: -len(p) - 1] in names)
+                   for p in PLANE_NAMES)
+
+    return primary, [h for h in found if h.extname is None or not is_plane(h.extname)]
 
 
 def _check_complete(hdul: fits.HDUList, index: int, path: str) -> None:
@@ -344,11 +380,13 @@ def _scan_hdus(path: str, stop_after: int | None = None) -> list[_HduInfo]:
     return hdus
 
 
-def _fast_file_frame(path: str, hdu: int | str | None, pool: HandlePool) -> Frame | None:
-    """The frame of an uncompressed image by :func:`_scan_hdus`; None when astropy must decide
-    (compressed data, an unusual file, or any problem to report)."""
+def _fast_file_frame(path: str, hdu: int | str | None, pool: HandlePool,
+                     hdus: list[_HduInfo] | None = None) -> Frame | None:
+    """The frame of an uncompressed image by :func:`_scan_hdus` (``hdus``: its result, when
+    already made); None when astropy must decide (compressed data, an unusual file, or any
+    problem to report)."""
     try:
-        hdus = _scan_hdus(path)
+        hdus = _scan_hdus(path) if hdus is None else hdus
     except (ValueError, KeyError, OSError, UnicodeError):
         return None
     if isinstance(hdu, int):
@@ -405,12 +443,38 @@ def with_primary(header: fits.Header, primary: fits.Header) -> fits.Header:
     return header
 
 
-def _file_frame(path: str, hdu: int | str | None, pool: HandlePool) -> Frame:
-    if os.path.isfile(path) and os.access(path, os.R_OK):
+def extension_frames(path: str, indexes: Sequence[int], pool: HandlePool) -> list[Frame]:
+    """The frames of several image HDUs of one file (the CCDs of a mosaic exposure), its
+    headers read once: checked as :func:`load_frames` checks one HDU."""
+    try:
+        scanned = _scan_hdus(path)
+    except (ValueError, KeyError, OSError, UnicodeError):
+        scanned = None
+    frames: list[Frame] = []
+    hdul = None
+    with quiet_astropy():
+        try:
+            for index in indexes:
+                frame = None if scanned is None else _fast_file_frame(path, index, pool, scanned)
+                if frame is None:
+                    hdul = _open_fits(path) if hdul is None else hdul
+                    frame = _file_frame(path, index, pool, hdul)
+                frames.append(frame)
+        finally:
+            if hdul is not None:
+                hdul.close()
+    return frames
+
+
+def _file_frame(path: str, hdu: int | str | None, pool: HandlePool,
+                open_hdul: fits.HDUList | None = None) -> Frame:
+    """The frame of HDU ``hdu`` of ``path`` (``open_hdul``: the file already open, left open;
+    the fast path is then skipped, the caller having tried it)."""
+    if open_hdul is None and os.path.isfile(path) and os.access(path, os.R_OK):
         frame = _fast_file_frame(path, hdu, pool)
         if frame is not None:
             return frame
-    hdul = _open_fits(path)
+    hdul = _open_fits(path) if open_hdul is None else open_hdul
     try:
         index = _select_hdu(hdul, hdu, path)
         h = hdul[index]
@@ -447,7 +511,8 @@ def _file_frame(path: str, hdu: int | str | None, pool: HandlePool) -> Frame:
         return Frame(label=os.path.basename(path), shape=shape, header=header, source=source,
                      path=path, hdu_index=index)
     finally:
-        hdul.close()
+        if open_hdul is None:
+            hdul.close()
 
 
 _STRUCTURAL = {"SIMPLE", "BITPIX", "NAXIS", "NAXIS1", "NAXIS2", "EXTEND", "XTENSION", "PCOUNT",

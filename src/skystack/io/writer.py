@@ -42,7 +42,8 @@ from .reader import Tile
 BLOCK = 2880
 
 __all__ = ["FitsTileWriter", "check_output_path", "committed", "owned_temporary",
-           "plane_chunks", "product_mode", "pwrite_all"]
+           "image_header", "is_owned", "plane_chunks", "plane_parts", "product_mode",
+           "pwrite_all"]
 
 _owned: set[str] = set()
 _owned_guard = threading.Lock()
@@ -63,7 +64,7 @@ def owned_temporary(path: str | os.PathLike) -> Iterator[str]:
             _owned.discard(key)
 
 
-def _is_owned(path: str) -> bool:
+def is_owned(path: str) -> bool:
     with _owned_guard:
         return os.path.abspath(path) in _owned
 
@@ -120,7 +121,7 @@ def check_output_path(path: str | os.PathLike, overwrite: bool) -> str:
     return path
 
 
-def _image_header(primary: bool, bitpix: int, shape: tuple[int, int], extname: str | None,
+def image_header(primary: bool, bitpix: int, shape: tuple[int, int], extname: str | None,
                   extra: fits.Header | None = None) -> fits.Header:
     if primary:
         cards = [("SIMPLE", True, "conforms to FITS standard")]
@@ -138,6 +139,28 @@ def _image_header(primary: bool, bitpix: int, shape: tuple[int, int], extname: s
             if card.keyword not in header or card.keyword in ("COMMENT", "HISTORY"):
                 header.append(card, end=True)
     return header
+
+
+def plane_parts(shape: tuple[int, int], header: fits.Header, max_count: int,
+                count_comment: str = "input values used per pixel", prefix: str = ""
+                ) -> list[tuple[fits.Header, np.dtype, tuple[int, int]]]:
+    """The ``UNCERT``, ``MASK`` and ``COUNT`` HDUs that follow an image with ``header`` (its
+    BUNIT is the uncertainty's), as ``(header, big-endian dtype, shape)``; ``prefix`` goes
+    before each EXTNAME (``"N4_"`` for CCD N4 of a multi-extension product). COUNT is 16-bit
+    unless ``max_count`` needs 32."""
+    count_bitpix = 16 if max_count < 2**15 else 32
+    unc_header = fits.Header([("UTYPE", "StdDevUncertainty",
+                               "standard error of the combined value")])
+    if "BUNIT" in header:
+        unc_header["BUNIT"] = header["BUNIT"]
+    count_header = fits.Header([("BUNIT", "frames", count_comment)])
+    mask_header = fits.Header([("COMMENT", "1 = no valid input value")])
+    return [
+        (image_header(False, -32, shape, prefix + "UNCERT", unc_header), np.dtype(">f4"), shape),
+        (image_header(False, 8, shape, prefix + "MASK", mask_header), np.dtype("u1"), shape),
+        (image_header(False, count_bitpix, shape, prefix + "COUNT", count_header),
+         np.dtype(">i2") if count_bitpix == 16 else np.dtype(">i4"), shape),
+    ]
 
 
 class FitsTileWriter:
@@ -160,26 +183,20 @@ class FitsTileWriter:
         self.overwrite = overwrite
         self._fd = None
         self._lock = ExitStack()
-        self._direct = partial is None and _is_owned(self.path)
+        self._direct = partial is None and is_owned(self.path)
         self.shape = shape
-        count_bitpix = 16 if max_count < 2**15 else 32
-        unc_header = fits.Header([("UTYPE", "StdDevUncertainty",
-                                   "standard error of the combined value")])
-        if "BUNIT" in header:
-            unc_header["BUNIT"] = header["BUNIT"]
-        count_header = fits.Header([("BUNIT", "frames", count_comment)])
-        mask_header = fits.Header([("COMMENT", "1 = no valid input value")])
-        self._parts = [
-            (_image_header(True, -32, shape, None, header), np.dtype(">f4")),
-            (_image_header(False, -32, shape, "UNCERT", unc_header), np.dtype(">f4")),
-            (_image_header(False, 8, shape, "MASK", mask_header), np.dtype("u1")),
-            (_image_header(False, count_bitpix, shape, "COUNT", count_header),
-             np.dtype(">i2") if count_bitpix == 16 else np.dtype(">i4")),
-        ]
+        self._parts = [(image_header(True, -32, shape, None, header), np.dtype(">f4"), shape),
+                       *plane_parts(shape, header, max_count, count_comment)]
         self.extra_names = list(extras or {})
         for name, extra_header in (extras or {}).items():
-            self._parts.append((_image_header(False, -32, shape, name, extra_header),
-                                np.dtype(">f4")))
+            self._parts.append((image_header(False, -32, shape, name, extra_header),
+                                np.dtype(">f4"), shape))
+        self._allocate(partial)
+
+    def _allocate(self, partial) -> None:
+        """Create the file (a temporary under the output's lock, the caller's own temporary,
+        or ``partial``) and lay out ``self._parts`` — ``(header, big-endian dtype, shape)``
+        per HDU, shape ``None`` for a header without data — with zeroed data areas."""
         folder = os.path.dirname(os.path.abspath(self.path))
         if self._direct:
             self.tmp_path = self.path
@@ -201,12 +218,13 @@ class FitsTileWriter:
             os.fchmod(fd, product_mode())
             self._offsets = []
             pos = 0
-            for hdr, dtype in self._parts:
+            for hdr, dtype, part_shape in self._parts:
                 text = hdr.tostring(padding=True).encode("ascii")
                 os.pwrite(fd, text, pos)
                 pos += len(text)
                 self._offsets.append(pos)
-                nbytes = shape[0] * shape[1] * dtype.itemsize
+                nbytes = 0 if part_shape is None else (
+                    part_shape[0] * part_shape[1] * dtype.itemsize)
                 pos += -(-nbytes // BLOCK) * BLOCK
             # Data areas read as zeros until written, which is also the FITS padding.
             os.ftruncate(fd, pos)
@@ -217,7 +235,8 @@ class FitsTileWriter:
     def plane_layout(self) -> list[tuple[int, str]]:
         """(byte offset of the data area, big-endian dtype string) of each plane, in HDU order:
         what another process needs to write tiles into this file by offset."""
-        return [(offset, dtype.str) for (_, dtype), offset in zip(self._parts, self._offsets)]
+        return [(offset, dtype.str)
+                for (_, dtype, _), offset in zip(self._parts, self._offsets)]
 
     def write_tile(self, tile: Tile, image: np.ndarray, uncertainty: np.ndarray,
                    count: np.ndarray, *, mask: np.ndarray | None = None,

@@ -55,6 +55,7 @@ from ..io.inputs import quiet_astropy
 from ..text_table import text_table
 from .defects import find_hot_pixels
 from .masters import choose_dark
+from .mef_frames import split_by_ccd
 from .scan import FrameInfo, GroupKey, ScanResult, group_names, scan
 
 __all__ = ["BiasStats", "DarkStats", "FlatStats", "InspectReport", "inspect_frames",
@@ -79,6 +80,7 @@ class BiasStats:
     gain: float
     n_pairs: int
     notes: list[str] = field(default_factory=list)
+    ccd: str | None = None  # EXTNAME of the CCD, for multi-extension files
 
 
 @dataclass
@@ -99,6 +101,7 @@ class DarkStats:
     hot_threshold_adu_s: float
     hot_pixels: np.ndarray
     notes: list[str] = field(default_factory=list)
+    ccd: str | None = None  # EXTNAME of the CCD, for multi-extension files
 
     @property
     def n_hot(self) -> int:
@@ -122,6 +125,7 @@ class FlatStats:
     bias: GroupKey | None
     dark: GroupKey | None
     notes: list[str] = field(default_factory=list)
+    ccd: str | None = None  # EXTNAME of the CCD, for multi-extension files
 
     @property
     def n_low(self) -> int:
@@ -156,7 +160,8 @@ class _Pixels:
                 hdul = fits.open(self.info.path, memmap=False, lazy_load_hdus=True)
                 len(hdul)  # parses every header now, warnings silenced
             want = self.info.shape
-            for h in hdul:
+            hdu_index = getattr(self.info, "hdu", None)  # a CCD of a multi-extension file
+            for h in (hdul if hdu_index is None else [hdul[hdu_index]]):
                 if not isinstance(h, (fits.PrimaryHDU, fits.ImageHDU, fits.CompImageHDU)):
                     continue
                 naxis = h.header.get("NAXIS", 0)
@@ -565,6 +570,20 @@ def inspect_frames(inputs: str | os.PathLike | Iterable[str | os.PathLike] | Sca
     """
     result = inputs if isinstance(inputs, ScanResult) else scan(inputs)
     report = InspectReport(scan=result)
+    for ccd, part in split_by_ccd(result).items():
+        _inspect_part(part, report, ccd, plot_dir, hot_sigma, hot_floor_adu, low_threshold)
+    lights = result.light_groups()
+    if lights:
+        n = sum(len(v) for v in lights.values())
+        report.notes.append(f"{n} light frames in {len(lights)} groups (not inspected)")
+    return report
+
+
+def _inspect_part(result: ScanResult, report: InspectReport, ccd: str | None, plot_dir,
+                  hot_sigma: float, hot_floor_adu: float, low_threshold: float) -> None:
+    """The bias, dark and flat groups of ``result`` (all frames of one CCD, or of a
+    single-image camera when ``ccd`` is None) into ``report``."""
+    before = (len(report.biases), len(report.darks), len(report.flats), len(report.notes))
     plot_folder = None
     if plot_dir is not None:
         plot_folder = os.fspath(plot_dir)
@@ -576,7 +595,8 @@ def inspect_frames(inputs: str | os.PathLike | Iterable[str | os.PathLike] | Sca
     def plot_path(groups, key) -> str | None:
         if plot_folder is None:
             return None
-        path = os.path.join(plot_folder, f"{group_names(groups)[key]}.png")
+        name = group_names(groups)[key]
+        path = os.path.join(plot_folder, f"{name if ccd is None else f'{ccd}_{name}'}.png")
         report.plots.append(path)
         return path
 
@@ -615,26 +635,31 @@ def inspect_frames(inputs: str | os.PathLike | Iterable[str | os.PathLike] | Sca
             report.notes.append(f"flat {key.label}: no usable frame")
             continue
         report.flats.append(stats)
-
-    lights = result.light_groups()
-    if lights:
-        n = sum(len(v) for v in lights.values())
-        report.notes.append(f"{n} light frames in {len(lights)} groups (not inspected)")
-    return report
+    for stats in (*report.biases[before[0]:], *report.darks[before[1]:],
+                  *report.flats[before[2]:]):
+        stats.ccd = ccd
+    if ccd is not None:
+        report.notes[before[3]:] = [f"{ccd}: {n}" for n in report.notes[before[3]:]]
 
 
 def _f(value: float, fmt: str = ".4g") -> str:
     return "-" if value is None or not math.isfinite(value) else format(value, fmt)
 
 
+def _group(stats) -> str:
+    """A group's label, after its CCD's name for multi-extension files."""
+    return stats.key.label if stats.ccd is None else f"{stats.ccd} {stats.key.label}"
+
+
 def format_inspect_table(report: InspectReport) -> str:
-    """The report as text: one table per role, then notes, skipped files and plots."""
+    """The report as text: one table per role (a multi-extension camera's groups one per CCD,
+    led by the CCD's name), then notes, skipped files and plots."""
     lines: list[str] = []
     if report.biases:
         lines.append("Bias (ADU; e- from the GAIN keyword)")
         lines += text_table(
             ("group", "frames", "level", "frame levels", "read noise", "read noise [e-]"),
-            [(b.key.label, str(len(b.files)), _f(b.level, ".2f"),
+            [(_group(b), str(len(b.files)), _f(b.level, ".2f"),
               f"{_f(min(b.levels), '.2f')} .. {_f(max(b.levels), '.2f')}",
               _f(b.read_noise_adu, ".3f"), _f(b.read_noise_e, ".3f")) for b in report.biases])
         lines.append("")
@@ -643,7 +668,7 @@ def format_inspect_table(report: InspectReport) -> str:
         lines += text_table(
             ("group", "frames", "level [ADU]", "current [ADU/s]", "current [e-/s]",
              "hot pixels", "hot threshold [ADU/s]"),
-            [(d.key.label, str(len(d.files)), _f(d.level, ".2f"), _f(d.rate_adu_s, ".4g"),
+            [(_group(d), str(len(d.files)), _f(d.level, ".2f"), _f(d.rate_adu_s, ".4g"),
               _f(d.rate_e_s, ".4g"), str(d.n_hot), _f(d.hot_threshold_adu_s, ".4g"))
              for d in report.darks])
         lines.append("")
@@ -652,18 +677,18 @@ def format_inspect_table(report: InspectReport) -> str:
         lines += text_table(
             ("group", "frames", "level [ADU]", "above bias [ADU]", "rms [%]",
              "pixel rms [%]", "corner/centre", "low pixels"),
-            [(f.key.label, str(len(f.files)), _f(f.level, ".1f"), _f(f.signal, ".1f"),
+            [(_group(f), str(len(f.files)), _f(f.level, ".1f"), _f(f.signal, ".1f"),
               _f(f.rms_percent, ".2f"), _f(f.pixel_rms_percent, ".2f"),
               _f(f.corner_ratio, ".3f"), str(f.n_low)) for f in report.flats])
         lines.append("")
     if not (report.biases or report.darks or report.flats):
         lines.append("no bias, dark or flat frames to inspect")
         lines.append("")
-    group_notes = [(s.key, n) for s in (*report.biases, *report.darks, *report.flats)
+    group_notes = [(s, n) for s in (*report.biases, *report.darks, *report.flats)
                    for n in s.notes]
     if group_notes or report.notes:
         lines.append("notes:")
-        lines += [f"  {k.role} {k.label}: {n}" for k, n in group_notes]
+        lines += [f"  {s.key.role} {_group(s)}: {n}" for s, n in group_notes]
         lines += [f"  {n}" for n in report.notes]
     if report.scan.skipped:
         lines.append(f"skipped ({len(report.scan.skipped)}):")

@@ -39,7 +39,7 @@ from typing import NamedTuple
 from astropy.io import fits
 
 from ..errors import SkystackError
-from ..io.inputs import expand_paths, read_header, read_image_headers, with_primary
+from ..io.inputs import expand_paths, image_extensions, read_header, with_primary
 from ..io.provenance import exposure_seconds
 from ..text_table import text_table
 from .names import SEPARATOR, identity_digest, safe_name
@@ -251,11 +251,10 @@ def _binning(header: fits.Header) -> tuple[tuple[int, int], str | None]:
 def _classify(path: str) -> list[FrameInfo] | SkippedFile:
     """The frame of ``path``, or one per CCD of a multi-extension file (module docstring)."""
     try:
-        primary, images = read_image_headers(path)
+        primary, images = image_extensions(path)
         if len(images) <= 1:  # one image: exactly as a single-chip file always was
-            # (read_header's first image HDU, unmerged; with none, it says why)
-            _, header, shape = images[0] if images else (None, *read_header(path))
-            item = _classify_header(path, header, shape)
+            # (read_header's first image HDU; with none, it says why)
+            item = _classify_header(path, *read_header(path))
             return [item] if isinstance(item, FrameInfo) else item
     except SkystackError as exc:
         msg = str(exc)
@@ -263,12 +262,12 @@ def _classify(path: str) -> list[FrameInfo] | SkippedFile:
     except Exception as exc:  # never raise for one bad file
         return SkippedFile(path, f"cannot read ({type(exc).__name__}: {exc})")
     frames = []
-    for index, header, shape in images:
-        merged = with_primary(header, primary) if index != 0 else header
-        item = _classify_header(path, merged, shape)
+    for ext in images:
+        merged = with_primary(ext.header, primary) if ext.index != 0 else ext.header
+        item = _classify_header(path, merged, ext.shape)
         if isinstance(item, SkippedFile):  # one CCD's header fails: the file's others too
-            return SkippedFile(path, f"HDU {index}: {item.reason}")
-        frames.append(replace(item, hdu=index, extname=str(header.get("EXTNAME", "")).strip()))
+            return SkippedFile(path, f"HDU {ext.index}: {item.reason}")
+        frames.append(replace(item, hdu=ext.index, extname=ext.extname or ""))
     return frames
 
 
