@@ -219,6 +219,9 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("directory", metavar="DIR")
     d.add_argument("--overwrite", action="store_true", help="replace existing products")
     d.add_argument("--backend", default="auto", choices=BACKENDS)
+    d.add_argument("--survey", action="store_true",
+                   help="a survey night instead: a 6-CCD mosaic camera, 3x3 pointings in g and "
+                        "r, reduced CCD by CCD and co-added on sky tiles")
     _add_common(d)
 
     add_bench_parser(sub)
@@ -412,9 +415,10 @@ def _run_inspect(a: argparse.Namespace) -> int:
 
 
 def _run_demo(a: argparse.Namespace) -> int:
-    from .demo import run_demo
+    from .demo import run_demo, run_survey_demo
 
-    run_demo(a.directory, backend=a.backend, overwrite=a.overwrite, quiet=a.quiet)
+    (run_survey_demo if a.survey else run_demo)(a.directory, backend=a.backend,
+                                                overwrite=a.overwrite, quiet=a.quiet)
     return 0
 
 

@@ -8,6 +8,11 @@ composite, ``summary.json``).
 
 The raw night is written once: a second ``skystack demo DIR`` finds it (``raw/demo.json``) and
 the night reuses every product that is up to date.
+
+``skystack demo --survey DIR``: the survey night of :mod:`skystack.survey_data` instead (a
+6-CCD mosaic camera, MEF exposures, some ``.fits.fz``, 3 x 3 overlapping pointings in g and r),
+reduced CCD by CCD with ``--gain-normalise`` and co-added on sky tiles of
+:data:`SURVEY_TILE_DEG` (``stacks/<TILE>_<FILTER>.fits`` and ``stacks/tiles.json``).
 """
 
 from __future__ import annotations
@@ -40,6 +45,48 @@ def _raw_night(raw: Path, quiet: bool) -> None:
         n = len(night.bias) + len(night.dark) + sum(map(len, night.flat.values())) + sum(
             map(len, night.light.values()))
         print(f"wrote {n} raw frames to {raw} ({time.perf_counter() - t0:.1f} s)")
+
+
+SURVEY_TILE_DEG = 0.1  # the survey demo's tiles: a few over its 3 x 3 pointings
+
+
+def _raw_survey(raw: Path, quiet: bool) -> None:
+    from .survey_data import write_survey_night
+
+    marker = raw / "survey.json"
+    if marker.is_file():
+        if not quiet:
+            print(f"using the survey night already in {raw}")
+        return
+    t0 = time.perf_counter()
+    night = write_survey_night(raw)
+    marker.write_text(json.dumps({"exposures": len(night.exposures)}))
+    if not quiet:
+        print(f"wrote {len(night.exposures)} mosaic exposures to {raw} "
+              f"({time.perf_counter() - t0:.1f} s)")
+
+
+def run_survey_demo(directory: str | os.PathLike, *, backend: str = "auto",
+                    overwrite: bool = False, quiet: bool = False) -> list[Path]:
+    """Write the survey night into ``directory/raw`` (once) and reduce it into ``directory``
+    on sky tiles (see module docstring); returns the product paths."""
+    from .night.run import format_night_table, run_night
+    from .regrid.skytiles import SkyTiling
+    from .survey_data import SURVEY_PIXEL_SCALE
+
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    _raw_survey(directory / "raw", quiet)
+    result = run_night(directory / "raw", directory, backend=backend, overwrite=overwrite,
+                       gain_normalise=True, tiles=SkyTiling(SURVEY_TILE_DEG, SURVEY_PIXEL_SCALE),
+                       log=None if quiet else print)
+    if not quiet:
+        print()
+        print(format_night_table(result))
+        tiles = [p for p in result.products if p.kind == "stack"]
+        print(f"\n{len(tiles)} tile co-adds in {directory / 'stacks'} (tiles.json maps exposures "
+              f"to tiles); done in {result.seconds:.1f} s")
+    return [Path(p.path) for p in result.products]
 
 
 def run_demo(directory: str | os.PathLike, *, backend: str = "auto", overwrite: bool = False,
