@@ -11,11 +11,12 @@ Conventions
 * Consistency: for every pair of calibrated CCD images of *different* CCDs (any exposures)
   that overlap on the sky, the sky-subtracted pixels of one are resampled (bilinear) onto the
   other's pixels in the overlap, and the ratio of their summed signal over the bright sources
-  there (pixels of the second image more than :data:`DETECT_SIGMA` sigma above its sky, grown
+  there (pixels more than :data:`DETECT_SIGMA` sigma above the sky in both images, grown
   by :data:`GROW_PX` pixels) is that pair's flux ratio. Each CCD gets the median of its
   ratios to the other CCDs' images (``median_ratio``; 1 for consistent CCDs) and their
-  robust spread (1.4826 x MAD); one deviating by more than the threshold (2 % by default) is
-  flagged. A gain left in ADU shows as a ratio equal to the ratio of the gains.
+  robust spread (1.4826 x MAD); one deviating by more than the threshold (2 % by default)
+  and by more than 3 standard errors of its median is flagged. A gain left in ADU shows as a
+  ratio equal to the ratio of the gains.
 """
 
 from __future__ import annotations
@@ -98,10 +99,11 @@ def _sky(data: np.ndarray) -> tuple[float, float]:
     return med, sigma
 
 
-def _pair_ratio(a: np.ndarray, wa, b: np.ndarray, wb, sky_b: float, sigma_b: float
-                ) -> float | None:
-    """Flux ratio a/b (both sky-subtracted) over b's sources in the overlap; None when the
-    overlap holds no measurable source."""
+def _pair_ratio(a: np.ndarray, wa, b: np.ndarray, wb, sky_b: float, sigma_b: float,
+                sigma_a: float) -> float | None:
+    """Flux ratio a/b (both sky-subtracted) over the sources in the overlap, detected in both
+    images (a cosmic ray or a satellite trail is in one exposure only: counted, it would pull
+    the ratio); None when the overlap holds no measurable source."""
     from scipy.ndimage import binary_dilation, map_coordinates
 
     rows, cols = b.shape
@@ -125,7 +127,9 @@ def _pair_ratio(a: np.ndarray, wa, b: np.ndarray, wb, sky_b: float, sigma_b: flo
                              prefilter=False)
     b_part = b[r0:r1, c0:c1] - sky_b
     ok = on_a & np.isfinite(a_on_b) & np.isfinite(b_part)
-    sources = binary_dilation(ok & (b_part > DETECT_SIGMA * sigma_b), iterations=GROW_PX) & ok
+    with np.errstate(invalid="ignore"):
+        seen = ok & (b_part > DETECT_SIGMA * sigma_b) & (a_on_b > DETECT_SIGMA * sigma_a)
+    sources = binary_dilation(seen, iterations=GROW_PX) & ok
     if sources.sum() < MIN_SOURCE_PX:
         return None
     flux_b = float(b_part[sources].sum())
@@ -155,9 +159,9 @@ def ccd_consistency(frames: list[Frame], wcs_list: list, ccds: list[str],
                 continue
             # Sources detected in each image in turn; the pair's ratio is their mean (log).
             r_ij = _pair_ratio(data[i][0], wcs_list[i], data[j][0], wcs_list[j], 0.0,
-                               data[j][1])
+                               data[j][1], data[i][1])
             r_ji = _pair_ratio(data[j][0], wcs_list[j], data[i][0], wcs_list[i], 0.0,
-                               data[i][1])
+                               data[i][1], data[j][1])
             found = [math.log(r) for r in (r_ij,) if r is not None and r > 0] \
                 + [-math.log(r) for r in (r_ji,) if r is not None and r > 0]
             if not found:
@@ -173,7 +177,12 @@ def ccd_consistency(frames: list[Frame], wcs_list: list, ccds: list[str],
         per_ccd[ccd] = {"median_ratio": round(med, 5),
                         "spread": round(1.4826 * float(np.median(np.abs(ratios - med))), 5),
                         "pairs": len(ratios)}
-    flagged = [c for c, v in per_ccd.items() if abs(v["median_ratio"] - 1) > threshold]
+    # Flagged: off by more than the threshold *and* by more than 3 standard errors of its
+    # median (1.2533 x spread / sqrt(pairs)), so that a CCD measured on a few noisy pairs is
+    # not called deviant by chance.
+    flagged = [c for c, v in per_ccd.items()
+               if abs(v["median_ratio"] - 1) > max(threshold, 3 * 1.2533 * v["spread"]
+                                                    / math.sqrt(v["pairs"]))]
     return {"threshold": threshold, "pairs": n_pairs, "ccds": per_ccd, "flagged": flagged}
 
 
