@@ -145,9 +145,10 @@ _COMBINATIONS = {"mean": _MEAN, "sum": _SUM, "median": _MEDIAN}
 
 
 @njit(cache=True, nogil=True)
-def _variance_kernel(value, kept, a_map, const, zvals, coefs, combination, b,
+def _variance_kernel(value, kept, a_map, const, zvals, coefs, combination, b, root,
                      out):  # pragma: no cover - compiled
-    """The combined value's variance at every pixel (flat arrays, ``out`` float64).
+    """The combined value's variance at every pixel (flat arrays), or its square root (the
+    standard error: ``root``) into ``out`` (float64, or float32 for an UNCERT plane).
 
     A, the mean over frames of w_k**2 var_k, is ``a_map[p]`` when ``a_map`` is not empty, else
     the noise model's ``const + sum_t coefs[t] * max(x - zvals[t], 0)`` of the per-frame signal
@@ -171,27 +172,29 @@ def _variance_kernel(value, kept, a_map, const, zvals, coefs, combination, b,
                 if d > 0.0:
                     a += coefs[t] * d
         if combination == 0:
-            out[p] = a / (b * b * n)
+            var = a / (b * b * n)
         elif combination == 1:
-            out[p] = a * n
+            var = a * n
         elif combination == 2:
-            out[p] = (np.pi / 2) * a / n
+            var = (np.pi / 2) * a / n
         else:
-            out[p] = a
+            var = a
+        out[p] = np.sqrt(var) if root else var
 
 
 def _combined_variance(method: str, value: np.ndarray, count: np.ndarray, w: np.ndarray, *,
                        terms: tuple[float, np.ndarray, np.ndarray] | None = None,
-                       a_map: np.ndarray | None = None) -> np.ndarray:
+                       a_map: np.ndarray | None = None, as_sigma: bool = False) -> np.ndarray:
     """Variance (float64, ``value``'s shape) of each combined value from A (the noise model's
-    ``terms`` or a per-pixel ``a_map``) and the kept count (see module docstring)."""
+    ``terms`` or a per-pixel ``a_map``) and the kept count (see module docstring); with
+    ``as_sigma`` its square root as float32 (an UNCERT plane; NaN where nothing was kept)."""
     value = np.ascontiguousarray(value)
-    out = np.empty(value.shape, np.float64)
+    out = np.empty(value.shape, np.float32 if as_sigma else np.float64)
     const, zvals, coefs = terms if terms is not None else (0.0, np.zeros(0), np.zeros(0))
     a = np.zeros(0) if a_map is None else np.ascontiguousarray(a_map, np.float64).reshape(-1)
     _variance_kernel(value.reshape(-1), np.ascontiguousarray(count).reshape(-1), a,
                      float(const), zvals, coefs, _COMBINATIONS.get(method, _ONE),
-                     float(np.mean(w)), out.reshape(-1))
+                     float(np.mean(w)), as_sigma, out.reshape(-1))
     return out
 
 
@@ -212,16 +215,20 @@ def _model_terms(params: FrameParams, w: np.ndarray,
 
 
 def model_variance(image: np.ndarray, count: np.ndarray, options: CombineOptions,
-                   params: FrameParams) -> np.ndarray:
-    """Variance (float64) of each combined value by the noise model (module docstring)."""
+                   params: FrameParams, *, as_sigma: bool = False) -> np.ndarray:
+    """Variance (float64) of each combined value by the noise model (module docstring); with
+    ``as_sigma`` the standard error (float32)."""
     w = _weights(params, options)
-    return _combined_variance(options.method, image, count, w, terms=_model_terms(params, w))
+    return _combined_variance(options.method, image, count, w, terms=_model_terms(params, w),
+                              as_sigma=as_sigma)
 
 
 def propagated_variance(sigma: np.ndarray, image: np.ndarray, count: np.ndarray,
-                        options: CombineOptions, params: FrameParams) -> np.ndarray:
+                        options: CombineOptions, params: FrameParams, *,
+                        as_sigma: bool = False) -> np.ndarray:
     """Variance (float64) of each combined value from the inputs' sigma, a block
-    ``(n_frames, rows, cols)`` (NaN = none), by the approximation of the module docstring."""
+    ``(n_frames, rows, cols)`` (NaN = none), by the approximation of the module docstring;
+    with ``as_sigma`` the standard error (float32)."""
     w = _weights(params, options)
     s = np.asarray(params.scale, np.float64)
     acc = np.zeros(sigma.shape[1:], np.float64)
@@ -233,7 +240,8 @@ def propagated_variance(sigma: np.ndarray, image: np.ndarray, count: np.ndarray,
         nvalid += ok
     with np.errstate(divide="ignore", invalid="ignore"):
         mean_var = np.where(nvalid > 0, acc / nvalid, np.nan)
-    return _combined_variance(options.method, image, count, w, a_map=mean_var)
+    return _combined_variance(options.method, image, count, w, a_map=mean_var,
+                              as_sigma=as_sigma)
 
 
 def effective_noise(method: str, n_frames: int, gain: np.ndarray, rdnoise: np.ndarray | None,
@@ -264,12 +272,10 @@ class _UncertaintySink:
                    kept=None) -> None:
         kept = count if kept is None else kept
         if self.options.uncertainty == "model":
-            var = model_variance(image, kept, self.options, self.params)
+            unc = model_variance(image, kept, self.options, self.params, as_sigma=True)
         else:
-            var = propagated_variance(self.sigma.read(tile), image, kept, self.options,
-                                      self.params)
-        unc = np.sqrt(var).astype(np.float32)
-        unc[kept == 0] = np.nan
+            unc = propagated_variance(self.sigma.read(tile), image, kept, self.options,
+                                      self.params, as_sigma=True)
         more = {}
         if mask is not None:
             more["mask"] = mask
