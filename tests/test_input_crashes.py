@@ -18,7 +18,6 @@ from astropy.io import fits
 import skystack
 from skystack.errors import SkystackError
 from skystack.io.inputs import load_frames
-from skystack.io.reader import Tile
 
 
 def _cli(*args, cwd=None, nofile: int | None = None) -> subprocess.CompletedProcess:
@@ -280,25 +279,8 @@ def test_many_compressed_frames_under_small_descriptor_limit(tmp_path):
                         for k in range(60)], axis=0)
     np.testing.assert_allclose(fits.getdata(out), expected, rtol=1e-6)
     assert fits.getheader(out)["NCOMBINE"] == 60
-
-
-def test_handle_pool_bounds_compressed_files(tmp_path):
-    from skystack.io.reader import HandlePool
-
-    paths = []
-    for k in range(5):
-        p = tmp_path / f"p{k}.fits.fz"
-        _packed(p, np.full((8, 8), k, np.float32))
-        paths.append(str(p))
-    pool = HandlePool(limit=2)
-    frames = load_frames(paths, pool=pool)
-    out = np.empty((8, 8), np.float32)
-    for _ in range(2):
-        for k, f in enumerate(frames):
-            f.source.read(Tile(0, 8, 0, 8), out)
-            assert out[0, 0] == k
-            assert len(pool._fds) + len(pool._hduls) <= 2
-    pool.close()
+    # (the pool's bound for compressed files: tests/test_inputs.py::
+    # test_handle_pool_reopens_beyond_its_limit[fz])
 
 
 # -- 6. options that would keep nothing --------------------------------------------------------

@@ -129,11 +129,18 @@ def test_globs_and_list_files(tmp_path):
     assert r.data[0, 0] == 3.0 and r.meta["NCOMBINE"] == 2
 
 
-def test_handle_pool_reopens_beyond_its_limit(tmp_path):
+@pytest.mark.parametrize("compressed", [False, True], ids=["fits", "fz"])
+def test_handle_pool_reopens_beyond_its_limit(tmp_path, compressed):
+    """Plain and tile-compressed files share one bounded pool of open files: every read
+    reopens what it needs, and never more than the limit stays open."""
     paths = []
     for k in range(7):
-        p = tmp_path / f"h{k}.fits"
-        fits.PrimaryHDU(np.full((8, 8), k, np.float32)).writeto(p)
+        data = np.full((8, 8), k, np.float32)
+        p = tmp_path / f"h{k}.fits{'.fz' if compressed else ''}"
+        if compressed:
+            fits.HDUList([fits.PrimaryHDU(), fits.CompImageHDU(data)]).writeto(p)
+        else:
+            fits.PrimaryHDU(data).writeto(p)
         paths.append(str(p))
     pool = HandlePool(limit=2)
     frames = load_frames(paths, pool=pool)
@@ -142,7 +149,8 @@ def test_handle_pool_reopens_beyond_its_limit(tmp_path):
         for k, f in enumerate(frames):
             f.source.read(Tile(0, 8, 0, 8), out)
             assert out[0, 0] == k
-    assert len(pool._fds) <= 2
+            assert len(pool._fds) + len(pool._hduls) <= 2
+    pool.close()
 
 
 def test_more_frames_than_open_file_limit(tmp_path):
