@@ -13,6 +13,7 @@ from .errors import SkystackError
 from .executor import InProcess, executor_for
 from .io.inputs import load_frames
 from .io.provenance import build_header
+from .io.saturation import check_level, mask_saturated
 from .io.sigma import resolve_uncertainty
 from .io.units import common_unit, unit_key
 from .io.writer import check_output_path
@@ -76,7 +77,9 @@ def combine(inputs, output: str | os.PathLike | None = None, *, backend: str = "
         ``sigma_low``, ``sigma_high``, ``maxiters``, ``nlow``, ``nhigh``, ``low``, ``high``,
         ``plow``, ``phigh``, ``weights``, ``scale``, ``zero``, ``hdu``, ``mem_limit``,
         ``uncertainty`` (``auto``, ``scatter``, ``model``, ``propagate``: how ``UNCERT`` is
-        computed, see :mod:`skystack.uncertainty`; the header's ``UNCMETH`` says which).
+        computed, see :mod:`skystack.uncertainty`; the header's ``UNCMETH`` says which),
+        ``saturation`` (raw ADU at/above which pixels are masked; default: each raw frame's
+        ``SATURATE``, see :mod:`skystack.io.saturation`; header ``SATMASK``).
 
     Returns
     -------
@@ -151,6 +154,9 @@ def combine_mef_to_file(inputs, output: str | os.PathLike, *,
     :mod:`skystack.io.mef_writer`; matching and errors: :mod:`skystack.io.mef`."""
     from .api_mef import combine_ccds
 
+    if options.pop("saturation", None) is not None:
+        raise SkystackError("--saturation is not available with --hdu all (combine the CCDs "
+                            "one --hdu at a time)")
     opts = combine_options(**{k: v for k, v in options.items() if k != "hdu"})
     return combine_ccds(inputs, output, opts, header_for=combine_header,
                         refuse_output=refuse_input_as_output, hdus=hdus, backend=backend,
@@ -183,11 +189,14 @@ def combine_header(frames, opts, describe: str,
 
 def load_checked(inputs, output, overwrite: bool, options: dict):
     """Validated options and loaded frames, with the output path checked before any reading
-    and refused if it names an input."""
+    and refused if it names an input. ``options["saturation"]`` (raw ADU, else each raw
+    frame's SATURATE) masks saturated pixels (:mod:`skystack.io.saturation`)."""
+    options = dict(options)
+    saturation = check_level(options.pop("saturation", None))
     opts = combine_options(**options)
     if output is not None:
         check_output_path(output, overwrite)
-    frames = load_frames(inputs, hdu=opts.hdu)
+    frames = mask_saturated(load_frames(inputs, hdu=opts.hdu), saturation)
     common_unit(frames)  # mixed units are refused before any work
     opts = resolve_uncertainty(frames, opts)
     if output is not None:

@@ -114,6 +114,10 @@ def _add_combine_options(p: argparse.ArgumentParser) -> None:
     _add_choice(g, "uncertainty", "UNCERT plane: scatter between frames, noise model from "
                 "GAIN/RDNOISE (bias-subtracted data), or propagate the inputs' UNCERT",
                 " = model when every input has GAIN and RDNOISE and is not raw, else scatter")
+    cos = p.add_argument_group("cosmetics")
+    cos.add_argument("--saturation", type=float, metavar="LEVEL",
+                     help="raw ADU at/above which pixels are saturated: masked (NaN) before any "
+                          "calibration (default: each raw frame's SATURATE, if any)")
     r = p.add_argument_group("resources")
     r.add_argument("--hdu", type=_hdu, help="HDU index or EXTNAME (default: first image HDU); "
                    "combine: 'all' = every CCD of multi-extension files, into one MEF product")
@@ -129,7 +133,7 @@ def _combine_kwargs(a: argparse.Namespace) -> dict:
                 sigma_low=a.sigma_low, sigma_high=a.sigma_high, maxiters=a.maxiters,
                 nlow=a.nlow, nhigh=a.nhigh, low=a.low, high=a.high, plow=a.plow, phigh=a.phigh,
                 weights=a.weights, scale=a.scale, zero=a.zero, hdu=a.hdu,
-                mem_limit=a.mem_limit, uncertainty=a.uncertainty)
+                mem_limit=a.mem_limit, uncertainty=a.uncertainty, saturation=a.saturation)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -17,6 +17,8 @@ Keywords written (all in the primary header):
   refused); the callers write ``adu`` ("assumed") when no input has one;
 * ``UNCMETH``: how UNCERT was computed; ``GAIN``/``RDNOISE``: the product's *effective* gain
   (e-/ADU) and read noise (e-), not the inputs' (derivation in :mod:`skystack.uncertainty`);
+* ``SATMASK``: frames whose saturated raw pixels were masked, 0 = no saturation masking;
+  ``SATLEVEL`` their level (:mod:`skystack.io.saturation`);
 * ``SKYSVER`` skystack version, ``SKYSBKND`` the backend;
 * the first frame's WCS (SIP included), and keywords such as OBJECT and FILTER where every frame
   agrees on them.
@@ -38,6 +40,7 @@ from ..regrid.header_wcs import wcs_cards
 from ..uncertainty import effective_noise, noise_arrays
 from .inputs import Frame
 from .labels import fits_label
+from .saturation import saturation_cards
 from .units import common_unit
 
 # Descriptive keywords carried over when every input frame has the same value.
@@ -117,6 +120,7 @@ def build_header(frames: list[Frame], options: CombineOptions, backend: str) -> 
     h["ZEROBY"] = (options.zero, "additive normalisation to frame 1")
     h["WEIGHTS"] = (options.weights.describe(), "frame weights (mean and sum)")
     noise_cards(h, frames, options)
+    saturation_cards(h, frames)
 
     exptimes = []
     for f in frames:

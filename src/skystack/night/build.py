@@ -111,7 +111,7 @@ class NightBuild:
                            dark_scale=choice.dark_scale,
                            flat=self.master_frames.get(choice.flat),
                            badpix=self.master_frames.get(choice.badpix), gain=gain,
-                           flat_scale=flat_scale)
+                           flat_scale=flat_scale, saturation=cal.saturation)
 
     def flat_scale(self, frame: RawFrame, flat_path: str | None) -> float:
         """The level of a mosaic CCD's flat relative to its mosaic's, in electrons.

@@ -6,8 +6,10 @@ returns, in float32 ADU::
 
     calibrated = (raw - overscan_row_level - bias - dark_scale * dark) / flat
 
-with pixels flagged in the bad-pixel mask, pixels where the flat is not positive and finite, and
-NaN/BLANK raw pixels set to NaN (= no data, ignored by every combine). Memory: one tile of each
+with pixels flagged in the bad-pixel mask, pixels where the flat is not positive and finite,
+NaN/BLANK raw pixels and raw pixels at or above ``Calibration.saturation`` (ADU, compared before
+anything is subtracted: :mod:`skystack.io.saturation`) set to NaN (= no data, ignored by every
+combine). Memory: one tile of each
 master per reading thread, independent of the number of frames.
 
 Conventions
@@ -43,6 +45,7 @@ from numba import njit
 from ..errors import SkystackError
 from ..io.inputs import Frame
 from ..io.reader import NATIVE_F32, CompressedSpec, HandlePool, RawSpec, StageSpec, Tile
+from ..io.saturation import mark_masked
 
 __all__ = ["Section", "section_text", "parse_section", "Calibration", "CalibratedSource",
            "calibrated_frame", "InMemoryMaster", "MasterSpec", "CalibratedSpec"]
@@ -91,10 +94,14 @@ class Calibration:
     # The flat's level relative to its mosaic's (a CCD's quantum efficiency, see
     # skystack.night.build.NightBuild.flat_scale): the pixels are also divided by it.
     flat_scale: float = 1.0
+    # Raw ADU at/above which pixels are saturated (NaN); None: no saturation masking.
+    saturation: float | None = None
 
     def describe(self) -> list[str]:
         """Human-readable steps, for HISTORY cards and the night's summary."""
         steps = []
+        if self.saturation is not None:
+            steps.append(f"raw pixels >= {self.saturation:g} ADU masked (saturated)")
         if self.overscan is not None:
             steps.append(f"overscan {section_text(self.overscan)} subtracted (median per line)")
         if self.trim is not None:
@@ -231,12 +238,14 @@ class CalibratedSource:
         dr, dc = self.offset
         raw_tile = Tile(tile.r0 + dr, tile.r1 + dr, tile.c0 + dc, tile.c1 + dc)
         cal = self.cal
+        levels = None
         if cal.overscan is not None:
             levels = self._overscan_levels(raw_tile)  # uses the scratch before the raw read
-            self.raw.read(raw_tile, out)
+        self.raw.read(raw_tile, out)
+        # Saturation is a raw level: decided before anything is subtracted.
+        saturated = out >= np.float32(cal.saturation) if cal.saturation is not None else None
+        if levels is not None:
             out -= levels
-        else:
-            self.raw.read(raw_tile, out)
         bias, dark, flat, bad = (self._master_tile(m, tile, name) for m, name in (
             (cal.bias, "bias"), (cal.dark, "dark"), (cal.flat, "flat"), (cal.badpix, "bad")))
         _calibrate_tile(out, bias, cal.bias is not None, dark, np.float32(cal.dark_scale),
@@ -246,6 +255,8 @@ class CalibratedSource:
             cal.flat_scale if cal.flat is not None else 1.0)
         if factor != 1.0:
             out *= np.float32(factor)
+        if saturated is not None:
+            out[saturated] = np.nan
 
     @staticmethod
     def _master_tile(master: Frame | None, tile: Tile, name: str) -> np.ndarray:
@@ -280,7 +291,7 @@ class CalibratedSource:
         return CalibratedSpec(self.raw.to_spec(label), tuple(self.raw_shape), self.label,
                               cal.overscan, cal.trim, master(cal.bias), master(cal.dark),
                               float(cal.dark_scale), master(cal.flat), master(cal.badpix),
-                              cal.gain, float(cal.flat_scale))
+                              cal.gain, float(cal.flat_scale), cal.saturation)
 
 
 @dataclass(frozen=True)
@@ -312,6 +323,7 @@ class CalibratedSpec:
     badpix: MasterSpec | None = None
     gain: float | None = None
     flat_scale: float = 1.0
+    saturation: float | None = None
 
     def _masters(self) -> tuple[MasterSpec | None, ...]:
         return (self.bias, self.dark, self.flat, self.badpix)
@@ -322,7 +334,7 @@ class CalibratedSpec:
                                     for m in self._masters())
         cal = Calibration(overscan=self.overscan, trim=self.trim, bias=bias, dark=dark,
                           dark_scale=self.dark_scale, flat=flat, badpix=badpix, gain=self.gain,
-                          flat_scale=self.flat_scale)
+                          flat_scale=self.flat_scale, saturation=self.saturation)
         return CalibratedSource(self.raw.open(pool), self.raw_shape, cal, self.label)
 
     def files(self) -> list[str]:
@@ -360,6 +372,8 @@ def calibrated_frame(frame: Frame, calibration: Calibration) -> Frame:
     if calibration.bias is not None or calibration.overscan is not None:
         # Its pixels no longer hold the bias level (skystack.uncertainty's noise model).
         header["BIASSUB"] = (True, "bias level subtracted")
+    if calibration.saturation is not None:
+        mark_masked(header, calibration.saturation)
     if calibration.gain is not None:
         header["BUNIT"] = ("electron", "calibrated and multiplied by GAINNORM")
         header["GAIN"] = (1.0, "e-/ADU: pixels in electrons")

@@ -20,6 +20,7 @@ from typing import ClassVar
 
 from ..errors import SkystackError
 from ..exposure import header_exptime_problem
+from ..io.saturation import check_level, saturation_level
 from . import masters as mst
 from .calibrate import Calibration, parse_section
 from .names import ProductNames, describe, safe_name
@@ -174,10 +175,11 @@ def _tag(value: float) -> str:
     return f"{int(round(value))}" if abs(value - round(value)) < 1e-6 else f"{value:g}"
 
 
-def _pre(info: FrameInfo, overscan: str | None, trim: str | None
-         ) -> tuple[Calibration, tuple[int, int]]:
-    """Overscan and trim of a raw frame (options first, then its BIASSEC/TRIMSEC), and its
-    calibrated shape."""
+def _pre(info: FrameInfo, overscan: str | None, trim: str | None,
+         saturation: float | None = None) -> tuple[Calibration, tuple[int, int]]:
+    """Overscan, trim (options first, then its BIASSEC/TRIMSEC) and saturation level (the
+    option, else its SATURATE: :func:`skystack.io.saturation.saturation_level`) of a raw
+    frame, and its calibrated shape."""
     shape = tuple(info.shape)
     os_text = overscan or info.header.get("BIASSEC")
     trim_text = trim or info.header.get("TRIMSEC")
@@ -185,7 +187,8 @@ def _pre(info: FrameInfo, overscan: str | None, trim: str | None
         if os_text else None
     trim_section = parse_section(trim_text, shape, f"{info.path}: trim section") \
         if trim_text else None
-    cal = Calibration(overscan=os_section, trim=trim_section)
+    cal = Calibration(overscan=os_section, trim=trim_section,
+                      saturation=saturation_level(info.header, info.path, saturation))
     return cal, (trim_section.shape if trim_section is not None else shape)
 
 
@@ -212,6 +215,7 @@ class _Planner:
         self.overscan = overscan
         self.trim = trim
         self.save_calibrated = save_calibrated
+        self.saturation: float | None = None  # --saturation (raw ADU), else each SATURATE
         self.names = ProductNames()
         self.records: dict[str, FrameRecord] = {}
         self.masters: dict[Camera, CameraMasters] = defaultdict(CameraMasters)
@@ -247,7 +251,7 @@ class _Planner:
             rec = FrameRecord(info.name, info.role)
             self.records[info.name] = rec
             try:
-                cal, shape = _pre(info, self.overscan, self.trim)
+                cal, shape = _pre(info, self.overscan, self.trim, self.saturation)
             except SkystackError as exc:
                 rec.reason = str(exc)
                 continue
@@ -350,14 +354,17 @@ class _Planner:
 
 
 def plan_night(scanned: ScanResult, out_dir: str, *, overscan: str | None = None,
-               trim: str | None = None, save_calibrated: bool = False) -> NightPlan:
+               trim: str | None = None, save_calibrated: bool = False,
+               saturation: float | None = None) -> NightPlan:
     """The night's jobs and decisions from its scanned headers (see module docstring).
 
     ``out_dir`` is where the products will be written (their paths are under it);
     ``overscan``/``trim`` (FITS sections) override each frame's BIASSEC/TRIMSEC;
-    ``save_calibrated`` plans a calibrated copy of each light. Raises a one-line
+    ``save_calibrated`` plans a calibrated copy of each light; ``saturation`` (raw ADU)
+    overrides each frame's SATURATE (:mod:`skystack.io.saturation`). Raises a one-line
     :class:`SkystackError` when two products would get the same file name. Reads no pixel."""
     planner = _Planner(out_dir, overscan, trim, save_calibrated)
+    planner.saturation = check_level(saturation)
     frames = planner.usable_frames(scanned)
     # Masters per camera (per CCD of a mosaic); stacks per mosaic camera, holding the lights
     # of all its CCDs. A single-chip camera is its own mosaic: masters, then its stacks.

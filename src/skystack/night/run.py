@@ -80,7 +80,8 @@ def run_night(raw_dir, out_dir: str | os.PathLike, *, backend: str = "auto",
               align: str = "auto", align_model: str = "similarity",
               max_fwhm: float | None = None, max_ellipticity: float | None = None,
               min_stars: int | None = None, best_fraction: float | None = None,
-              gain_normalise: bool = False, tiles=None, **stack_options) -> NightResult:
+              gain_normalise: bool = False, tiles=None, saturation: float | None = None,
+              **stack_options) -> NightResult:
     """Reduce a night of raw frames (see module docstring).
 
     Parameters
@@ -111,6 +112,9 @@ def run_night(raw_dir, out_dir: str | os.PathLike, *, backend: str = "auto",
     gain_normalise
         Multiply each calibrated light by its (CCD's) ``GAIN`` so that stacks are in electrons
         (:mod:`skystack.night.ccds`); a light without a positive GAIN is skipped with the reason.
+    saturation
+        Raw ADU at/above which pixels of every raw frame are masked (NaN) before calibration;
+        None: each frame's SATURATE keyword, if any (:mod:`skystack.io.saturation`).
     tiles
         A :class:`~skystack.regrid.skytiles.SkyTiling` or a list of sky tiles
         (:func:`skystack.coadd_tiles.tiles_from_options`): the lights are co-added on the tiles
@@ -151,7 +155,8 @@ def run_night(raw_dir, out_dir: str | os.PathLike, *, backend: str = "auto",
                 overscan=overscan, trim=trim, save_calibrated=save_calibrated,
                 previews=previews, threads=threads, mem_limit=mem_limit,
                 log=log or (lambda s: None), align=align, align_model=align_model,
-                selection=selection, gain_normalise=gain_normalise, tiles=tiles))
+                selection=selection, gain_normalise=gain_normalise, tiles=tiles,
+                saturation=saturation))
     except SkystackError:
         if created:  # refused before writing anything: leave no empty OUT_DIR behind
             with contextlib.suppress(OSError):
@@ -167,7 +172,8 @@ def _run_locked(raw_dir, out: str, t0: float, cluster, options: dict) -> NightRe
 
     log = options["log"]
     plan = plan_night(scan(raw_dir), out, overscan=options["overscan"], trim=options["trim"],
-                      save_calibrated=options["save_calibrated"])
+                      save_calibrated=options["save_calibrated"],
+                      saturation=options["saturation"])
     for why in plan.renamed.values():
         log(f"names   {why}")
     if not plan.jobs:
