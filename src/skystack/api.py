@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 from astropy.io import fits
 
 from .config import DEFAULTS, CombineOptions, Weights
+from .cosmetics.cosmic_rays import clean_frames, cosmic_ray_cards, split_options
 from .errors import SkystackError
 from .executor import InProcess, executor_for
 from .io.inputs import load_frames
@@ -79,7 +80,9 @@ def combine(inputs, output: str | os.PathLike | None = None, *, backend: str = "
         ``uncertainty`` (``auto``, ``scatter``, ``model``, ``propagate``: how ``UNCERT`` is
         computed, see :mod:`skystack.uncertainty`; the header's ``UNCMETH`` says which),
         ``saturation`` (raw ADU at/above which pixels are masked; default: each raw frame's
-        ``SATURATE``, see :mod:`skystack.io.saturation`; header ``SATMASK``).
+        ``SATURATE``, see :mod:`skystack.io.saturation`; header ``SATMASK``), ``cosmic_rays``
+        (``none`` or ``lacosmic``: each frame's cosmic rays masked before combining, with
+        ``cr_sigclip`` and ``cr_objlim``; see :mod:`skystack.cosmetics.cosmic_rays`).
 
     Returns
     -------
@@ -154,6 +157,10 @@ def combine_mef_to_file(inputs, output: str | os.PathLike, *,
     :mod:`skystack.io.mef_writer`; matching and errors: :mod:`skystack.io.mef`."""
     from .api_mef import combine_ccds
 
+    cosmic, options = split_options(options)
+    if cosmic.active:
+        raise SkystackError("--cosmic-rays is not available with --hdu all (combine the CCDs "
+                            "one --hdu at a time)")
     if options.pop("saturation", None) is not None:
         raise SkystackError("--saturation is not available with --hdu all (combine the CCDs "
                             "one --hdu at a time)")
@@ -182,6 +189,7 @@ def combine_header(frames, opts, describe: str,
     header = build_header(frames, opts, describe)
     if "BUNIT" not in header:
         header["BUNIT"] = ("adu", "assumed: inputs give no BUNIT")
+    cosmic_ray_cards(header, frames)
     if extra_header is not None:
         header.extend(extra_header, update=True)
     return header
@@ -193,10 +201,12 @@ def load_checked(inputs, output, overwrite: bool, options: dict):
     frame's SATURATE) masks saturated pixels (:mod:`skystack.io.saturation`)."""
     options = dict(options)
     saturation = check_level(options.pop("saturation", None))
+    cosmic, options = split_options(options)
     opts = combine_options(**options)
     if output is not None:
         check_output_path(output, overwrite)
     frames = mask_saturated(load_frames(inputs, hdu=opts.hdu), saturation)
+    frames = clean_frames(frames, cosmic)
     common_unit(frames)  # mixed units are refused before any work
     opts = resolve_uncertainty(frames, opts)
     if output is not None:

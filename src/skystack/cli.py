@@ -118,6 +118,13 @@ def _add_combine_options(p: argparse.ArgumentParser) -> None:
     cos.add_argument("--saturation", type=float, metavar="LEVEL",
                      help="raw ADU at/above which pixels are saturated: masked (NaN) before any "
                           "calibration (default: each raw frame's SATURATE, if any)")
+    cos.add_argument("--cosmic-rays", default="none", choices=("none", "lacosmic"),
+                     help="mask each frame's cosmic rays before combining (LA Cosmic, for stacks "
+                          "too small for rejection; needs GAIN and RDNOISE; default: none)")
+    cos.add_argument("--cr-sigclip", type=float, default=4.5,
+                     help="lacosmic: Laplacian-to-noise detection limit (default: 4.5)")
+    cos.add_argument("--cr-objlim", type=float, default=5.0,
+                     help="lacosmic: contrast limit protecting stars (default: 5.0)")
     r = p.add_argument_group("resources")
     r.add_argument("--hdu", type=_hdu, help="HDU index or EXTNAME (default: first image HDU); "
                    "combine: 'all' = every CCD of multi-extension files, into one MEF product")
@@ -133,7 +140,8 @@ def _combine_kwargs(a: argparse.Namespace) -> dict:
                 sigma_low=a.sigma_low, sigma_high=a.sigma_high, maxiters=a.maxiters,
                 nlow=a.nlow, nhigh=a.nhigh, low=a.low, high=a.high, plow=a.plow, phigh=a.phigh,
                 weights=a.weights, scale=a.scale, zero=a.zero, hdu=a.hdu,
-                mem_limit=a.mem_limit, uncertainty=a.uncertainty, saturation=a.saturation)
+                mem_limit=a.mem_limit, uncertainty=a.uncertainty, saturation=a.saturation,
+                cosmic_rays=a.cosmic_rays, cr_sigclip=a.cr_sigclip, cr_objlim=a.cr_objlim)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -124,9 +124,12 @@ def run_night(raw_dir, out_dir: str | os.PathLike, *, backend: str = "auto",
         address or a number of local workers, as for :func:`skystack.combine_to_file`): one
         task graph per product, masters first; OUT_DIR must be on storage the workers see.
     **stack_options
-        Combine options for the stacks (default :data:`STACK_OPTIONS`).
+        Combine options for the stacks (default :data:`STACK_OPTIONS`), and
+        ``cosmic_rays="lacosmic"`` (``cr_sigclip``, ``cr_objlim``): each calibrated light's
+        cosmic rays masked before its stack (:mod:`skystack.cosmetics.cosmic_rays`).
     """
     from ..api import combine_options
+    from ..cosmetics.cosmic_rays import split_options
 
     t0 = time.perf_counter()
     out = os.fspath(out_dir)
@@ -134,7 +137,12 @@ def run_night(raw_dir, out_dir: str | os.PathLike, *, backend: str = "auto",
         raise SkystackError(f"{out}: exists and is not a directory")
     check_raw_dir(raw_dir)
     check_threads(threads)
-    combine_options(**{**STACK_OPTIONS, **stack_options})  # validate before any work
+    # Cosmic rays: per light, before its stack (skystack.cosmetics.cosmic_rays); left out of
+    # the stacks' options (and fingerprints) when not asked for.
+    cosmic, rest = split_options(stack_options)
+    stack_options = {**rest, **(dict(cosmic_rays=cosmic.method, cr_sigclip=cosmic.sigclip,
+                                     cr_objlim=cosmic.objlim) if cosmic.active else {})}
+    combine_options(**{**STACK_OPTIONS, **rest})  # validate before any work
     from ..register import MODELS
     from ..register.align import select_frames
 

@@ -1,0 +1,1 @@
+"""Cosmetic corrections of single frames before they are combined (cosmic rays)."""
