@@ -207,6 +207,10 @@ def build_parser() -> argparse.ArgumentParser:
     n.add_argument("--no-previews", action="store_true", help="no PNG previews")
     n.add_argument("--gain-normalise", action="store_true",
                    help="multiply each calibrated light by its (CCD's) GAIN: stacks in electrons")
+    n.add_argument("--cosmetic", default="mask", choices=("mask", "interpolate"),
+                   help="the lights' bad pixels (hot, dead, bad columns): NaN, taken from the "
+                        "other frames (default: interpolated values are not measurements), or "
+                        "interpolated from their good neighbours")
     _add_combine_options(n)
     night = NIGHT_STACK_OPTIONS
     n.set_defaults(**night)
@@ -395,6 +399,7 @@ def _run_night(a: argparse.Namespace) -> int:
     result = run_night(a.raw, a.output, backend=a.backend, overwrite=a.overwrite, tiles=tiles,
                        overscan=a.overscan, trim=a.trim, save_calibrated=a.save_calibrated,
                        previews=not a.no_previews, gain_normalise=a.gain_normalise,
+                       cosmetic=a.cosmetic,
                        threads=a.threads, mem_limit=mem_limit,
                        log=None if a.quiet else print, cluster=_cluster(a),
                        **align_kwargs(a), **kwargs)

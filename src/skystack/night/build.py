@@ -20,6 +20,7 @@ from collections.abc import Callable
 import numpy as np
 from astropy.io import fits
 
+from ..cosmetics.interpolate import cfa_step
 from ..errors import SkystackError
 from ..io.identity import file_identity
 from ..io.inputs import Frame, load_frames
@@ -46,6 +47,7 @@ class NightBuild:
     """Builds the jobs of a :class:`~skystack.night.plan.NightPlan` (see module docstring)."""
 
     cluster = None  # a distributed.Client when run_night(cluster=...): products run on it
+    cosmetic = "mask"  # run_night(cosmetic=...): the lights' bad pixels NaN or interpolated
 
     def __init__(self, plan: NightPlan, out_dir: str, *, backend: str, overwrite: bool,
                  stack_options: dict, save_calibrated: bool, threads: int | None, mem_limit,
@@ -99,6 +101,8 @@ class NightBuild:
             recipe.append(frame.info.hdu)
         if self.gain_normalise and role == "light":
             recipe.append("gain-normalised")
+        if self.cosmetic != "mask" and role == "light" and choice.badpix is not None:
+            recipe.append(f"cosmetic {self.cosmetic}")
         if frame.info.hdu is not None and role == "light" and choice.flat is not None:
             recipe.append("mosaic flat level")  # a function of every CCD's flat (flat_scale)
         return recipe
@@ -156,9 +160,11 @@ class NightBuild:
         median = float(np.median(values))
         self.flat_scales.update({(mosaic, p): v / median for p, v in levels.items()})
 
-    def _frame(self, frame: RawFrame, choice: CalibrationChoice, gain: bool = False) -> Frame:
+    def _frame(self, frame: RawFrame, choice: CalibrationChoice, gain: bool = False,
+               cosmetic: str = "mask") -> Frame:
         """``frame`` (its CCD's extension for a mosaic) calibrated with ``choice``'s masters;
-        ``gain``: multiplied by its GAIN (electrons)."""
+        ``gain``: multiplied by its GAIN (electrons); ``cosmetic``: its bad pixels NaN
+        (``mask``) or interpolated (skystack.cosmetics.interpolate)."""
         from dataclasses import replace
 
         from .ccds import frame_gain
@@ -168,13 +174,15 @@ class NightBuild:
             raw = replace(raw, label=os.path.basename(frame.name))
         factor = frame_gain(raw) if gain else None
         scale = self.flat_scale(frame, choice.flat)
-        return calibrated_frame(raw, self._calibration(frame.cal, choice, factor, scale))
+        cal = replace(self._calibration(frame.cal, choice, factor, scale), cosmetic=cosmetic,
+                      cfa_step=cfa_step(raw.header))
+        return calibrated_frame(raw, cal)
 
     def light(self, frame: RawFrame) -> Frame:
         """A light calibrated for its stack, made once (alignment and stack share it)."""
         if frame.name not in self.lights:
             self.lights[frame.name] = self._frame(frame, self.choice(frame, "light"),
-                                                  self.gain_normalise)
+                                                  self.gain_normalise, self.cosmetic)
         return self.lights[frame.name]
 
     def _held(self, master: Frame) -> Frame:

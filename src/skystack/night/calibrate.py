@@ -9,8 +9,10 @@ returns, in float32 ADU::
 with pixels flagged in the bad-pixel mask, pixels where the flat is not positive and finite,
 NaN/BLANK raw pixels and raw pixels at or above ``Calibration.saturation`` (ADU, compared before
 anything is subtracted: :mod:`skystack.io.saturation`) set to NaN (= no data, ignored by every
-combine). Memory: one tile of each
-master per reading thread, independent of the number of frames.
+combine). With ``Calibration.cosmetic = "interpolate"`` the bad-pixel mask's pixels get values
+interpolated from their good neighbours instead (:mod:`skystack.cosmetics.interpolate`; the
+others stay NaN). Memory: one tile of each master per reading thread, independent of the number
+of frames.
 
 Conventions
 -----------
@@ -42,6 +44,7 @@ import numpy as np
 from astropy.io import fits
 from numba import njit
 
+from ..cosmetics.interpolate import MARGIN, interpolate_bad
 from ..errors import SkystackError
 from ..io.inputs import Frame
 from ..io.reader import NATIVE_F32, CompressedSpec, HandlePool, RawSpec, StageSpec, Tile
@@ -96,6 +99,10 @@ class Calibration:
     flat_scale: float = 1.0
     # Raw ADU at/above which pixels are saturated (NaN); None: no saturation masking.
     saturation: float | None = None
+    # "interpolate": bad-pixel-map pixels get values from their good neighbours instead of NaN
+    # (skystack.cosmetics.interpolate); cfa_step 2 uses same-colour photosites (BAYERPAT).
+    cosmetic: str = "mask"
+    cfa_step: int = 1
 
     def describe(self) -> list[str]:
         """Human-readable steps, for HISTORY cards and the night's summary."""
@@ -115,7 +122,11 @@ class Calibration:
             if self.flat_scale != 1.0:
                 steps.append(f"divided by {self.flat_scale:.6g}, the flat's level relative to "
                              "the mosaic's")
-        if self.badpix is not None:
+        if self.badpix is not None and self.cosmetic == "interpolate":
+            steps.append(f"bad pixels of {self.badpix.label} interpolated from their good "
+                         f"neighbours{' of the same colour' if self.cfa_step == 2 else ''} "
+                         "(not measurements)")
+        elif self.badpix is not None:
             steps.append(f"bad pixels of {self.badpix.label} masked")
         if self.gain is not None:
             steps.append(f"multiplied by GAIN {self.gain:.6g} e-/ADU (electrons)")
@@ -235,6 +246,26 @@ class CalibratedSource:
 
     def read(self, tile: Tile, out: np.ndarray) -> None:
         """Write the calibrated pixels of ``tile`` (calibrated-frame coordinates) into ``out``."""
+        if self.cal.cosmetic == "interpolate" and self.cal.badpix is not None:
+            self._read_interpolated(tile, out)
+        else:
+            self._read_masked(tile, out)
+
+    def _read_interpolated(self, tile: Tile, out: np.ndarray) -> None:
+        """The tile with its bad-pixel-map pixels interpolated: calibrated with
+        :data:`~skystack.cosmetics.interpolate.MARGIN` pixels of context on each side, so that
+        the values do not depend on the tiling."""
+        m = MARGIN
+        big = Tile(max(0, tile.r0 - m), min(self.shape[0], tile.r1 + m), max(0, tile.c0 - m),
+                   min(self.shape[1], tile.c1 + m))
+        block = np.empty(big.shape, np.float32)
+        self._read_masked(big, block)
+        bad = self._master_tile(self.cal.badpix, big, "bad") != 0
+        interpolate_bad(block, bad, self.cal.cfa_step)
+        out[...] = block[tile.r0 - big.r0:tile.r1 - big.r0, tile.c0 - big.c0:tile.c1 - big.c0]
+
+    def _read_masked(self, tile: Tile, out: np.ndarray) -> None:
+        """The calibrated pixels, NaN at bad pixels (see module docstring)."""
         dr, dc = self.offset
         raw_tile = Tile(tile.r0 + dr, tile.r1 + dr, tile.c0 + dc, tile.c1 + dc)
         cal = self.cal
@@ -291,7 +322,8 @@ class CalibratedSource:
         return CalibratedSpec(self.raw.to_spec(label), tuple(self.raw_shape), self.label,
                               cal.overscan, cal.trim, master(cal.bias), master(cal.dark),
                               float(cal.dark_scale), master(cal.flat), master(cal.badpix),
-                              cal.gain, float(cal.flat_scale), cal.saturation)
+                              cal.gain, float(cal.flat_scale), cal.saturation, cal.cosmetic,
+                              cal.cfa_step)
 
 
 @dataclass(frozen=True)
@@ -324,6 +356,8 @@ class CalibratedSpec:
     gain: float | None = None
     flat_scale: float = 1.0
     saturation: float | None = None
+    cosmetic: str = "mask"
+    cfa_step: int = 1
 
     def _masters(self) -> tuple[MasterSpec | None, ...]:
         return (self.bias, self.dark, self.flat, self.badpix)
@@ -334,7 +368,8 @@ class CalibratedSpec:
                                     for m in self._masters())
         cal = Calibration(overscan=self.overscan, trim=self.trim, bias=bias, dark=dark,
                           dark_scale=self.dark_scale, flat=flat, badpix=badpix, gain=self.gain,
-                          flat_scale=self.flat_scale, saturation=self.saturation)
+                          flat_scale=self.flat_scale, saturation=self.saturation,
+                          cosmetic=self.cosmetic, cfa_step=self.cfa_step)
         return CalibratedSource(self.raw.open(pool), self.raw_shape, cal, self.label)
 
     def files(self) -> list[str]:

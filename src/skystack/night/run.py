@@ -81,7 +81,7 @@ def run_night(raw_dir, out_dir: str | os.PathLike, *, backend: str = "auto",
               max_fwhm: float | None = None, max_ellipticity: float | None = None,
               min_stars: int | None = None, best_fraction: float | None = None,
               gain_normalise: bool = False, tiles=None, saturation: float | None = None,
-              **stack_options) -> NightResult:
+              cosmetic: str = "mask", **stack_options) -> NightResult:
     """Reduce a night of raw frames (see module docstring).
 
     Parameters
@@ -115,6 +115,10 @@ def run_night(raw_dir, out_dir: str | os.PathLike, *, backend: str = "auto",
     saturation
         Raw ADU at/above which pixels of every raw frame are masked (NaN) before calibration;
         None: each frame's SATURATE keyword, if any (:mod:`skystack.io.saturation`).
+    cosmetic
+        ``"mask"`` (default: the lights' bad pixels are NaN, taken from the other frames) or
+        ``"interpolate"`` (from their good neighbours, :mod:`skystack.cosmetics.interpolate`;
+        interpolated values are not measurements, hence not the default).
     tiles
         A :class:`~skystack.regrid.skytiles.SkyTiling` or a list of sky tiles
         (:func:`skystack.coadd_tiles.tiles_from_options`): the lights are co-added on the tiles
@@ -130,6 +134,7 @@ def run_night(raw_dir, out_dir: str | os.PathLike, *, backend: str = "auto",
     """
     from ..api import combine_options
     from ..cosmetics.cosmic_rays import split_options
+    from ..cosmetics.interpolate import COSMETIC_MODES
 
     t0 = time.perf_counter()
     out = os.fspath(out_dir)
@@ -146,6 +151,9 @@ def run_night(raw_dir, out_dir: str | os.PathLike, *, backend: str = "auto",
     from ..register import MODELS
     from ..register.align import select_frames
 
+    if cosmetic not in COSMETIC_MODES:
+        raise SkystackError(f"invalid --cosmetic {cosmetic!r}: choose from "
+                            f"{', '.join(COSMETIC_MODES)}")
     if align not in ("auto", "wcs", "stars"):
         raise SkystackError(f"invalid --align {align!r}: choose from auto, wcs, stars")
     if align_model not in MODELS:
@@ -164,7 +172,7 @@ def run_night(raw_dir, out_dir: str | os.PathLike, *, backend: str = "auto",
                 previews=previews, threads=threads, mem_limit=mem_limit,
                 log=log or (lambda s: None), align=align, align_model=align_model,
                 selection=selection, gain_normalise=gain_normalise, tiles=tiles,
-                saturation=saturation))
+                saturation=saturation, cosmetic=cosmetic))
     except SkystackError:
         if created:  # refused before writing anything: leave no empty OUT_DIR behind
             with contextlib.suppress(OSError):
@@ -198,6 +206,7 @@ def _run_locked(raw_dir, out: str, t0: float, cluster, options: dict) -> NightRe
                        threads=options["threads"], mem_limit=options["mem_limit"], log=log,
                        align=options["align"], align_model=options["align_model"],
                        selection=selection, gain_normalise=options["gain_normalise"])
+    night.cosmetic = options["cosmetic"]
     planned = night.fingerprints()
 
     def build() -> None:
