@@ -157,3 +157,26 @@ def test_night_refuses_an_unknown_mode(tmp_path):
     (tmp_path / "raw").mkdir()
     with pytest.raises(SkystackError, match="--cosmetic"):
         run_night(tmp_path / "raw", tmp_path / "out", cosmetic="smooth")
+
+
+def test_night_interpolation_gives_counts_and_says_so(tmp_path):
+    """The same night with the lights' bad pixels masked and interpolated: interpolation can
+    only add values (COUNT never lower, higher where the bad-pixel map hit), and the product
+    says its frames carry interpolated pixels."""
+    from skystack.demo_data import write_sample_night
+
+    write_sample_night(tmp_path / "raw", shape=(96, 112), n_bias=3, n_dark=3, n_flat=3,
+                       dark_exptime=60.0, filters=("V",), n_light=3, light_exptime=60.0,
+                       dither_px=3.0, seed=5)
+    counts, headers = {}, {}
+    for mode in ("mask", "interpolate"):
+        run_night(tmp_path / "raw", tmp_path / mode, backend="cpu", previews=False,
+                  cosmetic=mode)
+        (stack,) = list((tmp_path / mode / "stacks").glob("*.fits"))
+        with fits.open(stack) as hdul:
+            counts[mode], headers[mode] = hdul["COUNT"].data, hdul[0].header
+    assert "COSMETIC" not in headers["mask"]
+    assert headers["interpolate"]["COSMETIC"] == "interpolate"
+    assert headers["interpolate"]["NCOSMET"] == 3
+    assert np.all(counts["interpolate"] >= counts["mask"])
+    assert np.any(counts["interpolate"] > counts["mask"])

@@ -9,7 +9,8 @@ from typing import TYPE_CHECKING
 from astropy.io import fits
 
 from .config import DEFAULTS, CombineOptions, Weights
-from .cosmetics.cosmic_rays import clean_frames, cosmic_ray_cards, split_options
+from .cosmetics.cosmic_rays import clean_frames, split_options
+from .cosmetics.provenance import cosmetic_cards
 from .errors import SkystackError
 from .executor import InProcess, executor_for
 from .io.inputs import load_frames
@@ -189,7 +190,7 @@ def combine_header(frames, opts, describe: str,
     header = build_header(frames, opts, describe)
     if "BUNIT" not in header:
         header["BUNIT"] = ("adu", "assumed: inputs give no BUNIT")
-    cosmic_ray_cards(header, frames)
+    cosmetic_cards(header, frames)
     if extra_header is not None:
         header.extend(extra_header, update=True)
     return header

@@ -17,7 +17,7 @@ from .config import check_choice as _check_choice
 from .config import check_threads
 from .core.grid import Grid, frame_wcs
 from .core.tiles import Tile
-from .cosmetics.cosmic_rays import cosmic_ray_cards
+from .cosmetics.provenance import cosmetic_cards
 from .errors import SkystackError
 from .executor import InProcess, executor_for
 from .io.atomic import atomic_write
@@ -225,7 +225,7 @@ def stack_header(frames, opts, describe: str, grid: Grid, interp: str, conserve_
     header["CONSFLUX"] = (bool(conserve_flux), "values scaled by pixel-area ratio")
     if "BUNIT" not in header:
         header["BUNIT"] = ("adu", "assumed: inputs give no BUNIT")
-    cosmic_ray_cards(header, frames)
+    cosmetic_cards(header, frames)
     if extra_header is not None:
         header.extend(extra_header, update=True)
     return header

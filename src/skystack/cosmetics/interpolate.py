@@ -25,10 +25,27 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-__all__ = ["COSMETIC_MODES", "MARGIN", "cfa_step", "interpolate_bad"]
+__all__ = ["COSMETIC_MODES", "MARGIN", "MODE_KEY", "cfa_step", "interpolate_bad",
+           "mark_interpolated", "interpolation_cards"]
 
 COSMETIC_MODES = ("mask", "interpolate")
 MARGIN = 8  # pixels: the farthest neighbour used (columns), hence the context a tile needs
+MODE_KEY = "COSMETIC"  # on a frame (and product) whose bad pixels were interpolated
+
+
+def mark_interpolated(header) -> None:
+    """Record on a frame's header (a copy) that its bad-pixel-map pixels were interpolated."""
+    header[MODE_KEY] = ("interpolate", "bad pixels interpolated from good neighbours")
+
+
+def interpolation_cards(header, frames: list) -> None:
+    """Product cards: ``COSMETIC = 'interpolate'`` and ``NCOSMET`` (frames whose bad pixels
+    were interpolated) when any was; nothing otherwise (bad pixels were NaN)."""
+    n = sum(1 for f in frames if f.header is not None
+            and f.header.get(MODE_KEY) == "interpolate")
+    if n:
+        header[MODE_KEY] = ("interpolate", "frames' bad pixels interpolated: not measured")
+        header["NCOSMET"] = (n, "frames with interpolated bad pixels")
 
 
 def cfa_step(header) -> int:

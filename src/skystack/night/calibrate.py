@@ -44,7 +44,7 @@ import numpy as np
 from astropy.io import fits
 from numba import njit
 
-from ..cosmetics.interpolate import MARGIN, interpolate_bad
+from ..cosmetics.interpolate import MARGIN, interpolate_bad, mark_interpolated
 from ..errors import SkystackError
 from ..io.inputs import Frame
 from ..io.reader import NATIVE_F32, CompressedSpec, HandlePool, RawSpec, StageSpec, Tile
@@ -409,6 +409,8 @@ def calibrated_frame(frame: Frame, calibration: Calibration) -> Frame:
         header["BIASSUB"] = (True, "bias level subtracted")
     if calibration.saturation is not None:
         mark_masked(header, calibration.saturation)
+    if calibration.badpix is not None and calibration.cosmetic == "interpolate":
+        mark_interpolated(header)
     if calibration.gain is not None:
         header["BUNIT"] = ("electron", "calibrated and multiplied by GAINNORM")
         header["GAIN"] = (1.0, "e-/ADU: pixels in electrons")
