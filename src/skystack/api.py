@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from typing import TYPE_CHECKING
 
 from astropy.io import fits
@@ -11,8 +12,9 @@ from astropy.io import fits
 from .config import DEFAULTS, CombineOptions, Weights
 from .errors import SkystackError
 from .executor import InProcess, executor_for
-from .io.inputs import load_frames
+from .io.inputs import load_selected_frames
 from .io.provenance import build_header
+from .io.selection import selection_from
 from .io.sigma import resolve_uncertainty
 from .io.units import common_unit, unit_key
 from .io.writer import check_output_path
@@ -57,7 +59,9 @@ def combine(inputs, output: str | os.PathLike | None = None, *, backend: str = "
     ----------
     inputs
         Paths, glob patterns, ``@list.txt`` files, astropy HDUs, ``CCDData`` or 2-D arrays (or
-        one 3-D array, frames along axis 0). All frames must have the same shape.
+        one 3-D array, frames along axis 0), or a ccdproc ``ImageFileCollection`` (its files,
+        e.g. after ``.filter(imagetyp="dark")``; or pass ``files_filtered(include_path=True)``).
+        All frames must have the same shape.
     output
         If given, the FITS file to write (primary image, ``UNCERT``, ``MASK``, ``COUNT``).
     backend
@@ -76,7 +80,9 @@ def combine(inputs, output: str | os.PathLike | None = None, *, backend: str = "
         ``sigma_low``, ``sigma_high``, ``maxiters``, ``nlow``, ``nhigh``, ``low``, ``high``,
         ``plow``, ``phigh``, ``weights``, ``scale``, ``zero``, ``hdu``, ``mem_limit``,
         ``uncertainty`` (``auto``, ``scatter``, ``model``, ``propagate``: how ``UNCERT`` is
-        computed, see :mod:`skystack.uncertainty`; the header's ``UNCMETH`` says which).
+        computed, see :mod:`skystack.uncertainty`; the header's ``UNCMETH`` says which);
+        ``where`` (a header selection such as ``"IMAGETYP=DARK and EXPTIME=60"``) and
+        ``exclude`` (a file listing frames to leave out): :mod:`skystack.io.selection`.
 
     Returns
     -------
@@ -184,10 +190,14 @@ def combine_header(frames, opts, describe: str,
 def load_checked(inputs, output, overwrite: bool, options: dict):
     """Validated options and loaded frames, with the output path checked before any reading
     and refused if it names an input."""
+    options = dict(options)
+    selection = selection_from(options.pop("where", None), options.pop("exclude", None))
     opts = combine_options(**options)
     if output is not None:
         check_output_path(output, overwrite)
-    frames = load_frames(inputs, hdu=opts.hdu)
+    frames, cards = load_selected_frames(inputs, hdu=opts.hdu, selection=selection)
+    if cards:  # recorded in the product's header (skystack.io.provenance)
+        opts = replace(opts, selection=cards)
     common_unit(frames)  # mixed units are refused before any work
     opts = resolve_uncertainty(frames, opts)
     if output is not None:

@@ -129,7 +129,19 @@ def _combine_kwargs(a: argparse.Namespace) -> dict:
                 sigma_low=a.sigma_low, sigma_high=a.sigma_high, maxiters=a.maxiters,
                 nlow=a.nlow, nhigh=a.nhigh, low=a.low, high=a.high, plow=a.plow, phigh=a.phigh,
                 weights=a.weights, scale=a.scale, zero=a.zero, hdu=a.hdu,
-                mem_limit=a.mem_limit, uncertainty=a.uncertainty)
+                mem_limit=a.mem_limit, uncertainty=a.uncertainty, **_selection_kwargs(a))
+
+
+def _add_selection(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("frame selection (skystack.io.selection)")
+    g.add_argument("--exclude", metavar="FILE", help="text file listing frames not to use "
+                   "(paths or file names, # comments)")
+    g.add_argument("--where", metavar="EXPR", help="header selection, e.g. 'IMAGETYP=DARK and "
+                   "EXPTIME>=60' (=, !=, <, <=, >, >=, and, or, parentheses)")
+
+
+def _selection_kwargs(a: argparse.Namespace) -> dict:
+    return {k: getattr(a, k) for k in ("where", "exclude") if getattr(a, k, None) is not None}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -145,6 +157,7 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("-o", "--output", required=True, help="output FITS file")
     c.add_argument("--overwrite", action="store_true", help="replace an existing output")
     _add_combine_options(c)
+    _add_selection(c)
     _add_cluster_options(c)
     _add_common(c)
 
@@ -158,6 +171,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_tile_options(s)
     add_align_options(s)
     _add_combine_options(s)
+    _add_selection(s)
     _add_cluster_options(s)
     _add_common(s)
 
@@ -196,6 +210,7 @@ def build_parser() -> argparse.ArgumentParser:
     n.add_argument("--gain-normalise", action="store_true",
                    help="multiply each calibrated light by its (CCD's) GAIN: stacks in electrons")
     _add_combine_options(n)
+    _add_selection(n)
     night = NIGHT_STACK_OPTIONS
     n.set_defaults(**night)
     n.description = (f"Stacks are combined with --reject {night['reject']} --spread "
@@ -268,6 +283,8 @@ def _run_stack_tiles(a: argparse.Namespace) -> int:
     if a.reference or a.grid_header or a.crop != "union" or a.align == "stars":
         raise SkystackError("--tiles/--tiles-from fix the grids: --reference, --grid-header, "
                             "--crop and --align stars do not apply")
+    if _selection_kwargs(a):
+        raise SkystackError("--where/--exclude do not apply to --tiles/--tiles-from yet")
     t0 = time.perf_counter()
     products = stack_files_on_tiles(
         a.files, a.output, size_deg=a.tiles, scale_arcsec=a.pixel_scale, margin=a.tile_margin,

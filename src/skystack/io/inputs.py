@@ -34,10 +34,12 @@ from astropy.utils.exceptions import AstropyWarning
 from ..core.frame import Frame
 from ..errors import SkystackError
 from .reader import BITPIX_DTYPES, ArraySource, CompressedFitsSource, HandlePool, RawFitsSource
+from .selection import Selection
 from .sigma import ccd_sigma
 
 __all__ = ["Frame", "PLANE_NAMES", "ImageHdu", "expand_paths", "extension_frames",
-           "image_extensions", "load_frames", "read_header", "with_primary"]
+           "image_extensions", "load_frames", "load_selected_frames", "read_header",
+           "with_primary", "collection_paths"]
 
 
 def expand_paths(items: Iterable[str | os.PathLike]) -> list[str]:
@@ -579,8 +581,19 @@ class _NoCCDData:
 
 
 def load_frames(inputs, hdu: int | str | None = None,
-                pool: HandlePool | None = None) -> list[Frame]:
-    """Normalise ``inputs`` (see module docstring) into checked frames of one common shape."""
+                pool: HandlePool | None = None, selection: Selection | None = None
+                ) -> list[Frame]:
+    """Normalise ``inputs`` (see module docstring) into checked frames of one common shape;
+    ``selection`` (``--exclude``/``--where``, :mod:`skystack.io.selection`) drops frames first
+    (excluded files are never opened)."""
+    return load_selected_frames(inputs, hdu, pool, selection)[0]
+
+
+def load_selected_frames(inputs, hdu: int | str | None = None, pool: HandlePool | None = None,
+                         selection: Selection | None = None
+                         ) -> tuple[list[Frame], tuple[tuple[str, object, str], ...]]:
+    """:func:`load_frames`, and the product-header cards recording ``selection`` (empty
+    without one: :meth:`skystack.io.selection.Selection.cards`)."""
     # Nothing can be a CCDData unless astropy.nddata was imported by the caller: importing it
     # here would cost every command-line run a quarter of a second.
     nddata = sys.modules.get("astropy.nddata")
@@ -589,19 +602,21 @@ def load_frames(inputs, hdu: int | str | None = None,
     if isinstance(inputs, (str, os.PathLike, np.ndarray, CCDData)) or isinstance(
             inputs, (fits.PrimaryHDU, fits.ImageHDU, fits.CompImageHDU)):
         inputs = [inputs]
+    inputs = collection_paths(inputs)
+    if isinstance(inputs, np.ndarray) and inputs.dtype.kind in "US":  # a list of paths
+        inputs = [str(p) for p in inputs]
     if isinstance(inputs, np.ndarray) and inputs.ndim == 3:
         inputs = list(inputs)
     items: Sequence = list(inputs)
     if len(items) == 1 and isinstance(items[0], np.ndarray) and items[0].ndim == 3:
         items = list(items[0])
     pool = pool or HandlePool()
-    frames: list[Frame] = []
+    frames: list = []  # Frames, and paths not opened yet
     pending_paths: list[str | os.PathLike] = []
 
     def flush_paths():
-        with quiet_astropy():  # a file's problem is one error line, without astropy's warnings
-            for p in expand_paths(pending_paths):
-                frames.append(_file_frame(p, hdu, pool))
+        # Paths become frames later, once the exclude list has dropped some (not opened).
+        frames.extend(expand_paths(pending_paths))
         pending_paths.clear()
 
     for i, item in enumerate(items):
@@ -630,6 +645,27 @@ def load_frames(inputs, hdu: int | str | None = None,
                 f"input {i}: unsupported type {type(item).__name__} (expected a path, glob, "
                 "@list, HDU, CCDData or numpy array)")
     flush_paths()
+    opened: dict[int, Frame] = {}
+
+    def frame_of(i: int) -> Frame:
+        item = frames[i]
+        if isinstance(item, Frame):
+            return item
+        if i not in opened:
+            with quiet_astropy():  # a file's problem is one error line, without the warnings
+                opened[i] = _file_frame(item, hdu, pool)
+        return opened[i]
+
+    cards: tuple = ()
+    order = range(len(frames))
+    if selection is not None:
+        order, n_excluded, n_where = selection.apply(
+            list(order), path_of=lambda i: frames[i] if isinstance(frames[i], str)
+            else frames[i].path,
+            label_of=lambda i: os.path.basename(frames[i]) if isinstance(frames[i], str)
+            else frames[i].label, header_of=lambda i: frame_of(i).header)
+        cards = selection.cards(n_excluded, n_where)
+    frames = [frame_of(i) for i in order]
     if not frames:
         raise SkystackError("no input files")
     shape = frames[0].shape
@@ -638,4 +674,15 @@ def load_frames(inputs, hdu: int | str | None = None,
             raise SkystackError(
                 f"{f.label}: shape {f.shape[0]}x{f.shape[1]} differs from "
                 f"{frames[0].label} ({shape[0]}x{shape[1]})")
-    return frames
+    return frames, cards
+
+
+def collection_paths(inputs):
+    """The file paths of a ccdproc ``ImageFileCollection`` (its files, filtered or not, with
+    its location), in its order; any other ``inputs`` unchanged. Recognised by its attributes,
+    so that ccdproc is never imported here."""
+    if hasattr(inputs, "files_filtered") and hasattr(inputs, "location") \
+            and hasattr(inputs, "files"):
+        location = inputs.location or ""
+        return [os.path.join(location, str(name)) for name in inputs.files]
+    return inputs

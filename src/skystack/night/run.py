@@ -80,7 +80,8 @@ def run_night(raw_dir, out_dir: str | os.PathLike, *, backend: str = "auto",
               align: str = "auto", align_model: str = "similarity",
               max_fwhm: float | None = None, max_ellipticity: float | None = None,
               min_stars: int | None = None, best_fraction: float | None = None,
-              gain_normalise: bool = False, tiles=None, **stack_options) -> NightResult:
+              gain_normalise: bool = False, tiles=None, where: str | None = None,
+              exclude: str | os.PathLike | None = None, **stack_options) -> NightResult:
     """Reduce a night of raw frames (see module docstring).
 
     Parameters
@@ -119,10 +120,13 @@ def run_night(raw_dir, out_dir: str | os.PathLike, *, backend: str = "auto",
         Run every master and stack on Dask workers (a ``distributed.Client``, a scheduler
         address or a number of local workers, as for :func:`skystack.combine_to_file`): one
         task graph per product, masters first; OUT_DIR must be on storage the workers see.
+    where, exclude
+        Frame selection on every raw frame (:mod:`skystack.io.selection`), in ``summary.json``.
     **stack_options
         Combine options for the stacks (default :data:`STACK_OPTIONS`).
     """
     from ..api import combine_options
+    from ..io.selection import selection_from
 
     t0 = time.perf_counter()
     out = os.fspath(out_dir)
@@ -142,6 +146,7 @@ def run_night(raw_dir, out_dir: str | os.PathLike, *, backend: str = "auto",
     selection = dict(max_fwhm=max_fwhm, max_ellipticity=max_ellipticity, min_stars=min_stars,
                      best_fraction=best_fraction)
     select_frames([], **selection)  # validates the thresholds
+    inputs_selection = selection_from(where, exclude)  # a bad --where fails before any work
     created = not os.path.isdir(out)
     os.makedirs(out, exist_ok=True)
     try:
@@ -151,7 +156,8 @@ def run_night(raw_dir, out_dir: str | os.PathLike, *, backend: str = "auto",
                 overscan=overscan, trim=trim, save_calibrated=save_calibrated,
                 previews=previews, threads=threads, mem_limit=mem_limit,
                 log=log or (lambda s: None), align=align, align_model=align_model,
-                selection=selection, gain_normalise=gain_normalise, tiles=tiles))
+                selection=selection, gain_normalise=gain_normalise, tiles=tiles,
+                inputs_selection=inputs_selection))
     except SkystackError:
         if created:  # refused before writing anything: leave no empty OUT_DIR behind
             with contextlib.suppress(OSError):
@@ -166,7 +172,8 @@ def _run_locked(raw_dir, out: str, t0: float, cluster, options: dict) -> NightRe
     from .scan import scan
 
     log = options["log"]
-    plan = plan_night(scan(raw_dir), out, overscan=options["overscan"], trim=options["trim"],
+    scanned = scan(raw_dir, options["inputs_selection"])
+    plan = plan_night(scanned, out, overscan=options["overscan"], trim=options["trim"],
                       save_calibrated=options["save_calibrated"])
     for why in plan.renamed.values():
         log(f"names   {why}")
@@ -207,5 +214,6 @@ def _run_locked(raw_dir, out: str, t0: float, cluster, options: dict) -> NightRe
                           options["backend"])
     write_summary(result, raw_dir=raw_dir, stack_options=stack_options, align={
         "mode": options["align"], "model": options["align_model"], "selection": selection,
-        "objects": {obj: object_alignment(a) for (obj, _), a in night.alignments.items()}})
+        "objects": {obj: object_alignment(a) for (obj, _), a in night.alignments.items()}},
+        selection=scanned.selection)
     return result
