@@ -10,6 +10,9 @@ Accepted inputs, normalised in :func:`load_frames`:
   arrays have their masked pixels ignored, as NaN pixels are;
 * :class:`Frame` records already made (e.g. calibrated frames of a night), used as given.
 
+TIFF and XISF files (grey 2-D images) are read too, by :func:`other_format`
+(:mod:`skystack.io.formats_tiff`, :mod:`skystack.io.formats_xisf`); products are always FITS.
+
 Every file is opened once, its headers parsed once, and checked before any pixel is combined: it
 exists and is readable, is FITS, has 2-D image data in the chosen HDU, is not truncated, and has
 the same shape as the first frame. A problem raises :class:`SkystackError` naming the file.
@@ -39,7 +42,7 @@ from .sigma import ccd_sigma
 
 __all__ = ["Frame", "PLANE_NAMES", "ImageHdu", "expand_paths", "extension_frames",
            "image_extensions", "load_frames", "load_selected_frames", "read_header",
-           "with_primary", "collection_paths"]
+           "with_primary", "collection_paths", "other_format"]
 
 
 def expand_paths(items: Iterable[str | os.PathLike]) -> list[str]:
@@ -239,7 +242,11 @@ def read_header(path: str, hdu: int | str | None = None, check_data: bool = Fals
     the night's scan); ``check_data``: also raise SkystackError when the file ends inside the
     image data. An extension's header is completed with the primary's cards it lacks
     (IMAGETYP, EXPTIME, DATE-OBS... of a multi-extension exposure live there), as
-    :func:`load_frames` does."""
+    :func:`load_frames` does. TIFF and XISF files give their mapped header."""
+    other = other_format(path)
+    if other is not None:
+        header, shape, _ = other(path, None, hdu)
+        return header, shape
     with _open_fits(path) as hdul, quiet_astropy():
         index = _select_hdu(hdul, hdu, path)
         h = hdul[index]
@@ -271,7 +278,11 @@ def image_extensions(path: str) -> tuple[fits.Header, list[ImageHdu]]:
     """The primary header of ``path`` and every 2-D image HDU in it, in file order
     (tile-compressed ``.fz`` HDUs included), leaving out the planes of a product
     (:data:`PLANE_NAMES`, alone or after a CCD's name). Reads headers only; a problem with the
-    file raises :class:`SkystackError` naming it."""
+    file raises :class:`SkystackError` naming it. A TIFF or XISF file is one image (index 0)."""
+    other = other_format(path)
+    if other is not None:
+        header, shape, _ = other(path, None, None)
+        return header, [ImageHdu(0, None, shape, header)]
     with _open_fits(path) as hdul, quiet_astropy():
         try:
             found = [ImageHdu(i, None if h.header.get("EXTNAME") is None
@@ -472,6 +483,11 @@ def _file_frame(path: str, hdu: int | str | None, pool: HandlePool,
                 open_hdul: fits.HDUList | None = None) -> Frame:
     """The frame of HDU ``hdu`` of ``path`` (``open_hdul``: the file already open, left open;
     the fast path is then skipped, the caller having tried it)."""
+    other = other_format(path) if open_hdul is None else None
+    if other is not None:  # TIFF or XISF (skystack.io.formats_tiff / formats_xisf)
+        header, shape, source = other(path, pool, hdu)
+        return Frame(label=os.path.basename(path), shape=shape, header=header, source=source,
+                     path=path, hdu_index=None)
     if open_hdul is None and os.path.isfile(path) and os.access(path, os.R_OK):
         frame = _fast_file_frame(path, hdu, pool)
         if frame is not None:
@@ -675,6 +691,24 @@ def load_selected_frames(inputs, hdu: int | str | None = None, pool: HandlePool 
                 f"{f.label}: shape {f.shape[0]}x{f.shape[1]} differs from "
                 f"{frames[0].label} ({shape[0]}x{shape[1]})")
     return frames, cards
+
+
+_FITS_ENDINGS = (".fits", ".fit", ".fts", ".fz", ".gz")
+
+
+def other_format(path: str):
+    """The reader of ``path`` when it is a TIFF or XISF file (by its first bytes), else None:
+    ``reader(path, pool, hdu) -> (header, shape, source)``."""
+    if path.lower().endswith(_FITS_ENDINGS) or not os.path.isfile(path):
+        return None  # by name: no extra open per FITS file of a large stack
+    from .formats_tiff import is_tiff, read_tiff
+    from .formats_xisf import is_xisf, read_xisf
+
+    if is_tiff(path):
+        return read_tiff
+    if is_xisf(path):
+        return read_xisf
+    return None
 
 
 def collection_paths(inputs):

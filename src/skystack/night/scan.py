@@ -5,6 +5,8 @@ a :class:`SkippedFile` saying why it cannot be used. Nothing here raises for a b
 
 Conventions
 -----------
+* TIFF and XISF files (``.tif``/``.tiff``/``.xisf``) are scanned too, their headers mapped by
+  :mod:`skystack.io.formats_tiff` / :mod:`skystack.io.formats_xisf`.
 * ``role`` is one of ``'bias'``, ``'dark'``, ``'flat'``, ``'light'``, read from ``IMAGETYP``
   (or, when that is missing or blank, ``IMAGETYPE``, ``OBSTYPE``, ``FRAME``), case-insensitively,
   ignoring spaces, ``_`` and ``-`` and a trailing ``FRAME``: ``Bias Frame``/``ZERO`` are biases,
@@ -299,9 +301,13 @@ def _classify_header(path: str, header: fits.Header, shape) -> FrameInfo | Skipp
                      header=header, notes=tuple(notes))
 
 
+#: Other image files a directory scan picks up (read by skystack.io.formats_tiff/_xisf).
+OTHER_SUFFIXES = (".tif", ".tiff", ".xisf")
+
+
 def _is_fits_name(name: str) -> bool:
     lower = name.lower()
-    return lower.endswith(FITS_SUFFIXES)
+    return lower.endswith(FITS_SUFFIXES + OTHER_SUFFIXES)
 
 
 def _directory_files(directory: str) -> list[str]:
