@@ -402,6 +402,7 @@ def _run_night(a: argparse.Namespace) -> int:
                        previews=not a.no_previews, gain_normalise=a.gain_normalise,
                        threads=a.threads, mem_limit=mem_limit,
                        log=None if a.quiet else print, cluster=_cluster(a),
+                       progress=not a.quiet,
                        **align_kwargs(a), **kwargs)
     if not a.quiet:
         print()

@@ -81,7 +81,8 @@ def run_night(raw_dir, out_dir: str | os.PathLike, *, backend: str = "auto",
               max_fwhm: float | None = None, max_ellipticity: float | None = None,
               min_stars: int | None = None, best_fraction: float | None = None,
               gain_normalise: bool = False, tiles=None, where: str | None = None,
-              exclude: str | os.PathLike | None = None, **stack_options) -> NightResult:
+              exclude: str | os.PathLike | None = None, progress: bool = False,
+              **stack_options) -> NightResult:
     """Reduce a night of raw frames (see module docstring).
 
     Parameters
@@ -122,6 +123,9 @@ def run_night(raw_dir, out_dir: str | os.PathLike, *, backend: str = "auto",
         task graph per product, masters first; OUT_DIR must be on storage the workers see.
     where, exclude
         Frame selection on every raw frame (:mod:`skystack.io.selection`), in ``summary.json``.
+    progress
+        A per-product progress line on stderr when it is a terminal
+        (:class:`skystack.progress.NightProgress`).
     **stack_options
         Combine options for the stacks (default :data:`STACK_OPTIONS`).
     """
@@ -157,7 +161,7 @@ def run_night(raw_dir, out_dir: str | os.PathLike, *, backend: str = "auto",
                 previews=previews, threads=threads, mem_limit=mem_limit,
                 log=log or (lambda s: None), align=align, align_model=align_model,
                 selection=selection, gain_normalise=gain_normalise, tiles=tiles,
-                inputs_selection=inputs_selection))
+                inputs_selection=inputs_selection, progress=progress))
     except SkystackError:
         if created:  # refused before writing anything: leave no empty OUT_DIR behind
             with contextlib.suppress(OSError):
@@ -191,6 +195,7 @@ def _run_locked(raw_dir, out: str, t0: float, cluster, options: dict) -> NightRe
                        threads=options["threads"], mem_limit=options["mem_limit"], log=log,
                        align=options["align"], align_model=options["align_model"],
                        selection=selection, gain_normalise=options["gain_normalise"])
+    night.show_progress = options["progress"]
     planned = night.fingerprints()
 
     def build() -> None:
