@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import operator
 
 import numpy as np
@@ -152,3 +153,28 @@ def _exprs(draw, depth=0):
 def test_where_matches_python_semantics(expr, header):
     text, predicate = expr
     assert parse_where(text).matches(header) == predicate(header)
+
+
+def test_stack_where_and_night_selection_in_summary(tmp_path):
+    import json
+
+    from skystack.night.run import run_night
+    from tests.tiny_night import write_flat, write_lights
+
+    raw = tmp_path / "raw"
+    raw.mkdir()
+    write_flat(raw, "flat", "V")
+    lights = write_lights(raw, "a", "M1", "V") + write_lights(raw, "b", "M2", "V", seed=4)
+    ccd = skystack.stack(lights, where="OBJECT=m2", backend="cpu")
+    assert ccd.meta["NCOMBINE"] == 3 and ccd.meta["SELWHERE"] == "OBJECT=m2"
+    excl = tmp_path / "skip.txt"
+    excl.write_text("a_0.fits\n")
+    result = run_night(raw, tmp_path / "out", backend="cpu", previews=False,
+                       where="OBJECT!=M2", exclude=excl)
+    stacks = [p for p in result.products if p.kind == "stack"]
+    assert [os.path.basename(p.path) for p in stacks] == ["M1_V.fits"]
+    assert stacks[0].inputs == [str(raw / "a_1.fits"), str(raw / "a_2.fits")]
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+    assert summary["selection"]["SELWHERE"] == "OBJECT!=M2"
+    # the flats have no OBJECT: a missing keyword fails the comparison, so they are out too
+    assert summary["selection"]["NWHEREX"] == 3 + 3 and summary["selection"]["NEXCLUDE"] == 1
