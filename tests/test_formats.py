@@ -156,3 +156,15 @@ def test_sources_pickle_and_reopen(tmp_path):
             np.testing.assert_array_equal(staged.view(np.float32).reshape(tile.shape), out)
     finally:
         pool.close()
+
+
+def test_info_lists_tiff_and_xisf_with_selection(tmp_path, capsys):
+    a = _stack("uint16", n=1)[0]
+    _write_tiff(tmp_path / "a.tif", a, description="IMAGETYP= 'LIGHT'")
+    _write_xisf(tmp_path / "b.xisf", a.astype(np.float32), {"IMAGETYP": "'DARK'"})
+    assert main(["info", str(tmp_path / "a.tif"), str(tmp_path / "b.xisf")]) == 0
+    out = capsys.readouterr().out
+    assert "a.tif" in out and "uint16" in out and "b.xisf" in out and "float32" in out
+    assert main(["info", str(tmp_path / "*"), "--where", "IMAGETYP=dark"]) == 0
+    out = capsys.readouterr().out
+    assert "b.xisf" in out and "a.tif" not in out

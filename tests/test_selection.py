@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import logging
-import os
 import operator
+import os
 
 import numpy as np
 import pytest
@@ -178,3 +178,19 @@ def test_stack_where_and_night_selection_in_summary(tmp_path):
     assert summary["selection"]["SELWHERE"] == "OBJECT!=M2"
     # the flats have no OBJECT: a missing keyword fails the comparison, so they are out too
     assert summary["selection"]["NWHEREX"] == 3 + 3 and summary["selection"]["NEXCLUDE"] == 1
+
+
+def test_mef_hdu_all_selection_by_primary_header(tmp_path):
+    from tests.test_mef import CCDS, write_mefs
+
+    paths, cubes = write_mefs(tmp_path, n=4)
+    excl = tmp_path / "x.txt"
+    excl.write_text(os.path.basename(paths[3]) + "\n")
+    out = tmp_path / "m.fits"
+    assert main(["combine", *paths, "-o", str(out), "--hdu", "all", "-q", "--backend", "cpu",
+                 "--exclude", str(excl), "--where", "DATE-OBS<2024-03-03"]) == 0
+    with fits.open(out) as hdul:  # exposures 0 and 1 (dates 03-01, 03-02); 3 excluded
+        for k, name in enumerate(CCDS):
+            np.testing.assert_allclose(hdul[name].data, np.mean(cubes[k][:2], axis=0),
+                                       rtol=1e-6)
+        assert hdul[0].header["NEXCLUDE"] == 1 and hdul[0].header["NWHEREX"] == 1

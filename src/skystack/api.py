@@ -12,7 +12,7 @@ from astropy.io import fits
 from .config import DEFAULTS, CombineOptions, Weights
 from .errors import SkystackError
 from .executor import InProcess, executor_for
-from .io.inputs import load_selected_frames
+from .io.inputs import header_with_cards, load_selected_frames, select_files
 from .io.provenance import build_header
 from .io.selection import selection_from
 from .io.sigma import resolve_uncertainty
@@ -157,6 +157,11 @@ def combine_mef_to_file(inputs, output: str | os.PathLike, *,
     :mod:`skystack.io.mef_writer`; matching and errors: :mod:`skystack.io.mef`."""
     from .api_mef import combine_ccds
 
+    options = dict(options)
+    selection = selection_from(options.pop("where", None), options.pop("exclude", None))
+    if selection is not None:  # whole exposures kept or not, by their primary header
+        inputs, cards = select_files(inputs, selection)
+        extra_header = header_with_cards(extra_header, cards)
     opts = combine_options(**{k: v for k, v in options.items() if k != "hdu"})
     return combine_ccds(inputs, output, opts, header_for=combine_header,
                         refuse_output=refuse_input_as_output, hdus=hdus, backend=backend,

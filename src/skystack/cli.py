@@ -190,6 +190,7 @@ def build_parser() -> argparse.ArgumentParser:
                                     "for a directory, its frames classified as by 'night'")
     i.add_argument("files", nargs="+", metavar="FILES", help="FITS files or a directory")
     i.add_argument("--hdu", type=_hdu, help="HDU index or EXTNAME (default: first image HDU)")
+    _add_selection(i)
     _add_common(i)
 
     n = sub.add_parser("night", help="masters, calibration and one aligned stack per object and "
@@ -373,15 +374,17 @@ def _run_info(a: argparse.Namespace) -> int:
     import os
 
     from .io.info import format_table, info_rows
+    from .io.selection import selection_from
 
+    selection = selection_from(a.where, a.exclude)
     if any(os.path.isdir(f) for f in a.files):
         # A directory: classify its frames as the night would (unreadable files are listed).
         from .night.scan import format_scan_table, scan
 
-        print(format_scan_table(scan(a.files)))
+        print(format_scan_table(scan(a.files, selection)))
         return 0
 
-    rows, errors = info_rows(a.files, hdu=a.hdu)
+    rows, errors = info_rows(a.files, hdu=a.hdu, selection=selection)
     if rows:
         print(format_table(rows))
     for err in errors:

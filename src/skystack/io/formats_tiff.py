@@ -111,6 +111,7 @@ def read_tiff(path: str, pool: HandlePool | None = None, hdu=None
             raise SkystackError(f"{path}: unsupported TIFF sample type {dtype}")
         shape = (int(series.shape[0]), int(series.shape[1]))
         header = _header(page)
+        header["PIXTYPE"] = (dtype.name, "TIFF sample type (skystack info)")
         offset = series.dataoffset
         if page.compression == 1 and offset is not None:
             if offset + shape[0] * shape[1] * dtype.itemsize > os.path.getsize(path):

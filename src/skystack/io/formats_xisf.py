@@ -122,7 +122,9 @@ def read_xisf(path: str, pool: HandlePool | None = None, hdu=None
                                      pool=pool)
     else:
         source = DecodedSource(path, "XISF", shape, decode_xisf)
-    return _header(meta), shape, source
+    header = _header(meta)
+    header["PIXTYPE"] = (dtype.name, "XISF sample format (skystack info)")
+    return header, shape, source
 
 
 def decode_xisf(path: str) -> np.ndarray:

@@ -42,7 +42,8 @@ from .sigma import ccd_sigma
 
 __all__ = ["Frame", "PLANE_NAMES", "ImageHdu", "expand_paths", "extension_frames",
            "image_extensions", "load_frames", "load_selected_frames", "read_header",
-           "with_primary", "collection_paths", "other_format"]
+           "with_primary", "collection_paths", "other_format", "select_files",
+           "header_with_cards"]
 
 
 def expand_paths(items: Iterable[str | os.PathLike]) -> list[str]:
@@ -691,6 +692,26 @@ def load_selected_frames(inputs, hdu: int | str | None = None, pool: HandlePool 
                 f"{f.label}: shape {f.shape[0]}x{f.shape[1]} differs from "
                 f"{frames[0].label} ({shape[0]}x{shape[1]})")
     return frames, cards
+
+
+def select_files(inputs, selection: Selection
+                 ) -> tuple[list[str], tuple[tuple[str, object, str], ...]]:
+    """The paths of ``inputs`` (paths, patterns, @lists) that ``selection`` keeps, ``--where``
+    tested on each file's primary header (a multi-extension exposure's IMAGETYP, EXPTIME...),
+    and the cards recording it (:meth:`~skystack.io.selection.Selection.cards`)."""
+    paths = expand_paths([inputs] if isinstance(inputs, (str, os.PathLike)) else inputs)
+    kept, n_excluded, n_where = selection.apply(
+        paths, path_of=lambda p: p, label_of=os.path.basename,
+        header_of=lambda p: image_extensions(p)[0])
+    return kept, selection.cards(n_excluded, n_where)
+
+
+def header_with_cards(header: fits.Header | None, cards) -> fits.Header:
+    """A copy of ``header`` (or a new one) with (keyword, value, comment) ``cards`` added."""
+    header = fits.Header() if header is None else header.copy()
+    for key, value, comment in cards:
+        header.append((key, value) if key == "HISTORY" else (key, value, comment), end=True)
+    return header
 
 
 _FITS_ENDINGS = (".fits", ".fit", ".fts", ".fz", ".gz")
