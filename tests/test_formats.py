@@ -168,3 +168,48 @@ def test_info_lists_tiff_and_xisf_with_selection(tmp_path, capsys):
     assert main(["info", str(tmp_path / "*"), "--where", "IMAGETYP=dark"]) == 0
     out = capsys.readouterr().out
     assert "b.xisf" in out and "a.tif" not in out
+
+
+def _as_xisf(fits_path, xisf_path):
+    """The FITS file's image and every header card as an XISF file (FITSKeywords)."""
+    with fits.open(fits_path) as hdul:
+        data, header = hdul[0].data, hdul[0].header
+    keywords = {}
+    for card in header.cards:
+        if card.keyword in ("SIMPLE", "BITPIX", "NAXIS", "NAXIS1", "NAXIS2", "EXTEND"):
+            continue
+        v = card.value
+        text = f"'{v}'" if isinstance(v, str) else ("T" if v is True else "F" if v is False
+                                                    else repr(v))
+        keywords[card.keyword] = [{"value": text, "comment": card.comment}]
+    xisf.XISF.write(str(xisf_path), data.astype(np.float32)[:, :, None],
+                    image_metadata={"FITSKeywords": keywords})
+
+
+def test_night_of_xisf_and_tiff_equals_the_same_night_in_fits(tmp_path):
+    from skystack.night.run import run_night
+    from tests.tiny_night import left_right_ratio, write_flat, write_lights
+
+    fits_raw, other_raw = tmp_path / "fits", tmp_path / "other"
+    fits_raw.mkdir()
+    other_raw.mkdir()
+    flats = write_flat(fits_raw, "flat", "V", left=0.6)
+    lights = write_lights(fits_raw, "light", "M1", "V", response_left=0.6)
+    for p in lights:
+        _as_xisf(p, other_raw / (Path(p).stem + ".xisf"))
+    for p in flats:  # TIFF: pixels, with the header as FITS cards in ImageDescription
+        with fits.open(p) as hdul:
+            desc = "\n".join(str(c) for c in hdul[0].header.cards
+                             if c.keyword not in ("SIMPLE", "BITPIX", "NAXIS", "NAXIS1",
+                                                  "NAXIS2", "EXTEND"))
+            tifffile.imwrite(other_raw / (Path(p).stem + ".tif"), hdul[0].data,
+                             description=desc)
+    a = run_night(fits_raw, tmp_path / "out_fits", backend="cpu", previews=False)
+    b = run_night(other_raw, tmp_path / "out_other", backend="cpu", previews=False)
+    stacks_a = sorted(p.path for p in a.products if p.kind == "stack")
+    stacks_b = sorted(p.path for p in b.products if p.kind == "stack")
+    assert [Path(p).name for p in stacks_a] == [Path(p).name for p in stacks_b] == ["M1_V.fits"]
+    np.testing.assert_array_equal(fits.getdata(stacks_b[0]), fits.getdata(stacks_a[0]))
+    assert fits.getval(stacks_b[0], "NCOMBINE") == 3
+    # ground truth: the TIFF flat's left half at 0.6 corrects the lights' left half at 0.6
+    assert left_right_ratio(stacks_b[0]) == pytest.approx(1.0, abs=0.01)
