@@ -213,3 +213,38 @@ def test_night_of_xisf_and_tiff_equals_the_same_night_in_fits(tmp_path):
     assert fits.getval(stacks_b[0], "NCOMBINE") == 3
     # ground truth: the TIFF flat's left half at 0.6 corrects the lights' left half at 0.6
     assert left_right_ratio(stacks_b[0]) == pytest.approx(1.0, abs=0.01)
+
+
+class _CountingPool(HandlePool):
+    def __init__(self) -> None:
+        super().__init__()
+        self.read_bytes = 0
+
+    def pread_into(self, path, buf, offset):
+        n = super().pread_into(path, buf, offset)
+        self.read_bytes += n
+        return n
+
+
+@pytest.mark.parametrize("fmt", ["tif", "xisf"])
+def test_uncompressed_tiles_read_only_their_bytes(tmp_path, fmt):
+    a = _stack("uint16", n=1)[0]
+    path = (_write_tiff(tmp_path / "a.tif", a) if fmt == "tif"
+            else _write_xisf(tmp_path / "a.xisf", a))
+    pool = _CountingPool()
+    (frame,) = load_frames([path], pool=pool)
+    out = np.empty((4, 10), np.float32)
+    frame.source.read(Tile(5, 9, 20, 30), out)
+    np.testing.assert_array_equal(out, a[5:9, 20:30])
+    assert pool.read_bytes == 4 * 10 * 2  # the tile's bytes, not the file's
+    pool.close()
+
+
+def test_xisf_non_ascii_keyword_value_kept_as_printable():
+    from skystack.io.formats_xisf import xisf_header
+
+    header = xisf_header({"FITSKeywords": {"FILTER": [{"value": "'Hα'", "comment": "ñ"}],
+                                           "IMAGETYP": [{"value": "'LIGHT'", "comment": ""}],
+                                           "bad key": [{"value": "1", "comment": ""}]}})
+    assert header["FILTER"] == "H?" and header.comments["FILTER"] == "?"
+    assert header["IMAGETYP"] == "LIGHT" and "bad key" not in header

@@ -14,6 +14,7 @@ file, UInt8/16/32 or Float32/64.
 from __future__ import annotations
 
 import os
+import re
 
 import numpy as np
 from astropy.io import fits
@@ -22,10 +23,12 @@ from ..errors import SkystackError
 from .plane_source import DecodedSource, PlaneSource
 from .reader import HandlePool
 
-__all__ = ["XISF_SUFFIXES", "is_xisf", "read_xisf", "decode_xisf"]
+__all__ = ["XISF_SUFFIXES", "is_xisf", "read_xisf", "decode_xisf", "xisf_header"]
 
 XISF_SUFFIXES = (".xisf",)
 _MAGIC = b"XISF0100"
+_NOT_PRINTABLE = re.compile(r"[^\x20-\x7e]")
+_KEYWORD = re.compile(r"[A-Z0-9_-]{1,8}")
 
 
 def is_xisf(path: str) -> bool:
@@ -54,12 +57,19 @@ def _fits_value(text):
     return text
 
 
-def _header(meta: dict) -> fits.Header:
+def xisf_header(meta: dict) -> fits.Header:
+    """The FITS header of an XISF image's metadata (``xisf.XISF.get_images_metadata()[i]``;
+    module docstring)."""
     header = fits.Header()
     for key, values in (meta.get("FITSKeywords") or {}).items():
         key = str(key).strip().upper()
+        if not _KEYWORD.fullmatch(key):  # not a FITS keyword: not carried (no HIERARCH)
+            continue
         for entry in values:
             value, comment = _fits_value(entry.get("value", "")), str(entry.get("comment", ""))
+            # FITS headers are printable ASCII: 'Hα' becomes 'H?' as FITS inputs' do
+            value = _NOT_PRINTABLE.sub("?", value) if isinstance(value, str) else value
+            comment = _NOT_PRINTABLE.sub("?", comment)
             try:
                 if key in ("COMMENT", "HISTORY"):
                     header.append((key, comment or str(value)))
@@ -122,7 +132,7 @@ def read_xisf(path: str, pool: HandlePool | None = None, hdu=None
                                      pool=pool)
     else:
         source = DecodedSource(path, "XISF", shape, decode_xisf)
-    header = _header(meta)
+    header = xisf_header(meta)
     header["PIXTYPE"] = (dtype.name, "XISF sample format (skystack info)")
     return header, shape, source
 
