@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from typing import TYPE_CHECKING
 
 from astropy.io import fits
@@ -13,9 +14,10 @@ from .cosmetics.cosmic_rays import clean_frames, split_options
 from .cosmetics.provenance import cosmetic_cards
 from .errors import SkystackError
 from .executor import InProcess, executor_for
-from .io.inputs import load_frames
+from .io.inputs import header_with_cards, load_selected_frames, select_files
 from .io.provenance import build_header
 from .io.saturation import check_level, mask_saturated
+from .io.selection import selection_from
 from .io.sigma import resolve_uncertainty
 from .io.units import common_unit, unit_key
 from .io.writer import check_output_path
@@ -60,7 +62,9 @@ def combine(inputs, output: str | os.PathLike | None = None, *, backend: str = "
     ----------
     inputs
         Paths, glob patterns, ``@list.txt`` files, astropy HDUs, ``CCDData`` or 2-D arrays (or
-        one 3-D array, frames along axis 0). All frames must have the same shape.
+        one 3-D array, frames along axis 0), or a ccdproc ``ImageFileCollection`` (its files,
+        e.g. after ``.filter(imagetyp="dark")``; or pass ``files_filtered(include_path=True)``).
+        All frames must have the same shape.
     output
         If given, the FITS file to write (primary image, ``UNCERT``, ``MASK``, ``COUNT``).
     backend
@@ -83,7 +87,9 @@ def combine(inputs, output: str | os.PathLike | None = None, *, backend: str = "
         ``saturation`` (raw ADU at/above which pixels are masked; default: each raw frame's
         ``SATURATE``, see :mod:`skystack.io.saturation`; header ``SATMASK``), ``cosmic_rays``
         (``none`` or ``lacosmic``: each frame's cosmic rays masked before combining, with
-        ``cr_sigclip`` and ``cr_objlim``; see :mod:`skystack.cosmetics.cosmic_rays`).
+        ``cr_sigclip`` and ``cr_objlim``; see :mod:`skystack.cosmetics.cosmic_rays`);
+        ``where`` (a header selection such as ``"IMAGETYP=DARK and EXPTIME=60"``) and
+        ``exclude`` (a file listing frames to leave out): :mod:`skystack.io.selection`.
 
     Returns
     -------
@@ -165,6 +171,11 @@ def combine_mef_to_file(inputs, output: str | os.PathLike, *,
     if options.pop("saturation", None) is not None:
         raise SkystackError("--saturation is not available with --hdu all (combine the CCDs "
                             "one --hdu at a time)")
+    options = dict(options)
+    selection = selection_from(options.pop("where", None), options.pop("exclude", None))
+    if selection is not None:  # whole exposures kept or not, by their primary header
+        inputs, cards = select_files(inputs, selection)
+        extra_header = header_with_cards(extra_header, cards)
     opts = combine_options(**{k: v for k, v in options.items() if k != "hdu"})
     return combine_ccds(inputs, output, opts, header_for=combine_header,
                         refuse_output=refuse_input_as_output, hdus=hdus, backend=backend,
@@ -199,14 +210,19 @@ def combine_header(frames, opts, describe: str,
 def load_checked(inputs, output, overwrite: bool, options: dict):
     """Validated options and loaded frames, with the output path checked before any reading
     and refused if it names an input. ``options["saturation"]`` (raw ADU, else each raw
-    frame's SATURATE) masks saturated pixels (:mod:`skystack.io.saturation`)."""
+    frame's SATURATE) masks saturated pixels (:mod:`skystack.io.saturation`); ``where`` and
+    ``exclude`` select the frames (:mod:`skystack.io.selection`)."""
     options = dict(options)
     saturation = check_level(options.pop("saturation", None))
+    selection = selection_from(options.pop("where", None), options.pop("exclude", None))
     cosmic, options = split_options(options)
     opts = combine_options(**options)
     if output is not None:
         check_output_path(output, overwrite)
-    frames = mask_saturated(load_frames(inputs, hdu=opts.hdu), saturation)
+    frames, cards = load_selected_frames(inputs, hdu=opts.hdu, selection=selection)
+    if cards:  # recorded in the product's header (skystack.io.provenance)
+        opts = replace(opts, selection=cards)
+    frames = mask_saturated(frames, saturation)
     frames = clean_frames(frames, cosmic)
     common_unit(frames)  # mixed units are refused before any work
     opts = resolve_uncertainty(frames, opts)

@@ -141,7 +141,20 @@ def _combine_kwargs(a: argparse.Namespace) -> dict:
                 nlow=a.nlow, nhigh=a.nhigh, low=a.low, high=a.high, plow=a.plow, phigh=a.phigh,
                 weights=a.weights, scale=a.scale, zero=a.zero, hdu=a.hdu,
                 mem_limit=a.mem_limit, uncertainty=a.uncertainty, saturation=a.saturation,
-                cosmic_rays=a.cosmic_rays, cr_sigclip=a.cr_sigclip, cr_objlim=a.cr_objlim)
+                cosmic_rays=a.cosmic_rays, cr_sigclip=a.cr_sigclip, cr_objlim=a.cr_objlim,
+                **_selection_kwargs(a))
+
+
+def _add_selection(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("frame selection (skystack.io.selection)")
+    g.add_argument("--exclude", metavar="FILE", help="text file listing frames not to use "
+                   "(paths or file names, # comments)")
+    g.add_argument("--where", metavar="EXPR", help="header selection, e.g. 'IMAGETYP=DARK and "
+                   "EXPTIME>=60' (=, !=, <, <=, >, >=, and, or, parentheses)")
+
+
+def _selection_kwargs(a: argparse.Namespace) -> dict:
+    return {k: getattr(a, k) for k in ("where", "exclude") if getattr(a, k, None) is not None}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -157,6 +170,7 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("-o", "--output", required=True, help="output FITS file")
     c.add_argument("--overwrite", action="store_true", help="replace an existing output")
     _add_combine_options(c)
+    _add_selection(c)
     _add_cluster_options(c)
     _add_common(c)
 
@@ -170,6 +184,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_tile_options(s)
     add_align_options(s)
     _add_combine_options(s)
+    _add_selection(s)
     _add_cluster_options(s)
     _add_common(s)
 
@@ -188,6 +203,7 @@ def build_parser() -> argparse.ArgumentParser:
                                     "for a directory, its frames classified as by 'night'")
     i.add_argument("files", nargs="+", metavar="FILES", help="FITS files or a directory")
     i.add_argument("--hdu", type=_hdu, help="HDU index or EXTNAME (default: first image HDU)")
+    _add_selection(i)
     _add_common(i)
 
     n = sub.add_parser("night", help="masters, calibration and one aligned stack per object and "
@@ -212,6 +228,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "other frames (default: interpolated values are not measurements), or "
                         "interpolated from their good neighbours")
     _add_combine_options(n)
+    _add_selection(n)
     night = NIGHT_STACK_OPTIONS
     n.set_defaults(**night)
     n.description = (f"Stacks are combined with --reject {night['reject']} --spread "
@@ -284,6 +301,8 @@ def _run_stack_tiles(a: argparse.Namespace) -> int:
     if a.reference or a.grid_header or a.crop != "union" or a.align == "stars":
         raise SkystackError("--tiles/--tiles-from fix the grids: --reference, --grid-header, "
                             "--crop and --align stars do not apply")
+    if _selection_kwargs(a):
+        raise SkystackError("--where/--exclude do not apply to --tiles/--tiles-from yet")
     t0 = time.perf_counter()
     products = stack_files_on_tiles(
         a.files, a.output, size_deg=a.tiles, scale_arcsec=a.pixel_scale, margin=a.tile_margin,
@@ -372,15 +391,17 @@ def _run_info(a: argparse.Namespace) -> int:
     import os
 
     from .io.info import format_table, info_rows
+    from .io.selection import selection_from
 
+    selection = selection_from(a.where, a.exclude)
     if any(os.path.isdir(f) for f in a.files):
         # A directory: classify its frames as the night would (unreadable files are listed).
         from .night.scan import format_scan_table, scan
 
-        print(format_scan_table(scan(a.files)))
+        print(format_scan_table(scan(a.files, selection)))
         return 0
 
-    rows, errors = info_rows(a.files, hdu=a.hdu)
+    rows, errors = info_rows(a.files, hdu=a.hdu, selection=selection)
     if rows:
         print(format_table(rows))
     for err in errors:
@@ -402,6 +423,7 @@ def _run_night(a: argparse.Namespace) -> int:
                        cosmetic=a.cosmetic,
                        threads=a.threads, mem_limit=mem_limit,
                        log=None if a.quiet else print, cluster=_cluster(a),
+                       progress=not a.quiet,
                        **align_kwargs(a), **kwargs)
     if not a.quiet:
         print()

@@ -156,6 +156,8 @@ class CombineOptions:
     hdu: int | str | None = None
     mem_limit: int | None = None
     uncertainty: str = "auto"
+    # Header cards recording --where/--exclude (skystack.io.selection), set by load_checked.
+    selection: tuple = ()
 
     def validated(self) -> CombineOptions:
         """Return self (with defaults filled in) or raise SkystackError on an invalid value."""

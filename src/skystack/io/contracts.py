@@ -9,7 +9,8 @@
   process (``to_spec``: a picklable :class:`SourceSpec`, or a one-line error for in-memory
   data). Implementations: :class:`~skystack.io.reader.RawFitsSource`,
   :class:`~skystack.io.reader.CompressedFitsSource`, :class:`~skystack.io.reader.ArraySource`,
-  :class:`~skystack.night.calibrate.CalibratedSource` and
+  :class:`~skystack.io.plane_source.PlaneSource` / :class:`~skystack.io.plane_source.DecodedSource`
+  (TIFF, XISF), :class:`~skystack.night.calibrate.CalibratedSource` and
   :class:`~skystack.night.calibrate.InMemoryMaster`.
 * :class:`SourceSpec`: rebuilds its source on a worker (``open``) and names the files it reads
   (``files``; the cluster's fingerprint of a run).

@@ -9,9 +9,12 @@ primary header where the extension does not have them. ``--hdu`` picks one HDU o
 
 from __future__ import annotations
 
+import os
+
 from ..errors import SkystackError
 from ..text_table import text_table
 from .inputs import expand_paths, image_extensions, read_header
+from .selection import Selection
 
 COLUMNS = ("file", "shape", "dtype", "IMAGETYP", "FILTER", "EXPTIME", "DATE-OBS")
 
@@ -19,6 +22,8 @@ COLUMNS = ("file", "shape", "dtype", "IMAGETYP", "FILTER", "EXPTIME", "DATE-OBS"
 def pixel_type(header) -> str:
     """NumPy-style name of the pixels' type as astropy presents them (uint16 for BZERO=32768)."""
     bitpix = header.get("ZBITPIX", header.get("BITPIX"))
+    if bitpix is None and "PIXTYPE" in header:  # a TIFF or XISF image (io/formats_*.py)
+        return str(header["PIXTYPE"])
     bzero = header.get("BZERO", 0)
     bscale = header.get("BSCALE", 1)
     names = {8: "uint8", 16: "int16", 32: "int32", 64: "int64", -32: "float32", -64: "float64"}
@@ -30,12 +35,22 @@ def pixel_type(header) -> str:
     return f"{name} (scaled)" if bscale != 1 or bzero != 0 else name
 
 
-def info_rows(items, hdu=None) -> tuple[list[tuple[str, ...]], list[str]]:
-    """Rows of :data:`COLUMNS` for every readable file, and one error line per unreadable one."""
+def info_rows(items, hdu=None, selection: Selection | None = None
+              ) -> tuple[list[tuple[str, ...]], list[str]]:
+    """Rows of :data:`COLUMNS` for every readable file, and one error line per unreadable one;
+    ``selection`` (``--exclude``/``--where`` on the primary header) lists only the files it
+    keeps (an unreadable file stays, for its error line)."""
     rows: list[tuple[str, ...]] = []
     errors: list[str] = []
     try:
         paths = expand_paths(items)
+        if selection is not None:
+            paths, _, _ = selection.apply(paths, path_of=lambda p: p,
+                                          label_of=os.path.basename, header_of=None)
+            if selection.where is not None:
+                paths = [p for p in paths if _kept_by_where(p, selection)]
+                if not paths:
+                    raise SkystackError(f"{selection.describe()} leaves no files")
     except SkystackError as exc:
         return rows, [str(exc)]
     for path in paths:
@@ -44,6 +59,15 @@ def info_rows(items, hdu=None) -> tuple[list[tuple[str, ...]], list[str]]:
         except SkystackError as exc:
             errors.append(str(exc))
     return rows, errors
+
+
+def _kept_by_where(path: str, selection: Selection) -> bool:
+    """Whether ``--where`` keeps ``path`` (its primary header); an unreadable file is kept, so
+    that its error line is shown."""
+    try:
+        return selection.where.matches(image_extensions(path)[0])
+    except SkystackError:
+        return True
 
 
 def _file_rows(path: str, hdu) -> list[tuple[str, ...]]:

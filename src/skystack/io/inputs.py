@@ -10,6 +10,9 @@ Accepted inputs, normalised in :func:`load_frames`:
   arrays have their masked pixels ignored, as NaN pixels are;
 * :class:`Frame` records already made (e.g. calibrated frames of a night), used as given.
 
+TIFF and XISF files (grey 2-D images) are read too, by :func:`other_format`
+(:mod:`skystack.io.formats_tiff`, :mod:`skystack.io.formats_xisf`); products are always FITS.
+
 Every file is opened once, its headers parsed once, and checked before any pixel is combined: it
 exists and is readable, is FITS, has 2-D image data in the chosen HDU, is not truncated, and has
 the same shape as the first frame. A problem raises :class:`SkystackError` naming the file.
@@ -34,10 +37,13 @@ from astropy.utils.exceptions import AstropyWarning
 from ..core.frame import Frame
 from ..errors import SkystackError
 from .reader import BITPIX_DTYPES, ArraySource, CompressedFitsSource, HandlePool, RawFitsSource
+from .selection import Selection
 from .sigma import ccd_sigma
 
 __all__ = ["Frame", "PLANE_NAMES", "ImageHdu", "expand_paths", "extension_frames",
-           "image_extensions", "load_frames", "read_header", "with_primary"]
+           "image_extensions", "load_frames", "load_selected_frames", "read_header",
+           "with_primary", "collection_paths", "other_format", "select_files",
+           "header_with_cards"]
 
 
 def expand_paths(items: Iterable[str | os.PathLike]) -> list[str]:
@@ -237,7 +243,11 @@ def read_header(path: str, hdu: int | str | None = None, check_data: bool = Fals
     the night's scan); ``check_data``: also raise SkystackError when the file ends inside the
     image data. An extension's header is completed with the primary's cards it lacks
     (IMAGETYP, EXPTIME, DATE-OBS... of a multi-extension exposure live there), as
-    :func:`load_frames` does."""
+    :func:`load_frames` does. TIFF and XISF files give their mapped header."""
+    other = other_format(path)
+    if other is not None:
+        header, shape, _ = other(path, None, hdu)
+        return header, shape
     with _open_fits(path) as hdul, quiet_astropy():
         index = _select_hdu(hdul, hdu, path)
         h = hdul[index]
@@ -269,7 +279,11 @@ def image_extensions(path: str) -> tuple[fits.Header, list[ImageHdu]]:
     """The primary header of ``path`` and every 2-D image HDU in it, in file order
     (tile-compressed ``.fz`` HDUs included), leaving out the planes of a product
     (:data:`PLANE_NAMES`, alone or after a CCD's name). Reads headers only; a problem with the
-    file raises :class:`SkystackError` naming it."""
+    file raises :class:`SkystackError` naming it. A TIFF or XISF file is one image (index 0)."""
+    other = other_format(path)
+    if other is not None:
+        header, shape, _ = other(path, None, None)
+        return header, [ImageHdu(0, None, shape, header)]
     with _open_fits(path) as hdul, quiet_astropy():
         try:
             found = [ImageHdu(i, None if h.header.get("EXTNAME") is None
@@ -470,6 +484,11 @@ def _file_frame(path: str, hdu: int | str | None, pool: HandlePool,
                 open_hdul: fits.HDUList | None = None) -> Frame:
     """The frame of HDU ``hdu`` of ``path`` (``open_hdul``: the file already open, left open;
     the fast path is then skipped, the caller having tried it)."""
+    other = other_format(path) if open_hdul is None else None
+    if other is not None:  # TIFF or XISF (skystack.io.formats_tiff / formats_xisf)
+        header, shape, source = other(path, pool, hdu)
+        return Frame(label=os.path.basename(path), shape=shape, header=header, source=source,
+                     path=path, hdu_index=None)
     if open_hdul is None and os.path.isfile(path) and os.access(path, os.R_OK):
         frame = _fast_file_frame(path, hdu, pool)
         if frame is not None:
@@ -579,8 +598,19 @@ class _NoCCDData:
 
 
 def load_frames(inputs, hdu: int | str | None = None,
-                pool: HandlePool | None = None) -> list[Frame]:
-    """Normalise ``inputs`` (see module docstring) into checked frames of one common shape."""
+                pool: HandlePool | None = None, selection: Selection | None = None
+                ) -> list[Frame]:
+    """Normalise ``inputs`` (see module docstring) into checked frames of one common shape;
+    ``selection`` (``--exclude``/``--where``, :mod:`skystack.io.selection`) drops frames first
+    (excluded files are never opened)."""
+    return load_selected_frames(inputs, hdu, pool, selection)[0]
+
+
+def load_selected_frames(inputs, hdu: int | str | None = None, pool: HandlePool | None = None,
+                         selection: Selection | None = None
+                         ) -> tuple[list[Frame], tuple[tuple[str, object, str], ...]]:
+    """:func:`load_frames`, and the product-header cards recording ``selection`` (empty
+    without one: :meth:`skystack.io.selection.Selection.cards`)."""
     # Nothing can be a CCDData unless astropy.nddata was imported by the caller: importing it
     # here would cost every command-line run a quarter of a second.
     nddata = sys.modules.get("astropy.nddata")
@@ -589,19 +619,21 @@ def load_frames(inputs, hdu: int | str | None = None,
     if isinstance(inputs, (str, os.PathLike, np.ndarray, CCDData)) or isinstance(
             inputs, (fits.PrimaryHDU, fits.ImageHDU, fits.CompImageHDU)):
         inputs = [inputs]
+    inputs = collection_paths(inputs)
+    if isinstance(inputs, np.ndarray) and inputs.dtype.kind in "US":  # a list of paths
+        inputs = [str(p) for p in inputs]
     if isinstance(inputs, np.ndarray) and inputs.ndim == 3:
         inputs = list(inputs)
     items: Sequence = list(inputs)
     if len(items) == 1 and isinstance(items[0], np.ndarray) and items[0].ndim == 3:
         items = list(items[0])
     pool = pool or HandlePool()
-    frames: list[Frame] = []
+    frames: list = []  # Frames, and paths not opened yet
     pending_paths: list[str | os.PathLike] = []
 
     def flush_paths():
-        with quiet_astropy():  # a file's problem is one error line, without astropy's warnings
-            for p in expand_paths(pending_paths):
-                frames.append(_file_frame(p, hdu, pool))
+        # Paths become frames later, once the exclude list has dropped some (not opened).
+        frames.extend(expand_paths(pending_paths))
         pending_paths.clear()
 
     for i, item in enumerate(items):
@@ -630,6 +662,27 @@ def load_frames(inputs, hdu: int | str | None = None,
                 f"input {i}: unsupported type {type(item).__name__} (expected a path, glob, "
                 "@list, HDU, CCDData or numpy array)")
     flush_paths()
+    opened: dict[int, Frame] = {}
+
+    def frame_of(i: int) -> Frame:
+        item = frames[i]
+        if isinstance(item, Frame):
+            return item
+        if i not in opened:
+            with quiet_astropy():  # a file's problem is one error line, without the warnings
+                opened[i] = _file_frame(item, hdu, pool)
+        return opened[i]
+
+    cards: tuple = ()
+    order = range(len(frames))
+    if selection is not None:
+        order, n_excluded, n_where = selection.apply(
+            list(order), path_of=lambda i: frames[i] if isinstance(frames[i], str)
+            else frames[i].path,
+            label_of=lambda i: os.path.basename(frames[i]) if isinstance(frames[i], str)
+            else frames[i].label, header_of=lambda i: frame_of(i).header)
+        cards = selection.cards(n_excluded, n_where)
+    frames = [frame_of(i) for i in order]
     if not frames:
         raise SkystackError("no input files")
     shape = frames[0].shape
@@ -638,4 +691,53 @@ def load_frames(inputs, hdu: int | str | None = None,
             raise SkystackError(
                 f"{f.label}: shape {f.shape[0]}x{f.shape[1]} differs from "
                 f"{frames[0].label} ({shape[0]}x{shape[1]})")
-    return frames
+    return frames, cards
+
+
+def select_files(inputs, selection: Selection
+                 ) -> tuple[list[str], tuple[tuple[str, object, str], ...]]:
+    """The paths of ``inputs`` (paths, patterns, @lists) that ``selection`` keeps, ``--where``
+    tested on each file's primary header (a multi-extension exposure's IMAGETYP, EXPTIME...),
+    and the cards recording it (:meth:`~skystack.io.selection.Selection.cards`)."""
+    paths = expand_paths([inputs] if isinstance(inputs, (str, os.PathLike)) else inputs)
+    kept, n_excluded, n_where = selection.apply(
+        paths, path_of=lambda p: p, label_of=os.path.basename,
+        header_of=lambda p: image_extensions(p)[0])
+    return kept, selection.cards(n_excluded, n_where)
+
+
+def header_with_cards(header: fits.Header | None, cards) -> fits.Header:
+    """A copy of ``header`` (or a new one) with (keyword, value, comment) ``cards`` added."""
+    header = fits.Header() if header is None else header.copy()
+    for key, value, comment in cards:
+        header.append((key, value) if key == "HISTORY" else (key, value, comment), end=True)
+    return header
+
+
+_FITS_ENDINGS = (".fits", ".fit", ".fts", ".fz", ".gz")
+
+
+def other_format(path: str):
+    """The reader of ``path`` when it is a TIFF or XISF file (by its first bytes), else None:
+    ``reader(path, pool, hdu) -> (header, shape, source)``."""
+    if path.lower().endswith(_FITS_ENDINGS) or not os.path.isfile(path):
+        return None  # by name: no extra open per FITS file of a large stack
+    from .formats_tiff import is_tiff, read_tiff
+    from .formats_xisf import is_xisf, read_xisf
+
+    if is_tiff(path):
+        return read_tiff
+    if is_xisf(path):
+        return read_xisf
+    return None
+
+
+def collection_paths(inputs):
+    """The file paths of a ccdproc ``ImageFileCollection`` (its files, filtered or not, with
+    its location), in its order; any other ``inputs`` unchanged. Recognised by its attributes,
+    so that ccdproc is never imported here."""
+    if hasattr(inputs, "files_filtered") and hasattr(inputs, "location") \
+            and hasattr(inputs, "files"):
+        location = inputs.location or ""
+        return [os.path.join(location, str(name)) for name in inputs.files]
+    return inputs

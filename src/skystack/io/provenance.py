@@ -6,7 +6,8 @@ Keywords written (all in the primary header):
   printable ASCII, non-ASCII characters escaped: :func:`skystack.io.labels.fits_label`);
 * ``COMBMETH``, ``REJECT`` and the parameters of the rejection used (``SIGLOW``, ``SIGHIGH``,
   ``SIGCEN``, ``SIGSPRD``, ``MAXITERS``, ``NLOW``, ``NHIGH``, ``RNGLOW``, ``RNGHIGH``, ``PCLOW``,
-  ``PCHIGH``), ``SCALEBY``, ``ZEROBY``, ``WEIGHTS``;
+  ``PCHIGH``), ``SCALEBY``, ``ZEROBY``, ``WEIGHTS``; the input selection when one was made
+  (``SELWHERE``, ``NWHEREX``, ``NEXCLUDE`` and a HISTORY line: :mod:`skystack.io.selection`);
 * ``EXPTIME``: the sum of the inputs' for ``sum``, their mean otherwise;
 * ``DATE-OBS``/``MJD-OBS``: start of the earliest frame; ``DATE-END``/``MJD-END``: end of the
   latest (start + EXPTIME); ``DATE-AVG``/``MJD-AVG``: exposure-weighted mean of the frames'
@@ -119,6 +120,8 @@ def build_header(frames: list[Frame], options: CombineOptions, backend: str) -> 
     h["SCALEBY"] = (options.scale, "multiplicative normalisation to frame 1")
     h["ZEROBY"] = (options.zero, "additive normalisation to frame 1")
     h["WEIGHTS"] = (options.weights.describe(), "frame weights (mean and sum)")
+    for key, value, comment in options.selection:  # --where/--exclude (io/selection.py)
+        h.append((key, value, comment) if key != "HISTORY" else (key, value), end=True)
     noise_cards(h, frames, options)
     saturation_cards(h, frames)
 

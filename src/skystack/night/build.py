@@ -48,6 +48,7 @@ class NightBuild:
 
     cluster = None  # a distributed.Client when run_night(cluster=...): products run on it
     cosmetic = "mask"  # run_night(cosmetic=...): the lights' bad pixels NaN or interpolated
+    show_progress = False  # run_night(progress=True): NightProgress on a terminal
 
     def __init__(self, plan: NightPlan, out_dir: str, *, backend: str, overwrite: bool,
                  stack_options: dict, save_calibrated: bool, threads: int | None, mem_limit,
@@ -234,34 +235,58 @@ class NightBuild:
         return planned
 
     def execute(self, planned) -> None:
-        from .stacks import build_stack
-
         os.makedirs(os.path.join(self.out, "masters"), exist_ok=True)
         os.makedirs(os.path.join(self.out, "stacks"), exist_ok=True)
-        for job, fp, state in planned:
-            product = Product(job.kind, job.path, [f.name for f in job.frames],
-                              key=job.product_key())
-            if job.path in self.plan.renamed:
-                product.notes.append(self.plan.renamed[job.path])
-            self.products.append(product)
-            t0 = time.perf_counter()
-            header = fits.Header()
-            header[FINGERPRINT_KEY] = (fp, "skystack night: recipe fingerprint")
-            header.extend(input_cards(self.input_records.get(job.path, ()), product.inputs))
-            if job.kind == "stack":
-                ok = build_stack(self, job, product, header, state)
-            elif isinstance(job, BadpixJob):
-                ok = self._build_badpix(job, product, header, state)
-            else:
-                ok = self._build_master(job, product, header, state)
-            product.seconds = time.perf_counter() - t0
-            if ok and job.kind != "stack" and os.path.exists(job.path):
-                self.master_frames[job.path] = self._held(load_frames([job.path])[0])
-            if ok:
-                self.log(f"{job.kind:<7} {product.status:<7} "
-                         f"{os.path.relpath(job.path, self.out):<34}"
-                         f"{len(job.frames):4d} frames  {product.seconds:6.2f} s"
-                         + (f"  ({'; '.join(product.notes)})" if product.notes else ""))
+        progress = None
+        if self.show_progress:  # a terminal line per product (skystack.progress)
+            from ..progress import NightProgress
+
+            progress = NightProgress([(os.path.relpath(job.path, self.out), len(job.frames))
+                                      for job, _, _ in planned])
+            log, self.log = self.log, lambda text: progress.above(log, text)
+        try:
+            for index, item in enumerate(planned):
+                if progress is not None:
+                    progress.start(index)
+                try:
+                    line = self._execute_one(*item)
+                finally:
+                    if progress is not None:
+                        progress.finish()  # the terminal line is cleared before the log's
+                if line is not None:
+                    self.log(line)
+        finally:
+            if progress is not None:
+                progress.close()
+                self.log = log
+
+    def _execute_one(self, job, fp: str, state) -> str | None:
+        """Build (or reuse) one planned product; its log line (None when it failed)."""
+        from .stacks import build_stack
+
+        product = Product(job.kind, job.path, [f.name for f in job.frames],
+                          key=job.product_key())
+        if job.path in self.plan.renamed:
+            product.notes.append(self.plan.renamed[job.path])
+        self.products.append(product)
+        t0 = time.perf_counter()
+        header = fits.Header()
+        header[FINGERPRINT_KEY] = (fp, "skystack night: recipe fingerprint")
+        header.extend(input_cards(self.input_records.get(job.path, ()), product.inputs))
+        if job.kind == "stack":
+            ok = build_stack(self, job, product, header, state)
+        elif isinstance(job, BadpixJob):
+            ok = self._build_badpix(job, product, header, state)
+        else:
+            ok = self._build_master(job, product, header, state)
+        product.seconds = time.perf_counter() - t0
+        if ok and job.kind != "stack" and os.path.exists(job.path):
+            self.master_frames[job.path] = self._held(load_frames([job.path])[0])
+        if not ok:
+            return None
+        return (f"{job.kind:<7} {product.status:<7} {os.path.relpath(job.path, self.out):<34}"
+                f"{len(job.frames):4d} frames  {product.seconds:6.2f} s"
+                + (f"  ({'; '.join(product.notes)})" if product.notes else ""))
 
     def reuse(self, job, product: Product, role: str) -> bool:
         """An existing product with the same recipe: its frames are recorded as used."""
@@ -367,9 +392,23 @@ class NightBuild:
             with atomic_path(target, overwrite=True) as tmp:
                 fits.PrimaryHDU(data, header=f.header).writeto(tmp)
 
+    def _quality_plot(self, product: Product, folder: str) -> None:
+        """``<stack>_quality.png``: its frames' FWHM, stars, background and weight against
+        time (:mod:`skystack.night.quality_plot`)."""
+        from .quality_plot import quality_series, write_quality_plot
+
+        job = next((j for j in self.plan.jobs if j.kind == "stack" and j.path == product.path),
+                   None)
+        if job is None:
+            return
+        stem = os.path.splitext(os.path.basename(product.path))[0]
+        write_quality_plot(quality_series(job.frames, self.records, self.stack_options),
+                           os.path.join(folder, f"{stem}_quality.png"), title=stem)
+
     def write_previews(self) -> None:
-        """A PNG per stack built or reused, and an RGB composite per object and camera with
-        three or more filters (:mod:`skystack.night.preview`)."""
+        """A PNG per stack built or reused (and its frames' quality plot), and an RGB
+        composite per object and camera with three or more filters
+        (:mod:`skystack.night.preview`)."""
         from .preview import filter_order_for_rgb, write_preview, write_rgb
 
         folder = os.path.join(self.out, "previews")
@@ -386,6 +425,7 @@ class NightBuild:
                 write_preview(image, os.path.join(folder, f"{stem}.png"))
                 continue
             write_preview(image, self.plan.preview_paths[p.path])
+            self._quality_plot(p, folder)
             cam = Camera(*(tuple(c) for c in p.key["camera"]))
             by_object[(p.key["object"], cam)][p.key["filter"]] = p.path
         for (obj, cam), paths in by_object.items():

@@ -81,7 +81,9 @@ def run_night(raw_dir, out_dir: str | os.PathLike, *, backend: str = "auto",
               max_fwhm: float | None = None, max_ellipticity: float | None = None,
               min_stars: int | None = None, best_fraction: float | None = None,
               gain_normalise: bool = False, tiles=None, saturation: float | None = None,
-              cosmetic: str = "mask", **stack_options) -> NightResult:
+              cosmetic: str = "mask", where: str | None = None,
+              exclude: str | os.PathLike | None = None, progress: bool = False,
+              **stack_options) -> NightResult:
     """Reduce a night of raw frames (see module docstring).
 
     Parameters
@@ -127,6 +129,11 @@ def run_night(raw_dir, out_dir: str | os.PathLike, *, backend: str = "auto",
         Run every master and stack on Dask workers (a ``distributed.Client``, a scheduler
         address or a number of local workers, as for :func:`skystack.combine_to_file`): one
         task graph per product, masters first; OUT_DIR must be on storage the workers see.
+    where, exclude
+        Frame selection on every raw frame (:mod:`skystack.io.selection`), in ``summary.json``.
+    progress
+        A per-product progress line on stderr when it is a terminal
+        (:class:`skystack.progress.NightProgress`).
     **stack_options
         Combine options for the stacks (default :data:`STACK_OPTIONS`), and
         ``cosmic_rays="lacosmic"`` (``cr_sigclip``, ``cr_objlim``): each calibrated light's
@@ -135,6 +142,7 @@ def run_night(raw_dir, out_dir: str | os.PathLike, *, backend: str = "auto",
     from ..api import combine_options
     from ..cosmetics.cosmic_rays import split_options
     from ..cosmetics.interpolate import COSMETIC_MODES
+    from ..io.selection import selection_from
 
     t0 = time.perf_counter()
     out = os.fspath(out_dir)
@@ -162,6 +170,7 @@ def run_night(raw_dir, out_dir: str | os.PathLike, *, backend: str = "auto",
     selection = dict(max_fwhm=max_fwhm, max_ellipticity=max_ellipticity, min_stars=min_stars,
                      best_fraction=best_fraction)
     select_frames([], **selection)  # validates the thresholds
+    inputs_selection = selection_from(where, exclude)  # a bad --where fails before any work
     created = not os.path.isdir(out)
     os.makedirs(out, exist_ok=True)
     try:
@@ -172,7 +181,8 @@ def run_night(raw_dir, out_dir: str | os.PathLike, *, backend: str = "auto",
                 previews=previews, threads=threads, mem_limit=mem_limit,
                 log=log or (lambda s: None), align=align, align_model=align_model,
                 selection=selection, gain_normalise=gain_normalise, tiles=tiles,
-                saturation=saturation, cosmetic=cosmetic))
+                saturation=saturation, cosmetic=cosmetic,
+                inputs_selection=inputs_selection, progress=progress))
     except SkystackError:
         if created:  # refused before writing anything: leave no empty OUT_DIR behind
             with contextlib.suppress(OSError):
@@ -187,7 +197,8 @@ def _run_locked(raw_dir, out: str, t0: float, cluster, options: dict) -> NightRe
     from .scan import scan
 
     log = options["log"]
-    plan = plan_night(scan(raw_dir), out, overscan=options["overscan"], trim=options["trim"],
+    scanned = scan(raw_dir, options["inputs_selection"])
+    plan = plan_night(scanned, out, overscan=options["overscan"], trim=options["trim"],
                       save_calibrated=options["save_calibrated"],
                       saturation=options["saturation"])
     for why in plan.renamed.values():
@@ -207,6 +218,7 @@ def _run_locked(raw_dir, out: str, t0: float, cluster, options: dict) -> NightRe
                        align=options["align"], align_model=options["align_model"],
                        selection=selection, gain_normalise=options["gain_normalise"])
     night.cosmetic = options["cosmetic"]
+    night.show_progress = options["progress"]
     planned = night.fingerprints()
 
     def build() -> None:
@@ -230,5 +242,6 @@ def _run_locked(raw_dir, out: str, t0: float, cluster, options: dict) -> NightRe
                           options["backend"])
     write_summary(result, raw_dir=raw_dir, stack_options=stack_options, align={
         "mode": options["align"], "model": options["align_model"], "selection": selection,
-        "objects": {obj: object_alignment(a) for (obj, _), a in night.alignments.items()}})
+        "objects": {obj: object_alignment(a) for (obj, _), a in night.alignments.items()}},
+        selection=scanned.selection)
     return result

@@ -5,6 +5,8 @@ a :class:`SkippedFile` saying why it cannot be used. Nothing here raises for a b
 
 Conventions
 -----------
+* TIFF and XISF files (``.tif``/``.tiff``/``.xisf``) are scanned too, their headers mapped by
+  :mod:`skystack.io.formats_tiff` / :mod:`skystack.io.formats_xisf`.
 * ``role`` is one of ``'bias'``, ``'dark'``, ``'flat'``, ``'light'``, read from ``IMAGETYP``
   (or, when that is missing or blank, ``IMAGETYPE``, ``OBSTYPE``, ``FRAME``), case-insensitively,
   ignoring spaces, ``_`` and ``-`` and a trailing ``FRAME``: ``Bias Frame``/``ZERO`` are biases,
@@ -41,6 +43,7 @@ from astropy.io import fits
 from ..errors import SkystackError
 from ..io.inputs import expand_paths, image_extensions, read_header, with_primary
 from ..io.provenance import exposure_seconds
+from ..io.selection import Selection
 from ..text_table import text_table
 from .names import SEPARATOR, identity_digest, safe_name
 
@@ -163,6 +166,8 @@ class ScanResult:
 
     frames: list[FrameInfo] = field(default_factory=list)
     skipped: list[SkippedFile] = field(default_factory=list)
+    # (keyword, value, comment) cards recording --where/--exclude (skystack.io.selection)
+    selection: tuple = ()
 
     def by_role(self, role: str) -> list[FrameInfo]:
         """Frames of one role, in scan order."""
@@ -296,9 +301,13 @@ def _classify_header(path: str, header: fits.Header, shape) -> FrameInfo | Skipp
                      header=header, notes=tuple(notes))
 
 
+#: Other image files a directory scan picks up (read by skystack.io.formats_tiff/_xisf).
+OTHER_SUFFIXES = (".tif", ".tiff", ".xisf")
+
+
 def _is_fits_name(name: str) -> bool:
     lower = name.lower()
-    return lower.endswith(FITS_SUFFIXES)
+    return lower.endswith(FITS_SUFFIXES + OTHER_SUFFIXES)
 
 
 def _directory_files(directory: str) -> list[str]:
@@ -352,7 +361,8 @@ def check_raw_dir(raw_dir) -> None:
         raise SkystackError(f"{path}: not a directory (give the directory of raw frames)")
 
 
-def scan(inputs: str | os.PathLike | Iterable[str | os.PathLike]) -> ScanResult:
+def scan(inputs: str | os.PathLike | Iterable[str | os.PathLike],
+         selection: Selection | None = None) -> ScanResult:
     """Read and classify every FITS header once.
 
     ``inputs`` is a directory (its ``*.fits``/``.fit``/``.fts`` files, optionally ``.fz`` or
@@ -361,8 +371,28 @@ def scan(inputs: str | os.PathLike | Iterable[str | os.PathLike]) -> ScanResult:
     once. Unreadable, non-FITS, non-2-D and unclassifiable files, missing paths and patterns
     that match nothing become :class:`SkippedFile` entries; this function does not raise for
     them (a caller with nothing in ``frames`` decides what to say).
+
+    ``selection`` (``--exclude``/``--where``): excluded files are not read; ``--where`` keeps
+    the frames (calibrations included) whose header matches; leaving none is a one-line error.
     """
     paths, skipped = _expand(inputs)
+    n_excluded = 0
+    if selection is not None and selection.exclude_file is not None:
+        paths, n_excluded, _ = replace(selection, where=None).apply(
+            paths, path_of=lambda p: p, label_of=os.path.basename, header_of=None)
+    result = _scan_paths(paths, skipped)
+    if selection is not None:
+        n_where = 0
+        if selection.where is not None and result.frames:
+            result.frames, _, n_where = Selection(selection.where).apply(
+                result.frames, path_of=lambda f: f.path, label_of=lambda f: f.name,
+                header_of=lambda f: f.header)
+        result.selection = selection.cards(n_excluded, n_where)
+    return result
+
+
+def _scan_paths(paths: list[str], skipped: list[SkippedFile]) -> ScanResult:
+    """:func:`scan` of expanded paths."""
     result = ScanResult(skipped=skipped)
     seen: set[str] = set()
     for path in paths:

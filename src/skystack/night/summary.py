@@ -114,9 +114,11 @@ def object_alignment(alignment) -> dict:
             "reference": alignment.frames[k].path, "why": result.reference_reason}
 
 
-def write_summary(result: NightResult, *, raw_dir, stack_options: dict, align: dict) -> None:
+def write_summary(result: NightResult, *, raw_dir, stack_options: dict, align: dict,
+                  selection: tuple = ()) -> None:
     """Write ``summary.json`` in the result's OUT_DIR (``align``: the options and the
-    per-object alignments, :func:`object_alignment`)."""
+    per-object alignments, :func:`object_alignment`; ``selection``: the cards recording
+    ``--where``/``--exclude``, :meth:`skystack.io.selection.Selection.cards`)."""
     out = result.out_dir
     doc = {
         "skystack": __version__, "raw": str(raw_dir), "out": out,
@@ -129,6 +131,8 @@ def write_summary(result: NightResult, *, raw_dir, stack_options: dict, align: d
                       **({"ccd_consistency": p.ccd_consistency} if p.ccd_consistency else {})}
                      for p in result.products],
         "align": align,
+        **({"selection": {k if k != "HISTORY" else "history": v for k, v, _ in selection}}
+           if selection else {}),
         "frames": [{"file": r.file, "role": r.role, "group": r.group, "masters": r.masters,
                     "used": r.used, "reason": r.reason,
                     **({"stars": r.stars} if r.stars else {}),
