@@ -157,6 +157,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_grid_options(s, required=False)
     _add_tile_options(s)
     add_align_options(s)
+    s.add_argument("--cfa-as-mono", action="store_true",
+                   help="stack colour (BAYERPAT) frames as monochrome, mixing their colours "
+                        "(refused otherwise)")
     _add_combine_options(s)
     _add_cluster_options(s)
     _add_common(s)
@@ -328,13 +331,13 @@ def _run_stack(a: argparse.Namespace) -> int:
         stack_to_file(a.files, a.output, reference=a.reference, grid_header=a.grid_header,
                       crop=a.crop, interp=a.interp, conserve_flux=a.conserve_flux,
                       backend=a.backend, overwrite=a.overwrite, progress=progress,
-                      threads=a.threads, cluster=_cluster(a), **align_kwargs(a),
-                      **_combine_kwargs(a))
+                      threads=a.threads, cluster=_cluster(a), cfa_as_mono=a.cfa_as_mono,
+                      **align_kwargs(a), **_combine_kwargs(a))
     else:
         stack(a.files, a.output, reference=a.reference, grid_header=a.grid_header,
               crop=a.crop, interp=a.interp, conserve_flux=a.conserve_flux,
               backend=a.backend, overwrite=a.overwrite, progress=progress, threads=a.threads,
-              **align_kwargs(a), **_combine_kwargs(a))
+              cfa_as_mono=a.cfa_as_mono, **align_kwargs(a), **_combine_kwargs(a))
     if not a.quiet:
         print(f"wrote {a.output} ({time.perf_counter() - t0:.2f} s)")
     return 0
