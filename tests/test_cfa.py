@@ -119,9 +119,48 @@ def test_stack_refuses_cfa_unless_asked_for_mono(tmp_path):
     for k, h in enumerate(hdus):
         paths.append(str(tmp_path / f"l{k}.fits"))
         h.writeto(paths[-1])
-    assert main(["stack", *paths, "-o", str(tmp_path / "s.fits"), "-q"]) == 2
+    # the command line debayers colour frames unless told to stack them as mono
+    assert main(["stack", *paths, "-o", str(tmp_path / "s.fits"), "-q"]) == 0
     assert not (tmp_path / "s.fits").exists()
+    assert [fits.getval(tmp_path / f"s_{ch}.fits", "CFACHAN") for ch in "RGB"] == list("RGB")
     assert main(["stack", *paths, "-o", str(tmp_path / "s.fits"), "-q", "--cfa-as-mono"]) == 0
+    assert fits.getval(tmp_path / "s.fits", "CFAMONO") is True
+
+
+@pytest.mark.parametrize("method", ["bilinear", "mhc"])
+def test_stack_debayered_recovers_a_colour_field(tmp_path, method):
+    """Dithered RGGB frames of a sky whose R, G, B are linear in position: the R, G and B
+    stacks equal the truth (both demosaicings are exact for linear colour fields)."""
+    from colour_demosaicing import mosaicing_CFA_Bayer
+
+    from skystack.api_colour import plane_paths, stack_debayered
+
+    shape, offsets = (24, 28), [(0, 0), (3, 2), (-2, 5)]
+
+    def truth(rows, cols):  # on the sky grid of frame 0
+        return np.stack([1000 + 3 * cols + 2 * rows, 2000 - cols + 4 * rows,
+                         500 + 0.5 * cols - rows], axis=-1)
+
+    paths = []
+    for k, (dy, dx) in enumerate(offsets):
+        rows, cols = np.mgrid[0:shape[0], 0:shape[1]].astype(float)
+        cfa = mosaicing_CFA_Bayer(truth(rows + dy, cols + dx), "GBRG").astype(np.float32)
+        header = fits.Header({**_wcs_cards(), "BAYERPAT": "GBRG", "EXPTIME": 10.0,
+                              "CRPIX1": 5.0 - dx, "CRPIX2": 4.0 - dy})
+        paths.append(str(tmp_path / f"c{k}.fits"))
+        fits.PrimaryHDU(cfa, header=header).writeto(paths[-1])
+    out = stack_debayered(paths, tmp_path / "rgb.fits", debayer_method=method, reference=paths[0],
+                          reject="none")
+    assert out == plane_paths(tmp_path / "rgb.fits")
+    rows, cols = np.mgrid[0:shape[0], 0:shape[1]].astype(float)
+    want = truth(rows, cols)
+    for k, path in enumerate(out):
+        with fits.open(path) as hdul:
+            image, count = hdul[0].data, hdul["COUNT"].data
+            assert hdul[0].header["CFACHAN"] == "RGB"[k] and "BAYERPAT" not in hdul[0].header
+        inner = (slice(8, -8), slice(8, -8))  # all three frames, away from every edge
+        assert (count[inner] == 3).all()
+        np.testing.assert_allclose(image[inner], want[..., k][inner], rtol=1e-4)
 
 
 def test_cfa_flat_normalised_per_channel_preserves_light_colours(tmp_path):

@@ -158,8 +158,10 @@ def build_parser() -> argparse.ArgumentParser:
     _add_tile_options(s)
     add_align_options(s)
     s.add_argument("--cfa-as-mono", action="store_true",
-                   help="stack colour (BAYERPAT) frames as monochrome, mixing their colours "
-                        "(refused otherwise)")
+                   help="stack colour (BAYERPAT) frames as monochrome, mixing their colours")
+    s.add_argument("--debayer", choices=("bilinear", "mhc"), default=None,
+                   help="demosaic colour (BAYERPAT) frames and stack R, G, B into "
+                        "OUT_R/_G/_B.fits (default for colour frames: bilinear)")
     _add_combine_options(s)
     _add_cluster_options(s)
     _add_common(s)
@@ -324,6 +326,19 @@ def _run_stack(a: argparse.Namespace) -> int:
     if a.tiles is not None or a.tiles_from:
         return _run_stack_tiles(a)
     t0 = time.perf_counter()
+    if not a.cfa_as_mono and _cluster(a) is None:
+        from .api_colour import frames_are_cfa, stack_debayered
+
+        if a.debayer or frames_are_cfa(a.files, a.hdu):  # colour frames: never stacked as mono
+            log = None if a.quiet else print
+            if log and not a.debayer:
+                log("colour (Bayer) frames: debayered (bilinear) and stacked as R, G, B")
+            stack_debayered(a.files, a.output, debayer_method=a.debayer or "bilinear",
+                            reference=a.reference, grid_header=a.grid_header, crop=a.crop,
+                            interp=a.interp, conserve_flux=a.conserve_flux, backend=a.backend,
+                            overwrite=a.overwrite, threads=a.threads, log=log,
+                            **align_kwargs(a), **_combine_kwargs(a))
+            return 0
     progress = None if a.quiet else ProgressBar("stacking")
     if _cluster(a) is not None:  # streamed to the file by the workers, never in memory here
         from .api_reproject import stack_to_file

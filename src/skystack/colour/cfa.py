@@ -152,8 +152,9 @@ def refuse_resampled_cfa(frames, as_mono: bool) -> CfaPattern | None:
     if pattern is not None and not as_mono:
         raise SkystackError(
             f"{frames[0].label}: colour (Bayer {pattern.name}) frames would be resampled as "
-            "monochrome, mixing their colours: debayer them first, or give --cfa-as-mono "
-            "(cfa_as_mono=True) to stack the raw mosaic as mono")
+            "monochrome, mixing their colours: debayer them (skystack stack --debayer, "
+            "skystack.api_colour.stack_debayered), or give --cfa-as-mono (cfa_as_mono=True) "
+            "to stack the raw mosaic as mono")
     return pattern
 
 
