@@ -27,7 +27,7 @@ import numpy as np
 from astropy.io import fits
 
 from .colour.cfa import CFA_KEYS, CHANNELS, common_cfa
-from .colour.debayer import DEBAYER_METHODS, debayer
+from .colour.debayer import DEBAYER_METHODS, debayer, plane_cards
 from .core.frame import Frame
 from .core.tiles import Tile
 from .errors import SkystackError
@@ -122,8 +122,8 @@ def stack_debayered(inputs, output: str | os.PathLike, *,
                                     grid_header=grid_header, crop=crop)
     for channel, plane_frames, path in zip(CHANNELS, planes, paths, strict=True):
         header = plan.merged_header(extra_header)
-        header["CFACHAN"] = (channel, "colour plane of debayered Bayer frames")
-        header["DEBAYER"] = (debayer_method, "demosaicing method")
+        for key, value, comment in plane_cards(channel, debayer_method):
+            header[key] = (value, comment)
         header["CFAREG"] = ("G", "registration and frame selection made on this plane")
         stack_to_file([plane_frames[k] for k in kept], path, grid=grid,
                       wcs_list=list(plan.wcs_list), interp=interp,

@@ -155,3 +155,10 @@ def debayer(cfa: np.ndarray, layout: str, method: str = "bilinear") -> np.ndarra
     masks = _masks(layout, data.shape)
     planes = _bilinear(data, masks) if method == "bilinear" else _mhc(data, masks)
     return planes.astype(np.float32)
+
+
+def plane_cards(channel: str, method: str) -> list[tuple[str, str, str]]:
+    """Header cards (keyword, value, comment) of a product made of debayered planes:
+    ``CFACHAN`` (R, G or B) and ``DEBAYER`` (the method)."""
+    return [("CFACHAN", channel, "colour plane of debayered Bayer frames"),
+            ("DEBAYER", method, "demosaicing method")]

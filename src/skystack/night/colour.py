@@ -23,7 +23,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..colour.cfa import CFA_KEYS, CHANNELS, cfa_pattern
-from ..colour.debayer import debayer
+from ..colour.debayer import debayer, plane_cards
 from ..core.frame import Frame
 from ..core.tiles import Tile
 from ..errors import SkystackError
@@ -68,8 +68,8 @@ def plane_frame(frame: Frame, channel: str, method: str = NIGHT_DEBAYER) -> Fram
     header = frame.header.copy()
     for key in CFA_KEYS:
         header.remove(key, ignore_missing=True)
-    header["CFACHAN"] = (channel, "colour plane of debayered Bayer frames")
-    header["DEBAYER"] = (method, "demosaicing method")
+    for key, value, comment in plane_cards(channel, method):
+        header[key] = (value, comment)
     return Frame(frame.label, frame.shape, header, ArraySource(plane), frame.path,
                  frame.hdu_index)
 

@@ -136,7 +136,7 @@ def normalise_flat(path: str, label: str | None = None) -> float:
         if "UNCERT" in hdul:
             hdul["UNCERT"].data = (hdul["UNCERT"].data / divisor).astype(np.float32)
         comment = ("ADU: the combined flat was divided by this" if pattern is None else
-                   "ADU: the green level (each channel divided by its own)")
+                   "ADU: green level (each colour by its own)")
         hdul[0].header["FLATNORM"] = (median, comment)
         hdul[0].header["BUNIT"] = ("", "relative response, median 1")
     return median

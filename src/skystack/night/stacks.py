@@ -22,6 +22,7 @@ import time
 
 from astropy.io import fits
 
+from ..colour.debayer import plane_cards
 from ..errors import SkystackError
 from ..register.plan import (
     NO_WCS,
@@ -34,7 +35,7 @@ from ..register.plan import (
     registration_grid,
 )
 from .ccds import ccd_consistency, consistency_warnings, frame_ccd, is_mosaic, union_grid
-from .colour import green_frames, plane_frame
+from .colour import NIGHT_DEBAYER, green_frames, plane_frame
 from .plan import Camera, StackJob
 from .products import atomic_path
 from .summary import Product, measurement_dict, registration_dict
@@ -191,6 +192,7 @@ def build_stack(night, job: StackJob, product: Product, header: fits.Header,
         header["GRIDREF"] = gridref_card(os.path.basename(ref.path or ref.label))
     if job.channel is not None:  # colour lights: this stack's plane, debayered after calibration
         usable = [plane_frame(f, job.channel) for f in usable]
+        header.extend(plane_cards(job.channel, NIGHT_DEBAYER), update=True)
     with atomic_path(job.path, overwrite=True, stable=night.cluster is not None) as tmp:
         stack_to_file(usable, tmp, grid=grid, extra_header=header, overwrite=True,
                       wcs_list=wcs_list, **night.stack_options, **night.common())
