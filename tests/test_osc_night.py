@@ -7,7 +7,8 @@ from __future__ import annotations
 import numpy as np
 from astropy.io import fits
 
-from skystack.night.run import run_night
+from skystack.cli import main
+from skystack.demo import run_osc_demo
 from skystack.osc_data import FLAT_LEVELS, write_osc_night
 
 
@@ -19,10 +20,13 @@ def _aperture_counts(image, x, y, radius=8.0):
 
 
 def test_osc_night_star_colours_match_truth(tmp_path):
-    night = write_osc_night(tmp_path / "raw")  # 256 x 256, 5 lights, RGGB
+    # `skystack demo --osc`: the night written to out/raw (seeded: the same as `night`'s) and
+    # reduced by `skystack night`
     out = tmp_path / "out"
-    result = run_night(tmp_path / "raw", out)
-    assert {p.status for p in result.products} == {"built"}
+    products = run_osc_demo(out, quiet=True)
+    night = write_osc_night(tmp_path / "truth")  # 256 x 256, 5 lights, RGGB
+    assert sorted(p.name for p in products if p.parent.name == "stacks") == \
+        [f"{night.object}_{c}.fits" for c in "BGR"]
 
     # masters stay in CFA space; the flat is normalised per colour channel
     assert fits.getval(out / "masters" / "bias.fits", "BAYERPAT") == "RGGB"
@@ -53,3 +57,8 @@ def test_osc_night_star_colours_match_truth(tmp_path):
     assert np.all(np.abs(np.median(ratios, axis=0) - 1) < 0.015)
     # Fluxes: the 8 px aperture misses ~3 % of a Moffat star's light, in every colour alike.
     assert np.all(np.abs(np.median(scales, axis=0) - 0.97) < 0.03), np.median(scales, axis=0)
+
+
+def test_demo_osc_and_survey_are_exclusive(tmp_path):
+    assert main(["demo", "--osc", "--survey", str(tmp_path / "e"), "-q"]) == 2
+    assert not (tmp_path / "e").exists()

@@ -227,6 +227,8 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--survey", action="store_true",
                    help="a survey night instead: a 6-CCD mosaic camera, 3x3 pointings in g and "
                         "r, reduced CCD by CCD and co-added on sky tiles")
+    d.add_argument("--osc", action="store_true",
+                   help="a one-shot-colour (Bayer RGGB) CMOS night instead: stacks in R, G, B")
     _add_common(d)
 
     add_bench_parser(sub)
@@ -433,10 +435,12 @@ def _run_inspect(a: argparse.Namespace) -> int:
 
 
 def _run_demo(a: argparse.Namespace) -> int:
-    from .demo import run_demo, run_survey_demo
+    from .demo import run_demo, run_osc_demo, run_survey_demo
 
-    (run_survey_demo if a.survey else run_demo)(a.directory, backend=a.backend,
-                                                overwrite=a.overwrite, quiet=a.quiet)
+    if a.survey and a.osc:
+        raise SkystackError("give --survey or --osc, not both")
+    run = run_survey_demo if a.survey else run_osc_demo if a.osc else run_demo
+    run(a.directory, backend=a.backend, overwrite=a.overwrite, quiet=a.quiet)
     return 0
 
 
