@@ -6,7 +6,8 @@
   a bias is never scaled);
 * flat per filter: bias- and dark-corrected flats, each scaled to a common median
   (``scale="median"``), sigma-clipped mean, then divided by its own median so that the master
-  flat has median 1 exactly (``FLATNORM`` records the divisor, in ADU);
+  flat has median 1 exactly (``FLATNORM`` records the divisor, in ADU; a colour (Bayer) flat
+  per colour channel, see :func:`normalise_flat`);
 * bad-pixel mask (uint8, 1 = bad): *hot* pixels of the master dark, above their *local* level
   (a running median) by more than ``hot_sigma`` local robust sigmas and at least ``hot_floor``
   ADU over the exposure, so that amplifier glow and gradients are not taken for hot pixels;
