@@ -189,3 +189,14 @@ def test_cfa_flat_normalised_per_channel_preserves_light_colours(tmp_path):
     calibrated = light / norm
     measured = np.array([np.median(calibrated[channel == c]) for c in range(3)])
     np.testing.assert_allclose(measured / measured[1], truth / truth[1], rtol=0.01)
+
+
+def test_night_plans_three_plane_stacks_for_colour_lights():
+    from skystack.night.colour import colour_stack_keys
+
+    colour = [fits.Header({"BAYERPAT": "RGGB"})] * 2
+    assert colour_stack_keys("none", colour, ["a", "b"]) == [("R", "R"), ("G", "G"), ("B", "B")]
+    assert colour_stack_keys("L-eXtreme", colour, ["a", "b"])[0] == ("L-eXtreme_R", "R")
+    assert colour_stack_keys("V", [fits.Header()] * 2, ["a", "b"]) == []
+    with pytest.raises(SkystackError, match="b: monochrome light mixed with colour"):
+        colour_stack_keys("none", [colour[0], fits.Header()], ["a", "b"])
