@@ -13,6 +13,7 @@ from astropy.wcs import WCS
 
 from .api import header_unit, load_checked, refuse_input_as_output
 from .backends import get_backend
+from .colour.cfa import mark_resampled_cfa, refuse_resampled_cfa
 from .config import check_choice as _check_choice
 from .config import check_threads
 from .core.grid import Grid, frame_wcs
@@ -92,7 +93,8 @@ def stack(inputs, output: str | os.PathLike | None = None, *, reference=None,
           max_tile_rows: int | None = None, align: str = "wcs",
           align_model: str = "similarity", max_fwhm: float | None = None,
           max_ellipticity: float | None = None, min_stars: int | None = None,
-          best_fraction: float | None = None, **options) -> CCDData:
+          best_fraction: float | None = None, cfa_as_mono: bool = False,
+          **options) -> CCDData:
     """Reproject ``inputs`` onto one grid and combine them: a deep co-add.
 
     Parameters
@@ -117,6 +119,9 @@ def stack(inputs, output: str | os.PathLike | None = None, *, reference=None,
     max_fwhm, max_ellipticity, min_stars, best_fraction
         Frame selection by measured stars (:func:`skystack.register.select_frames`); skipped
         frames are logged and listed in the header's HISTORY.
+    cfa_as_mono
+        Colour (Bayer, ``BAYERPAT``) frames are refused (resampling mixes their colours)
+        unless this is true: they are then stacked as monochrome (``CFAMONO`` in the header).
     options
         Every option of :func:`skystack.combine` (method, reject, weights, scale, ...).
 
@@ -135,6 +140,7 @@ def stack(inputs, output: str | os.PathLike | None = None, *, reference=None,
     _check_choice("interp", interp, INTERPOLATIONS)
     check_threads(threads)  # before alignment, which already uses the threads
     opts, frames = load_checked(inputs, output, overwrite, options)
+    refuse_resampled_cfa(frames, cfa_as_mono)
     from .register.plan import keep_frames_on_grid, plan_stack
 
     plan = plan_stack(frames, align=align, reference=reference, grid_header=grid_header,
@@ -175,7 +181,7 @@ def stack_to_file(inputs, output: str | os.PathLike, *, grid: Grid | None = None
                   align_model: str = "similarity", max_fwhm: float | None = None,
                   max_ellipticity: float | None = None, min_stars: int | None = None,
                   best_fraction: float | None = None, wcs_list: list | None = None,
-                  **options) -> str:
+                  cfa_as_mono: bool = False, **options) -> str:
     """Like :func:`stack`, streaming the result to ``output`` without keeping it in memory.
 
     ``grid`` (a :class:`~skystack.stacking.Grid`) may be given directly instead of
@@ -183,10 +189,12 @@ def stack_to_file(inputs, output: str | os.PathLike, *, grid: Grid | None = None
     header. ``cluster`` runs the tiles on Dask workers (as for
     :func:`skystack.combine_to_file`). ``align`` and the selection options as for
     :func:`stack`. ``wcs_list`` (one celestial WCS per input, e.g. from a registration made
-    by the caller) replaces the inputs' own WCS and ``align``. Returns the output path."""
+    by the caller) replaces the inputs' own WCS and ``align``. ``cfa_as_mono`` as for
+    :func:`stack`. Returns the output path."""
     _check_choice("interp", interp, INTERPOLATIONS)
     check_threads(threads)  # before alignment, which already uses the threads
     opts, frames = load_checked(inputs, output, overwrite, options)
+    refuse_resampled_cfa(frames, cfa_as_mono)
     if wcs_list is not None:
         if len(wcs_list) != len(frames):
             raise SkystackError(f"{len(wcs_list)} WCS given for {len(frames)} frames")
@@ -221,6 +229,7 @@ def stack_header(frames, opts, describe: str, grid: Grid, interp: str, conserve_
     """The header of a stack: provenance (``describe`` names the backend) with the grid's WCS,
     INTERP, CONSFLUX, BUNIT (``adu`` if the inputs give none) and ``extra_header`` cards."""
     header = _grid_header(build_header(frames, opts, describe), grid)
+    mark_resampled_cfa(header)  # allowed only with cfa_as_mono (refuse_resampled_cfa)
     header["INTERP"] = (interp, "resampling onto the output grid")
     header["CONSFLUX"] = (bool(conserve_flux), "values scaled by pixel-area ratio")
     if "BUNIT" not in header:

@@ -183,6 +183,11 @@ def build_parser() -> argparse.ArgumentParser:
     _add_grid_options(s, required=False)
     _add_tile_options(s)
     add_align_options(s)
+    s.add_argument("--cfa-as-mono", action="store_true",
+                   help="stack colour (BAYERPAT) frames as monochrome, mixing their colours")
+    s.add_argument("--debayer", choices=("bilinear", "mhc"), default=None,
+                   help="demosaic colour (BAYERPAT) frames and stack R, G, B into "
+                        "OUT_R/_G/_B.fits (default for colour frames: bilinear)")
     _add_combine_options(s)
     _add_selection(s)
     _add_cluster_options(s)
@@ -255,6 +260,8 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--survey", action="store_true",
                    help="a survey night instead: a 6-CCD mosaic camera, 3x3 pointings in g and "
                         "r, reduced CCD by CCD and co-added on sky tiles")
+    d.add_argument("--osc", action="store_true",
+                   help="a one-shot-colour (Bayer RGGB) CMOS night instead: stacks in R, G, B")
     _add_common(d)
 
     add_bench_parser(sub)
@@ -356,6 +363,19 @@ def _run_stack(a: argparse.Namespace) -> int:
     if a.tiles is not None or a.tiles_from:
         return _run_stack_tiles(a)
     t0 = time.perf_counter()
+    if not a.cfa_as_mono and _cluster(a) is None:
+        from .api_colour import frames_are_cfa, stack_debayered
+
+        if a.debayer or frames_are_cfa(a.files, a.hdu):  # colour frames: never stacked as mono
+            log = None if a.quiet else print
+            if log and not a.debayer:
+                log("colour (Bayer) frames: debayered (bilinear) and stacked as R, G, B")
+            stack_debayered(a.files, a.output, debayer_method=a.debayer or "bilinear",
+                            reference=a.reference, grid_header=a.grid_header, crop=a.crop,
+                            interp=a.interp, conserve_flux=a.conserve_flux, backend=a.backend,
+                            overwrite=a.overwrite, threads=a.threads, log=log,
+                            **align_kwargs(a), **_combine_kwargs(a))
+            return 0
     progress = None if a.quiet else ProgressBar("stacking")
     if _cluster(a) is not None:  # streamed to the file by the workers, never in memory here
         from .api_reproject import stack_to_file
@@ -363,13 +383,13 @@ def _run_stack(a: argparse.Namespace) -> int:
         stack_to_file(a.files, a.output, reference=a.reference, grid_header=a.grid_header,
                       crop=a.crop, interp=a.interp, conserve_flux=a.conserve_flux,
                       backend=a.backend, overwrite=a.overwrite, progress=progress,
-                      threads=a.threads, cluster=_cluster(a), **align_kwargs(a),
-                      **_combine_kwargs(a))
+                      threads=a.threads, cluster=_cluster(a), cfa_as_mono=a.cfa_as_mono,
+                      **align_kwargs(a), **_combine_kwargs(a))
     else:
         stack(a.files, a.output, reference=a.reference, grid_header=a.grid_header,
               crop=a.crop, interp=a.interp, conserve_flux=a.conserve_flux,
               backend=a.backend, overwrite=a.overwrite, progress=progress, threads=a.threads,
-              **align_kwargs(a), **_combine_kwargs(a))
+              cfa_as_mono=a.cfa_as_mono, **align_kwargs(a), **_combine_kwargs(a))
     if not a.quiet:
         print(f"wrote {a.output} ({time.perf_counter() - t0:.2f} s)")
     return 0
@@ -454,10 +474,12 @@ def _run_inspect(a: argparse.Namespace) -> int:
 
 
 def _run_demo(a: argparse.Namespace) -> int:
-    from .demo import run_demo, run_survey_demo
+    from .demo import run_demo, run_osc_demo, run_survey_demo
 
-    (run_survey_demo if a.survey else run_demo)(a.directory, backend=a.backend,
-                                                overwrite=a.overwrite, quiet=a.quiet)
+    if a.survey and a.osc:
+        raise SkystackError("give --survey or --osc, not both")
+    run = run_survey_demo if a.survey else run_osc_demo if a.osc else run_demo
+    run(a.directory, backend=a.backend, overwrite=a.overwrite, quiet=a.quiet)
     return 0
 
 

@@ -13,6 +13,10 @@ the night reuses every product that is up to date.
 6-CCD mosaic camera, MEF exposures, some ``.fits.fz``, 3 x 3 overlapping pointings in g and r),
 reduced CCD by CCD with ``--gain-normalise`` and co-added on sky tiles of
 :data:`SURVEY_TILE_DEG` (``stacks/<TILE>_<FILTER>.fits`` and ``stacks/tiles.json``).
+
+``skystack demo --osc DIR``: the one-shot-colour night of :mod:`skystack.osc_data` (a Bayer
+RGGB CMOS camera with amplifier glow, hot pixels and a coloured, vignetted flat), calibrated in
+CFA space and stacked in R, G and B (``stacks/<OBJECT>_R.fits`` … and an RGB composite).
 """
 
 from __future__ import annotations
@@ -120,3 +124,28 @@ def _report_stack(path: Path) -> None:
         print(f"{path.name}: median sky {np.nanmedian(image):.1f} ADU, coverage "
               f"{int(count.min())}..{int(count.max())} frames, NCOMBINE="
               f"{hdul[0].header['NCOMBINE']}")
+
+
+def run_osc_demo(directory: str | os.PathLike, *, backend: str = "auto",
+                 overwrite: bool = False, quiet: bool = False) -> list[Path]:
+    """Write the one-shot-colour night into ``directory/raw`` (once) and reduce it into
+    ``directory`` (see module docstring); returns the product paths."""
+    from .night.run import format_night_table, run_night
+    from .osc_data import write_osc_night
+
+    directory = Path(directory)
+    raw = directory / "raw"
+    marker = raw / "osc.json"
+    if not marker.is_file():
+        night = write_osc_night(raw)
+        marker.write_text(json.dumps({"lights": len(night.light)}))
+        if not quiet:
+            print(f"wrote the one-shot-colour night to {raw}")
+    result = run_night(raw, directory, backend=backend, overwrite=overwrite,
+                       log=None if quiet else print)
+    if not quiet:
+        print()
+        print(format_night_table(result))
+        print(f"done in {result.seconds:.1f} s; R, G, B stacks in {directory / 'stacks'}, "
+              f"RGB composite in {directory / 'previews'}")
+    return [Path(p.path) for p in result.products]

@@ -22,7 +22,10 @@ Keywords written (all in the primary header):
   ``SATLEVEL`` their level (:mod:`skystack.io.saturation`);
 * ``SKYSVER`` skystack version, ``SKYSBKND`` the backend;
 * the first frame's WCS (SIP included), and keywords such as OBJECT and FILTER where every frame
-  agrees on them.
+  agrees on them;
+* ``BAYERPAT``, ``XBAYROFF``, ``YBAYROFF``, ``ROWORDER`` when the frames are colour (Bayer) data
+  with one layout (:func:`skystack.colour.cfa.common_cfa`; mixing colour and monochrome frames
+  or layouts is refused): combined pixel by pixel, each photosite keeps its colour.
 """
 
 from __future__ import annotations
@@ -34,6 +37,7 @@ import numpy as np
 from astropy.io import fits
 
 from .._version import __version__
+from ..colour.cfa import common_cfa
 from ..config import CombineOptions
 from ..exposure import MAX_EXPTIME
 from ..normalization import frame_weights
@@ -93,6 +97,10 @@ def build_header(frames: list[Frame], options: CombineOptions, backend: str) -> 
     for key in SHARED_KEYS:
         if key in first and all(f.header.get(key) == first[key] for f in frames[1:]):
             h[key] = (first[key], first.comments[key])
+    cfa = common_cfa(frames)  # a pixel-by-pixel combine keeps the Bayer layout
+    if cfa is not None:
+        for key, value, comment in cfa.cards():
+            h[key] = (value, comment)
     unit = common_unit(frames)
     if unit is not None:
         h["BUNIT"] = (unit, "unit of the inputs")

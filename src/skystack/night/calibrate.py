@@ -392,6 +392,18 @@ def _shift_wcs(header: fits.Header, trim: Section) -> None:
                                 "offset from the raw frame (trimmed)")
 
 
+def shift_cfa_cards(header: fits.Header, trim: Section, shape: tuple[int, int],
+                    new_shape: tuple[int, int], label: str) -> None:
+    """Keep every photosite's colour when a colour (Bayer) frame of ``shape`` is cut to
+    ``trim``: an odd first row or column moves the pattern (``XBAYROFF``/``YBAYROFF``)."""
+    from ..colour.cfa import cfa_pattern
+
+    pattern = cfa_pattern(header, label)
+    if pattern is not None:
+        for key, value, comment in pattern.cropped(trim.r0, trim.c0, shape, new_shape).cards():
+            header[key] = (value, comment)
+
+
 def calibrated_frame(frame: Frame, calibration: Calibration) -> Frame:
     """``frame`` as the tile loop should see it once calibrated (shape trimmed, WCS shifted,
     ``HISTORY`` cards for each step); pixels are calibrated lazily, tile by tile."""
@@ -399,6 +411,7 @@ def calibrated_frame(frame: Frame, calibration: Calibration) -> Frame:
     header = frame.header.copy()
     if calibration.trim is not None:
         _shift_wcs(header, calibration.trim)
+        shift_cfa_cards(header, calibration.trim, frame.shape, source.shape, frame.label)
         for key in ("TRIMSEC", "BIASSEC", "DATASEC"):
             header.remove(key, ignore_missing=True)
     header["NAXIS1"], header["NAXIS2"] = source.shape[1], source.shape[0]

@@ -6,7 +6,8 @@
   a bias is never scaled);
 * flat per filter: bias- and dark-corrected flats, each scaled to a common median
   (``scale="median"``), sigma-clipped mean, then divided by its own median so that the master
-  flat has median 1 exactly (``FLATNORM`` records the divisor, in ADU);
+  flat has median 1 exactly (``FLATNORM`` records the divisor, in ADU; a colour (Bayer) flat
+  per colour channel, see :func:`normalise_flat`);
 * bad-pixel mask (uint8, 1 = bad): *hot* pixels of the master dark, above their *local* level
   (a running median) by more than ``hot_sigma`` local robust sigmas and at least ``hot_floor``
   ADU over the exposure, so that amplifier glow and gradients are not taken for hot pixels;
@@ -77,6 +78,27 @@ def choose_dark(darks: Mapping[float, T], exptime: float, bias_subtracted: bool
                            f"level), dark current of {exptime - t:+g} s not corrected")
 
 
+def _flat_level(values: np.ndarray, sample: np.ndarray, name: str, what: str) -> float:
+    """The median of a flat's ``values`` (ADU), refused when it holds no light (see
+    :func:`normalise_flat`; the scatter is measured on ``sample``, a subset of ``values``);
+    ``what`` names the pixels in the message."""
+    from ..errors import SkystackError
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN
+        median = float(np.nanmedian(values))
+        spread = 1.4826 * float(np.nanmedian(np.abs(sample - median)))
+    if not np.isfinite(median):
+        raise SkystackError(f"{name}: combined flat has no valid pixel{what} (all NaN)")
+    if median <= 0:
+        raise SkystackError(f"{name}: combined flat has median {median:.4g} ADU{what} (after "
+                            "bias and dark), not positive: no light")
+    if median <= spread:
+        raise SkystackError(f"{name}: combined flat has median {median:.4g} ADU{what}, not "
+                            f"above its pixel scatter {spread:.4g} ADU: no light")
+    return median
+
+
 def normalise_flat(path: str, label: str | None = None) -> float:
     """Divide the combined flat at ``path`` (image and UNCERT) by its median, in place.
 
@@ -84,28 +106,39 @@ def normalise_flat(path: str, label: str | None = None) -> float:
     above its own robust spread (MAD-based standard deviation: no signal, only noise) cannot be
     normalised: :class:`SkystackError` naming ``label`` (default ``path``; the caller's final
     product name when ``path`` is a temporary file). Holds one image plane in memory (the
-    median needs all pixels)."""
-    from ..errors import SkystackError
+    median needs all pixels).
+
+    A colour (Bayer, ``BAYERPAT``) flat is normalised *per colour channel*: the red, green and
+    blue photosites are each divided by their own channel's median (``FLATNR``, ``FLATNG``,
+    ``FLATNB``), so that each channel's response has median 1. Dividing all photosites by one
+    median would leave the lamp's (or sky's) colour in the flat, and dividing a light by it
+    would shift the light's colours by the inverse. ``FLATNORM`` (and the value returned) is
+    then the green channel's median."""
+    from ..colour.cfa import CHANNELS, cfa_pattern
 
     name = label or path
     with fits.open(path, mode="update", memmap=True) as hdul:
         data = hdul[0].data
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN
-            median = float(np.nanmedian(data))
-            spread = 1.4826 * float(np.nanmedian(np.abs(data[::4, ::4] - median)))
-        if not np.isfinite(median):
-            raise SkystackError(f"{name}: combined flat has no valid pixel (all NaN)")
-        if median <= 0:
-            raise SkystackError(f"{name}: combined flat has median {median:.4g} ADU (after bias "
-                                "and dark), not positive: no light")
-        if median <= spread:
-            raise SkystackError(f"{name}: combined flat has median {median:.4g} ADU, not above "
-                                f"its pixel scatter {spread:.4g} ADU: no light")
-        hdul[0].data = (data / np.float32(median)).astype(np.float32)
+        pattern = cfa_pattern(hdul[0].header, name)
+        if pattern is None:
+            median = _flat_level(data, data[::4, ::4], name, "")
+            divisor = np.float32(median)
+        else:
+            channel = pattern.channel_map(data.shape)
+            levels = []
+            for c, ch in enumerate(CHANNELS):
+                values = data[channel == c]
+                levels.append(_flat_level(values, values[::4], name, f" in {ch} photosites"))
+            divisor = np.asarray(levels, np.float32)[channel]
+            median = levels[1]
+            for ch, level in zip(CHANNELS, levels, strict=True):
+                hdul[0].header[f"FLATN{ch}"] = (level, f"ADU: {ch} photosites divided by this")
+        hdul[0].data = (data / divisor).astype(np.float32)
         if "UNCERT" in hdul:
-            hdul["UNCERT"].data = (hdul["UNCERT"].data / np.float32(median)).astype(np.float32)
-        hdul[0].header["FLATNORM"] = (median, "ADU: the combined flat was divided by this")
+            hdul["UNCERT"].data = (hdul["UNCERT"].data / divisor).astype(np.float32)
+        comment = ("ADU: the combined flat was divided by this" if pattern is None else
+                   "ADU: green level (each colour by its own)")
+        hdul[0].header["FLATNORM"] = (median, comment)
         hdul[0].header["BUNIT"] = ("", "relative response, median 1")
     return median
 

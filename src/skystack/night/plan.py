@@ -23,6 +23,7 @@ from ..exposure import header_exptime_problem
 from ..io.saturation import check_level, saturation_level
 from . import masters as mst
 from .calibrate import Calibration, parse_section
+from .colour import colour_stack_keys
 from .names import ProductNames, describe, safe_name
 from .scan import FrameInfo, ScanResult
 from .summary import FrameRecord
@@ -129,6 +130,7 @@ class StackJob:
     camera: Camera
     object: str
     filter: str
+    channel: str | None = None  # R, G or B: a plane of debayered colour lights (night.colour)
 
     def product_key(self) -> dict:
         return {"object": self.object, "filter": self.filter,
@@ -315,16 +317,21 @@ class _Planner:
             if key[1] == cam:
                 self.grid_refs[key] = _grid_light(frames)
         jobs = []
-        for (obj, filt) in sorted(by_stack):
-            stem = f"{safe_name(obj)}_{safe_name(filt)}{sfx}"
-            identity = ("stack", obj, filt, cam.identity)
-            path = self.claim("stacks", stem, identity)
-            self.preview_paths[path] = self.claim("previews", stem, identity, ".png")
-            self.rgb_paths.setdefault((obj, cam), self.claim(
-                "previews", f"{safe_name(obj)}_rgb{sfx}", ("rgb", obj, cam.identity), ".png"))
-            group = f"{obj} {filt}" + (f" {cam.label}" if many else "")
-            jobs.append(StackJob(path, tuple(_by_date(by_stack[(obj, filt)])), group, cam,
-                                 obj, filt))
+        for (obj, raw_filt) in sorted(by_stack):
+            members = by_stack[(obj, raw_filt)]
+            planes = colour_stack_keys(raw_filt, [f.info.header for f in members],
+                                       [f.name for f in members]) or [(raw_filt, None)]
+            for filt, channel in planes:  # colour lights: one stack per R, G, B plane
+                stem = f"{safe_name(obj)}_{safe_name(filt)}{sfx}"
+                identity = ("stack", obj, filt, cam.identity)
+                path = self.claim("stacks", stem, identity)
+                self.preview_paths[path] = self.claim("previews", stem, identity, ".png")
+                self.rgb_paths.setdefault((obj, cam), self.claim(
+                    "previews", f"{safe_name(obj)}_rgb{sfx}", ("rgb", obj, cam.identity),
+                    ".png"))
+                group = f"{obj} {filt}" + (f" {cam.label}" if many else "")
+                jobs.append(StackJob(path, tuple(_by_date(members)), group, cam, obj, filt,
+                                     channel))
         return jobs
 
     def finish(self, jobs: list) -> NightPlan:

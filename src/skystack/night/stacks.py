@@ -22,6 +22,7 @@ import time
 
 from astropy.io import fits
 
+from ..colour.debayer import plane_cards
 from ..errors import SkystackError
 from ..register.plan import (
     NO_WCS,
@@ -34,6 +35,7 @@ from ..register.plan import (
     registration_grid,
 )
 from .ccds import ccd_consistency, consistency_warnings, frame_ccd, is_mosaic, union_grid
+from .colour import NIGHT_DEBAYER, green_frames, plane_frame
 from .plan import Camera, StackJob
 from .products import atomic_path
 from .summary import Product, measurement_dict, registration_dict
@@ -57,7 +59,7 @@ def object_alignment(night, obj: str, camera: Camera):
     alignment = None
     if lights:
         t0 = time.perf_counter()
-        alignment = align_frames(lights, night.align, model=night.align_model,
+        alignment = align_frames(green_frames(lights), night.align, model=night.align_model,
                                  threads=night.threads)
         if alignment.mode == "stars":
             result = alignment.result
@@ -123,7 +125,9 @@ def _grid(night, job: StackJob, alignment, usable: list, wcs_list: list) -> tupl
         ref = night.light(night.plan.grid_refs[(job.object, job.camera)])
     except SkystackError:
         ref = None
-    k = next((k for k, f in enumerate(alignment.frames) if f is ref), None)
+    # By file and HDU: colour lights are aligned on their green planes (night.colour).
+    k = next((k for k, f in enumerate(alignment.frames) if ref is not None and (
+        f is ref or (f.path, f.hdu_index) == (ref.path, ref.hdu_index))), None)
     wcs = alignment.wcs[k] if k is not None else None
     if is_mosaic(job.frames):
         # Every CCD image of the object (every filter: its stacks share the grid).
@@ -186,6 +190,9 @@ def build_stack(night, job: StackJob, product: Product, header: fits.Header,
                              " CCD images", "grid: covers every CCD image of the object")
     else:
         header["GRIDREF"] = gridref_card(os.path.basename(ref.path or ref.label))
+    if job.channel is not None:  # colour lights: this stack's plane, debayered after calibration
+        usable = [plane_frame(f, job.channel) for f in usable]
+        header.extend(plane_cards(job.channel, NIGHT_DEBAYER), update=True)
     with atomic_path(job.path, overwrite=True, stable=night.cluster is not None) as tmp:
         stack_to_file(usable, tmp, grid=grid, extra_header=header, overwrite=True,
                       wcs_list=wcs_list, **night.stack_options, **night.common())
