@@ -200,3 +200,33 @@ def test_night_plans_three_plane_stacks_for_colour_lights():
     assert colour_stack_keys("V", [fits.Header()] * 2, ["a", "b"]) == []
     with pytest.raises(SkystackError, match="b: monochrome light mixed with colour"):
         colour_stack_keys("none", [colour[0], fits.Header()], ["a", "b"])
+
+
+def test_debayered_stack_masks_saturation_and_selects_on_the_raw_mosaic(tmp_path):
+    """Saturation levels are raw ADU and --where reads the raw headers: both act on the colour
+    frames before debayering. A frame saturated (raw 60000 >= SATURATE) in a 4x4 block leaves
+    that block's colour planes to the other frames (COUNT 1 there, value of the unsaturated
+    frame), and a frame failing --where is not stacked at all (recorded in the header)."""
+    from skystack.api_colour import stack_debayered
+
+    shape = (24, 28)
+    paths = []
+    for k, level in enumerate((1000.0, 3000.0, 5000.0)):
+        cfa = np.full(shape, level, np.float32)
+        if k == 1:
+            cfa[10:14, 10:14] = 60000.0
+        header = fits.Header({**_wcs_cards(), "BAYERPAT": "RGGB", "EXPTIME": 10.0,
+                              "SATURATE": 50000.0, "CRPIX1": 5.0, "CRPIX2": 4.0,
+                              "FILTER": "bad" if k == 2 else "L"})
+        paths.append(str(tmp_path / f"s{k}.fits"))
+        fits.PrimaryHDU(cfa, header=header).writeto(paths[-1])
+    out = stack_debayered(paths, tmp_path / "rgb.fits", reference=paths[0], reject="none",
+                          where="FILTER=L")
+    for path in out:
+        with fits.open(path) as hdul:
+            image, count = hdul[0].data, hdul["COUNT"].data
+            assert "s2.fits" not in repr(hdul[0].header)  # deselected: not a contributor
+            assert hdul[0].header["SELWHERE"] == "FILTER=L"
+        # Away from the saturated block (and its debayering reach), both selected frames count.
+        assert count[2, 2] == 2 and image[2, 2] == pytest.approx(2000.0)
+        assert count[11, 11] == 1 and image[11, 11] == pytest.approx(1000.0)
