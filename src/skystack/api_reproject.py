@@ -34,7 +34,7 @@ if TYPE_CHECKING:  # imported where a CCDData is built (see api.py)
 
 __all__ = ["stack", "stack_to_file", "reproject", "choose_grid"]
 
-INTERPOLATIONS = ("bilinear", "nearest")
+INTERPOLATIONS = ("bilinear", "nearest", "lanczos3", "lanczos4")
 CROPS = ("union", "intersection")
 
 
@@ -103,7 +103,8 @@ def stack(inputs, output: str | os.PathLike | None = None, *, reference=None,
     reference, grid_header, crop
         The output grid (see :func:`choose_grid`).
     interp
-        ``"bilinear"`` (as ``reproject.reproject_interp(order="bilinear")``) or ``"nearest"``.
+        ``"bilinear"`` (as ``reproject.reproject_interp(order="bilinear")``), ``"nearest"``
+        or clamped ``"lanczos3"``/``"lanczos4"`` (:func:`skystack.regrid.interp.lanczos3`).
     conserve_flux
         Multiply each resampled value by the output/input pixel-area ratio (surface brightness
         → flux per pixel).

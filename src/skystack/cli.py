@@ -239,8 +239,10 @@ def _add_grid_options(p: argparse.ArgumentParser, required: bool) -> None:
         g.add_argument("--crop", default="union", choices=("union", "intersection"),
                        help="default grid (north up, median pixel scale): cover every frame "
                             "(union, default) or only the area all frames cover")
-    g.add_argument("--interp", default="bilinear", choices=("bilinear", "nearest"),
-                   help="resampling (default: bilinear, as reproject_interp)")
+    g.add_argument("--interp", default="bilinear",
+                   choices=("bilinear", "nearest", "lanczos3", "lanczos4"),
+                   help="resampling (default: bilinear, as reproject_interp; lanczos3/4: "
+                        "sharper, clamped against ringing)")
     g.add_argument("--conserve-flux", action="store_true",
                    help="multiply by the output/input pixel-area ratio")
 
