@@ -256,6 +256,34 @@ SK_HD float sample_nearest(const FrameBand& b, double x, double y) {
 // [0, 1] past the window's first pixel (interp._lanczos_weights, same formula and order; the
 // sines may differ from the host's libm by an ulp, so results agree to float32 rounding, not
 // bit for bit). Within 1e-12 px of a pixel centre the weight is all on that pixel.
+// sin(pi m / A) and cos(pi m / A) of the taps' integer offsets m = A - 1 - k, k = 0 .. 2A - 1,
+// as the host's libm rounds them (interp._lanczos_tables computes the same values).
+template <int A> struct LanczosTable;
+template <> struct LanczosTable<3> {
+  SK_HD static double s(int k) {
+    const double v[6] = {0.8660254037844387, 0.8660254037844386, 0.0, -0.8660254037844386,
+                         -0.8660254037844387, -1.2246467991473532e-16};
+    return v[k];
+  }
+  SK_HD static double c(int k) {
+    const double v[6] = {-0.4999999999999998, 0.5000000000000001, 1.0, 0.5000000000000001,
+                         -0.4999999999999998, -1.0};
+    return v[k];
+  }
+};
+template <> struct LanczosTable<4> {
+  SK_HD static double s(int k) {
+    const double v[8] = {0.7071067811865476, 1.0, 0.7071067811865475, 0.0, -0.7071067811865475,
+                         -1.0, -0.7071067811865476, -1.2246467991473532e-16};
+    return v[k];
+  }
+  SK_HD static double c(int k) {
+    const double v[8] = {-0.7071067811865475, 6.123233995736766e-17, 0.7071067811865476, 1.0,
+                         0.7071067811865476, 6.123233995736766e-17, -0.7071067811865475, -1.0};
+    return v[k];
+  }
+};
+
 template <int A>
 SK_HD void lanczos_weights(double t, double* w) {
   const double pi = 3.141592653589793;
@@ -278,8 +306,8 @@ SK_HD void lanczos_weights(double t, double* w) {
     const int m = A - 1 - k;
     const double d = dadd(t, (double)m);
     const double sign = (m % 2 == 0) ? 1.0 : -1.0;
-    const double sm = sin(dmul(pi, (double)m) / (double)A);
-    const double cm = cos(dmul(pi, (double)m) / (double)A);
+    const double sm = LanczosTable<A>::s(k);
+    const double cm = LanczosTable<A>::c(k);
     // a * (sign * s1) * (sa * cm + ca * sm) / (pi * pi * (d * d)), as the CPU evaluates it
     const double num = dmul(dmul((double)A, dmul(sign, s1)), dadd(dmul(sa, cm), dmul(ca, sm)));
     const double v = num / dmul(dmul(pi, pi), dmul(d, d));

@@ -142,12 +142,26 @@ def nearest_band(region: np.ndarray, r_lo: int, height: int, x: np.ndarray, y: n
 _CENTRE_SNAP = 1e-12
 
 
+@njit(nogil=True, cache=True)
+def _lanczos_tables(a: int) -> tuple[np.ndarray, np.ndarray]:
+    """``sin(pi m / a)`` and ``cos(pi m / a)`` of each tap's integer offset ``m = a - 1 - k``
+    (kernels/sk_resample.cuh holds the same values as literals)."""
+    sm = np.empty(2 * a)
+    cm = np.empty(2 * a)
+    for k in range(2 * a):
+        m = a - 1 - k
+        sm[k] = math.sin(math.pi * m / a)
+        cm[k] = math.cos(math.pi * m / a)
+    return sm, cm
+
+
 @njit(nogil=True, cache=True, inline="always")
-def _lanczos_weights(t: float, a: int, w: np.ndarray) -> None:
+def _lanczos_weights(t: float, a: int, sm: np.ndarray, cm: np.ndarray, w: np.ndarray) -> None:
     """Normalised 1-D Lanczos-``a`` weights of the ``2a`` taps ``x0 - a + 1 .. x0 + a`` for a
     position ``t`` in ``[0, 1]`` past ``x0``: ``w[k] = L(t + a - 1 - k) / sum``. ``sin(pi d)``
     and ``sin(pi d / a)`` of every tap come from three sines/cosines of ``t`` by the angle-sum
-    identities (``d = t + m`` with ``m`` integer), so a pixel costs six trigonometric calls."""
+    identities (``d = t + m`` with ``m`` integer; ``sm``, ``cm`` from :func:`_lanczos_tables`),
+    so a pixel costs six trigonometric calls."""
     n = 2 * a
     for k in range(n):
         w[k] = 0.0
@@ -165,9 +179,7 @@ def _lanczos_weights(t: float, a: int, w: np.ndarray) -> None:
         m = a - 1 - k
         d = t + m
         sign = 1.0 if m % 2 == 0 else -1.0
-        sm = math.sin(math.pi * m / a)
-        cm = math.cos(math.pi * m / a)
-        v = a * (sign * s1) * (sa * cm + ca * sm) / (math.pi * math.pi * (d * d))
+        v = a * (sign * s1) * (sa * cm[k] + ca * sm[k]) / (math.pi * math.pi * (d * d))
         w[k] = v
         total += v
     for k in range(n):
@@ -184,6 +196,7 @@ def lanczos_band(region: np.ndarray, r_lo: int, height: int, x: np.ndarray, y: n
     rows, cols = out.shape
     wx = np.empty(2 * a)
     wy = np.empty(2 * a)
+    sm, cm = _lanczos_tables(a)
     band_hi = r_lo + region.shape[0]
     for r in range(rows):
         for c in range(cols):
@@ -206,28 +219,47 @@ def lanczos_band(region: np.ndarray, r_lo: int, height: int, x: np.ndarray, y: n
                 continue
             lo = min(min(v00, v01), min(v10, v11))
             hi = max(max(v00, v01), max(v10, v11))
-            _lanczos_weights(cx - x0, a, wx)
-            _lanczos_weights(cy - y0, a, wy)
+            _lanczos_weights(cx - x0, a, sm, cm, wx)
+            _lanczos_weights(cy - y0, a, sm, cm, wy)
             j_first = max(y0 - a + 1, 0)
             j_last = min(y0 + a, height - 1)
             if j_first < r_lo or j_last >= band_hi:
                 raise ValueError("lanczos_band: the band lacks rows the footprint needs")
             i_first = max(x0 - a + 1, 0)
             i_last = min(x0 + a, nx - 1)
+            ox = a - 1 - x0  # wx index of column i is i + ox
+            oy = a - 1 - y0
+            # Fast path: every tap finite; the weights of the taps inside the image sum to
+            # (sum wx) * (sum wy) (1 away from the edges).
             acc = 0.0
-            wsum = 0.0
             for j in range(j_first, j_last + 1):
+                row = region[j - r_lo]
                 row_acc = 0.0
-                row_w = 0.0
                 for i in range(i_first, i_last + 1):
-                    v = np.float64(region[j - r_lo, i])
-                    if not math.isnan(v):
-                        wi = wx[i - x0 + a - 1]
-                        row_acc += wi * v
-                        row_w += wi
-                wj = wy[j - y0 + a - 1]
-                acc += wj * row_acc
-                wsum += wj * row_w
+                    row_acc += wx[i + ox] * np.float64(row[i])
+                acc += wy[j + oy] * row_acc
+            if not math.isnan(acc):
+                sx = 0.0
+                for i in range(i_first, i_last + 1):
+                    sx += wx[i + ox]
+                sy = 0.0
+                for j in range(j_first, j_last + 1):
+                    sy += wy[j + oy]
+                wsum = sx * sy
+            else:  # NaN taps: leave them out, renormalise over the rest
+                acc = 0.0
+                wsum = 0.0
+                for j in range(j_first, j_last + 1):
+                    row = region[j - r_lo]
+                    row_acc = 0.0
+                    row_w = 0.0
+                    for i in range(i_first, i_last + 1):
+                        v = np.float64(row[i])
+                        if not math.isnan(v):
+                            row_acc += wx[i + ox] * v
+                            row_w += wx[i + ox]
+                    acc += wy[j + oy] * row_acc
+                    wsum += wy[j + oy] * row_w
             v = acc / wsum
             out[r, c] = lo if v < lo else (hi if v > hi else v)  # clamp (NaN stays NaN)
 
