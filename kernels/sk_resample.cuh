@@ -297,7 +297,6 @@ SK_HD void lanczos_weights(double t, double* w) {
     w[A] = 1.0;
     return;
   }
-  const double s1 = sin(dmul(pi, t));
   const double sa = sin(dmul(pi, t) / (double)A);
   const double ca = cos(dmul(pi, t) / (double)A);
   double total = 0.0;
@@ -305,17 +304,17 @@ SK_HD void lanczos_weights(double t, double* w) {
   for (int k = 0; k < 2 * A; ++k) {
     const int m = A - 1 - k;
     const double d = dadd(t, (double)m);
-    const double sign = (m % 2 == 0) ? 1.0 : -1.0;
-    const double sm = LanczosTable<A>::s(k);
-    const double cm = LanczosTable<A>::c(k);
-    // a * (sign * s1) * (sa * cm + ca * sm) / (pi * pi * (d * d)), as the CPU evaluates it
-    const double num = dmul(dmul((double)A, dmul(sign, s1)), dadd(dmul(sa, cm), dmul(ca, sm)));
-    const double v = num / dmul(dmul(pi, pi), dmul(d, d));
+    // (sa * cm + ca * sm) / (d * d), negated for odd m: the common factor A sin(pi t) / pi^2
+    // of L(d) cancels in the normalisation (see interp._lanczos_weights)
+    double v = dadd(dmul(sa, LanczosTable<A>::c(k)), dmul(ca, LanczosTable<A>::s(k))) /
+               dmul(d, d);
+    v = (m % 2 == 0) ? v : -v;
     w[k] = v;
     total = dadd(total, v);
   }
+  const double inv = 1.0 / total;
 #pragma unroll
-  for (int k = 0; k < 2 * A; ++k) w[k] = w[k] / total;
+  for (int k = 0; k < 2 * A; ++k) w[k] = dmul(w[k], inv);
 }
 
 // Clamped Lanczos-A sample (interp.lanczos_band): rule 1 and the bilinear window (its NaN rule

@@ -158,10 +158,13 @@ def _lanczos_tables(a: int) -> tuple[np.ndarray, np.ndarray]:
 @njit(nogil=True, cache=True, inline="always")
 def _lanczos_weights(t: float, a: int, sm: np.ndarray, cm: np.ndarray, w: np.ndarray) -> None:
     """Normalised 1-D Lanczos-``a`` weights of the ``2a`` taps ``x0 - a + 1 .. x0 + a`` for a
-    position ``t`` in ``[0, 1]`` past ``x0``: ``w[k] = L(t + a - 1 - k) / sum``. ``sin(pi d)``
-    and ``sin(pi d / a)`` of every tap come from three sines/cosines of ``t`` by the angle-sum
-    identities (``d = t + m`` with ``m`` integer; ``sm``, ``cm`` from :func:`_lanczos_tables`),
-    so a pixel costs six trigonometric calls."""
+    position ``t`` in ``[0, 1]`` past ``x0``: ``w[k] = L(t + a - 1 - k) / sum``.
+
+    With ``d = t + m`` (``m = a - 1 - k`` integer), ``L(d) = a sin(pi d) sin(pi d / a) /
+    (pi d)**2`` and ``sin(pi d) = (-1)**m sin(pi t)``: the factor ``a sin(pi t) / pi**2`` is
+    common to every tap and cancels in the normalisation, and ``sin(pi d / a)`` follows from
+    ``sin``/``cos`` of ``pi t / a`` by the angle sum (``sm``, ``cm`` from
+    :func:`_lanczos_tables`). So an axis costs two trigonometric calls."""
     n = 2 * a
     for k in range(n):
         w[k] = 0.0
@@ -171,27 +174,28 @@ def _lanczos_weights(t: float, a: int, sm: np.ndarray, cm: np.ndarray, w: np.nda
     if t > 1.0 - _CENTRE_SNAP:
         w[a] = 1.0
         return
-    s1 = math.sin(math.pi * t)
     sa = math.sin(math.pi * t / a)
     ca = math.cos(math.pi * t / a)
     total = 0.0
     for k in range(n):
-        m = a - 1 - k
-        d = t + m
-        sign = 1.0 if m % 2 == 0 else -1.0
-        v = a * (sign * s1) * (sa * cm[k] + ca * sm[k]) / (math.pi * math.pi * (d * d))
+        d = t + (a - 1 - k)
+        v = (sa * cm[k] + ca * sm[k]) / (d * d)
+        v = v if (a - 1 - k) % 2 == 0 else -v
         w[k] = v
         total += v
+    inv = 1.0 / total
     for k in range(n):
-        w[k] = w[k] / total
+        w[k] = w[k] * inv
 
 
-@njit(nogil=True, cache=True)
+@njit(nogil=True, cache=True, inline="always")
 def lanczos_band(region: np.ndarray, r_lo: int, height: int, x: np.ndarray, y: np.ndarray,
                  out: np.ndarray, a: int) -> None:
     """Clamped Lanczos-``a`` samples of a frame given by a band of its rows (as
     :func:`bilinear_band`; the band must hold ``a`` rows below the lowest position's row and
-    ``a + 1`` above the highest's, see :func:`reach`). Rules in :func:`lanczos3`."""
+    ``a + 1`` above the highest's, see :func:`reach`). Rules in :func:`lanczos3`. Inlined
+    into :func:`lanczos3_band` and :func:`lanczos4_band`, where ``a`` is a constant that the
+    compiler unrolls the tap loops with."""
     nx = region.shape[1]
     rows, cols = out.shape
     wx = np.empty(2 * a)
@@ -229,24 +233,20 @@ def lanczos_band(region: np.ndarray, r_lo: int, height: int, x: np.ndarray, y: n
             i_last = min(x0 + a, nx - 1)
             ox = a - 1 - x0  # wx index of column i is i + ox
             oy = a - 1 - y0
-            # Fast path: every tap finite; the weights of the taps inside the image sum to
-            # (sum wx) * (sum wy) (1 away from the edges).
-            acc = 0.0
-            for j in range(j_first, j_last + 1):
-                row = region[j - r_lo]
-                row_acc = 0.0
-                for i in range(i_first, i_last + 1):
-                    row_acc += wx[i + ox] * np.float64(row[i])
-                acc += wy[j + oy] * row_acc
-            if not math.isnan(acc):
-                sx = 0.0
-                for i in range(i_first, i_last + 1):
-                    sx += wx[i + ox]
-                sy = 0.0
-                for j in range(j_first, j_last + 1):
-                    sy += wy[j + oy]
-                wsum = sx * sy
-            else:  # NaN taps: leave them out, renormalise over the rest
+            acc = math.nan
+            wsum = 1.0
+            if i_first == x0 - a + 1 and i_last == x0 + a and j_first == y0 - a + 1 \
+                    and j_last == y0 + a:
+                # Fast path away from the edges: 2a x 2a taps (loops of a constant length),
+                # weights summing to 1; a NaN tap makes acc NaN and sends it to the general path.
+                acc = 0.0
+                for kj in range(2 * a):
+                    row = region[j_first - r_lo + kj]
+                    row_acc = 0.0
+                    for ki in range(2 * a):
+                        row_acc += wx[ki] * np.float64(row[i_first + ki])
+                    acc += wy[kj] * row_acc
+            if math.isnan(acc):  # at an edge or NaN taps: leave them out, renormalise
                 acc = 0.0
                 wsum = 0.0
                 for j in range(j_first, j_last + 1):
