@@ -253,9 +253,9 @@ SK_HD float sample_nearest(const FrameBand& b, double x, double y) {
 }
 
 // Normalised 1-D Lanczos-A weights of the 2A taps first - A + 1 .. first + A for a position t in
-// [0, 1] past the window's first pixel (interp._lanczos_weights, same formula and order; the
-// sines may differ from the host's libm by an ulp, so results agree to float32 rounding, not
-// bit for bit). Within 1e-12 px of a pixel centre the weight is all on that pixel.
+// [0, 1] past the window's first pixel (interp._lanczos_weights, same formula and order, so the
+// same weights bit for bit; the CPU sums interior taps in another order, so samples agree to
+// float32 rounding). Within 1e-12 px of a pixel centre the weight is all on that pixel.
 // sin(pi m / A) and cos(pi m / A) of the taps' integer offsets m = A - 1 - k, k = 0 .. 2A - 1,
 // as the host's libm rounds them (interp._lanczos_tables computes the same values).
 template <int A> struct LanczosTable;
@@ -284,6 +284,28 @@ template <> struct LanczosTable<4> {
   }
 };
 
+// sin(phi) and cos(phi) for 0 <= phi <= pi / 3: interp._sin_cos_small's Taylor polynomials,
+// Horner in phi^2 with the same coefficients and order (no sin/cos call, no fused operation).
+SK_HD void sin_cos_small(double phi, double* s, double* c) {
+  const double ks[10] = {1.0, -0.16666666666666666, 0.008333333333333333,
+                         -0.0001984126984126984, 2.7557319223985893e-06, -2.505210838544172e-08,
+                         1.6059043836821613e-10, -7.647163731819816e-13, 2.8114572543455206e-15,
+                         -8.22063524662433e-18};
+  const double kc[10] = {1.0, -0.5, 0.041666666666666664, -0.001388888888888889,
+                         2.48015873015873e-05, -2.755731922398589e-07, 2.08767569878681e-09,
+                         -1.1470745597729725e-11, 4.779477332387385e-14,
+                         -1.5619206968586225e-16};
+  const double p2 = dmul(phi, phi);
+  double vs = ks[9], vc = kc[9];
+#pragma unroll
+  for (int k = 8; k >= 0; --k) {
+    vs = dadd(ks[k], dmul(p2, vs));
+    vc = dadd(kc[k], dmul(p2, vc));
+  }
+  *s = dmul(phi, vs);
+  *c = vc;
+}
+
 template <int A>
 SK_HD void lanczos_weights(double t, double* w) {
   const double pi = 3.141592653589793;
@@ -297,8 +319,8 @@ SK_HD void lanczos_weights(double t, double* w) {
     w[A] = 1.0;
     return;
   }
-  const double sa = sin(dmul(pi, t) / (double)A);
-  const double ca = cos(dmul(pi, t) / (double)A);
+  double sa, ca;
+  sin_cos_small(dmul(pi, t) / (double)A, &sa, &ca);
   double total = 0.0;
 #pragma unroll
   for (int k = 0; k < 2 * A; ++k) {

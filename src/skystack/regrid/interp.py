@@ -155,6 +155,44 @@ def _lanczos_tables(a: int) -> tuple[np.ndarray, np.ndarray]:
     return sm, cm
 
 
+# Taylor coefficients (-1)**k / (2k + 1)! and (-1)**k / (2k)!, k = 0..9: on [0, pi/3] the
+# truncated series are accurate to ~1e-17, and the GPU code evaluates the same polynomials in the
+# same order (kernels/sk_resample.cuh), so both compute the same weights without calling sin/cos.
+_SIN_TAYLOR = (1.0, -0.16666666666666666, 0.008333333333333333, -0.0001984126984126984,
+               2.7557319223985893e-06, -2.505210838544172e-08, 1.6059043836821613e-10,
+               -7.647163731819816e-13, 2.8114572543455206e-15, -8.22063524662433e-18)
+_COS_TAYLOR = (1.0, -0.5, 0.041666666666666664, -0.001388888888888889, 2.48015873015873e-05,
+               -2.755731922398589e-07, 2.08767569878681e-09, -1.1470745597729725e-11,
+               4.779477332387385e-14, -1.5619206968586225e-16)
+
+
+@njit(nogil=True, cache=True, inline="always")
+def _sin_cos_small(phi: float) -> tuple[float, float]:
+    """``sin(phi)`` and ``cos(phi)`` for ``0 <= phi <= pi / 3`` (Horner in ``phi**2``)."""
+    p2 = phi * phi
+    ks = _SIN_TAYLOR
+    kc = _COS_TAYLOR
+    s = ks[8] + p2 * ks[9]  # written out: constant indices fold into literals
+    s = ks[7] + p2 * s
+    s = ks[6] + p2 * s
+    s = ks[5] + p2 * s
+    s = ks[4] + p2 * s
+    s = ks[3] + p2 * s
+    s = ks[2] + p2 * s
+    s = ks[1] + p2 * s
+    s = ks[0] + p2 * s
+    c = kc[8] + p2 * kc[9]
+    c = kc[7] + p2 * c
+    c = kc[6] + p2 * c
+    c = kc[5] + p2 * c
+    c = kc[4] + p2 * c
+    c = kc[3] + p2 * c
+    c = kc[2] + p2 * c
+    c = kc[1] + p2 * c
+    c = kc[0] + p2 * c
+    return phi * s, c
+
+
 @njit(nogil=True, cache=True, inline="always")
 def _lanczos_weights(t: float, a: int, sm: np.ndarray, cm: np.ndarray, w: np.ndarray) -> None:
     """Normalised 1-D Lanczos-``a`` weights of the ``2a`` taps ``x0 - a + 1 .. x0 + a`` for a
@@ -164,7 +202,7 @@ def _lanczos_weights(t: float, a: int, sm: np.ndarray, cm: np.ndarray, w: np.nda
     (pi d)**2`` and ``sin(pi d) = (-1)**m sin(pi t)``: the factor ``a sin(pi t) / pi**2`` is
     common to every tap and cancels in the normalisation, and ``sin(pi d / a)`` follows from
     ``sin``/``cos`` of ``pi t / a`` by the angle sum (``sm``, ``cm`` from
-    :func:`_lanczos_tables`). So an axis costs two trigonometric calls."""
+    :func:`_lanczos_tables`), which :func:`_sin_cos_small` evaluates as polynomials."""
     n = 2 * a
     for k in range(n):
         w[k] = 0.0
@@ -174,8 +212,7 @@ def _lanczos_weights(t: float, a: int, sm: np.ndarray, cm: np.ndarray, w: np.nda
     if t > 1.0 - _CENTRE_SNAP:
         w[a] = 1.0
         return
-    sa = math.sin(math.pi * t / a)
-    ca = math.cos(math.pi * t / a)
+    sa, ca = _sin_cos_small(math.pi * t / a)
     total = 0.0
     for k in range(n):
         d = t + (a - 1 - k)
