@@ -284,24 +284,27 @@ template <> struct LanczosTable<4> {
   }
 };
 
-// sin(phi) and cos(phi) for 0 <= phi <= pi / 3: interp._sin_cos_small's Taylor polynomials,
-// Horner in phi^2 with the same coefficients and order (no sin/cos call, no fused operation).
+// sin(phi) and cos(phi) for 0 <= phi <= pi / 3: interp._sin_cos_small's Taylor polynomials by
+// Estrin's scheme, same coefficients and order (no sin/cos call, no fused operation).
 SK_HD void sin_cos_small(double phi, double* s, double* c) {
-  const double ks[10] = {1.0, -0.16666666666666666, 0.008333333333333333,
-                         -0.0001984126984126984, 2.7557319223985893e-06, -2.505210838544172e-08,
-                         1.6059043836821613e-10, -7.647163731819816e-13, 2.8114572543455206e-15,
-                         -8.22063524662433e-18};
-  const double kc[10] = {1.0, -0.5, 0.041666666666666664, -0.001388888888888889,
-                         2.48015873015873e-05, -2.755731922398589e-07, 2.08767569878681e-09,
-                         -1.1470745597729725e-11, 4.779477332387385e-14,
-                         -1.5619206968586225e-16};
-  const double p2 = dmul(phi, phi);
-  double vs = ks[9], vc = kc[9];
-#pragma unroll
-  for (int k = 8; k >= 0; --k) {
-    vs = dadd(ks[k], dmul(p2, vs));
-    vc = dadd(kc[k], dmul(p2, vc));
-  }
+  const double s0 = 1.0, s1 = -0.16666666666666666, s2 = 0.008333333333333333,
+               s3 = -0.0001984126984126984, s4 = 2.7557319223985893e-06,
+               s5 = -2.505210838544172e-08, s6 = 1.6059043836821613e-10,
+               s7 = -7.647163731819816e-13;
+  const double c0 = 1.0, c1 = -0.5, c2 = 0.041666666666666664, c3 = -0.001388888888888889,
+               c4 = 2.48015873015873e-05, c5 = -2.755731922398589e-07,
+               c6 = 2.08767569878681e-09, c7 = -1.1470745597729725e-11,
+               c8 = 4.779477332387385e-14;
+  const double p = dmul(phi, phi);
+  const double p2 = dmul(p, p);
+  const double p4 = dmul(p2, p2);
+  const double s01 = dadd(s0, dmul(p, s1)), s23 = dadd(s2, dmul(p, s3));
+  const double s45 = dadd(s4, dmul(p, s5)), s67 = dadd(s6, dmul(p, s7));
+  const double c01 = dadd(c0, dmul(p, c1)), c23 = dadd(c2, dmul(p, c3));
+  const double c45 = dadd(c4, dmul(p, c5)), c67 = dadd(c6, dmul(p, c7));
+  const double vs = dadd(dadd(s01, dmul(p2, s23)), dmul(p4, dadd(s45, dmul(p2, s67))));
+  const double vc = dadd(dadd(c01, dmul(p2, c23)),
+                         dmul(p4, dadd(c45, dmul(p2, dadd(c67, dmul(p2, c8))))));
   *s = dmul(phi, vs);
   *c = vc;
 }
