@@ -328,3 +328,24 @@ def test_cuda_staged_tile_equals_cpu_stack_planes(rh, scene, tile, method, flux)
         np.testing.assert_array_equal(np.isnan(block[k]), np.isnan(want))
         np.testing.assert_allclose(block[k], want, rtol=1e-6, equal_nan=True)
     assert np.isfinite(block[0]).any()
+
+
+@pytest.mark.parametrize("a", [3, 4])
+def test_cpu_weight_table_is_within_3e8_of_the_definition(a):
+    """The CPU interpolates its weights in a table (1/4096 px steps): against sinc(d) sinc(d/a)
+    normalised, at random t and at the ends (exact there)."""
+    from skystack.regrid.interp import _table_weights, _weight_table
+
+    table = _weight_table(a)
+    w = np.empty(2 * a)
+    rng = np.random.default_rng(4)
+    worst = 0.0
+    for t in np.concatenate([[0.0, 1.0], rng.uniform(0, 1, 2000)]):
+        _table_weights(t, a, table, w)
+        d = t + (a - 1 - np.arange(2 * a))
+        want = np.sinc(d) * np.sinc(d / a)
+        want /= want.sum()
+        worst = max(worst, float(np.abs(w - want).max()))
+        if t in (0.0, 1.0):
+            np.testing.assert_array_equal(w, want.round(12))
+    assert 1e-10 < worst < 3e-8

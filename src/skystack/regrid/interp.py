@@ -223,6 +223,40 @@ def _lanczos_weights(t: float, a: int, sm: np.ndarray, cm: np.ndarray, w: np.nda
         w[k] = w[k] * inv
 
 
+_TABLE_STEPS = 4096
+"""Intervals per pixel of the CPU's table of Lanczos weights (see :func:`_weight_table`)."""
+
+
+@njit(nogil=True, cache=True)
+def _weight_table(a: int) -> np.ndarray:
+    """Exact normalised weights (:func:`_lanczos_weights`) at ``t = i / _TABLE_STEPS``,
+    ``i = 0 .. _TABLE_STEPS``: shape ``(_TABLE_STEPS + 1, 2a)``. Linear interpolation in it is
+    within 3e-8 of the exact weights (second derivative below 4 over steps of 1/4096 px), and
+    the interpolated weights still sum to 1; it replaces two polynomial sines and ``2a``
+    divisions per axis by ``2a`` multiply-adds."""
+    sm, cm = _lanczos_tables(a)
+    table = np.empty((_TABLE_STEPS + 1, 2 * a))
+    w = np.empty(2 * a)
+    for i in range(_TABLE_STEPS + 1):
+        _lanczos_weights(i / _TABLE_STEPS, a, sm, cm, w)
+        table[i] = w
+    return table
+
+
+@njit(nogil=True, cache=True, inline="always")
+def _table_weights(t: float, a: int, table: np.ndarray, w: np.ndarray) -> None:
+    """The weights of ``t`` in ``[0, 1]`` from :func:`_weight_table`, interpolated linearly.
+    Exact at ``t = 0`` and ``t = 1``, where the table holds a single 1 (``lo + f * (hi - lo)``
+    then rounds to ``hi`` exactly: ``hi - lo`` is exact for these entries). No branch: the
+    loop stays a straight run of multiply-adds."""
+    u = t * _TABLE_STEPS
+    i = min(int(u), _TABLE_STEPS - 1)
+    f = u - i
+    for k in range(2 * a):
+        lo = table[i, k]
+        w[k] = lo + f * (table[i + 1, k] - lo)
+
+
 @njit(nogil=True, cache=True, inline="always")
 def lanczos_band(region: np.ndarray, r_lo: int, height: int, x: np.ndarray, y: np.ndarray,
                  out: np.ndarray, a: int) -> None:
@@ -235,7 +269,7 @@ def lanczos_band(region: np.ndarray, r_lo: int, height: int, x: np.ndarray, y: n
     rows, cols = out.shape
     wx = np.empty(2 * a)
     wy = np.empty(2 * a)
-    sm, cm = _lanczos_tables(a)
+    table = _weight_table(a)
     band_hi = r_lo + region.shape[0]
     for r in range(rows):
         for c in range(cols):
@@ -258,8 +292,8 @@ def lanczos_band(region: np.ndarray, r_lo: int, height: int, x: np.ndarray, y: n
                 continue
             lo = min(min(v00, v01), min(v10, v11))
             hi = max(max(v00, v01), max(v10, v11))
-            _lanczos_weights(cx - x0, a, sm, cm, wx)
-            _lanczos_weights(cy - y0, a, sm, cm, wy)
+            _table_weights(cx - x0, a, table, wx)
+            _table_weights(cy - y0, a, table, wy)
             j_first = max(y0 - a + 1, 0)
             j_last = min(y0 + a, height - 1)
             if j_first < r_lo or j_last >= band_hi:
@@ -376,7 +410,10 @@ def lanczos3(image: np.ndarray, x: np.ndarray, y: np.ndarray, out: np.ndarray) -
     * Clamping: the result is clamped to ``[min, max]`` of the bilinear 2×2 window, so a sharp
       star cannot ring below (or above) its neighbouring pixels. SWarp does not clamp; Siril
       offers "interpolation clamping" for its default Lanczos-4; we always clamp.
-    * Positions within 1e-12 px of a pixel centre return that pixel exactly.
+    * Positions on a pixel centre return that pixel exactly.
+    * Speed: the CPU interpolates the weights linearly in a table of the exact ones every
+      1/4096 px (within 3e-8 of them, :func:`_weight_table`); the GPU code computes them
+      exactly. Both agree to float32 rounding.
     """
     lanczos_band(image, 0, image.shape[0], x, y, out, 3)
 
