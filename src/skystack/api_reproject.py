@@ -38,6 +38,12 @@ INTERPOLATIONS = ("bilinear", "nearest", "lanczos3", "lanczos4")
 CROPS = ("union", "intersection")
 
 
+def check_interp(interp: str) -> None:
+    """Raise a :class:`SkystackError` naming the choices unless ``interp`` is one of
+    :data:`INTERPOLATIONS`."""
+    _check_choice("interp", interp, INTERPOLATIONS)
+
+
 def read_header_file(path: str | os.PathLike) -> fits.Header:
     """A header from a FITS file (its first HDU) or from a text file of 80-column cards."""
     path = os.fspath(path)

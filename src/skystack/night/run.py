@@ -123,6 +123,7 @@ def run_night(raw_dir, out_dir: str | os.PathLike, *, backend: str = "auto",
         Combine options for the stacks (default :data:`STACK_OPTIONS`).
     """
     from ..api import combine_options
+    from ..api_reproject import check_interp
 
     t0 = time.perf_counter()
     out = os.fspath(out_dir)
@@ -130,7 +131,13 @@ def run_night(raw_dir, out_dir: str | os.PathLike, *, backend: str = "auto",
         raise SkystackError(f"{out}: exists and is not a directory")
     check_raw_dir(raw_dir)
     check_threads(threads)
-    combine_options(**{**STACK_OPTIONS, **stack_options})  # validate before any work
+    # interp (resampling) travels with the stack options into stack_to_file and fingerprints;
+    # the default is left out, so that products made before the option existed stay fresh.
+    if stack_options.get("interp") == "bilinear":
+        del stack_options["interp"]
+    combine_options(**{k: v for k, v in {**STACK_OPTIONS, **stack_options}.items()
+                       if k != "interp"})  # validate before any work
+    check_interp(stack_options.get("interp", "bilinear"))
     from ..register import MODELS
     from ..register.align import select_frames
 
