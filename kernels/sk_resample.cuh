@@ -4,7 +4,7 @@
 // The rules are those of the CPU path, which follows reproject.reproject_interp:
 //   skystack/regrid/pixmap.py   NodeMap / _interp_map: input coordinates interpolated from coarse
 //                               node maps (separable 4-point Lagrange, rows first, then columns)
-//   skystack/regrid/interp.py   _snap, bilinear, nearest, pixel_area_ratio
+//   skystack/regrid/interp.py   _snap, bilinear, nearest, lanczos_band, pixel_area_ratio
 // Conventions: 0-based pixel coordinates, pixel centres at integers, x along columns and y along
 // rows, NaN = no data. Coordinates are float64 (float32 resolves only ~5e-4 px at x ~ 9000).
 //
@@ -38,7 +38,8 @@ enum TableField {
   TABLE_FIELDS = 10
 };
 
-enum Interp { BILINEAR = 0, NEAREST = 1 };
+// Codes of the INTERP template argument (stack_streaming.INTERP_CODES mirrors them).
+enum Interp { BILINEAR = 0, NEAREST = 1, LANCZOS3 = 2, LANCZOS4 = 3 };
 
 // Rounded-once float64 arithmetic (see the file comment). The host build stores the product
 // through a volatile so that no host compiler fuses it either.
@@ -251,6 +252,156 @@ SK_HD float sample_nearest(const FrameBand& b, double x, double y) {
   return (float)band_pixel(b, j, i);
 }
 
+// Normalised 1-D Lanczos-A weights of the 2A taps first - A + 1 .. first + A for a position t in
+// [0, 1] past the window's first pixel (interp._lanczos_weights, same formula and order, so the
+// same weights bit for bit; the CPU sums interior taps in another order, so samples agree to
+// float32 rounding). Within 1e-12 px of a pixel centre the weight is all on that pixel.
+// sin(pi m / A) and cos(pi m / A) of the taps' integer offsets m = A - 1 - k, k = 0 .. 2A - 1,
+// as the host's libm rounds them (interp._lanczos_tables computes the same values).
+template <int A> struct LanczosTable;
+template <> struct LanczosTable<3> {
+  SK_HD static double s(int k) {
+    const double v[6] = {0.8660254037844387, 0.8660254037844386, 0.0, -0.8660254037844386,
+                         -0.8660254037844387, -1.2246467991473532e-16};
+    return v[k];
+  }
+  SK_HD static double c(int k) {
+    const double v[6] = {-0.4999999999999998, 0.5000000000000001, 1.0, 0.5000000000000001,
+                         -0.4999999999999998, -1.0};
+    return v[k];
+  }
+};
+template <> struct LanczosTable<4> {
+  SK_HD static double s(int k) {
+    const double v[8] = {0.7071067811865476, 1.0, 0.7071067811865475, 0.0, -0.7071067811865475,
+                         -1.0, -0.7071067811865476, -1.2246467991473532e-16};
+    return v[k];
+  }
+  SK_HD static double c(int k) {
+    const double v[8] = {-0.7071067811865475, 6.123233995736766e-17, 0.7071067811865476, 1.0,
+                         0.7071067811865476, 6.123233995736766e-17, -0.7071067811865475, -1.0};
+    return v[k];
+  }
+};
+
+// sin(phi) and cos(phi) for 0 <= phi <= pi / 3: interp._sin_cos_small's Taylor polynomials by
+// Estrin's scheme, same coefficients and order (no sin/cos call, no fused operation).
+SK_HD void sin_cos_small(double phi, double* s, double* c) {
+  const double s0 = 1.0, s1 = -0.16666666666666666, s2 = 0.008333333333333333,
+               s3 = -0.0001984126984126984, s4 = 2.7557319223985893e-06,
+               s5 = -2.505210838544172e-08, s6 = 1.6059043836821613e-10,
+               s7 = -7.647163731819816e-13;
+  const double c0 = 1.0, c1 = -0.5, c2 = 0.041666666666666664, c3 = -0.001388888888888889,
+               c4 = 2.48015873015873e-05, c5 = -2.755731922398589e-07,
+               c6 = 2.08767569878681e-09, c7 = -1.1470745597729725e-11,
+               c8 = 4.779477332387385e-14;
+  const double p = dmul(phi, phi);
+  const double p2 = dmul(p, p);
+  const double p4 = dmul(p2, p2);
+  const double s01 = dadd(s0, dmul(p, s1)), s23 = dadd(s2, dmul(p, s3));
+  const double s45 = dadd(s4, dmul(p, s5)), s67 = dadd(s6, dmul(p, s7));
+  const double c01 = dadd(c0, dmul(p, c1)), c23 = dadd(c2, dmul(p, c3));
+  const double c45 = dadd(c4, dmul(p, c5)), c67 = dadd(c6, dmul(p, c7));
+  const double vs = dadd(dadd(s01, dmul(p2, s23)), dmul(p4, dadd(s45, dmul(p2, s67))));
+  const double vc = dadd(dadd(c01, dmul(p2, c23)),
+                         dmul(p4, dadd(c45, dmul(p2, dadd(c67, dmul(p2, c8))))));
+  *s = dmul(phi, vs);
+  *c = vc;
+}
+
+template <int A>
+SK_HD void lanczos_weights(double t, double* w) {
+  const double pi = 3.141592653589793;
+#pragma unroll
+  for (int k = 0; k < 2 * A; ++k) w[k] = 0.0;
+  if (t < 1e-12) {
+    w[A - 1] = 1.0;
+    return;
+  }
+  if (t > 1.0 - 1e-12) {
+    w[A] = 1.0;
+    return;
+  }
+  double sa, ca;
+  sin_cos_small(dmul(pi, t) / (double)A, &sa, &ca);
+  double total = 0.0;
+#pragma unroll
+  for (int k = 0; k < 2 * A; ++k) {
+    const int m = A - 1 - k;
+    const double d = dadd(t, (double)m);
+    // (sa * cm + ca * sm) / (d * d), negated for odd m: the common factor A sin(pi t) / pi^2
+    // of L(d) cancels in the normalisation (see interp._lanczos_weights)
+    double v = dadd(dmul(sa, LanczosTable<A>::c(k)), dmul(ca, LanczosTable<A>::s(k))) /
+               dmul(d, d);
+    v = (m % 2 == 0) ? v : -v;
+    w[k] = v;
+    total = dadd(total, v);
+  }
+  const double inv = 1.0 / total;
+#pragma unroll
+  for (int k = 0; k < 2 * A; ++k) w[k] = dmul(w[k], inv);
+}
+
+// Clamped Lanczos-A sample (interp.lanczos_band): rule 1 and the bilinear window (its NaN rule
+// and its value range for the clamp), taps outside the frame or NaN left out and the weights
+// renormalised. A tap inside the frame but outside the band means the host packed too small a
+// band: the pixel is NaN then (loudly wrong, never silently renormalised).
+template <int A>
+SK_HD float sample_lanczos(const FrameBand& b, double x, double y) {
+  const double cx = snap_coord(x, b.width);
+  const double cy = snap_coord(y, b.height);
+  if (is_nan_f64(cx) || is_nan_f64(cy)) return f32_nan();
+  int x0, x1, y0, y1;
+  double tx, ty;
+  window_1d(cx, b.width, &x0, &x1, &tx);
+  window_1d(cy, b.height, &y0, &y1, &ty);
+  const double v00 = band_pixel(b, y0, x0);
+  const double v01 = band_pixel(b, y0, x1);
+  const double v10 = band_pixel(b, y1, x0);
+  const double v11 = band_pixel(b, y1, x1);
+  if (is_nan_f64(dadd(dadd(dadd(v00, v01), v10), v11))) return f32_nan();
+  const double lo = fmin(fmin(v00, v01), fmin(v10, v11));
+  const double hi = fmax(fmax(v00, v01), fmax(v10, v11));
+  double wx[2 * A], wy[2 * A];
+  lanczos_weights<A>(dsub(cx, (double)x0), wx);
+  lanczos_weights<A>(dsub(cy, (double)y0), wy);
+  const int j_first = y0 - A + 1 > 0 ? y0 - A + 1 : 0;
+  const int j_last = y0 + A < b.height - 1 ? y0 + A : b.height - 1;
+  const int i_first = x0 - A + 1 > 0 ? x0 - A + 1 : 0;
+  const int i_last = x0 + A < b.width - 1 ? x0 + A : b.width - 1;
+  if (j_first < b.row0 || j_last >= b.row0 + b.rows || i_first < b.col0 ||
+      i_last >= b.col0 + b.cols) {
+    return f32_nan();
+  }
+  double acc = 0.0, wsum = 0.0;
+  for (int j = j_first; j <= j_last; ++j) {
+    const float* row = b.pix + (long long)(j - b.row0) * b.pitch - b.col0;
+    double row_acc = 0.0, row_w = 0.0;
+    for (int i = i_first; i <= i_last; ++i) {
+      const double v = (double)row[i];
+      if (!is_nan_f64(v)) {
+        const double wi = wx[i - x0 + A - 1];
+        row_acc = dadd(row_acc, dmul(wi, v));
+        row_w = dadd(row_w, wi);
+      }
+    }
+    const double wj = wy[j - y0 + A - 1];
+    acc = dadd(acc, dmul(wj, row_acc));
+    wsum = dadd(wsum, dmul(wj, row_w));
+  }
+  const double v = acc / wsum;
+  return (float)(v < lo ? lo : (v > hi ? hi : v));
+}
+
+// The sample of one interpolation code (enum Interp).
+template <int INTERP>
+SK_HD float sample_pixel(const FrameBand& b, double x, double y) {
+  if (INTERP == NEAREST) return sample_nearest(b, x, y);
+  if (INTERP == LANCZOS3) return sample_lanczos<3>(b, x, y);
+  if (INTERP == LANCZOS4) return sample_lanczos<4>(b, x, y);
+  return sample_bilinear(b, x, y);
+}
+
 // numpy.gradient of the map along one axis of the tile at index i of n, unit spacing: central
 // differences inside, one-sided ones of order edge_order (1 or 2) at the ends, with NumPy's
 // coefficients and order of operations. f(j) evaluates the map at index j of that axis.
@@ -315,7 +466,7 @@ SK_HD float reproject_pixel(const NodeTile& t, const FrameBand& b, int r, int c,
                             int edge_order) {
   double x, y;
   map_coords(t, b.node_x, b.node_y, r, c, &x, &y);
-  float v = (INTERP == NEAREST) ? sample_nearest(b, x, y) : sample_bilinear(b, x, y);
+  float v = sample_pixel<INTERP>(b, x, y);
   if (FLUX && v == v) {  // NaN stays NaN: no need for the ratio's four extra map evaluations
     const float ratio = (float)area_ratio(t, b.node_x, b.node_y, r, c, edge_order);
     v = v * ratio;

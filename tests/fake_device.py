@@ -213,7 +213,7 @@ class FakeDevice:
                 frame = np.full((height, width), np.nan, np.float32)
                 frame[row0:row0 + brows, col0:col0 + bcols] = take(band, np.float32,
                                                                    (brows, bcols))
-                values = resample(frame, x, y, "nearest" if spec.nearest else "bilinear")
+                values = resample(frame, x, y, spec.interp)
                 if spec.conserve_flux:
                     values *= pixel_area_ratio(x, y).astype(np.float32)
                 plane[...] = values

@@ -36,8 +36,14 @@ if TYPE_CHECKING:  # imported where a CCDData is built (see api.py)
 
 __all__ = ["stack", "stack_to_file", "reproject", "choose_grid"]
 
-INTERPOLATIONS = ("bilinear", "nearest")
+INTERPOLATIONS = ("bilinear", "nearest", "lanczos3", "lanczos4")
 CROPS = ("union", "intersection")
+
+
+def check_interp(interp: str) -> None:
+    """Raise a :class:`SkystackError` naming the choices unless ``interp`` is one of
+    :data:`INTERPOLATIONS`."""
+    _check_choice("interp", interp, INTERPOLATIONS)
 
 
 def read_header_file(path: str | os.PathLike) -> fits.Header:
@@ -106,7 +112,8 @@ def stack(inputs, output: str | os.PathLike | None = None, *, reference=None,
     reference, grid_header, crop
         The output grid (see :func:`choose_grid`).
     interp
-        ``"bilinear"`` (as ``reproject.reproject_interp(order="bilinear")``) or ``"nearest"``.
+        ``"bilinear"`` (as ``reproject.reproject_interp(order="bilinear")``), ``"nearest"``
+        or clamped ``"lanczos3"``/``"lanczos4"`` (:func:`skystack.regrid.interp.lanczos3`).
     conserve_flux
         Multiply each resampled value by the output/input pixel-area ratio (surface brightness
         → flux per pixel).

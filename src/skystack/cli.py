@@ -135,6 +135,9 @@ def _add_combine_options(p: argparse.ArgumentParser) -> None:
     r.add_argument("--threads", type=_threads, help="CPU threads (default: all cores)")
 
 
+INTERP_CHOICES = ("bilinear", "nearest", "lanczos3", "lanczos4")  # api_reproject.INTERPOLATIONS
+
+
 def _combine_kwargs(a: argparse.Namespace) -> dict:
     return dict(method=a.method, reject=a.reject, center=a.center, spread=a.spread, sigma=a.sigma,
                 sigma_low=a.sigma_low, sigma_high=a.sigma_high, maxiters=a.maxiters,
@@ -240,6 +243,8 @@ def build_parser() -> argparse.ArgumentParser:
                      f"{night['spread']} --sigma {night['sigma_high']:g} --maxiters "
                      f"{night['maxiters']} unless told otherwise.")
     add_align_options(n, default="auto", align_help=NIGHT_ALIGN_HELP)
+    n.add_argument("--interp", default="bilinear", choices=INTERP_CHOICES,
+                   help="resampling of the stacks (default: bilinear)")
     _add_tile_options(n, "stacks on sky tiles instead of one grid per object: "
                          "stacks/<TILE>_<FILTER>.fits and stacks/tiles.json "
                          "(see skystack.night.tiles)")
@@ -279,8 +284,9 @@ def _add_grid_options(p: argparse.ArgumentParser, required: bool) -> None:
         g.add_argument("--crop", default="union", choices=("union", "intersection"),
                        help="default grid (north up, median pixel scale): cover every frame "
                             "(union, default) or only the area all frames cover")
-    g.add_argument("--interp", default="bilinear", choices=("bilinear", "nearest"),
-                   help="resampling (default: bilinear, as reproject_interp)")
+    g.add_argument("--interp", default="bilinear", choices=INTERP_CHOICES,
+                   help="resampling (default: bilinear, as reproject_interp; lanczos3/4: "
+                        "sharper, clamped against ringing)")
     g.add_argument("--conserve-flux", action="store_true",
                    help="multiply by the output/input pixel-area ratio")
 
@@ -436,6 +442,7 @@ def _run_night(a: argparse.Namespace) -> int:
     kwargs = _combine_kwargs(a)
     mem_limit = kwargs.pop("mem_limit")
     kwargs.pop("hdu")
+    kwargs["interp"] = a.interp
     tiles = tiles_from_options(a.tiles, a.pixel_scale, a.tile_margin, a.tiles_from)
     result = run_night(a.raw, a.output, backend=a.backend, overwrite=a.overwrite, tiles=tiles,
                        overscan=a.overscan, trim=a.trim, save_calibrated=a.save_calibrated,

@@ -24,7 +24,7 @@ void reproject_frame(const sk::NodeTile& t, const sk::FrameBand& b, int edge_ord
 extern "C" void sk_host_reproject_staged(const unsigned char* staged, int nf, int rows, int cols,
                                          int node_cols, int pr, int pc, long long off_start_r,
                                          long long off_start_c, long long off_w_r,
-                                         long long off_w_c, int edge_order, int nearest,
+                                         long long off_w_c, int edge_order, int interp,
                                          int flux, float* block) {
   const sk::NodeTile t = sk::tile_from_staged(staged, rows, cols, node_cols, pr, pc, off_start_r,
                                               off_start_c, off_w_r, off_w_c);
@@ -36,12 +36,22 @@ extern "C" void sk_host_reproject_staged(const unsigned char* staged, int nf, in
       continue;
     }
     const sk::FrameBand b = sk::band_from_table(staged, k);
-    if (nearest) {
-      if (flux) reproject_frame<sk::NEAREST, 1>(t, b, edge_order, plane);
-      else reproject_frame<sk::NEAREST, 0>(t, b, edge_order, plane);
-    } else {
-      if (flux) reproject_frame<sk::BILINEAR, 1>(t, b, edge_order, plane);
-      else reproject_frame<sk::BILINEAR, 0>(t, b, edge_order, plane);
+    switch (interp) {
+      case sk::NEAREST:
+        if (flux) reproject_frame<sk::NEAREST, 1>(t, b, edge_order, plane);
+        else reproject_frame<sk::NEAREST, 0>(t, b, edge_order, plane);
+        break;
+      case sk::LANCZOS3:
+        if (flux) reproject_frame<sk::LANCZOS3, 1>(t, b, edge_order, plane);
+        else reproject_frame<sk::LANCZOS3, 0>(t, b, edge_order, plane);
+        break;
+      case sk::LANCZOS4:
+        if (flux) reproject_frame<sk::LANCZOS4, 1>(t, b, edge_order, plane);
+        else reproject_frame<sk::LANCZOS4, 0>(t, b, edge_order, plane);
+        break;
+      default:
+        if (flux) reproject_frame<sk::BILINEAR, 1>(t, b, edge_order, plane);
+        else reproject_frame<sk::BILINEAR, 0>(t, b, edge_order, plane);
     }
   }
 }
@@ -62,10 +72,15 @@ extern "C" void sk_host_map(const int* start_r, const int* start_c, const double
 
 // Samples of a whole image (height x width) at n given coordinates.
 extern "C" void sk_host_sample(const float* image, int height, int width, const double* x,
-                               const double* y, long long n, int nearest, float* out) {
+                               const double* y, long long n, int interp, float* out) {
   sk::FrameBand b{image, width, 0, 0, height, width, height, width, nullptr, nullptr};
   for (long long i = 0; i < n; ++i) {
-    out[i] = nearest ? sk::sample_nearest(b, x[i], y[i]) : sk::sample_bilinear(b, x[i], y[i]);
+    switch (interp) {
+      case sk::NEAREST: out[i] = sk::sample_pixel<sk::NEAREST>(b, x[i], y[i]); break;
+      case sk::LANCZOS3: out[i] = sk::sample_pixel<sk::LANCZOS3>(b, x[i], y[i]); break;
+      case sk::LANCZOS4: out[i] = sk::sample_pixel<sk::LANCZOS4>(b, x[i], y[i]); break;
+      default: out[i] = sk::sample_pixel<sk::BILINEAR>(b, x[i], y[i]);
+    }
   }
 }
 

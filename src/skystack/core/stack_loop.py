@@ -5,10 +5,12 @@ Per output tile (a band of rows of the output grid) and per frame, on a pool of 
 
 1. the frame's pixel map for the band (:func:`skystack.regrid.pixmap.pixel_map`: astropy on a
    coarse grid, interpolated in float64);
-2. the input rows those coordinates need (plus a one-row margin, so that resampling the rows
-   alone gives exactly what resampling the whole frame would) are read with the frame's source;
-3. bilinear (or nearest) resampling following ``reproject.reproject_interp``'s rules into the
-   frame's plane of the tile block; frames whose footprint misses the band are skipped (NaN).
+2. the input rows those coordinates need (plus the method's margin,
+   :func:`skystack.regrid.interp.reach`, so that resampling the rows alone gives exactly what
+   resampling the whole frame would) are read with the frame's source;
+3. bilinear (or nearest, or clamped Lanczos-3/-4) resampling following
+   ``reproject.reproject_interp``'s rules into the frame's plane of the tile block; frames
+   whose footprint misses the band are skipped (NaN).
 
 The block then goes to the backend's ``combine_tile`` like any other tile. COUNT is the coverage
 (frames whose resampled value is finite at the pixel, before rejection), EXPMAP the sum of their
@@ -28,7 +30,7 @@ from astropy.wcs import WCS
 from numba import njit
 
 from ..config import CombineOptions
-from ..regrid.interp import BAND_METHODS, pixel_area_ratio, row_span
+from ..regrid.interp import BAND_METHODS, pixel_area_ratio, reach, row_span
 from ..regrid.pixmap import pixel_map
 from .frame import Frame
 from .grid import Grid
@@ -90,8 +92,9 @@ class FrameResampler:
         if ylo > yhi:  # no position inside the frame's rows
             out[...] = np.nan
             return
-        r_lo = max(0, int(math.floor(ylo)) - 1)
-        r_hi = min(height, int(math.floor(yhi)) + 3)
+        margin = reach(self.interp)  # 1 row for bilinear/nearest, a for Lanczos-a
+        r_lo = max(0, int(math.floor(ylo)) - margin)
+        r_hi = min(height, int(math.floor(yhi)) + margin + 2)
         region = np.empty((r_hi - r_lo, self.frame.shape[1]), np.float32)
         self.frame.source.read(Tile(r_lo, r_hi, 0, self.frame.shape[1]), region)
         # Rows outside [r_lo, r_hi) are never in a window of an in-range coordinate; the band

@@ -140,6 +140,7 @@ def run_night(raw_dir, out_dir: str | os.PathLike, *, backend: str = "auto",
         cosmic rays masked before its stack (:mod:`skystack.cosmetics.cosmic_rays`).
     """
     from ..api import combine_options
+    from ..api_reproject import check_interp
     from ..cosmetics.cosmic_rays import split_options
     from ..cosmetics.interpolate import COSMETIC_MODES
     from ..io.selection import selection_from
@@ -155,7 +156,13 @@ def run_night(raw_dir, out_dir: str | os.PathLike, *, backend: str = "auto",
     cosmic, rest = split_options(stack_options)
     stack_options = {**rest, **(dict(cosmic_rays=cosmic.method, cr_sigclip=cosmic.sigclip,
                                      cr_objlim=cosmic.objlim) if cosmic.active else {})}
-    combine_options(**{**STACK_OPTIONS, **rest})  # validate before any work
+    # interp (resampling) travels with the stack options into stack_to_file and fingerprints;
+    # the default is left out, so that products made before the option existed stay fresh.
+    if stack_options.get("interp") == "bilinear":
+        del stack_options["interp"]
+    combine_options(**{k: v for k, v in {**STACK_OPTIONS, **rest}.items()
+                       if k != "interp"})  # validate before any work
+    check_interp(stack_options.get("interp", "bilinear"))
     from ..register import MODELS
     from ..register.align import select_frames
 

@@ -162,7 +162,7 @@ class CupyDevice:
         # Enough blocks to fill the GPU over all frames; grid-stride beyond.
         per_frame = max(1, -(-self.sm_count * 16 // max(1, spec.n_frames)))
         blocks_x = max(1, min(-(-npix // RESAMPLE_THREADS), per_frame))
-        name = reproject_kernel_name(spec.nearest, spec.conserve_flux)
+        name = reproject_kernel_name(spec.interp, spec.conserve_flux)
         with stream:
             self.kernel(name)(
                 (blocks_x, spec.n_frames), (RESAMPLE_THREADS,),

@@ -108,9 +108,16 @@ def choose_combine_kernel(n_frames: int, options: CombineOptions) -> KernelChoic
                         f"{options.method}/{options.reject} (got {n_frames}); use --backend cpu")
 
 
-def reproject_kernel_name(nearest: bool, conserve_flux: bool) -> str:
-    """The ``reproject_tile`` instantiation for an interpolation and flux conservation."""
-    return f"reproject_tile<{int(bool(nearest))}, {int(bool(conserve_flux))}>"
+# The INTERP codes of kernels/sk_resample.cuh (enum Interp), by regrid.interp method name.
+INTERP_CODES = {"bilinear": 0, "nearest": 1, "lanczos3": 2, "lanczos4": 3}
+
+
+def reproject_kernel_name(interp: str | bool, conserve_flux: bool) -> str:
+    """The ``reproject_tile`` instantiation for an interpolation (a method name; a bool means
+    nearest or not, as before the Lanczos kernels) and flux conservation."""
+    if isinstance(interp, bool):
+        interp = "nearest" if interp else "bilinear"
+    return f"reproject_tile<{INTERP_CODES[interp]}, {int(bool(conserve_flux))}>"
 
 
 def name_expressions(source: str) -> list[str]:
@@ -120,7 +127,7 @@ def name_expressions(source: str) -> list[str]:
                 + [_small(s).name for s in GPU_REGISTER_SIZES]
                 + [_warp(i).name for i in WARP_ITEMS])
     if source == "reproject.cu":
-        return ([reproject_kernel_name(nearest, flux) for nearest in (False, True)
+        return ([reproject_kernel_name(interp, flux) for interp in INTERP_CODES
                  for flux in (False, True)] + ["coverage_expmap"])
     raise SkystackError(f"unknown CUDA source {source!r}")
 

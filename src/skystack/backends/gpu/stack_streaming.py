@@ -61,7 +61,7 @@ from ...core.records import RunStats
 from ...core.stack_loop import grid_rows_of, misses_tile, write_stack_tile
 from ...core.tiles import OUTPUT_BYTES_PER_PIXEL, Tile, bytes_per_pixel, plan_tiles
 from ...errors import SkystackError
-from ...regrid.interp import METHODS
+from ...regrid.interp import METHODS, reach
 from ...regrid.pixmap import node_map
 from ..base import FrameParams, TileOutputs
 from .kernels import choose_combine_kernel
@@ -189,7 +189,8 @@ def _pieces(start: np.ndarray, t: np.ndarray, lo: int, hi: int):
     return s[heads], np.minimum.reduceat(tt, heads), np.maximum.reduceat(tt, heads)
 
 
-def frame_regions(geom: StackGeometry, k: int, tiles: list[Tile]) -> list[Tile | None]:
+def frame_regions(geom: StackGeometry, k: int, tiles: list[Tile], margin: int = 1
+                  ) -> list[Tile | None]:
     """For each output tile, a box of frame ``k``'s input pixels (a :class:`Tile` of the frame)
     holding every window the tile's pixels can touch, or None where the frame cannot cover the
     tile (its plane is then all NaN, as on the CPU).
@@ -200,7 +201,9 @@ def frame_regions(geom: StackGeometry, k: int, tiles: list[Tile]) -> list[Tile |
     the residuals of the nodes from it: it lies within ``lebesgue * max|e|`` of ``P``, and ``P``
     over the pixels of a window takes its extremes at the corners of their ``t`` ranges. Windows
     holding a NaN node give NaN pixels and are ignored. The margins around the bounds are the
-    CPU's (one row before, two after the last window's first row).
+    CPU's: ``margin`` (:func:`skystack.regrid.interp.reach` of the interpolation: 1 for
+    bilinear and nearest, ``a`` for Lanczos-``a``) rows and columns before, ``margin + 1``
+    after, the same on both axes.
     """
     fg = geom.frames[k]
     height, width = fg.shape
@@ -235,8 +238,8 @@ def frame_regions(geom: StackGeometry, k: int, tiles: list[Tile]) -> list[Tile |
         y1 = min(float(yhi[keep].max()), height - 0.5)
         x0 = max(float(xlo[keep].min()), -0.5)
         x1 = min(float(xhi[keep].max()), width - 0.5)
-        out.append(Tile(max(0, math.floor(y0) - 1), min(height, math.floor(y1) + 3),
-                        max(0, math.floor(x0) - 1), min(width, math.floor(x1) + 3)))
+        out.append(Tile(max(0, math.floor(y0) - margin), min(height, math.floor(y1) + margin + 2),
+                        max(0, math.floor(x0) - margin), min(width, math.floor(x1) + margin + 2)))
     return out
 
 
@@ -256,7 +259,7 @@ class ResampleSpec:
     off_start_c: int
     off_w_r: int
     off_w_c: int
-    nearest: bool
+    interp: str                     # a key of regrid.interp.METHODS
     conserve_flux: bool
     edge_order: int
     nbytes: int
@@ -264,6 +267,10 @@ class ResampleSpec:
     @property
     def npix(self) -> int:
         return self.tile_rows * self.tile_cols
+
+    @property
+    def nearest(self) -> bool:
+        return self.interp == "nearest"
 
 
 @dataclass(frozen=True)
@@ -285,8 +292,12 @@ def _aligned(n: int) -> int:
 
 
 def layout_tile(geom: StackGeometry, tile: Tile, regions: list[Tile | None], *,
-                nearest: bool = False, conserve_flux: bool = False) -> TileLayout:
-    """The staged layout of ``tile`` with these per-frame ``regions`` (:func:`frame_regions`)."""
+                nearest: bool = False, conserve_flux: bool = False,
+                interp: str | None = None) -> TileLayout:
+    """The staged layout of ``tile`` with these per-frame ``regions`` (:func:`frame_regions`);
+    ``interp`` names the resampling (default bilinear, or nearest when ``nearest``)."""
+    if interp is None:
+        interp = "nearest" if nearest else "bilinear"
     n = len(regions)
     rows, cols = tile.shape
     pr, pc = geom.w_r.shape[1], geom.w_c.shape[1]
@@ -325,7 +336,7 @@ def layout_tile(geom: StackGeometry, tile: Tile, regions: list[Tile | None], *,
         pos = _aligned(pos + reg.shape[0] * reg.shape[1] * 4)
     edge = 2 if min(rows, cols) >= 3 else 1  # interp.pixel_area_ratio's choice
     spec = ResampleSpec(n, rows, cols, nr[1] - nr[0], nc[1] - nc[0], pr, pc, off_sr, off_sc,
-                        off_wr, off_wc, bool(nearest), bool(conserve_flux), edge, pos)
+                        off_wr, off_wc, interp, bool(conserve_flux), edge, pos)
     return TileLayout(tile, spec, nr, nc, list(regions), node_offsets, band_offsets, table)
 
 
@@ -375,7 +386,7 @@ class _Plan:
 
 
 def _plan(geom: StackGeometry, r0: int, n: int, device_budget: int, host_budget: int,
-          max_tile_rows: int | None, nearest: bool, conserve_flux: bool) -> _Plan:
+          max_tile_rows: int | None, interp: str, conserve_flux: bool) -> _Plan:
     """Tiles of rows [r0, end) whose buffers fit both budgets (see module docstring)."""
     rows, cols = geom.grid_shape
     per_dev = 4 * n + 2 * OUT_BYTES
@@ -392,8 +403,8 @@ def _plan(geom: StackGeometry, r0: int, n: int, device_budget: int, host_budget:
         tiles = [Tile(t.r0 + r0, t.r1 + r0, t.c0, t.c1)
                  for t in plan_tiles((rows - r0, cols), n, fit * bytes_per_pixel(n),
                                      max_rows=max_tile_rows)]
-        per_frame = [frame_regions(geom, k, tiles) for k in range(n)]
-        layouts = [layout_tile(geom, t, [per_frame[k][i] for k in range(n)], nearest=nearest,
+        per_frame = [frame_regions(geom, k, tiles, reach(interp)) for k in range(n)]
+        layouts = [layout_tile(geom, t, [per_frame[k][i] for k in range(n)], interp=interp,
                                conserve_flux=conserve_flux) for i, t in enumerate(tiles)]
         slot = max(lay.spec.nbytes for lay in layouts)
         max_pix = max(t.shape[0] * t.shape[1] for t in tiles)
@@ -424,10 +435,9 @@ def stream_stack(device: Device, frames: list, wcs_list: list, grid: Grid,
     n = len(frames)
     geom = stack_geometry(wcs_list, [f.shape for f in frames], grid, step)
     choice = choose_combine_kernel(n, options)
-    nearest = interp == "nearest"
 
     def start_run(first_row, device_budget, host_budget, readers, stager):
-        plan = _plan(geom, first_row, n, device_budget, host_budget, max_tile_rows, nearest,
+        plan = _plan(geom, first_row, n, device_budget, host_budget, max_tile_rows, interp,
                      conserve_flux)
         if conserve_flux and min(min(t.shape) for t in plan.tiles) < 2:
             raise SkystackError("--conserve-flux needs tiles of at least 2 rows and 2 columns "
