@@ -275,6 +275,12 @@ SK_HD PixelResult reduce_weighted(int method, const FrameView& fr, const Combine
   return moments_to_result(method, hi - lo, v1, v2, swx, ssd, (double)vlo, (double)vhi);
 }
 
+}  // namespace sk
+
+#include "sk_reject.cuh"  // winsor, linfit, pctclip: uses the range helpers above
+
+namespace sk {
+
 // The whole order-statistics combine of one pixel whose n valid values are sorted in col.
 template <class Col>
 SK_HD PixelResult combine_sorted_pixel(const Col& col, int n, const CombineParams& p,
@@ -289,6 +295,12 @@ SK_HD PixelResult combine_sorted_pixel(const Col& col, int n, const CombineParam
   } else if (p.reject == REJ_PERCENTILE) {
     lo = (int)floor_f64((double)n * p.plow / 100.0);
     hi = n - (int)floor_f64((double)n * p.phigh / 100.0);
+  } else if (p.reject == REJ_WINSOR) {
+    winsor_range(col, n, p, &lo, &hi);
+  } else if (p.reject == REJ_LINFIT) {
+    linfit_range(col, n, p, &lo, &hi);
+  } else if (p.reject == REJ_PCTCLIP) {
+    pctclip_range(col, n, p, &lo, &hi);
   }
   if (hi <= lo) return empty_result();
   if (p.weighted && (p.method == MEAN || p.method == SUM)) {

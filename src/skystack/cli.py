@@ -106,6 +106,12 @@ def _add_combine_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--phigh", type=float, default=d.phigh,
                    help=f"percentile: %% of each pixel's values dropped at the high end "
                         f"({d.phigh:g})")
+    g.add_argument("--pctclip-low", type=float, default=d.pctclip_low,
+                   help="pctclip: reject values more than this fraction of |median| below the "
+                        f"median ({d.pctclip_low:g})")
+    g.add_argument("--pctclip-high", type=float, default=d.pctclip_high,
+                   help="pctclip: reject values more than this fraction of |median| above the "
+                        f"median ({d.pctclip_high:g})")
     g.add_argument("--weights", default=d.weights.kind,
                    help="none, exptime, invvar:KEY (KEY = variance), noise:KEY (KEY = sigma), "
                         "w1,w2,... or @file (mean and sum only)")
@@ -128,6 +134,7 @@ def _combine_kwargs(a: argparse.Namespace) -> dict:
     return dict(method=a.method, reject=a.reject, center=a.center, spread=a.spread, sigma=a.sigma,
                 sigma_low=a.sigma_low, sigma_high=a.sigma_high, maxiters=a.maxiters,
                 nlow=a.nlow, nhigh=a.nhigh, low=a.low, high=a.high, plow=a.plow, phigh=a.phigh,
+                pctclip_low=a.pctclip_low, pctclip_high=a.pctclip_high,
                 weights=a.weights, scale=a.scale, zero=a.zero, hdu=a.hdu,
                 mem_limit=a.mem_limit, uncertainty=a.uncertainty)
 

@@ -38,11 +38,13 @@ import numpy as np
 from numba import njit
 
 from ..kernel_interface import Method, Reject
+from .rejections import linfit_range, pctclip_range, winsor_range
 
 # The codes of skystack.backends.kernel_interface as plain ints: Numba freezes them into the code.
 MEAN, SUM, MEDIAN, MIN, MAX = (int(Method[m]) for m in ("MEAN", "SUM", "MEDIAN", "MIN", "MAX"))
 REJ_NONE, REJ_SIGCLIP, REJ_MINMAX, REJ_RANGE, REJ_PERCENTILE = (
     int(Reject[r]) for r in ("NONE", "SIGCLIP", "MINMAX", "RANGE", "PERCENTILE"))
+REJ_WINSOR, REJ_LINFIT, REJ_PCTCLIP = (int(Reject[r]) for r in ("WINSOR", "LINFIT", "PCTCLIP"))
 
 MAD_TO_SIGMA = 1.482602218505602
 # Asymptotic efficiency of the median for Gaussian data: SE(median) = sqrt(pi/2) * sigma / sqrt(n).
@@ -563,6 +565,8 @@ def combine_sorted(block, p0, p1, pairs, scale, zero, weights, params, chunk, ou
     nhigh = np.int64(params.nhigh)
     plow = params.plow
     phigh = params.phigh
+    pct_lo = params.pctclip_lo
+    pct_hi = params.pctclip_hi
     nf = block.shape[0]
     scratch = np.empty((nf, chunk), np.float32)
     nvalid = np.empty(chunk, np.int32)
@@ -631,6 +635,12 @@ def combine_sorted(block, p0, p1, pairs, scale, zero, weights, params, chunk, ou
             elif reject == REJ_PERCENTILE:
                 lo = int(math.floor(n * plow / 100.0))
                 hi = n - int(math.floor(n * phigh / 100.0))
+            elif reject == REJ_WINSOR:
+                lo, hi = winsor_range(col, n, sigma_lo, sigma_hi, maxiters)
+            elif reject == REJ_LINFIT:
+                lo, hi = linfit_range(col, n, sigma_lo, sigma_hi, maxiters)
+            elif reject == REJ_PCTCLIP:
+                lo, hi = pctclip_range(col, n, pct_lo, pct_hi)
             if hi <= lo:
                 _store_result(0.0, 0.0, 0, pix, out_img, out_unc, out_cnt)
                 continue
