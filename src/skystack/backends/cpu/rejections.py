@@ -1,9 +1,12 @@
 """Siril-style rejections of one pixel's sorted values, for the CPU backend's sorted combine.
 
 Each function takes ``col``, a pixel's ``n`` valid values sorted ascending (float64), and returns
-the kept contiguous range ``(lo, hi)`` of it, as every rejection of
+the kept contiguous range ``(lo, hi)`` of it (:func:`winsor_lanes`: of every pixel of a sorted
+chunk at once), as every rejection of
 :func:`skystack.backends.cpu.kernels.combine_sorted` does. The GPU kernels implement the same
-definitions in ``kernels/sk_reject.cuh``, with the same float64 arithmetic in the same order.
+definitions in ``kernels/sk_reject.cuh`` in float64 with the column primitives of the GPU; here
+range sums are differences of per-pixel prefix sums (O(1) per winsorizing step), which differ
+from those only by rounding.
 
 ``winsor`` (winsorized sigma clipping, Siril / PixInsight after Huber)
     Each iteration, on the values kept so far: ``med`` their median; ``s`` starts as their
@@ -36,6 +39,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 from numba import njit
 
 MIN_KEPT = 3
@@ -45,7 +49,7 @@ WINSOR_TOL = 5e-4
 WINSOR_MAX_STEPS = 50
 
 
-@njit(nogil=True, cache=True)
+@njit(nogil=True, cache=True, error_model="numpy")
 def _median(col, a, b):
     m = b - a
     mid = a + m // 2
@@ -54,24 +58,7 @@ def _median(col, a, b):
     return 0.5 * (col[mid - 1] + col[mid])
 
 
-@njit(nogil=True, cache=True)
-def _sum(col, a, b):
-    s = 0.0
-    for i in range(a, b):
-        s += col[i]
-    return s
-
-
-@njit(nogil=True, cache=True)
-def _ssd(col, a, b, mean):
-    s = 0.0
-    for i in range(a, b):
-        d = col[i] - mean
-        s += d * d
-    return s
-
-
-@njit(nogil=True, cache=True)
+@njit(nogil=True, cache=True, error_model="numpy")
 def _first_not_below(col, a, b, x):
     """First index of [a, b) whose value is >= x (b if none)."""
     while a < b:
@@ -83,7 +70,7 @@ def _first_not_below(col, a, b, x):
     return a
 
 
-@njit(nogil=True, cache=True)
+@njit(nogil=True, cache=True, error_model="numpy")
 def _first_above(col, a, b, x):
     """First index of [a, b) whose value is > x (b if none)."""
     while a < b:
@@ -95,66 +82,83 @@ def _first_above(col, a, b, x):
     return a
 
 
-@njit(nogil=True, cache=True)
-def winsorized_sigma(col, a, b, med):
-    """Huber's winsorized sigma of the sorted range [a, b) about ``med`` (module docstring)."""
+@njit(nogil=True, cache=True, error_model="numpy")
+def prefix_sums(col, n, pre):
+    """Prefix sums of ``d = col - pivot`` (pivot: the median): ``pre[0, i]`` = sum of d,
+    ``pre[1, i]`` of d**2, ``pre[2, i]`` of j * d_j, over j < i. Every range sum of the
+    iterations below is then a difference; the pivot keeps d small, so that variances from
+    these sums lose no precision to cancellation. Returns the pivot."""
+    pivot = col[n // 2]
+    s = 0.0
+    q = 0.0
+    r = 0.0
+    pre[0, 0] = 0.0
+    pre[1, 0] = 0.0
+    pre[2, 0] = 0.0
+    for j in range(n):
+        d = col[j] - pivot
+        s += d
+        q += d * d
+        r += j * d
+        pre[0, j + 1] = s
+        pre[1, j + 1] = q
+        pre[2, j + 1] = r
+    return pivot
+
+
+@njit(nogil=True, cache=True, inline="always", error_model="numpy")
+def _winsor_step(cols, pre, t, a, b, med, pivot, sig, i1s, i2s):
+    """One winsorizing step of sigma ``sig[t]`` of lane ``t`` (values ``cols[t]``, prefix sums
+    ``pre[t]``) on its sorted range [a, b) (clamp indices ``i1s[t]``, ``i2s[t]``, updated);
+    True when sigma has converged. (Whole arrays and indices rather than views of a lane: no
+    array is built per step.)"""
     m = b - a
-    mean = _sum(col, a, b) / m
-    sigma = math.sqrt(_ssd(col, a, b, mean) / (m - 1))
-    for _ in range(WINSOR_MAX_STEPS):
-        lo = med - WINSOR_CUT * sigma
-        hi = med + WINSOR_CUT * sigma
-        # Sorted: the values clamped to lo (hi) are the first (last) ones of the range.
-        i1 = _first_not_below(col, a, b, lo)
-        i2 = _first_above(col, i1, b, hi)
-        nlo = float(i1 - a)
-        nhi = float(b - i2)
-        wmean = (nlo * lo + _sum(col, i1, i2) + nhi * hi) / m
-        dl = lo - wmean
-        dh = hi - wmean
-        wssd = nlo * dl * dl + _ssd(col, i1, i2, wmean) + nhi * dh * dh
-        nxt = WINSOR_SCALE * math.sqrt(wssd / (m - 1))
-        done = abs(nxt - sigma) <= WINSOR_TOL * sigma
-        sigma = nxt
-        if done:
-            break
-    return sigma
+    sigma = sig[t]
+    lo = med - WINSOR_CUT * sigma
+    hi = med + WINSOR_CUT * sigma
+    # Sorted: the values clamped to lo (hi) are the first (last) ones of the range. The
+    # bounds move little from step to step: walk the indices from where they were.
+    i1 = i1s[t]
+    i2 = i2s[t]
+    while i1 < b and cols[t, i1] < lo:
+        i1 += 1
+    while i1 > a and cols[t, i1 - 1] >= lo:
+        i1 -= 1
+    i2 = max(i2, i1)
+    while i2 < b and cols[t, i2] <= hi:
+        i2 += 1
+    while i2 > i1 and cols[t, i2 - 1] > hi:
+        i2 -= 1
+    i1s[t] = i1
+    i2s[t] = i2
+    nlo = float(i1 - a)
+    nhi = float(b - i2)
+    dlo = lo - pivot
+    dhi = hi - pivot
+    w = nlo * dlo + (pre[t, 0, i2] - pre[t, 0, i1]) + nhi * dhi
+    wq = nlo * dlo * dlo + (pre[t, 1, i2] - pre[t, 1, i1]) + nhi * dhi * dhi
+    nxt = WINSOR_SCALE * math.sqrt(max(wq - w * w / m, 0.0) / (m - 1))
+    sig[t] = nxt
+    return abs(nxt - sigma) <= WINSOR_TOL * sigma
 
 
-@njit(nogil=True, cache=True)
-def winsor_range(col, n, sigma_lo, sigma_hi, maxiters):
-    """Kept range of winsorized sigma clipping (``maxiters < 0``: until nothing changes)."""
+@njit(nogil=True, cache=True, error_model="numpy")
+def linfit_range(col, n, sigma_lo, sigma_hi, maxiters, pre):
+    """Kept range of linear-fit clipping from the ends (module docstring); ``pre``: scratch of
+    shape (3, >= n + 1)."""
     a = 0
     b = n
     it = 0
-    while b - a >= MIN_KEPT:
-        med = _median(col, a, b)
-        s = winsorized_sigma(col, a, b, med)
-        na = _first_not_below(col, a, b, med - sigma_lo * s)
-        nb = _first_above(col, na, b, med + sigma_hi * s)
-        if (na == a and nb == b) or nb - na < MIN_KEPT:
-            break
-        a = na
-        b = nb
-        it += 1
-        if maxiters >= 0 and it >= maxiters:
-            break
-    return a, b
-
-
-@njit(nogil=True, cache=True)
-def linfit_range(col, n, sigma_lo, sigma_hi, maxiters):
-    """Kept range of linear-fit clipping from the ends (module docstring)."""
-    a = 0
-    b = n
-    it = 0
+    if n < MIN_KEPT:
+        return a, b
+    pivot = prefix_sums(col, n, pre)
     while b - a >= MIN_KEPT:
         m = b - a
         rmean = 0.5 * (m - 1)
-        ymean = _sum(col, a, b) / m
-        sxy = 0.0
-        for i in range(a, b):
-            sxy += (float(i - a) - rmean) * col[i]
+        s_all = pre[0, b] - pre[0, a]
+        ymean = pivot + s_all / m
+        # sum over the range of (rank - rmean) * d, rank = i - a (the pivot cancels out).
+        sxy = (pre[2, b] - pre[2, a]) - (a + rmean) * s_all
         sxx = float(m) * (float(m) * float(m) - 1.0) / 12.0
         beta = sxy / sxx
         alpha = ymean - beta * rmean
@@ -178,7 +182,7 @@ def linfit_range(col, n, sigma_lo, sigma_hi, maxiters):
     return a, b
 
 
-@njit(nogil=True, cache=True)
+@njit(nogil=True, cache=True, error_model="numpy")
 def pctclip_range(col, n, pct_lo, pct_hi):
     """Kept range of Siril's percentile clipping; nothing rejected where the median is 0."""
     med = _median(col, 0, n)
@@ -188,3 +192,95 @@ def pctclip_range(col, n, pct_lo, pct_hi):
     lo = _first_not_below(col, 0, n, med - pct_lo * mag)
     hi = _first_above(col, lo, n, med + pct_hi * mag)
     return lo, hi
+
+
+# Lanes winsorized together: their values and prefix sums (about 20 KB at 25 frames) stay in L1.
+_GROUP = 32
+
+
+@njit(nogil=True, cache=True, error_model="numpy")
+def winsor_lanes(scratch, nlanes, nvalid, sigma_lo, sigma_hi, maxiters, lo_arr, hi_arr):
+    """Kept ranges of winsorized sigma clipping (module docstring; ``maxiters < 0``: until
+    nothing changes) of every lane ``q < nlanes`` of a sorted chunk (``scratch[:, q]`` holds
+    lane q's ``nvalid[q]`` values sorted, float32), into ``lo_arr`` / ``hi_arr``.
+
+    Groups of lanes advance together: each winsorizing step is applied to every lane of the
+    group still converging before the next step, so that the steps of different pixels
+    (independent chains of divisions and square roots) overlap in the CPU's pipeline.
+    """
+    nf = scratch.shape[0]
+    cols = np.empty((_GROUP, nf), np.float64)
+    pre = np.empty((_GROUP, 3, nf + 1), np.float64)
+    med = np.empty(_GROUP, np.float64)
+    piv = np.empty(_GROUP, np.float64)
+    sig = np.empty(_GROUP, np.float64)
+    a_ = np.empty(_GROUP, np.int64)
+    b_ = np.empty(_GROUP, np.int64)
+    i1s = np.empty(_GROUP, np.int64)
+    i2s = np.empty(_GROUP, np.int64)
+    act = np.empty(_GROUP, np.int64)
+    conv = np.empty(_GROUP, np.int64)
+    for q0 in range(0, nlanes, _GROUP):
+        g = min(_GROUP, nlanes - q0)
+        nact = 0
+        for t in range(g):
+            n = nvalid[q0 + t]
+            a_[t] = 0
+            b_[t] = n
+            if n < MIN_KEPT:
+                continue
+            col = cols[t]
+            for j in range(n):
+                col[j] = scratch[j, q0 + t]
+            piv[t] = prefix_sums(col, n, pre[t])
+            act[nact] = t
+            nact += 1
+        it = 0
+        while nact > 0:
+            # Start of an iteration: median and plain sample sigma of each active lane.
+            for k in range(nact):
+                t = act[k]
+                a = a_[t]
+                b = b_[t]
+                m = b - a
+                med[t] = _median(cols[t], a, b)
+                p = pre[t]
+                s_all = p[0, b] - p[0, a]
+                sig[t] = math.sqrt(max(p[1, b] - p[1, a] - s_all * s_all / m, 0.0) / (m - 1))
+                conv[k] = t
+                i1s[t] = a
+                i2s[t] = b
+            nconv = nact
+            for _ in range(WINSOR_MAX_STEPS):
+                if nconv == 0:
+                    break
+                keep = 0
+                for k in range(nconv):
+                    t = conv[k]
+                    if not _winsor_step(cols, pre, t, a_[t], b_[t], med[t], piv[t], sig, i1s,
+                                        i2s):
+                        conv[keep] = t
+                        keep += 1
+                nconv = keep
+            # The iteration's rejection; lanes that stop leave the active list.
+            it += 1
+            keep = 0
+            for k in range(nact):
+                t = act[k]
+                col = cols[t]
+                a = a_[t]
+                b = b_[t]
+                na = _first_not_below(col, a, b, med[t] - sigma_lo * sig[t])
+                nb = _first_above(col, na, b, med[t] + sigma_hi * sig[t])
+                if (na == a and nb == b) or nb - na < MIN_KEPT:
+                    continue
+                a_[t] = na
+                b_[t] = nb
+                if maxiters >= 0 and it >= maxiters:
+                    continue
+                act[keep] = t
+                keep += 1
+            nact = keep
+        for t in range(g):
+            lo_arr[q0 + t] = a_[t]
+            hi_arr[q0 + t] = b_[t]
