@@ -212,3 +212,16 @@ def test_host_compiled_cuda_matches_reference_and_cpu(harness, path, n, reject, 
     _check(*got, cube, reject, opts, "mean")
     cpu = _cpu(cube, method="mean", reject=reject, **opts)
     np.testing.assert_array_equal(got[2], cpu[2])
+
+
+def test_bench_specs_and_labels():
+    from skystack.bench.methods import parse_method
+
+    w = parse_method("winsor")
+    assert w.kwargs == dict(method="mean", reject="winsor", sigma_low=3.0, sigma_high=3.0,
+                            maxiters=5)
+    assert w.label == "mean+winsor(3σ)"
+    lf = parse_method("median+linfit:sigma_low=2,sigma_high=4,maxiters=0")
+    assert lf.label == "median+linfit(-2σ/+4σ,∞ it)"
+    p = parse_method("mean+pctclip:pctclip_low=0.3,pctclip_high=0.05")
+    assert p.kwargs["pctclip_low"] == 0.3 and p.label == "mean+pctclip(-0.3/+0.05×median)"
