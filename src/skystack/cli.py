@@ -87,13 +87,14 @@ def _add_combine_options(p: argparse.ArgumentParser) -> None:
     _add_choice(g, "reject", "outlier rejection before the statistic")
     _add_choice(g, "center", "sigclip: centre of the clipping interval")
     _add_choice(g, "spread", "sigclip: spread, std (ddof 0) or MAD scaled to sigma")
-    g.add_argument("--sigma", type=float, help="sigclip: both thresholds, in sigma")
+    g.add_argument("--sigma", type=float, help="sigclip, winsor, linfit: both thresholds, in sigma")
     g.add_argument("--sigma-low", type=float, default=d.sigma_low,
-                   help=f"sigclip: lower threshold ({d.sigma_low:g})")
+                   help=f"sigclip, winsor, linfit: lower threshold ({d.sigma_low:g})")
     g.add_argument("--sigma-high", type=float, default=d.sigma_high,
-                   help=f"sigclip: upper threshold ({d.sigma_high:g})")
+                   help=f"sigclip, winsor, linfit: upper threshold ({d.sigma_high:g})")
     g.add_argument("--maxiters", type=int, default=d.maxiters,
-                   help=f"sigclip: iterations, 0 = until nothing changes (default: {d.maxiters})")
+                   help="sigclip, winsor, linfit: iterations, 0 = until nothing changes "
+                        f"(default: {d.maxiters})")
     g.add_argument("--nlow", type=int, default=d.nlow,
                    help=f"minmax: lowest values dropped ({d.nlow})")
     g.add_argument("--nhigh", type=int, default=d.nhigh,
