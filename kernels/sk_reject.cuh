@@ -14,7 +14,8 @@ namespace sk {
 // An iteration of winsor / linfit that would leave fewer values than this is not applied.
 constexpr int REJ_MIN_KEPT = 3;
 // Winsorized sigma (Huber): values winsorized at median +- 1.5 sigma, sigma = 1.134 * their
-// sample std (ddof 1), repeated until sigma changes by at most WINSOR_TOL relative (or WINSOR_MAX_STEPS times).
+// sample std (ddof 1), repeated until sigma changes by at most WINSOR_TOL relative (or at most
+// WINSOR_MAX_STEPS times).
 constexpr double WINSOR_CUT = 1.5;
 constexpr double WINSOR_SCALE = 1.134;
 constexpr double WINSOR_TOL = 5e-4;
@@ -83,14 +84,11 @@ SK_HD void linfit_range(const Col& col, int n, const CombineParams& p, int* fa, 
     int m = b - a;
     double rmean = 0.5 * (double)(m - 1);
     double ymean = col.sum(a, b) / (double)m;
-    double sxy = 0.0;
-    for (int i = a; i < b; ++i) sxy += ((double)(i - a) - rmean) * (double)col.at(i);
+    double sxy = col.rank_sum(a, b) - rmean * ymean * (double)m;  // sum (rank - rmean) y
     double sxx = (double)m * ((double)m * (double)m - 1.0) / 12.0;
     double beta = sxy / sxx;
     double alpha = ymean - beta * rmean;
-    double sabs = 0.0;
-    for (int i = a; i < b; ++i) sabs += abs_f64(line_residual(col, i, a, alpha, beta));
-    double s = sabs / (double)m;
+    double s = col.line_abs_dev(a, b, alpha, beta) / (double)m;
     int na = a;
     while (na < b && line_residual(col, na, a, alpha, beta) < -p.sigma_lo * s) ++na;
     int nb = b;

@@ -225,3 +225,15 @@ def test_bench_specs_and_labels():
     assert lf.label == "median+linfit(-2σ/+4σ,∞ it)"
     p = parse_method("mean+pctclip:pctclip_low=0.3,pctclip_high=0.05")
     assert p.kwargs["pctclip_low"] == 0.3 and p.label == "mean+pctclip(-0.3/+0.05×median)"
+
+
+def test_gpu_refuses_winsor_and_linfit_beyond_the_kernels_that_run_them():
+    """combine.cu compiles winsor/linfit out of the 64-values-per-lane warp kernel (they would
+    spill registers): the chooser must never send them there."""
+    for reject in ("winsor", "linfit"):
+        opts = skystack.combine_options(reject=reject)
+        assert choose_combine_kernel(1024, opts).name.startswith("combine_warp<32,")
+        with pytest.raises(skystack.SkystackError, match="at most 1024 frames"):
+            choose_combine_kernel(1025, opts)
+    pct = skystack.combine_options(reject="pctclip")
+    assert choose_combine_kernel(2048, pct).name.startswith("combine_warp<64,")
