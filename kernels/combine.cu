@@ -105,6 +105,32 @@ struct WarpCol {
     }
     return warp_sum_f64(s);
   }
+  __device__ __forceinline__ double rank_sum(int lo, int hi) const {
+    double s = 0.0;
+#pragma unroll
+    for (int k = 0; k < ITEMS; ++k) {
+      int i = lane * ITEMS + k;
+      s += (i >= lo && i < hi) ? (double)(i - lo) * (double)v[k] : 0.0;
+    }
+    return warp_sum_f64(s);
+  }
+  __device__ __forceinline__ double line_abs_dev(int lo, int hi, double alpha,
+                                                 double beta) const {
+    double s = 0.0;
+#pragma unroll
+    for (int k = 0; k < ITEMS; ++k) {
+      int i = lane * ITEMS + k;
+      double d = (double)v[k] - (alpha + beta * (double)(i - lo));
+      s += (i >= lo && i < hi) ? (d < 0.0 ? -d : d) : 0.0;
+    }
+    return warp_sum_f64(s);
+  }
+};
+
+// 64 values per lane: winsor and linfit would spill registers (choose_combine_kernel avoids it).
+template <>
+struct RunsIterativeSiril<WarpCol<64>> {
+  static constexpr bool value = false;
 };
 
 // Bitonic sort of 32 * ITEMS values held ITEMS per lane, ascending in blocked order (element

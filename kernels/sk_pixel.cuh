@@ -8,6 +8,8 @@
 //   count_gt(x)    how many valid values are > x   (0 when x is NaN)
 //   sum(lo, hi)    float64 sum of values [lo, hi)
 //   ssd(lo, hi, m) float64 sum of squared deviations from m over [lo, hi)
+//   rank_sum(lo, hi)              float64 sum of (i - lo) * value i over [lo, hi)
+//   line_abs_dev(lo, hi, al, be)  float64 sum of |value i - (al + be * (i - lo))| over [lo, hi)
 // ArrayCol (a plain array: host tests, any N), RegCol<NMAX> (one GPU thread, values in registers:
 // every index is a compile-time constant after unrolling) and WarpCol<ITEMS> (combine.cu: a warp
 // holds the values) implement them; the rejection logic below is shared by all three.
@@ -59,6 +61,19 @@ struct ArrayCol {
     }
     return s;
   }
+  SK_HD double rank_sum(int lo, int hi) const {
+    double s = 0.0;
+    for (int i = lo; i < hi; ++i) s += (double)(i - lo) * (double)v[i];
+    return s;
+  }
+  SK_HD double line_abs_dev(int lo, int hi, double alpha, double beta) const {
+    double s = 0.0;
+    for (int i = lo; i < hi; ++i) {
+      double d = (double)v[i] - (alpha + beta * (double)(i - lo));
+      s += d < 0.0 ? -d : d;
+    }
+    return s;
+  }
 };
 
 // A sorted column held in a thread's registers: loops are unrolled over NMAX with predicates, so
@@ -104,6 +119,20 @@ struct RegCol {
     for (int k = 0; k < NMAX; ++k) {
       double d = (double)v[k] - mean;
       s += (k >= lo && k < hi) ? d * d : 0.0;
+    }
+    return s;
+  }
+  // Loops over at(): unrolled masked sums over NMAX here spill registers at NMAX = 48 and 64.
+  SK_HD double rank_sum(int lo, int hi) const {
+    double s = 0.0;
+    for (int i = lo; i < hi; ++i) s += (double)(i - lo) * (double)at(i);
+    return s;
+  }
+  SK_HD double line_abs_dev(int lo, int hi, double alpha, double beta) const {
+    double s = 0.0;
+    for (int i = lo; i < hi; ++i) {
+      double d = (double)at(i) - (alpha + beta * (double)(i - lo));
+      s += d < 0.0 ? -d : d;
     }
     return s;
   }
@@ -275,6 +304,21 @@ SK_HD PixelResult reduce_weighted(int method, const FrameView& fr, const Combine
   return moments_to_result(method, hi - lo, v1, v2, swx, ssd, (double)vlo, (double)vhi);
 }
 
+}  // namespace sk
+
+// winsor, linfit, pctclip: templates that use the range helpers above.
+#include "sk_reject.cuh"
+
+namespace sk {
+
+// Whether combine_sorted_pixel on this column type runs winsor and linfit. combine.cu turns them
+// off for its widest warp kernel, whose registers they would spill; the GPU backend never sends
+// those rejections there (skystack/backends/gpu/kernels.py, choose_combine_kernel).
+template <class Col>
+struct RunsIterativeSiril {
+  static constexpr bool value = true;
+};
+
 // The whole order-statistics combine of one pixel whose n valid values are sorted in col.
 template <class Col>
 SK_HD PixelResult combine_sorted_pixel(const Col& col, int n, const CombineParams& p,
@@ -289,6 +333,15 @@ SK_HD PixelResult combine_sorted_pixel(const Col& col, int n, const CombineParam
   } else if (p.reject == REJ_PERCENTILE) {
     lo = (int)floor_f64((double)n * p.plow / 100.0);
     hi = n - (int)floor_f64((double)n * p.phigh / 100.0);
+  } else if (p.reject == REJ_WINSOR || p.reject == REJ_LINFIT) {
+    if constexpr (RunsIterativeSiril<Col>::value) {
+      if (p.reject == REJ_WINSOR) winsor_range(col, n, p, &lo, &hi);
+      else linfit_range(col, n, p, &lo, &hi);
+    } else {
+      return empty_result();  // never launched: see RunsIterativeSiril
+    }
+  } else if (p.reject == REJ_PCTCLIP) {
+    pctclip_range(col, n, p, &lo, &hi);
   }
   if (hi <= lo) return empty_result();
   if (p.weighted && (p.method == MEAN || p.method == SUM)) {

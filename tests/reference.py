@@ -17,12 +17,18 @@ IQR_TO_SIGMA = 1.3489795003921634
 
 def keep_mask(cube: np.ndarray, reject: str = "none", *, center="median", spread="std",
               sigma_low=3.0, sigma_high=3.0, maxiters=5, nlow=1, nhigh=1, low=None, high=None,
-              plow=10.0, phigh=10.0, raw: np.ndarray | None = None) -> np.ndarray:
+              plow=10.0, phigh=10.0, pctclip_low=0.2, pctclip_high=0.1,
+              raw: np.ndarray | None = None) -> np.ndarray:
     """Boolean (N, H, W) array: True where a value is kept. ``raw`` = values before scaling,
     for the range rejection."""
     valid = np.isfinite(cube)
     if reject == "none":
         return valid
+    if reject == "pctclip":
+        return valid & _pctclip_keep(cube, pctclip_low, pctclip_high)
+    if reject in ("winsor", "linfit"):
+        clip = _winsor_kept if reject == "winsor" else _linfit_kept
+        return _per_pixel_sorted(cube, valid, lambda y: clip(y, sigma_low, sigma_high, maxiters))
     if reject == "range":
         r = cube if raw is None else raw
         lo = -np.inf if low is None else low
@@ -48,6 +54,76 @@ def keep_mask(cube: np.ndarray, reject: str = "none", *, center="median", spread
     else:
         raise ValueError(reject)
     return valid & (ranks >= drop_lo) & (ranks < n - drop_hi)
+
+
+def _pctclip_keep(cube, lo_frac, hi_frac):
+    """Siril's percentile clipping: relative distance from the median, kept where it is 0."""
+    with _quiet():
+        med = np.nanmedian(cube.astype(np.float64), axis=0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        below = (med - cube) / np.abs(med) > lo_frac
+        above = (cube - med) / np.abs(med) > hi_frac
+    return (med == 0) | ~(below | above)
+
+
+def _per_pixel_sorted(cube, valid, kept_slice):
+    """Mask from ``kept_slice(sorted valid values) -> (lo, hi)``, applied pixel by pixel to the
+    values by rank (stable, so that ties at a cut go to the earliest frames)."""
+    keep = np.zeros(cube.shape, bool)
+    for j, i in np.ndindex(cube.shape[1:]):
+        ok = np.flatnonzero(valid[:, j, i])
+        order = ok[np.argsort(cube[ok, j, i], kind="stable")]
+        lo, hi = kept_slice(cube[order, j, i].astype(np.float64))
+        keep[order[lo:hi], j, i] = True
+    return keep
+
+
+def _winsor_kept(y, sigma_low, sigma_high, maxiters, min_kept=3):
+    """Winsorized sigma clipping from its definition, on sorted values; returns (lo, hi)."""
+    lo, hi, it = 0, len(y), 0
+    while hi - lo >= min_kept:
+        x = y[lo:hi]
+        med = np.median(x)
+        s = np.std(x, ddof=1)
+        for _ in range(50):
+            w = np.clip(x, med - 1.5 * s, med + 1.5 * s)
+            s_new = 1.134 * np.std(w, ddof=1)
+            done = abs(s_new - s) <= 5e-4 * s
+            s = s_new
+            if done:
+                break
+        kept = np.flatnonzero((x >= med - sigma_low * s) & (x <= med + sigma_high * s))
+        if kept.size == 0:
+            break
+        nlo, nhi = lo + kept[0], lo + kept[-1] + 1
+        if (nlo, nhi) == (lo, hi) or nhi - nlo < min_kept:
+            break
+        lo, hi, it = nlo, nhi, it + 1
+        if maxiters and it >= maxiters:
+            break
+    return lo, hi
+
+
+def _linfit_kept(y, sigma_low, sigma_high, maxiters, min_kept=3):
+    """Linear-fit clipping trimmed from the ends, from its definition; returns (lo, hi)."""
+    lo, hi, it = 0, len(y), 0
+    while hi - lo >= min_kept:
+        x = y[lo:hi]
+        rank = np.arange(len(x), dtype=np.float64)
+        slope, intercept = np.polyfit(rank, x, 1)
+        resid = x - (intercept + slope * rank)
+        s = np.mean(np.abs(resid))
+        a, b = 0, len(x)
+        while a < b and resid[a] < -sigma_low * s:
+            a += 1
+        while b > a and resid[b - 1] > sigma_high * s:
+            b -= 1
+        if (a, b) == (0, len(x)) or b - a < min_kept:
+            break
+        lo, hi, it = lo + a, lo + b, it + 1
+        if maxiters and it >= maxiters:
+            break
+    return lo, hi
 
 
 def reduce_kept(cube: np.ndarray, keep: np.ndarray, method: str,

@@ -36,7 +36,10 @@ def combine_options(*, method: str = DEFAULTS.method, reject: str = DEFAULTS.rej
                     nlow: int = DEFAULTS.nlow, nhigh: int = DEFAULTS.nhigh,
                     low: float | None = DEFAULTS.range_low,
                     high: float | None = DEFAULTS.range_high, plow: float = DEFAULTS.plow,
-                    phigh: float = DEFAULTS.phigh, weights: str | Sequence[float] | None = None,
+                    phigh: float = DEFAULTS.phigh,
+                    pctclip_low: float = DEFAULTS.pctclip_low,
+                    pctclip_high: float = DEFAULTS.pctclip_high,
+                    weights: str | Sequence[float] | None = None,
                     scale: str = DEFAULTS.scale, zero: str = DEFAULTS.zero,
                     hdu: int | str | None = DEFAULTS.hdu,
                     mem_limit: int | str | None = DEFAULTS.mem_limit,
@@ -48,7 +51,8 @@ def combine_options(*, method: str = DEFAULTS.method, reject: str = DEFAULTS.rej
     return CombineOptions(
         method=method, reject=reject, center=center, spread=spread, sigma_low=sigma_low,
         sigma_high=sigma_high, maxiters=maxiters, nlow=nlow, nhigh=nhigh, range_low=low,
-        range_high=high, plow=plow, phigh=phigh, weights=Weights.parse(weights), scale=scale,
+        range_high=high, plow=plow, phigh=phigh, pctclip_low=pctclip_low,
+        pctclip_high=pctclip_high, weights=Weights.parse(weights), scale=scale,
         zero=zero, hdu=hdu, mem_limit=mem_limit, uncertainty=uncertainty).validated()
 
 
@@ -79,9 +83,10 @@ def combine(inputs, output: str | os.PathLike | None = None, *, backend: str = "
         Cap on rows per tile (the memory budget sets it otherwise).
     **options
         The combine options of :func:`combine_options`: ``method`` (mean, median, sum, min, max),
-        ``reject`` (none, sigclip, minmax, range, percentile), ``center``, ``spread``, ``sigma``,
-        ``sigma_low``, ``sigma_high``, ``maxiters``, ``nlow``, ``nhigh``, ``low``, ``high``,
-        ``plow``, ``phigh``, ``weights``, ``scale``, ``zero``, ``hdu``, ``mem_limit``,
+        ``reject`` (none, sigclip, minmax, range, percentile, winsor, linfit, pctclip),
+        ``center``, ``spread``, ``sigma``, ``sigma_low``, ``sigma_high``, ``maxiters``, ``nlow``,
+        ``nhigh``, ``low``, ``high``, ``plow``, ``phigh``, ``pctclip_low``, ``pctclip_high``,
+        ``weights``, ``scale``, ``zero``, ``hdu``, ``mem_limit``,
         ``uncertainty`` (``auto``, ``scatter``, ``model``, ``propagate``: how ``UNCERT`` is
         computed, see :mod:`skystack.uncertainty`; the header's ``UNCMETH`` says which),
         ``saturation`` (raw ADU at/above which pixels are masked; default: each raw frame's

@@ -87,13 +87,14 @@ def _add_combine_options(p: argparse.ArgumentParser) -> None:
     _add_choice(g, "reject", "outlier rejection before the statistic")
     _add_choice(g, "center", "sigclip: centre of the clipping interval")
     _add_choice(g, "spread", "sigclip: spread, std (ddof 0) or MAD scaled to sigma")
-    g.add_argument("--sigma", type=float, help="sigclip: both thresholds, in sigma")
+    g.add_argument("--sigma", type=float, help="sigclip, winsor, linfit: both thresholds, in sigma")
     g.add_argument("--sigma-low", type=float, default=d.sigma_low,
-                   help=f"sigclip: lower threshold ({d.sigma_low:g})")
+                   help=f"sigclip, winsor, linfit: lower threshold ({d.sigma_low:g})")
     g.add_argument("--sigma-high", type=float, default=d.sigma_high,
-                   help=f"sigclip: upper threshold ({d.sigma_high:g})")
+                   help=f"sigclip, winsor, linfit: upper threshold ({d.sigma_high:g})")
     g.add_argument("--maxiters", type=int, default=d.maxiters,
-                   help=f"sigclip: iterations, 0 = until nothing changes (default: {d.maxiters})")
+                   help="sigclip, winsor, linfit: iterations, 0 = until nothing changes "
+                        f"(default: {d.maxiters})")
     g.add_argument("--nlow", type=int, default=d.nlow,
                    help=f"minmax: lowest values dropped ({d.nlow})")
     g.add_argument("--nhigh", type=int, default=d.nhigh,
@@ -106,6 +107,12 @@ def _add_combine_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--phigh", type=float, default=d.phigh,
                    help=f"percentile: %% of each pixel's values dropped at the high end "
                         f"({d.phigh:g})")
+    g.add_argument("--pctclip-low", type=float, default=d.pctclip_low,
+                   help="pctclip: reject values more than this fraction of |median| below the "
+                        f"median ({d.pctclip_low:g})")
+    g.add_argument("--pctclip-high", type=float, default=d.pctclip_high,
+                   help="pctclip: reject values more than this fraction of |median| above the "
+                        f"median ({d.pctclip_high:g})")
     g.add_argument("--weights", default=d.weights.kind,
                    help="none, exptime, invvar:KEY (KEY = variance), noise:KEY (KEY = sigma), "
                         "w1,w2,... or @file (mean and sum only)")
@@ -142,6 +149,7 @@ def _combine_kwargs(a: argparse.Namespace) -> dict:
     return dict(method=a.method, reject=a.reject, center=a.center, spread=a.spread, sigma=a.sigma,
                 sigma_low=a.sigma_low, sigma_high=a.sigma_high, maxiters=a.maxiters,
                 nlow=a.nlow, nhigh=a.nhigh, low=a.low, high=a.high, plow=a.plow, phigh=a.phigh,
+                pctclip_low=a.pctclip_low, pctclip_high=a.pctclip_high,
                 weights=a.weights, scale=a.scale, zero=a.zero, hdu=a.hdu,
                 mem_limit=a.mem_limit, uncertainty=a.uncertainty, saturation=a.saturation,
                 cosmic_rays=a.cosmic_rays, cr_sigclip=a.cr_sigclip, cr_objlim=a.cr_objlim,

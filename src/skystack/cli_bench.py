@@ -10,12 +10,15 @@ from .config import CHOICES
 from .errors import SkystackError
 
 EPILOG_BENCH = """\
-methods (--methods, space-separated; default: all six aliases):
+methods (--methods, space-separated; default: all nine aliases):
   mean, median                plain mean / median, no rejection
   sigclip                     mean+sigclip:center=median,spread=std,sigma=3,maxiters=5
   sigclip-mad                 mean+sigclip:center=median,spread=mad,sigma=3,maxiters=5
   minmax                      mean+minmax:nlow=1,nhigh=1
   percentile                  mean+percentile:plow=25,phigh=25 (interquartile mean)
+  winsor                      mean+winsor:sigma=3,maxiters=5 (Siril's winsorized sigma clip)
+  linfit                      mean+linfit:sigma=3,maxiters=5 (linear-fit clipping, from the ends)
+  pctclip                     mean+pctclip:pctclip_low=0.2,pctclip_high=0.1 (Siril's percentile)
   METHOD[+REJECT][:k=v,...]   any other, with skystack combine's options in snake_case
 
 outputs in DIR: bench.md, bench.csv, bench.json, time_vs_n.png, noise.png, rejection.png

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field, replace
 from .errors import SkystackError
 
 METHODS = ("mean", "median", "sum", "min", "max")
-REJECTIONS = ("none", "sigclip", "minmax", "range", "percentile")
+REJECTIONS = ("none", "sigclip", "minmax", "range", "percentile", "winsor", "linfit", "pctclip")
 CENTERS = ("median", "mean")
 SPREADS = ("std", "mad")
 SCALES = ("none", "median", "mean", "exposure")
@@ -134,7 +134,10 @@ class CombineOptions:
     Sigma-clipping thresholds are in units of the spread (std, or MAD scaled to sigma);
     ``maxiters=0`` iterates until nothing changes. ``range_low``/``range_high`` are raw pixel
     values (before scaling), inclusive. ``plow``/``phigh`` are percentages of each pixel's valid
-    values dropped from the low and high end (rounded down). ``mem_limit`` is in bytes.
+    values dropped from the low and high end (rounded down). ``pctclip_low``/``pctclip_high`` are
+    fractions (Siril's percentile clipping): the largest relative distance ``|x - median| /
+    |median|`` kept below / above the median. ``sigma_low``/``sigma_high``/``maxiters`` also
+    drive ``winsor`` and ``linfit`` (skystack.backends.cpu.rejections). ``mem_limit`` is in bytes.
     """
 
     method: str = "mean"
@@ -150,6 +153,8 @@ class CombineOptions:
     range_high: float | None = None
     plow: float = 10.0
     phigh: float = 10.0
+    pctclip_low: float = 0.2
+    pctclip_high: float = 0.1
     weights: Weights = field(default_factory=Weights)
     scale: str = "none"
     zero: str = "none"
@@ -177,6 +182,11 @@ class CombineOptions:
             v = getattr(self, name)
             if not (isinstance(v, (int, float)) and 0 <= v < 100):
                 raise SkystackError(f"invalid --{name} {v!r}: must be a percentage in [0, 100)")
+        for name in ("pctclip_low", "pctclip_high"):
+            v = getattr(self, name)
+            if not (isinstance(v, (int, float)) and math.isfinite(v) and v >= 0):
+                raise SkystackError(f"invalid --{name.replace('_', '-')} {v!r}: must be a "
+                                    "fraction >= 0 (0.1 = 10 % of the median)")
         if self.reject == "percentile" and self.plow + self.phigh >= 100:
             # floor(n*plow/100) + floor(n*phigh/100) reaches n for large n: every value dropped.
             raise SkystackError(f"invalid --plow {self.plow} with --phigh {self.phigh}: together "

@@ -45,6 +45,9 @@ class Reject(IntEnum):
     MINMAX = 2
     RANGE = 3
     PERCENTILE = 4
+    WINSOR = 5
+    LINFIT = 6
+    PCTCLIP = 10
 
 
 # Names of the Reject codes in C, where NONE alone would be too generic.
@@ -68,6 +71,8 @@ _FIELDS: tuple[tuple[str, type, str], ...] = (
     ("nhigh", np.int32, ""),
     ("plow", np.float64, "percentile: percent of the valid values dropped at each end"),
     ("phigh", np.float64, ""),
+    ("pctclip_lo", np.float64, "pctclip: largest relative distance below the median kept"),
+    ("pctclip_hi", np.float64, "pctclip: largest relative distance above the median kept"),
 )
 
 #: The record of run-time options every combine kernel reads (``sk::CombineParams`` in C).
@@ -99,6 +104,8 @@ def kernel_params(options: CombineOptions) -> np.ndarray:
     rec["nhigh"] = options.nhigh
     rec["plow"] = options.plow
     rec["phigh"] = options.phigh
+    rec["pctclip_lo"] = options.pctclip_low
+    rec["pctclip_hi"] = options.pctclip_high
     return rec
 
 

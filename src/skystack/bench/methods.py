@@ -2,9 +2,11 @@
 
 A spec is ``METHOD[+REJECT][:key=value,...]`` with the option names of
 :func:`skystack.combine_options` (``center``, ``spread``, ``sigma``, ``sigma_low``,
-``sigma_high``, ``maxiters``, ``nlow``, ``nhigh``, ``plow``, ``phigh``, ``low``, ``high``), e.g.
+``sigma_high``, ``maxiters``, ``nlow``, ``nhigh``, ``plow``, ``phigh``, ``low``, ``high``,
+``pctclip_low``, ``pctclip_high``), e.g.
 ``median``, ``mean+sigclip:spread=mad,sigma=4`` or ``mean+minmax:nhigh=2``; or one of the
-aliases of :data:`ALIASES` (``sigclip``, ``sigclip-mad``, ``minmax``, ``percentile``).
+aliases of :data:`ALIASES` (``sigclip``, ``sigclip-mad``, ``minmax``, ``percentile``,
+``winsor``, ``linfit``, ``pctclip``).
 """
 
 from __future__ import annotations
@@ -18,7 +20,8 @@ from ..errors import SkystackError
 #: Short names for the usual choices of astronomers, in the order of the default comparison:
 #: plain mean (best noise, no rejection), median (robust, ~25 % more noise), sigma clipping
 #: around the median with the standard deviation (IRAF/ccdproc habit) and with the MAD (robust
-#: with few frames), min/max rejection and the interquartile mean (percentile 25/25).
+#: with few frames), min/max rejection and the interquartile mean (percentile 25/25); Siril's
+#: winsorized sigma clipping, linear-fit clipping and percentile clipping (relative to the median).
 ALIASES: dict[str, str] = {
     "mean": "mean",
     "median": "median",
@@ -26,11 +29,15 @@ ALIASES: dict[str, str] = {
     "sigclip-mad": "mean+sigclip:center=median,spread=mad,sigma=3,maxiters=5",
     "minmax": "mean+minmax:nlow=1,nhigh=1",
     "percentile": "mean+percentile:plow=25,phigh=25",
+    "winsor": "mean+winsor:sigma=3,maxiters=5",
+    "linfit": "mean+linfit:sigma=3,maxiters=5",
+    "pctclip": "mean+pctclip:pctclip_low=0.2,pctclip_high=0.1",
 }
 DEFAULT_METHODS = tuple(ALIASES)
 
 _INT_KEYS = {"maxiters", "nlow", "nhigh"}
-_FLOAT_KEYS = {"sigma", "sigma_low", "sigma_high", "plow", "phigh", "low", "high"}
+_FLOAT_KEYS = {"sigma", "sigma_low", "sigma_high", "plow", "phigh", "low", "high",
+               "pctclip_low", "pctclip_high"}
 _TEXT_KEYS = {"center", "spread"}
 
 
@@ -73,6 +80,12 @@ class MethodSpec:
             inner = f"{o['nlow']},{o['nhigh']}"
         elif reject == "percentile":
             inner = f"{o['plow']:g}%,{o['phigh']:g}%"
+        elif reject in ("winsor", "linfit"):
+            lo, hi = o["sigma_low"], o["sigma_high"]
+            sig = f"{lo:g}σ" if lo == hi else f"-{lo:g}σ/+{hi:g}σ"
+            inner = sig + ("" if o["maxiters"] == 5 else f",{o['maxiters'] or '∞'} it")
+        elif reject == "pctclip":
+            inner = f"-{o['pctclip_low']:g}/+{o['pctclip_high']:g}×median"
         else:
             inner = f"{o.get('low')},{o.get('high')}"
         return f"{o['method']}+{reject}({inner})"
@@ -119,6 +132,11 @@ def parse_method(text: str) -> MethodSpec:
         keep.update(nlow=opts.nlow, nhigh=opts.nhigh)
     elif reject == "percentile":
         keep.update(plow=opts.plow, phigh=opts.phigh)
+    elif reject in ("winsor", "linfit"):
+        keep.update(sigma_low=opts.sigma_low, sigma_high=opts.sigma_high,
+                    maxiters=opts.maxiters)
+    elif reject == "pctclip":
+        keep.update(pctclip_low=opts.pctclip_low, pctclip_high=opts.pctclip_high)
     elif reject == "range":
         keep.update(low=opts.range_low, high=opts.range_high)
     return MethodSpec(spec=text.strip(), options=tuple(keep.items()))

@@ -125,6 +125,13 @@ def build_header(frames: list[Frame], options: CombineOptions, backend: str) -> 
     elif options.reject == "percentile":
         h["PCLOW"] = (options.plow, "percentile: % of lowest values dropped")
         h["PCHIGH"] = (options.phigh, "percentile: % of highest values dropped")
+    elif options.reject in ("winsor", "linfit"):
+        h["SIGLOW"] = (options.sigma_low, f"{options.reject}: lower threshold (sigma)")
+        h["SIGHIGH"] = (options.sigma_high, f"{options.reject}: upper threshold (sigma)")
+        h["MAXITERS"] = (options.maxiters, f"{options.reject}: max iterations (0 = converge)")
+    elif options.reject == "pctclip":
+        h["PCTCLO"] = (options.pctclip_low, "pctclip: max (median - x) / |median| kept")
+        h["PCTCHI"] = (options.pctclip_high, "pctclip: max (x - median) / |median| kept")
     h["SCALEBY"] = (options.scale, "multiplicative normalisation to frame 1")
     h["ZEROBY"] = (options.zero, "additive normalisation to frame 1")
     h["WEIGHTS"] = (options.weights.describe(), "frame weights (mean and sum)")

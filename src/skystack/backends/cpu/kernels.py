@@ -38,11 +38,13 @@ import numpy as np
 from numba import njit
 
 from ..kernel_interface import Method, Reject
+from .rejections import linfit_range, pctclip_range, winsor_lanes
 
 # The codes of skystack.backends.kernel_interface as plain ints: Numba freezes them into the code.
 MEAN, SUM, MEDIAN, MIN, MAX = (int(Method[m]) for m in ("MEAN", "SUM", "MEDIAN", "MIN", "MAX"))
 REJ_NONE, REJ_SIGCLIP, REJ_MINMAX, REJ_RANGE, REJ_PERCENTILE = (
     int(Reject[r]) for r in ("NONE", "SIGCLIP", "MINMAX", "RANGE", "PERCENTILE"))
+REJ_WINSOR, REJ_LINFIT, REJ_PCTCLIP = (int(Reject[r]) for r in ("WINSOR", "LINFIT", "PCTCLIP"))
 
 MAD_TO_SIGMA = 1.482602218505602
 # Asymptotic efficiency of the median for Gaussian data: SE(median) = sqrt(pi/2) * sigma / sqrt(n).
@@ -563,10 +565,14 @@ def combine_sorted(block, p0, p1, pairs, scale, zero, weights, params, chunk, ou
     nhigh = np.int64(params.nhigh)
     plow = params.plow
     phigh = params.phigh
+    pct_lo = params.pctclip_lo
+    pct_hi = params.pctclip_hi
     nf = block.shape[0]
     scratch = np.empty((nf, chunk), np.float32)
     nvalid = np.empty(chunk, np.int32)
     col = np.empty(nf, np.float64)
+    pre = np.empty((3, nf + 1), np.float64)  # prefix sums of linfit (rejections.py)
+    winsor = reject == REJ_WINSOR  # all lanes of a chunk together (rejections.winsor_lanes)
     # Sigma clipping iterates on all lanes of a chunk in lockstep (see _sigclip_lockstep).
     sigclip = reject == REJ_SIGCLIP
     dev = np.empty((max(nf, 2) if sigclip else 1, chunk), np.float64)
@@ -602,6 +608,8 @@ def combine_sorted(block, p0, p1, pairs, scale, zero, weights, params, chunk, ou
             # Pixels whose values are all valid have the median and quartiles at the same rows:
             # finish them with vector loops across the chunk; the others take the scalar path.
             _median_all_valid(scratch, b, c0, nf, out_img, out_unc, out_cnt)
+        if winsor:
+            winsor_lanes(scratch, b, nvalid, sigma_lo, sigma_hi, maxiters, lo_arr, hi_arr)
         if sigclip:
             _sigclip_lockstep(scratch, b, nvalid, pairs, use_median, use_mad, sigma_lo,
                               sigma_hi, maxiters, dev, cen, spread, lower, upper, lo_arr,
@@ -622,7 +630,7 @@ def combine_sorted(block, p0, p1, pairs, scale, zero, weights, params, chunk, ou
                 col[i] = scratch[i, q]
             lo = 0
             hi = n
-            if sigclip:
+            if sigclip or winsor:
                 lo = lo_arr[q]
                 hi = hi_arr[q]
             elif reject == REJ_MINMAX:
@@ -631,6 +639,10 @@ def combine_sorted(block, p0, p1, pairs, scale, zero, weights, params, chunk, ou
             elif reject == REJ_PERCENTILE:
                 lo = int(math.floor(n * plow / 100.0))
                 hi = n - int(math.floor(n * phigh / 100.0))
+            elif reject == REJ_LINFIT:
+                lo, hi = linfit_range(col, n, sigma_lo, sigma_hi, maxiters, pre)
+            elif reject == REJ_PCTCLIP:
+                lo, hi = pctclip_range(col, n, pct_lo, pct_hi)
             if hi <= lo:
                 _store_result(0.0, 0.0, 0, pix, out_img, out_unc, out_cnt)
                 continue

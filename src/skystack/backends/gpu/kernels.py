@@ -77,7 +77,7 @@ class KernelChoice:
 
 
 def _needs_order_statistics(options: CombineOptions) -> bool:
-    return options.method == "median" or options.reject in ("sigclip", "minmax", "percentile")
+    return options.method == "median" or options.reject not in ("none", "range")
 
 
 def _small(size: int) -> KernelChoice:
@@ -88,6 +88,10 @@ def _warp(items: int) -> KernelChoice:
     warps = 8 if items <= 32 else 4
     return KernelChoice(f"combine_warp<{items}, {int(math.log2(items))}, {warps}>", warps,
                         32 * warps, warps * (32 * items + 8) * 4)
+
+
+# Values per lane of the widest warp kernel that runs winsor and linfit (kernels/combine.cu).
+_ITERATIVE_SIRIL_ITEMS = 32
 
 
 def choose_combine_kernel(n_frames: int, options: CombineOptions) -> KernelChoice:
@@ -103,6 +107,12 @@ def choose_combine_kernel(n_frames: int, options: CombineOptions) -> KernelChoic
             return _small(size)
     for items in WARP_ITEMS:
         if n_frames <= 32 * items:
+            if items > _ITERATIVE_SIRIL_ITEMS and options.reject in ("winsor", "linfit"):
+                # kernels/combine.cu compiles them out of the widest kernel (RunsIterativeSiril).
+                raise SkystackError(
+                    f"the GPU backend runs --reject {options.reject} on at most "
+                    f"{32 * _ITERATIVE_SIRIL_ITEMS} frames per pixel (got {n_frames}); "
+                    "use --backend cpu")
             return _warp(items)
     raise SkystackError(f"the GPU backend sorts at most {MAX_GPU_FRAMES} frames per pixel for "
                         f"{options.method}/{options.reject} (got {n_frames}); use --backend cpu")
