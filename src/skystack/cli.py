@@ -14,6 +14,7 @@ import time
 
 from . import __version__
 from .cli_bench import add_bench_parser, run_bench
+from .cli_drizzle import add_drizzle_options, drizzle_kwargs
 from .cli_register import (
     NIGHT_ALIGN_HELP,
     add_align_options,
@@ -155,6 +156,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("-o", "--output", required=True, help="output FITS file")
     s.add_argument("--overwrite", action="store_true", help="replace an existing output")
     _add_grid_options(s, required=False)
+    add_drizzle_options(s)
     _add_tile_options(s)
     add_align_options(s)
     _add_combine_options(s)
@@ -239,7 +241,8 @@ def _add_grid_options(p: argparse.ArgumentParser, required: bool) -> None:
         g.add_argument("--crop", default="union", choices=("union", "intersection"),
                        help="default grid (north up, median pixel scale): cover every frame "
                             "(union, default) or only the area all frames cover")
-    g.add_argument("--interp", default="bilinear", choices=("bilinear", "nearest"),
+    g.add_argument("--interp", default="bilinear",
+                   choices=("bilinear", "nearest") + (() if required else ("drizzle",)),
                    help="resampling (default: bilinear, as reproject_interp)")
     g.add_argument("--conserve-flux", action="store_true",
                    help="multiply by the output/input pixel-area ratio")
@@ -329,12 +332,12 @@ def _run_stack(a: argparse.Namespace) -> int:
                       crop=a.crop, interp=a.interp, conserve_flux=a.conserve_flux,
                       backend=a.backend, overwrite=a.overwrite, progress=progress,
                       threads=a.threads, cluster=_cluster(a), **align_kwargs(a),
-                      **_combine_kwargs(a))
+                      **drizzle_kwargs(a), **_combine_kwargs(a))
     else:
         stack(a.files, a.output, reference=a.reference, grid_header=a.grid_header,
               crop=a.crop, interp=a.interp, conserve_flux=a.conserve_flux,
               backend=a.backend, overwrite=a.overwrite, progress=progress, threads=a.threads,
-              **align_kwargs(a), **_combine_kwargs(a))
+              **align_kwargs(a), **drizzle_kwargs(a), **_combine_kwargs(a))
     if not a.quiet:
         print(f"wrote {a.output} ({time.perf_counter() - t0:.2f} s)")
     return 0
