@@ -212,6 +212,10 @@ def combine_header(frames, opts, describe: str,
     return header
 
 
+#: Options that act on the frames as they are loaded (load_checked), not on the combine.
+LOADING_OPTIONS = ("where", "exclude", "saturation", "cosmic_rays", "cr_sigclip", "cr_objlim")
+
+
 def load_checked(inputs, output, overwrite: bool, options: dict):
     """Validated options and loaded frames, with the output path checked before any reading
     and refused if it names an input. ``options["saturation"]`` (raw ADU, else each raw

@@ -37,10 +37,6 @@ from .io.writer import check_output_path
 
 __all__ = ["stack_debayered", "plane_paths", "frames_are_cfa"]
 
-# Options applied once to the raw colour frames, not again to each debayered plane.
-_DONE_ON_THE_MOSAIC = ("where", "exclude", "saturation", "cosmic_rays", "cr_sigclip",
-                       "cr_objlim")
-
 
 def plane_paths(output: str | os.PathLike) -> list[str]:
     """``[<stem>_R.fits, <stem>_G.fits, <stem>_B.fits]`` for ``output`` ``<stem>.fits``
@@ -92,14 +88,15 @@ def stack_debayered(inputs, output: str | os.PathLike, *,
                     max_ellipticity: float | None = None, min_stars: int | None = None,
                     best_fraction: float | None = None,
                     extra_header: fits.Header | None = None, log=None,
-                    **options) -> list[str]:
+                    pixfrac: float | None = None, drizzle_kernel: str | None = None,
+                    drizzle_scale: float | None = None, **options) -> list[str]:
     """Debayer colour frames and stack them into R, G and B stacks (see module docstring).
 
     ``debayer_method``: :data:`~skystack.colour.debayer.DEBAYER_METHODS` (``bilinear`` or
     ``mhc``).
     The other arguments are those of :func:`skystack.stack` (``hdu`` among ``options``).
     Every output is checked before any pixel is read. Returns the three paths (R, G, B)."""
-    from .api import load_checked
+    from .api import LOADING_OPTIONS, load_checked
     from .api_reproject import choose_grid, stack_to_file
     from .register.plan import plan_stack
 
@@ -112,7 +109,7 @@ def stack_debayered(inputs, output: str | os.PathLike, *,
     # Selection, saturation and cosmic rays act on the raw mosaic (the levels are raw ADU);
     # each plane's header copy carries what was done (SATLEVEL, CRMASKED) into its product.
     opts, frames = load_checked(inputs, None, overwrite, options)
-    options = {k: v for k, v in options.items() if k not in _DONE_ON_THE_MOSAIC}
+    options = {k: v for k, v in options.items() if k not in LOADING_OPTIONS}
     if opts.selection:
         extra_header = header_with_cards(extra_header, opts.selection)
     for frame in frames:
@@ -136,7 +133,9 @@ def stack_debayered(inputs, output: str | os.PathLike, *,
         stack_to_file([plane_frames[k] for k in kept], path, grid=grid,
                       wcs_list=list(plan.wcs_list), interp=interp,
                       conserve_flux=conserve_flux, backend=backend, overwrite=overwrite,
-                      progress=progress, threads=threads, extra_header=header, **options)
+                      progress=progress, threads=threads, extra_header=header,
+                      pixfrac=pixfrac, drizzle_kernel=drizzle_kernel,
+                      drizzle_scale=drizzle_scale, **options)
         if log is not None:
             log(f"wrote {path}")
     return paths

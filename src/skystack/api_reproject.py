@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import warnings
 from collections.abc import Callable
+from dataclasses import replace
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -36,7 +38,11 @@ if TYPE_CHECKING:  # imported where a CCDData is built (see api.py)
 
 __all__ = ["stack", "stack_to_file", "reproject", "choose_grid"]
 
+log = logging.getLogger("skystack")
+
 INTERPOLATIONS = ("bilinear", "nearest", "lanczos3", "lanczos4")
+# A stack may also drizzle (skystack.drizzling); reproject only interpolates.
+STACK_INTERPOLATIONS = (*INTERPOLATIONS, "drizzle")
 CROPS = ("union", "intersection")
 
 
@@ -100,6 +106,8 @@ def stack(inputs, output: str | os.PathLike | None = None, *, reference=None,
           align_model: str = "similarity", max_fwhm: float | None = None,
           max_ellipticity: float | None = None, min_stars: int | None = None,
           best_fraction: float | None = None, cfa_as_mono: bool = False,
+          pixfrac: float | None = None, drizzle_kernel: str | None = None,
+          drizzle_scale: float | None = None,
           **options) -> CCDData:
     """Reproject ``inputs`` onto one grid and combine them: a deep co-add.
 
@@ -112,8 +120,14 @@ def stack(inputs, output: str | os.PathLike | None = None, *, reference=None,
     reference, grid_header, crop
         The output grid (see :func:`choose_grid`).
     interp
-        ``"bilinear"`` (as ``reproject.reproject_interp(order="bilinear")``), ``"nearest"``
-        or clamped ``"lanczos3"``/``"lanczos4"`` (:func:`skystack.regrid.interp.lanczos3`).
+        ``"bilinear"`` (as ``reproject.reproject_interp(order="bilinear")``), ``"nearest"``,
+        clamped ``"lanczos3"``/``"lanczos4"`` (:func:`skystack.regrid.interp.lanczos3`), or
+        ``"drizzle"``: a drizzle co-add (:mod:`skystack.drizzling`; CPU only, no rejection,
+        EXPMAP = drizzle's weight map).
+    pixfrac, drizzle_kernel, drizzle_scale
+        Drizzle's drop size in input pixels (default 1.0, as DrizzlePac), kernel (``square``
+        default, ``turbo``, ``point``) and output pixel side in units of the grid's pixels
+        (default 1; 0.5 = twice finer); with ``interp="drizzle"`` only.
     conserve_flux
         Multiply each resampled value by the output/input pixel-area ratio (surface brightness
         → flux per pixel).
@@ -144,10 +158,13 @@ def stack(inputs, output: str | os.PathLike | None = None, *, reference=None,
         and attributes ``coverage`` (int32) and ``expmap`` (float32 seconds); ``registration``
         (a :class:`~skystack.register.RegistrationResult` or None) and ``selection``.
     """
-    _check_choice("interp", interp, INTERPOLATIONS)
+    _check_choice("interp", interp, STACK_INTERPOLATIONS)
     check_threads(threads)  # before alignment, which already uses the threads
+    drizzle = _drizzle(interp, pixfrac, drizzle_kernel, drizzle_scale, options)
+    backend = _drizzle_backend(drizzle, backend)
     opts, frames = load_checked(inputs, output, overwrite, options)
     refuse_resampled_cfa(frames, cfa_as_mono)
+    opts = _drizzle_options(drizzle, opts)
     from .register.plan import keep_frames_on_grid, plan_stack
 
     plan = plan_stack(frames, align=align, reference=reference, grid_header=grid_header,
@@ -157,14 +174,16 @@ def stack(inputs, output: str | os.PathLike | None = None, *, reference=None,
     frames, wcs_list = plan.frames, plan.wcs_list
     grid = plan.grid or choose_grid(frames, wcs_list, reference=plan.grid_reference,
                                     grid_header=grid_header, crop=crop)
-    frames, wcs_list, extra = keep_frames_on_grid(frames, wcs_list, grid, plan.header)
+    grid, extra = _drizzle_grid(drizzle, grid, opts, plan.header)
+    frames, wcs_list, extra = keep_frames_on_grid(frames, wcs_list, grid, extra)
     sink = ArraySink(grid.shape)
     header = InProcess().stack(
         frames, wcs_list, grid, opts, output,
         header_for=lambda describe: stack_header(frames, opts, describe, grid, interp,
                                                  conserve_flux, extra),
         interp=interp, conserve_flux=conserve_flux, backend=backend, overwrite=overwrite,
-        progress=progress, threads=threads, max_tile_rows=max_tile_rows, sinks=[sink]).header
+        progress=progress, threads=threads, max_tile_rows=max_tile_rows, sinks=[sink],
+        drizzle=drizzle).header
     from astropy.nddata import CCDData, StdDevUncertainty
 
     unit = header_unit(header)
@@ -188,7 +207,9 @@ def stack_to_file(inputs, output: str | os.PathLike, *, grid: Grid | None = None
                   align_model: str = "similarity", max_fwhm: float | None = None,
                   max_ellipticity: float | None = None, min_stars: int | None = None,
                   best_fraction: float | None = None, wcs_list: list | None = None,
-                  cfa_as_mono: bool = False, **options) -> str:
+                  cfa_as_mono: bool = False, pixfrac: float | None = None,
+                  drizzle_kernel: str | None = None, drizzle_scale: float | None = None,
+                  **options) -> str:
     """Like :func:`stack`, streaming the result to ``output`` without keeping it in memory.
 
     ``grid`` (a :class:`~skystack.stacking.Grid`) may be given directly instead of
@@ -196,12 +217,16 @@ def stack_to_file(inputs, output: str | os.PathLike, *, grid: Grid | None = None
     header. ``cluster`` runs the tiles on Dask workers (as for
     :func:`skystack.combine_to_file`). ``align`` and the selection options as for
     :func:`stack`. ``wcs_list`` (one celestial WCS per input, e.g. from a registration made
-    by the caller) replaces the inputs' own WCS and ``align``. ``cfa_as_mono`` as for
-    :func:`stack`. Returns the output path."""
-    _check_choice("interp", interp, INTERPOLATIONS)
+    by the caller) replaces the inputs' own WCS and ``align``. ``cfa_as_mono``,
+    ``interp="drizzle"`` and its options as for :func:`stack` (the drizzle scale applies to
+    ``grid`` too). Returns the output path."""
+    _check_choice("interp", interp, STACK_INTERPOLATIONS)
     check_threads(threads)  # before alignment, which already uses the threads
+    drizzle = _drizzle(interp, pixfrac, drizzle_kernel, drizzle_scale, options)
+    backend = _drizzle_backend(drizzle, backend)
     opts, frames = load_checked(inputs, output, overwrite, options)
     refuse_resampled_cfa(frames, cfa_as_mono)
+    opts = _drizzle_options(drizzle, opts)
     if wcs_list is not None:
         if len(wcs_list) != len(frames):
             raise SkystackError(f"{len(wcs_list)} WCS given for {len(frames)} frames")
@@ -222,13 +247,50 @@ def stack_to_file(inputs, output: str | os.PathLike, *, grid: Grid | None = None
             grid_header=grid_header, crop=crop)
     from .register.plan import keep_frames_on_grid
 
+    grid, extra_header = _drizzle_grid(drizzle, grid, opts, extra_header)
     frames, wcs_list, extra_header = keep_frames_on_grid(frames, wcs_list, grid, extra_header)
     return executor_for(cluster).stack(
         frames, wcs_list, grid, opts, output,
         header_for=lambda describe: stack_header(frames, opts, describe, grid, interp,
                                                  conserve_flux, extra_header),
         interp=interp, conserve_flux=conserve_flux, backend=backend, overwrite=overwrite,
-        progress=progress, threads=threads, max_tile_rows=max_tile_rows).path
+        progress=progress, threads=threads, max_tile_rows=max_tile_rows,
+        **({"drizzle": drizzle} if drizzle is not None else {})).path
+
+
+def _drizzle(interp: str, pixfrac, kernel, scale, options: dict):
+    """Checked drizzle parameters (None unless ``interp == "drizzle"``), before any reading."""
+    from .api import LOADING_OPTIONS, combine_options
+    from .drizzling import drizzle_params
+
+    combine = {k: v for k, v in options.items() if k not in LOADING_OPTIONS}
+    return drizzle_params(interp, pixfrac, kernel, scale, combine_options(**combine))
+
+
+def _drizzle_backend(drizzle, backend):
+    """Drizzle runs on the CPU whatever the backend (skystack.drizzling): said in the log."""
+    if drizzle is None or backend == "cpu":
+        return backend
+    if backend == "gpu":
+        log.warning("--interp drizzle runs on the CPU (the drizzle package): --backend gpu "
+                    "is not used for it")
+    return "cpu"
+
+
+def _drizzle_options(drizzle, opts):
+    """A drizzle co-add's UNCERT is the weighted scatter (``auto`` resolves to it)."""
+    return opts if drizzle is None else replace(opts, uncertainty="scatter")
+
+
+def _drizzle_grid(drizzle, grid: Grid, opts, extra_header: fits.Header | None):
+    """The drizzle's output grid (``grid`` rescaled) and header cards, or both unchanged."""
+    if drizzle is None:
+        return grid, extra_header
+    from .drizzling import drizzle_header, scaled_grid
+
+    header = fits.Header() if extra_header is None else extra_header.copy()
+    header.extend(drizzle_header(drizzle, opts.weights.kind), update=True)
+    return scaled_grid(grid, drizzle.scale), header
 
 
 def stack_header(frames, opts, describe: str, grid: Grid, interp: str, conserve_flux: bool,

@@ -14,6 +14,7 @@ import time
 
 from . import __version__
 from .cli_bench import add_bench_parser, run_bench
+from .cli_drizzle import add_drizzle_options, drizzle_kwargs
 from .cli_register import (
     NIGHT_ALIGN_HELP,
     add_align_options,
@@ -192,6 +193,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("-o", "--output", required=True, help="output FITS file")
     s.add_argument("--overwrite", action="store_true", help="replace an existing output")
     _add_grid_options(s, required=False)
+    add_drizzle_options(s)
     _add_tile_options(s)
     add_align_options(s)
     s.add_argument("--cfa-as-mono", action="store_true",
@@ -292,9 +294,10 @@ def _add_grid_options(p: argparse.ArgumentParser, required: bool) -> None:
         g.add_argument("--crop", default="union", choices=("union", "intersection"),
                        help="default grid (north up, median pixel scale): cover every frame "
                             "(union, default) or only the area all frames cover")
-    g.add_argument("--interp", default="bilinear", choices=INTERP_CHOICES,
+    g.add_argument("--interp", default="bilinear",
+                   choices=INTERP_CHOICES + (() if required else ("drizzle",)),
                    help="resampling (default: bilinear, as reproject_interp; lanczos3/4: "
-                        "sharper, clamped against ringing)")
+                        "sharper, clamped against ringing; drizzle: stack only)")
     g.add_argument("--conserve-flux", action="store_true",
                    help="multiply by the output/input pixel-area ratio")
 
@@ -388,7 +391,7 @@ def _run_stack(a: argparse.Namespace) -> int:
                             reference=a.reference, grid_header=a.grid_header, crop=a.crop,
                             interp=a.interp, conserve_flux=a.conserve_flux, backend=a.backend,
                             overwrite=a.overwrite, threads=a.threads, log=log,
-                            **align_kwargs(a), **_combine_kwargs(a))
+                            **align_kwargs(a), **drizzle_kwargs(a), **_combine_kwargs(a))
             return 0
     progress = None if a.quiet else ProgressBar("stacking")
     if _cluster(a) is not None:  # streamed to the file by the workers, never in memory here
@@ -398,12 +401,13 @@ def _run_stack(a: argparse.Namespace) -> int:
                       crop=a.crop, interp=a.interp, conserve_flux=a.conserve_flux,
                       backend=a.backend, overwrite=a.overwrite, progress=progress,
                       threads=a.threads, cluster=_cluster(a), cfa_as_mono=a.cfa_as_mono,
-                      **align_kwargs(a), **_combine_kwargs(a))
+                      **align_kwargs(a), **drizzle_kwargs(a), **_combine_kwargs(a))
     else:
         stack(a.files, a.output, reference=a.reference, grid_header=a.grid_header,
               crop=a.crop, interp=a.interp, conserve_flux=a.conserve_flux,
               backend=a.backend, overwrite=a.overwrite, progress=progress, threads=a.threads,
-              cfa_as_mono=a.cfa_as_mono, **align_kwargs(a), **_combine_kwargs(a))
+              cfa_as_mono=a.cfa_as_mono, **align_kwargs(a), **drizzle_kwargs(a),
+              **_combine_kwargs(a))
     if not a.quiet:
         print(f"wrote {a.output} ({time.perf_counter() - t0:.2f} s)")
     return 0

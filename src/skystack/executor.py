@@ -60,7 +60,7 @@ class Executor:
               header_for: HeaderFor, interp: str = "bilinear", conserve_flux: bool = False,
               backend="auto", overwrite: bool = False, progress=None,
               threads: int | None = None, max_tile_rows: int | None = None,
-              sinks: Sequence = ()) -> Product:
+              sinks: Sequence = (), drizzle=None) -> Product:
         raise NotImplementedError
 
 
@@ -85,21 +85,26 @@ class InProcess(Executor):
 
     def stack(self, frames, wcs_list, grid, opts, output, *, header_for, interp="bilinear",
               conserve_flux=False, backend="auto", overwrite=False, progress=None,
-              threads=None, max_tile_rows=None, sinks=()) -> Product:
+              threads=None, max_tile_rows=None, sinks=(), drizzle=None) -> Product:
         engine = bind_backend(backend, threads)
         try:
             header = header_for(engine.describe())
             writer = None
             if output is not None:
+                expmap = fits.Header([("BUNIT", "s", "exposure time per pixel")])
+                if drizzle is not None:  # EXPMAP is drizzle's weight map (skystack.drizzling)
+                    from .drizzling import expmap_header
+
+                    expmap = expmap_header(opts.weights.kind)
                 writer = FitsTileWriter(
                     output, grid.shape, header, max_count=len(frames), overwrite=overwrite,
-                    extras={"EXPMAP": fits.Header([("BUNIT", "s", "exposure time per pixel")])},
-                    count_comment="frames covering the pixel")
+                    extras={"EXPMAP": expmap}, count_comment="frames covering the pixel")
             with committed(writer):
                 stack_frames(frames, grid, opts, engine, [*sinks, *([writer] if writer else [])],
                              interp=interp, conserve_flux=conserve_flux, progress=progress,
                              max_tile_rows=max_tile_rows,
-                             workers=getattr(engine, "threads", 2), wcs_list=wcs_list)
+                             workers=getattr(engine, "threads", 2), wcs_list=wcs_list,
+                             drizzle=drizzle)
         finally:
             engine.close()
         return Product(os.fspath(output) if output is not None else None, header)
@@ -136,10 +141,15 @@ class OnCluster(Executor):
 
     def stack(self, frames, wcs_list, grid, opts, output, *, header_for, interp="bilinear",
               conserve_flux=False, backend="auto", overwrite=False, progress=None,
-              threads=None, max_tile_rows=None, sinks=()) -> Product:
+              threads=None, max_tile_rows=None, sinks=(), drizzle=None) -> Product:
         from .cluster import driver
 
         self._no_sinks(sinks)
+        if drizzle is not None:
+            from .errors import SkystackError
+
+            raise SkystackError("--interp drizzle runs in this process: drop "
+                                "--workers/--scheduler")
         made: list[fits.Header] = []
         stats = driver.stack_on_cluster(
             frames, wcs_list, grid, opts, output, cluster=self.cluster,

@@ -43,15 +43,25 @@ log = logging.getLogger("skystack")
 def stack_frames(frames: list[Frame], grid: Grid, options: CombineOptions, backend: Backend,
                  sinks, *, interp: str = "bilinear", conserve_flux: bool = False,
                  progress=None, max_tile_rows: int | None = None, workers: int = 2,
-                 step: int = 32, wcs_list: list[WCS] | None = None) -> RunStats:
+                 step: int = 32, wcs_list: list[WCS] | None = None,
+                 drizzle=None) -> RunStats:
     """Reproject ``frames`` onto ``grid`` and combine them tile by tile into ``sinks``.
 
     Each sink gets ``write_tile(tile, image, uncertainty, coverage, mask=..., extras={"EXPMAP":
-    ...})``; ``mask`` is True where no value survived rejection.
+    ...})``; ``mask`` is True where no value survived rejection. ``drizzle`` (a
+    :class:`skystack.drizzling.DrizzleParams`) drizzles instead, on the CPU
+    (:func:`skystack.drizzling.drizzle_frames`).
     """
     t0 = time.perf_counter()
     if wcs_list is None:
         wcs_list = [frame_wcs(f) for f in frames]
+    if drizzle is not None:
+        from .drizzling import drizzle_frames
+
+        stats = drizzle_frames(frames, grid, replace(options, uncertainty="scatter"), sinks,
+                               wcs_list=wcs_list, params=drizzle, conserve_flux=conserve_flux,
+                               progress=progress, max_tile_rows=max_tile_rows, step=step)
+        return replace(stats, seconds=time.perf_counter() - t0)
     options = resolve_uncertainty(frames, options)
     params = frame_params(frames, options)
     sigma = None
