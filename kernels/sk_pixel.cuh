@@ -18,6 +18,7 @@
 #pragma once
 
 #include "sk_common.cuh"
+#include "sk_reject_stat.cuh"
 
 namespace sk {
 
@@ -289,6 +290,12 @@ SK_HD PixelResult combine_sorted_pixel(const Col& col, int n, const CombineParam
   } else if (p.reject == REJ_PERCENTILE) {
     lo = (int)floor_f64((double)n * p.plow / 100.0);
     hi = n - (int)floor_f64((double)n * p.phigh / 100.0);
+  } else if (p.reject == REJ_ESD) {
+    esd_range(col, n, p, &lo, &hi);
+  } else if (p.reject == REJ_CCDCLIP) {
+    ccdclip_range(col, n, p, (double)fr.scale[0], (double)fr.zero[0], &lo, &hi);
+  } else if (p.reject == REJ_PCLIP) {
+    pclip_range(col, n, p, fr.nf, &lo, &hi);
   }
   if (hi <= lo) return empty_result();
   if (p.weighted && (p.method == MEAN || p.method == SUM)) {

@@ -35,7 +35,12 @@ def combine_options(*, method: str = DEFAULTS.method, reject: str = DEFAULTS.rej
                     scale: str = DEFAULTS.scale, zero: str = DEFAULTS.zero,
                     hdu: int | str | None = DEFAULTS.hdu,
                     mem_limit: int | str | None = DEFAULTS.mem_limit,
-                    uncertainty: str = DEFAULTS.uncertainty) -> CombineOptions:
+                    uncertainty: str = DEFAULTS.uncertainty,
+                    esd_alpha: float = DEFAULTS.esd_alpha,
+                    esd_max_frac: float = DEFAULTS.esd_max_frac,
+                    gain: float | None = DEFAULTS.gain, rdnoise: float | None = DEFAULTS.rdnoise,
+                    snoise: float = DEFAULTS.snoise,
+                    pclip: float = DEFAULTS.pclip) -> CombineOptions:
     """Build validated :class:`CombineOptions` from keyword options (``sigma`` sets both sides;
     the defaults are :data:`skystack.config.DEFAULTS`)."""
     if sigma is not None:
@@ -44,7 +49,9 @@ def combine_options(*, method: str = DEFAULTS.method, reject: str = DEFAULTS.rej
         method=method, reject=reject, center=center, spread=spread, sigma_low=sigma_low,
         sigma_high=sigma_high, maxiters=maxiters, nlow=nlow, nhigh=nhigh, range_low=low,
         range_high=high, plow=plow, phigh=phigh, weights=Weights.parse(weights), scale=scale,
-        zero=zero, hdu=hdu, mem_limit=mem_limit, uncertainty=uncertainty).validated()
+        zero=zero, hdu=hdu, mem_limit=mem_limit, uncertainty=uncertainty, esd_alpha=esd_alpha,
+        esd_max_frac=esd_max_frac, gain=gain, rdnoise=rdnoise, snoise=snoise,
+        pclip=pclip).validated()
 
 
 def combine(inputs, output: str | os.PathLike | None = None, *, backend: str = "auto",

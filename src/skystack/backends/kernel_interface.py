@@ -45,6 +45,9 @@ class Reject(IntEnum):
     MINMAX = 2
     RANGE = 3
     PERCENTILE = 4
+    ESD = 7
+    CCDCLIP = 8
+    PCLIP = 9
 
 
 # Names of the Reject codes in C, where NONE alone would be too generic.
@@ -68,6 +71,12 @@ _FIELDS: tuple[tuple[str, type, str], ...] = (
     ("nhigh", np.int32, ""),
     ("plow", np.float64, "percentile: percent of the valid values dropped at each end"),
     ("phigh", np.float64, ""),
+    ("esd_alpha", np.float64, "esd: significance of the generalized ESD test"),
+    ("esd_max_frac", np.float64, "esd: most outliers, a fraction of the valid values"),
+    ("gain", np.float64, "ccdclip: e-/ADU of the raw (unscaled) values"),
+    ("rdnoise", np.float64, "ccdclip: read noise, e-"),
+    ("snoise", np.float64, "ccdclip: sensitivity noise, a fraction of the signal"),
+    ("pclip", np.float64, "pclip: percentile pixel, a fraction (|p| < 1) or number of values"),
 )
 
 #: The record of run-time options every combine kernel reads (``sk::CombineParams`` in C).
@@ -99,6 +108,13 @@ def kernel_params(options: CombineOptions) -> np.ndarray:
     rec["nhigh"] = options.nhigh
     rec["plow"] = options.plow
     rec["phigh"] = options.phigh
+    rec["esd_alpha"] = options.esd_alpha
+    rec["esd_max_frac"] = options.esd_max_frac
+    # Unresolved (no ccdclip): NaN, never read by the kernels.
+    rec["gain"] = np.nan if options.gain is None else options.gain
+    rec["rdnoise"] = np.nan if options.rdnoise is None else options.rdnoise
+    rec["snoise"] = options.snoise
+    rec["pclip"] = options.pclip
     return rec
 
 

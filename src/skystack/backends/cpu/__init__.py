@@ -27,7 +27,8 @@ def available_cpus() -> int:
 
 def needs_order_statistics(options: CombineOptions) -> bool:
     """True when the combine needs sorted values (median, or rank/sigma rejection)."""
-    return options.method == "median" or options.reject in ("sigclip", "minmax", "percentile")
+    # Every rejection but range works on sorted values.
+    return options.method == "median" or options.reject not in ("none", "range")
 
 
 def sorted_chunk(n_frames: int) -> int:

@@ -77,7 +77,8 @@ class KernelChoice:
 
 
 def _needs_order_statistics(options: CombineOptions) -> bool:
-    return options.method == "median" or options.reject in ("sigclip", "minmax", "percentile")
+    # Every rejection but range works on sorted values.
+    return options.method == "median" or options.reject not in ("none", "range")
 
 
 def _small(size: int) -> KernelChoice:
