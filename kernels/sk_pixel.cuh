@@ -293,7 +293,7 @@ SK_HD PixelResult combine_sorted_pixel(const Col& col, int n, const CombineParam
   } else if (p.reject == REJ_ESD) {
     esd_range(col, n, p, &lo, &hi);
   } else if (p.reject == REJ_CCDCLIP) {
-    ccdclip_range(col, n, p, (double)fr.scale[0], (double)fr.zero[0], &lo, &hi);
+    if (!NoCcdclip<Col>::value) ccdclip_range(col, n, p, fr.scale, fr.zero, &lo, &hi);
   } else if (p.reject == REJ_PCLIP) {
     pclip_range(col, n, p, fr.nf, &lo, &hi);
   }

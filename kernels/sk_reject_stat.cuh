@@ -7,7 +7,24 @@
 
 #include "sk_common.cuh"
 
+// The t quantile is called once per ESD step with scalars only: as a real call on the device it
+// keeps its many float64 temporaries out of the warp kernel's register budget (inlined, the
+// 64-item warp kernel spilled).
+#if defined(__CUDACC__)
+#define SK_HD_CALL __host__ __device__ __noinline__
+#else
+#define SK_HD_CALL inline
+#endif
+
 namespace sk {
+
+// Column types whose kernel has no registers to spare for ccdclip's loop: combine.cu sets it for
+// the 64-item warp kernel (1025..2048 frames), which then compiles ccdclip out; the GPU backend
+// refuses ccdclip for that many frames (skystack.backends.gpu.kernels.CCDCLIP_MAX_GPU_FRAMES).
+template <class Col>
+struct NoCcdclip {
+  static constexpr bool value = false;
+};
 
 // Lower-tail standard normal quantile of p in (0, 1): Acklam's rational approximation.
 SK_HD double normal_quantile(double p) {
@@ -68,7 +85,7 @@ SK_HD double student_t_two_tailed(double p, int df) {
 }
 
 // Rosner's critical value lambda_i for step i (from 1) of n values at significance alpha.
-SK_HD double esd_lambda(int n, int i, double alpha) {
+SK_HD_CALL double esd_lambda(int n, int i, double alpha) {
   int m = n - i;
   double t = student_t_two_tailed(alpha / (double)(m + 1), m - 1);
   return (double)m * t / sqrt(((double)(m - 1) + t * t) * (double)(m + 1));
@@ -113,8 +130,12 @@ SK_HD void esd_range(const Col& col, int n, const CombineParams& p, int* lo, int
   }
 }
 
-// IRAF's CCD noise model at the normalised value c of frames normalised as raw * s0 + z0.
-SK_HD double ccd_sigma(double c, const CombineParams& p, double s0, double z0) {
+// IRAF's CCD noise model at the normalised value c of frames normalised as raw * s0 + z0
+// (read from the frames' scale and zero where needed: fewer registers held across the loop).
+SK_HD double ccd_sigma(double c, const CombineParams& p, const float* scale,
+                       const float* zero) {
+  double s0 = (double)scale[0];
+  double z0 = (double)zero[0];
   double raw = (c - z0) / s0;
   double rn = p.rdnoise / p.gain;
   double sn = p.snoise * raw;
@@ -124,8 +145,8 @@ SK_HD double ccd_sigma(double c, const CombineParams& p, double s0, double z0) {
 // IRAF's ccdclip, iterated until a round rejects nothing; a round that would reject every value
 // is not applied.
 template <class Col>
-SK_HD void ccdclip_range(const Col& col, int n, const CombineParams& p, double s0, double z0,
-                         int* lo, int* hi) {
+SK_HD void ccdclip_range(const Col& col, int n, const CombineParams& p, const float* scale,
+                         const float* zero, int* lo, int* hi) {
   int a = 0, b = n;
   bool first = true;
   while (n >= 2) {
@@ -139,7 +160,7 @@ SK_HD void ccdclip_range(const Col& col, int n, const CombineParams& p, double s
       int eb = (first && m >= 3) ? b - 1 : b;
       c = col.sum(ea, eb) / (double)(eb - ea);
     }
-    double sig = ccd_sigma(c, p, s0, z0);
+    double sig = ccd_sigma(c, p, scale, zero);
     int na = stat_clamp(col.count_lt(c - p.sigma_lo * sig), a, b);
     int nb = stat_clamp(n - col.count_gt(c + p.sigma_hi * sig), na, b);
     if (nb - na == m || nb == na) break;

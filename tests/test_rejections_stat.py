@@ -291,3 +291,10 @@ def test_gpu_streaming_equals_cpu(tmp_path, reject, opts):
     np.testing.assert_array_equal(gpu.count, cpu.count)
     keep = keep_mask(cube, reject, **opts)
     np.testing.assert_array_equal(cpu.count, keep.sum(0))
+
+
+def test_gpu_refuses_ccdclip_beyond_its_frame_limit():
+    opts = skystack.combine_options(reject="ccdclip", gain=1.0, rdnoise=1.0)
+    assert choose_combine_kernel(1024, opts).name.startswith("combine_warp<32")
+    with pytest.raises(SkystackError, match="at most 1024 frames"):
+        choose_combine_kernel(1025, opts)
