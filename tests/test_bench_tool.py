@@ -12,7 +12,7 @@ from astropy.io import fits
 
 import skystack
 from skystack.bench import quality
-from skystack.bench.methods import parse_method, parse_methods
+from skystack.bench.methods import DEFAULT_METHODS, parse_method, parse_methods
 from skystack.bench.truth import SyntheticStack, make_stack
 from skystack.cli import main
 from skystack.errors import SkystackError
@@ -139,7 +139,7 @@ def test_bench_quick_end_to_end(tmp_path, capsys):
     assert rep["backends"]["cpu"] == "ok"
     assert rep["backends"]["gpu"] == "ok" or rep["backends"]["gpu"].startswith("unavailable")
     sky = [r for r in rep["results"] if r["engine"] == "skystack" and r["backend"] == "cpu"]
-    assert len(sky) == 6  # the six default methods
+    assert len(sky) == len(DEFAULT_METHODS)  # every default method
     for r in sky:
         assert r["seconds"] > 0 and r["mpix_frames_per_s"] > 0 and r["peak_rss_mib"] > 0
         assert r["noise_ratio"] > 0.8 and r["good_rejected_pct"] is not None
