@@ -298,3 +298,13 @@ def test_gpu_refuses_ccdclip_beyond_its_frame_limit():
     assert choose_combine_kernel(1024, opts).name.startswith("combine_warp<32")
     with pytest.raises(SkystackError, match="at most 1024 frames"):
         choose_combine_kernel(1025, opts)
+
+
+def test_product_header_records_the_options(tmp_path):
+    cube = _ccd_frames(4, (8, 8), 2.0, 5.0, 300.0, seed=6)
+    out = tmp_path / "c.fits"
+    skystack.combine(_hdus(cube, [2.0] * 4, [5.0] * 4), str(out), reject="ccdclip", sigma=2.5)
+    h = fits.getheader(out)
+    assert (h["REJECT"], h["CCDGAIN"], h["CCDRDN"], h["SIGLOW"]) == ("ccdclip", 2.0, 5.0, 2.5)
+    skystack.combine(cube, str(out), reject="esd", esd_alpha=0.01, overwrite=True)
+    assert fits.getheader(out)["ESDALPHA"] == 0.01

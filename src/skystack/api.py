@@ -79,11 +79,15 @@ def combine(inputs, output: str | os.PathLike | None = None, *, backend: str = "
         Cap on rows per tile (the memory budget sets it otherwise).
     **options
         The combine options of :func:`combine_options`: ``method`` (mean, median, sum, min, max),
-        ``reject`` (none, sigclip, minmax, range, percentile), ``center``, ``spread``, ``sigma``,
+        ``reject`` (none, sigclip, minmax, range, percentile, esd, ccdclip, pclip), ``center``,
+        ``spread``, ``sigma``,
         ``sigma_low``, ``sigma_high``, ``maxiters``, ``nlow``, ``nhigh``, ``low``, ``high``,
         ``plow``, ``phigh``, ``weights``, ``scale``, ``zero``, ``hdu``, ``mem_limit``,
         ``uncertainty`` (``auto``, ``scatter``, ``model``, ``propagate``: how ``UNCERT`` is
-        computed, see :mod:`skystack.uncertainty`; the header's ``UNCMETH`` says which).
+        computed, see :mod:`skystack.uncertainty`; the header's ``UNCMETH`` says which),
+        ``esd_alpha``, ``esd_max_frac`` (esd), ``gain``, ``rdnoise``, ``snoise`` (ccdclip; gain
+        e-/ADU and read noise e- of the raw values, from GAIN/RDNOISE when not given), ``pclip``
+        (see :mod:`skystack.backends.cpu.rejections_stat`).
 
     Returns
     -------

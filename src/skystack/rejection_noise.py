@@ -23,7 +23,7 @@ from .config import CombineOptions
 from .errors import SkystackError
 from .uncertainty import frame_noise
 
-__all__ = ["resolve_ccd_noise", "check_ccdclip_scaling"]
+__all__ = ["resolve_ccd_noise", "check_ccdclip_scaling", "stat_rejection_cards"]
 
 
 def _agreed(frames, index: int, what: str, option: str) -> float:
@@ -69,3 +69,25 @@ def check_ccdclip_scaling(options: CombineOptions, scale: np.ndarray, zero: np.n
         raise SkystackError("--reject ccdclip cannot clip frames normalised differently "
                             f"(--scale {options.scale}, --zero {options.zero}): its noise model "
                             "applies to raw values; combine without --scale/--zero")
+
+
+def stat_rejection_cards(header, options: CombineOptions) -> None:
+    """The product header's record of the esd, ccdclip and pclip options (others: nothing)."""
+    r = options.reject
+    if r == "esd":
+        header["ESDALPHA"] = (options.esd_alpha, "esd: significance of the ESD test")
+        header["ESDMAXF"] = (options.esd_max_frac, "esd: most outliers, fraction of values")
+        return
+    if r not in ("ccdclip", "pclip"):
+        return
+    header["SIGLOW"] = (options.sigma_low, f"{r}: lower threshold (sigma)")
+    header["SIGHIGH"] = (options.sigma_high, f"{r}: upper threshold (sigma)")
+    if r == "pclip":
+        header["PCLIP"] = (options.pclip, "pclip: percentile pixel beside the median")
+        return
+    header["SIGCEN"] = (options.center, "ccdclip: centre")
+    if options.gain is not None:
+        header["CCDGAIN"] = (options.gain, "ccdclip: gain of the raw values (e-/ADU)")
+    if options.rdnoise is not None:
+        header["CCDRDN"] = (options.rdnoise, "ccdclip: read noise (e-)")
+    header["CCDSNOIS"] = (options.snoise, "ccdclip: sensitivity noise (fraction)")

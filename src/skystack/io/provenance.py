@@ -35,6 +35,7 @@ from ..config import CombineOptions
 from ..exposure import MAX_EXPTIME
 from ..normalization import frame_weights
 from ..regrid.header_wcs import wcs_cards
+from ..rejection_noise import stat_rejection_cards
 from ..uncertainty import effective_noise, noise_arrays
 from .inputs import Frame
 from .labels import fits_label
@@ -113,6 +114,7 @@ def build_header(frames: list[Frame], options: CombineOptions, backend: str) -> 
     elif options.reject == "percentile":
         h["PCLOW"] = (options.plow, "percentile: % of lowest values dropped")
         h["PCHIGH"] = (options.phigh, "percentile: % of highest values dropped")
+    stat_rejection_cards(h, options)  # esd, ccdclip, pclip
     h["SCALEBY"] = (options.scale, "multiplicative normalisation to frame 1")
     h["ZEROBY"] = (options.zero, "additive normalisation to frame 1")
     h["WEIGHTS"] = (options.weights.describe(), "frame weights (mean and sum)")
