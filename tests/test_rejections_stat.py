@@ -308,3 +308,43 @@ def test_product_header_records_the_options(tmp_path):
     assert (h["REJECT"], h["CCDGAIN"], h["CCDRDN"], h["SIGLOW"]) == ("ccdclip", 2.0, 5.0, 2.5)
     skystack.combine(cube, str(out), reject="esd", esd_alpha=0.01, overwrite=True)
     assert fits.getheader(out)["ESDALPHA"] == 0.01
+
+
+def test_ccdclip_refuses_flux_conserving_stacks():
+    from skystack.rejection_noise import check_ccdclip_resampling
+
+    opts = skystack.combine_options(reject="ccdclip", gain=1.0, rdnoise=1.0)
+    check_ccdclip_resampling(opts, False)
+    with pytest.raises(SkystackError, match="flux-conserving"):
+        check_ccdclip_resampling(opts, True)
+
+
+@pytest.mark.parametrize("reject,opts", CASES[::2])
+def test_weighted_mean_of_the_kept_values(reject, opts):
+    cube = make_stack(n=10, shape=(7, 9), seed=12)
+    w = np.linspace(0.5, 2.0, 10)
+    r = skystack.combine(cube, backend="cpu", threads=1, method="mean", reject=reject,
+                         weights=list(w), **opts)
+    keep = keep_mask(cube, reject, **opts)
+    value, unc, count = reduce_kept(cube, keep, "mean", w)
+    np.testing.assert_array_equal(r.count, count)
+    np.testing.assert_allclose(r.data, value, rtol=1e-5, atol=1e-4, equal_nan=True)
+    np.testing.assert_allclose(r.uncertainty.array, unc, rtol=1e-4, atol=1e-4, equal_nan=True)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("n", [9, 40, 300])
+def test_real_gpu_equals_cpu(n):
+    """On a GPU machine: the register and warp kernels give the CPU's kept counts."""
+    from skystack.backends.gpu import probe
+
+    usable, reason = probe()
+    if not usable:
+        pytest.skip(reason)
+    cube = make_stack(n=n, shape=(33, 47), seed=n)
+    for reject, opts in CASES:
+        for method in ("mean", "median"):
+            got = skystack.combine(cube, backend="gpu", method=method, reject=reject, **opts)
+            cpu = skystack.combine(cube, backend="cpu", method=method, reject=reject, **opts)
+            np.testing.assert_array_equal(got.count, cpu.count)
+            np.testing.assert_allclose(got.data, cpu.data, rtol=1e-6, equal_nan=True)

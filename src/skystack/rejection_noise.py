@@ -23,7 +23,8 @@ from .config import CombineOptions
 from .errors import SkystackError
 from .uncertainty import frame_noise
 
-__all__ = ["resolve_ccd_noise", "check_ccdclip_scaling", "stat_rejection_cards"]
+__all__ = ["resolve_ccd_noise", "check_ccdclip_scaling", "check_ccdclip_resampling",
+           "stat_rejection_cards"]
 
 
 def _agreed(frames, index: int, what: str, option: str) -> float:
@@ -69,6 +70,15 @@ def check_ccdclip_scaling(options: CombineOptions, scale: np.ndarray, zero: np.n
         raise SkystackError("--reject ccdclip cannot clip frames normalised differently "
                             f"(--scale {options.scale}, --zero {options.zero}): its noise model "
                             "applies to raw values; combine without --scale/--zero")
+
+
+def check_ccdclip_resampling(options: CombineOptions, conserve_flux: bool) -> None:
+    """Refuse ``--reject ccdclip`` on flux-conserving stacks: the pixel-area factor rescales each
+    output pixel's values, so the noise model of the raw values would no longer describe them."""
+    if options.reject == "ccdclip" and conserve_flux:
+        raise SkystackError("--reject ccdclip cannot clip flux-conserving stacks (the pixel-area "
+                            "factor rescales the values its noise model describes); drop "
+                            "--conserve-flux or use another rejection")
 
 
 def stat_rejection_cards(header, options: CombineOptions) -> None:
