@@ -29,8 +29,8 @@ ALIASES: dict[str, str] = {
     "sigclip-mad": "mean+sigclip:center=median,spread=mad,sigma=3,maxiters=5",
     "minmax": "mean+minmax:nlow=1,nhigh=1",
     "percentile": "mean+percentile:plow=25,phigh=25",
-    # Siril's GESDT defaults; IRAF's ccdclip with the synthetic stacks' own noise model (gain
-    # e-/ADU, read noise e-: skystack.bench.truth); IRAF's pclip default.
+    # Siril's GESDT values (at most 0.3 n outliers, 5 %); IRAF's ccdclip with the synthetic
+    # stacks' own noise model (gain e-/ADU, read noise e-: skystack.bench.truth); IRAF's pclip.
     "esd": "mean+esd:esd_alpha=0.05,esd_max_frac=0.3",
     "ccdclip": f"mean+ccdclip:sigma=3,gain={GAIN:g},rdnoise={READ_NOISE * GAIN:g},snoise=0",
     "pclip": "mean+pclip:pclip=-0.5,sigma=3",

@@ -16,7 +16,7 @@ ranges up to float64 rounding of the sums.
     ``1 - alpha / (2 (n - i + 1))`` quantile of Student's t with ``n - i - 1`` degrees of freedom.
     The number of outliers is the largest ``i`` with ``R_i > lambda_i`` (0 if none): the values
     removed by steps ``1..i`` are rejected. Defaults ``esd_max_frac = 0.3``,
-    ``esd_alpha = 0.05`` (Siril's).
+    ``esd_alpha = 0.05`` (the values Siril's GESDT offers; Siril's exact statistic may differ).
 ``ccdclip``
     IRAF imcombine's CCD noise-model clip. The centre ``c`` is the median of the values kept so
     far (``center = median``, IRAF's ``mclip = yes``) or their mean (``center = mean``; in the
