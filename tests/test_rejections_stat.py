@@ -348,3 +348,17 @@ def test_real_gpu_equals_cpu(n):
             cpu = skystack.combine(cube, backend="cpu", method=method, reject=reject, **opts)
             np.testing.assert_array_equal(got.count, cpu.count)
             np.testing.assert_allclose(got.data, cpu.data, rtol=1e-6, equal_nan=True)
+
+
+def test_uncert_propagated_for_pclip():
+    """--uncertainty propagate: frames of known sigma 3 give 3 / sqrt(COUNT) for the mean."""
+    from astropy.nddata import CCDData, StdDevUncertainty
+
+    cube = make_stack(n=7, shape=(8, 9), seed=8, nan_fraction=0.0, dead_pixels=False)
+    frames = [CCDData(f, unit="adu", uncertainty=StdDevUncertainty(np.full(f.shape, 3.0)))
+              for f in cube]
+    r = skystack.combine(frames, backend="cpu", reject="pclip", uncertainty="propagate")
+    keep = keep_mask(cube, "pclip")
+    np.testing.assert_array_equal(r.count, keep.sum(0))
+    assert (r.count < 7).any()
+    np.testing.assert_allclose(r.uncertainty.array, 3.0 / np.sqrt(r.count), rtol=1e-5)
