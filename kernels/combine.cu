@@ -133,6 +133,12 @@ struct RunsIterativeSiril<WarpCol<64>> {
   static constexpr bool value = false;
 };
 
+// ccdclip's loop spills this kernel's registers (sk_reject_stat.cuh): compiled out.
+template <>
+struct NoCcdclip<WarpCol<64>> {
+  static constexpr bool value = true;
+};
+
 // Bitonic sort of 32 * ITEMS values held ITEMS per lane, ascending in blocked order (element
 // i = lane * ITEMS + r is v[r] of that lane). Stages whose partner distance j is below ITEMS swap
 // within a lane's registers; the others exchange with lane ^ (j / ITEMS) by shuffles. Loops run on

@@ -7,32 +7,38 @@
 namespace sk {
 
 enum Method { MEAN = 0, SUM = 1, MEDIAN = 2, MIN = 3, MAX = 4 };
-enum Reject { REJ_NONE = 0, REJ_SIGCLIP = 1, REJ_MINMAX = 2, REJ_RANGE = 3, REJ_PERCENTILE = 4, REJ_WINSOR = 5, REJ_LINFIT = 6, REJ_PCTCLIP = 10 };
+enum Reject { REJ_NONE = 0, REJ_SIGCLIP = 1, REJ_MINMAX = 2, REJ_RANGE = 3, REJ_PERCENTILE = 4, REJ_WINSOR = 5, REJ_LINFIT = 6, REJ_ESD = 7, REJ_CCDCLIP = 8, REJ_PCLIP = 9, REJ_PCTCLIP = 10 };
 
 // How to combine: the run-time options of one combine (CombineOptions, config.py),
 // passed to every combine kernel by value.
 struct CombineParams {
-  int method;         // Method
-  int reject;         // Reject
-  int weighted;       // weighted mean / sum (order-statistics path re-reads frames)
-  int use_range;      // reject raw values outside [range_lo, range_hi]
-  float range_lo;     // raw values, inclusive; -inf / +inf where not given
+  int method;           // Method
+  int reject;           // Reject
+  int weighted;         // weighted mean / sum (order-statistics path re-reads frames)
+  int use_range;        // reject raw values outside [range_lo, range_hi]
+  float range_lo;       // raw values, inclusive; -inf / +inf where not given
   float range_hi;
-  int use_median;     // sigclip centre: median (else mean)
-  int use_mad;        // sigclip spread: MAD (else std, ddof = 0)
-  double sigma_lo;    // sigclip bounds, in units of the spread
+  int use_median;       // sigclip centre: median (else mean)
+  int use_mad;          // sigclip spread: MAD (else std, ddof = 0)
+  double sigma_lo;      // sigclip bounds, in units of the spread
   double sigma_hi;
-  int maxiters;       // < 0: iterate until nothing changes
-  int nlow;           // minmax: values dropped at each end
+  int maxiters;         // < 0: iterate until nothing changes
+  int nlow;             // minmax: values dropped at each end
   int nhigh;
-  double plow;        // percentile: percent of the valid values dropped at each end
+  double plow;          // percentile: percent of the valid values dropped at each end
   double phigh;
-  double pctclip_lo;  // pctclip: largest relative distance below the median kept
-  double pctclip_hi;  // pctclip: largest relative distance above the median kept
+  double pctclip_lo;    // pctclip: largest relative distance below the median kept
+  double pctclip_hi;    // pctclip: largest relative distance above the median kept
+  double esd_alpha;     // esd: significance of the generalized ESD test
+  double esd_max_frac;  // esd: most outliers, a fraction of the valid values
+  double gain;          // ccdclip: e-/ADU of the raw (unscaled) values
+  double rdnoise;       // ccdclip: read noise, e-
+  double snoise;        // ccdclip: sensitivity noise, a fraction of the signal
+  double pclip;         // pclip: percentile pixel, a fraction (|p| < 1) or number of values
 };
 
 // The layout of numpy.dtype(..., align=True): the bytes Python passes are this struct.
-static_assert(sizeof(CombineParams) == 96, "CombineParams differs from PARAMS_DTYPE");
+static_assert(sizeof(CombineParams) == 144, "CombineParams differs from PARAMS_DTYPE");
 #if !defined(__CUDACC_RTC__)
 static_assert(__builtin_offsetof(CombineParams, method) == 0, "CombineParams::method is not at offset 0");
 static_assert(__builtin_offsetof(CombineParams, reject) == 4, "CombineParams::reject is not at offset 4");
@@ -51,6 +57,12 @@ static_assert(__builtin_offsetof(CombineParams, plow) == 64, "CombineParams::plo
 static_assert(__builtin_offsetof(CombineParams, phigh) == 72, "CombineParams::phigh is not at offset 72");
 static_assert(__builtin_offsetof(CombineParams, pctclip_lo) == 80, "CombineParams::pctclip_lo is not at offset 80");
 static_assert(__builtin_offsetof(CombineParams, pctclip_hi) == 88, "CombineParams::pctclip_hi is not at offset 88");
+static_assert(__builtin_offsetof(CombineParams, esd_alpha) == 96, "CombineParams::esd_alpha is not at offset 96");
+static_assert(__builtin_offsetof(CombineParams, esd_max_frac) == 104, "CombineParams::esd_max_frac is not at offset 104");
+static_assert(__builtin_offsetof(CombineParams, gain) == 112, "CombineParams::gain is not at offset 112");
+static_assert(__builtin_offsetof(CombineParams, rdnoise) == 120, "CombineParams::rdnoise is not at offset 120");
+static_assert(__builtin_offsetof(CombineParams, snoise) == 128, "CombineParams::snoise is not at offset 128");
+static_assert(__builtin_offsetof(CombineParams, pclip) == 136, "CombineParams::pclip is not at offset 136");
 #endif
 
 }  // namespace sk

@@ -20,6 +20,7 @@
 #pragma once
 
 #include "sk_common.cuh"
+#include "sk_reject_stat.cuh"
 
 namespace sk {
 
@@ -342,6 +343,12 @@ SK_HD PixelResult combine_sorted_pixel(const Col& col, int n, const CombineParam
     }
   } else if (p.reject == REJ_PCTCLIP) {
     pctclip_range(col, n, p, &lo, &hi);
+  } else if (p.reject == REJ_ESD) {
+    esd_range(col, n, p, &lo, &hi);
+  } else if (p.reject == REJ_CCDCLIP) {
+    if (!NoCcdclip<Col>::value) ccdclip_range(col, n, p, fr.scale, fr.zero, &lo, &hi);
+  } else if (p.reject == REJ_PCLIP) {
+    pclip_range(col, n, p, fr.nf, &lo, &hi);
   }
   if (hi <= lo) return empty_result();
   if (p.weighted && (p.method == MEAN || p.method == SUM)) {

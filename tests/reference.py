@@ -18,9 +18,11 @@ IQR_TO_SIGMA = 1.3489795003921634
 def keep_mask(cube: np.ndarray, reject: str = "none", *, center="median", spread="std",
               sigma_low=3.0, sigma_high=3.0, maxiters=5, nlow=1, nhigh=1, low=None, high=None,
               plow=10.0, phigh=10.0, pctclip_low=0.2, pctclip_high=0.1,
-              raw: np.ndarray | None = None) -> np.ndarray:
+              raw: np.ndarray | None = None, esd_alpha=0.05,
+              esd_max_frac=0.3, gain=None, rdnoise=None, snoise=0.0, pclip=-0.5,
+              scale=1.0, zero=0.0) -> np.ndarray:
     """Boolean (N, H, W) array: True where a value is kept. ``raw`` = values before scaling,
-    for the range rejection."""
+    for the range rejection; ``scale``/``zero``: the (common) normalisation of ccdclip's frames."""
     valid = np.isfinite(cube)
     if reject == "none":
         return valid
@@ -29,6 +31,14 @@ def keep_mask(cube: np.ndarray, reject: str = "none", *, center="median", spread
     if reject in ("winsor", "linfit"):
         clip = _winsor_kept if reject == "winsor" else _linfit_kept
         return _per_pixel_sorted(cube, valid, lambda y: clip(y, sigma_low, sigma_high, maxiters))
+    if reject == "esd":
+        return _per_pixel(cube, lambda v: _esd_keep(v, esd_alpha, esd_max_frac))
+    if reject == "ccdclip":
+        return _per_pixel(cube, lambda v: _ccdclip_keep(
+            v, center, sigma_low, sigma_high, gain, rdnoise, snoise, scale, zero))
+    if reject == "pclip":
+        nf = cube.shape[0]
+        return _per_pixel(cube, lambda v: _pclip_keep(v, nf, pclip, sigma_low, sigma_high))
     if reject == "range":
         r = cube if raw is None else raw
         lo = -np.inf if low is None else low
@@ -124,6 +134,86 @@ def _linfit_kept(y, sigma_low, sigma_high, maxiters, min_kept=3):
         if maxiters and it >= maxiters:
             break
     return lo, hi
+def _per_pixel(cube: np.ndarray, keep_of) -> np.ndarray:
+    """Mask from ``keep_of(valid values of a pixel) -> bool array``, pixel by pixel."""
+    keep = np.zeros(cube.shape, bool)
+    for idx in np.ndindex(cube.shape[1:]):
+        col = cube[(slice(None), *idx)]
+        ok = np.flatnonzero(np.isfinite(col))
+        if ok.size:
+            keep[(ok, *idx)] = keep_of(col[ok].astype(np.float64))
+    return keep
+
+
+def _esd_keep(v: np.ndarray, alpha: float, max_frac: float) -> np.ndarray:
+    """Rosner's generalized ESD test (NIST handbook 1.3.5.17.3): mean, sample std (ddof 1),
+    lambda from scipy's exact t quantile."""
+    from scipy import stats
+
+    n = v.size
+    r = min(math.floor(max_frac * n), n - 2)
+    order = np.argsort(v, kind="stable")
+    x = v[order]
+    a, b = 0, n
+    best = (0, n)
+    for i in range(1, r + 1):
+        rest = x[a:b]
+        mean, s = rest.mean(), rest.std(ddof=1)
+        if x[b - 1] - mean >= mean - x[a]:
+            dev = x[b - 1] - mean
+            b -= 1
+        else:
+            dev = mean - x[a]
+            a += 1
+        big_r = dev / s if s > 0 else 0.0
+        m = n - i
+        t = stats.t.ppf(1 - alpha / (2 * (m + 1)), m - 1)
+        lam = m * t / math.sqrt((m - 1 + t * t) * (m + 1))
+        if big_r > lam:
+            best = (a, b)
+    keep = np.zeros(n, bool)
+    keep[order[best[0]:best[1]]] = True
+    return keep
+
+
+def _ccdclip_keep(v, center, sigma_low, sigma_high, gain, rdnoise, snoise, scale, zero):
+    """IRAF imcombine's ccdclip: model sigma of the raw value at the centre, iterated."""
+    keep = np.ones(v.size, bool)
+    first = True
+    while v.size >= 2:
+        kv = np.sort(v[keep])
+        if center == "median":
+            c = np.median(kv)
+        else:
+            c = kv[1:-1].mean() if (first and kv.size >= 3) else kv.mean()
+        raw = (c - zero) / scale
+        sig = abs(scale) * math.sqrt((rdnoise / gain) ** 2 + max(raw, 0.0) / gain
+                                     + (snoise * raw) ** 2)
+        new = keep & (v >= c - sigma_low * sig) & (v <= c + sigma_high * sig)
+        if new.sum() == keep.sum() or not new.any():
+            break
+        keep = new
+        first = False
+    return keep
+
+
+def _pclip_keep(v, nf, pclip, sigma_low, sigma_high):
+    """IRAF imcombine's pclip (its help's definition and examples), not iterated."""
+    n = v.size
+    x = np.sort(v)
+    down = pclip < 0
+    mpix = (n - 1) // 2 if down else n // 2
+    beside = mpix if down else n - 1 - mpix
+    if beside < 1:
+        return np.ones(n, bool)
+    if abs(pclip) >= 1:
+        k = int(abs(pclip))
+    else:
+        k = math.floor(abs(pclip) * ((nf - 1) // 2 if down else nf - 1 - nf // 2) + 0.5)
+    k = min(max(k, 1), beside)
+    med = np.median(x)
+    spread = abs(med - x[mpix - k if down else mpix + k])
+    return (v >= med - sigma_low * spread) & (v <= med + sigma_high * spread)
 
 
 def reduce_kept(cube: np.ndarray, keep: np.ndarray, method: str,

@@ -43,7 +43,12 @@ def combine_options(*, method: str = DEFAULTS.method, reject: str = DEFAULTS.rej
                     scale: str = DEFAULTS.scale, zero: str = DEFAULTS.zero,
                     hdu: int | str | None = DEFAULTS.hdu,
                     mem_limit: int | str | None = DEFAULTS.mem_limit,
-                    uncertainty: str = DEFAULTS.uncertainty) -> CombineOptions:
+                    uncertainty: str = DEFAULTS.uncertainty,
+                    esd_alpha: float = DEFAULTS.esd_alpha,
+                    esd_max_frac: float = DEFAULTS.esd_max_frac,
+                    gain: float | None = DEFAULTS.gain, rdnoise: float | None = DEFAULTS.rdnoise,
+                    snoise: float = DEFAULTS.snoise,
+                    pclip: float = DEFAULTS.pclip) -> CombineOptions:
     """Build validated :class:`CombineOptions` from keyword options (``sigma`` sets both sides;
     the defaults are :data:`skystack.config.DEFAULTS`)."""
     if sigma is not None:
@@ -53,7 +58,9 @@ def combine_options(*, method: str = DEFAULTS.method, reject: str = DEFAULTS.rej
         sigma_high=sigma_high, maxiters=maxiters, nlow=nlow, nhigh=nhigh, range_low=low,
         range_high=high, plow=plow, phigh=phigh, pctclip_low=pctclip_low,
         pctclip_high=pctclip_high, weights=Weights.parse(weights), scale=scale,
-        zero=zero, hdu=hdu, mem_limit=mem_limit, uncertainty=uncertainty).validated()
+        zero=zero, hdu=hdu, mem_limit=mem_limit, uncertainty=uncertainty, esd_alpha=esd_alpha,
+        esd_max_frac=esd_max_frac, gain=gain, rdnoise=rdnoise, snoise=snoise,
+        pclip=pclip).validated()
 
 
 def combine(inputs, output: str | os.PathLike | None = None, *, backend: str = "auto",
@@ -83,12 +90,15 @@ def combine(inputs, output: str | os.PathLike | None = None, *, backend: str = "
         Cap on rows per tile (the memory budget sets it otherwise).
     **options
         The combine options of :func:`combine_options`: ``method`` (mean, median, sum, min, max),
-        ``reject`` (none, sigclip, minmax, range, percentile, winsor, linfit, pctclip),
-        ``center``, ``spread``, ``sigma``, ``sigma_low``, ``sigma_high``, ``maxiters``, ``nlow``,
-        ``nhigh``, ``low``, ``high``, ``plow``, ``phigh``, ``pctclip_low``, ``pctclip_high``,
-        ``weights``, ``scale``, ``zero``, ``hdu``, ``mem_limit``,
-        ``uncertainty`` (``auto``, ``scatter``, ``model``, ``propagate``: how ``UNCERT`` is
-        computed, see :mod:`skystack.uncertainty`; the header's ``UNCMETH`` says which),
+        ``reject`` (none, sigclip, minmax, range, percentile, winsor, linfit, pctclip, esd,
+        ccdclip, pclip), ``center``, ``spread``, ``sigma``, ``sigma_low``, ``sigma_high``,
+        ``maxiters``, ``nlow``, ``nhigh``, ``low``, ``high``, ``plow``, ``phigh``,
+        ``pctclip_low``, ``pctclip_high``, ``weights``, ``scale``, ``zero``, ``hdu``,
+        ``mem_limit``, ``uncertainty`` (``auto``, ``scatter``, ``model``, ``propagate``: how
+        ``UNCERT`` is computed, see :mod:`skystack.uncertainty`; the header's ``UNCMETH`` says
+        which), ``esd_alpha``, ``esd_max_frac`` (esd), ``gain``, ``rdnoise``, ``snoise``
+        (ccdclip; gain e-/ADU and read noise e- of the raw values, from GAIN/RDNOISE when not
+        given), ``pclip`` (see :mod:`skystack.backends.cpu.rejections_stat`),
         ``saturation`` (raw ADU at/above which pixels are masked; default: each raw frame's
         ``SATURATE``, see :mod:`skystack.io.saturation`; header ``SATMASK``), ``cosmic_rays``
         (``none`` or ``lacosmic``: each frame's cosmic rays masked before combining, with

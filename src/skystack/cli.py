@@ -114,6 +114,20 @@ def _add_combine_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--pctclip-high", type=float, default=d.pctclip_high,
                    help="pctclip: reject values more than this fraction of |median| above the "
                         f"median ({d.pctclip_high:g})")
+    g.add_argument("--esd-alpha", type=float, default=d.esd_alpha,
+                   help=f"esd: significance of the generalized ESD test ({d.esd_alpha:g})")
+    g.add_argument("--esd-max-frac", type=float, default=d.esd_max_frac,
+                   help=f"esd: most outliers, a fraction of each pixel's values "
+                        f"({d.esd_max_frac:g})")
+    g.add_argument("--gain", type=float, help="ccdclip: gain of the raw values, e-/ADU "
+                   "(default: GAIN of the headers, when all frames agree)")
+    g.add_argument("--rdnoise", type=float, help="ccdclip: read noise, e- (default: RDNOISE "
+                   "of the headers, when all frames agree)")
+    g.add_argument("--snoise", type=float, default=d.snoise,
+                   help=f"ccdclip: sensitivity noise, a fraction of the signal ({d.snoise:g})")
+    g.add_argument("--pclip", type=float, default=d.pclip,
+                   help="pclip: percentile pixel beside the median, a fraction (|p| < 1) or "
+                        f"a number of values, negative = below ({d.pclip:g})")
     g.add_argument("--weights", default=d.weights.kind,
                    help="none, exptime, invvar:KEY (KEY = variance), noise:KEY (KEY = sigma), "
                         "w1,w2,... or @file (mean and sum only)")
@@ -152,7 +166,9 @@ def _combine_kwargs(a: argparse.Namespace) -> dict:
                 nlow=a.nlow, nhigh=a.nhigh, low=a.low, high=a.high, plow=a.plow, phigh=a.phigh,
                 pctclip_low=a.pctclip_low, pctclip_high=a.pctclip_high,
                 weights=a.weights, scale=a.scale, zero=a.zero, hdu=a.hdu,
-                mem_limit=a.mem_limit, uncertainty=a.uncertainty, saturation=a.saturation,
+                mem_limit=a.mem_limit, uncertainty=a.uncertainty, esd_alpha=a.esd_alpha,
+                esd_max_frac=a.esd_max_frac, gain=a.gain, rdnoise=a.rdnoise, snoise=a.snoise,
+                pclip=a.pclip, saturation=a.saturation,
                 cosmic_rays=a.cosmic_rays, cr_sigclip=a.cr_sigclip, cr_objlim=a.cr_objlim,
                 **_selection_kwargs(a))
 

@@ -18,7 +18,8 @@ from dataclasses import dataclass, field, replace
 from .errors import SkystackError
 
 METHODS = ("mean", "median", "sum", "min", "max")
-REJECTIONS = ("none", "sigclip", "minmax", "range", "percentile", "winsor", "linfit", "pctclip")
+REJECTIONS = ("none", "sigclip", "minmax", "range", "percentile", "winsor", "linfit", "pctclip",
+              "esd", "ccdclip", "pclip")
 CENTERS = ("median", "mean")
 SPREADS = ("std", "mad")
 SCALES = ("none", "median", "mean", "exposure")
@@ -138,6 +139,11 @@ class CombineOptions:
     fractions (Siril's percentile clipping): the largest relative distance ``|x - median| /
     |median|`` kept below / above the median. ``sigma_low``/``sigma_high``/``maxiters`` also
     drive ``winsor`` and ``linfit`` (skystack.backends.cpu.rejections). ``mem_limit`` is in bytes.
+    ``esd``: at most ``floor(esd_max_frac * n)`` outliers at significance ``esd_alpha``.
+    ``ccdclip``: ``gain`` (e-/ADU) and ``rdnoise`` (e-) of the raw values (None: from the
+    headers, :mod:`skystack.rejection_noise`), ``snoise`` a fraction. ``pclip``: IRAF's
+    percentile pixel (|pclip| < 1: a fraction of the values beside the median, else a number;
+    negative: below the median). See :mod:`skystack.backends.cpu.rejections_stat`.
     """
 
     method: str = "mean"
@@ -163,6 +169,12 @@ class CombineOptions:
     uncertainty: str = "auto"
     # Header cards recording --where/--exclude (skystack.io.selection), set by load_checked.
     selection: tuple = ()
+    esd_alpha: float = 0.05
+    esd_max_frac: float = 0.3
+    gain: float | None = None
+    rdnoise: float | None = None
+    snoise: float = 0.0
+    pclip: float = -0.5
 
     def validated(self) -> CombineOptions:
         """Return self (with defaults filled in) or raise SkystackError on an invalid value."""
@@ -191,6 +203,7 @@ class CombineOptions:
             # floor(n*plow/100) + floor(n*phigh/100) reaches n for large n: every value dropped.
             raise SkystackError(f"invalid --plow {self.plow} with --phigh {self.phigh}: together "
                                 "they drop every value (their sum must be below 100)")
+        _check_stat_rejection_options(self)
         if isinstance(self.hdu, bool) or (isinstance(self.hdu, int) and self.hdu < 0):
             raise SkystackError(f"invalid --hdu {self.hdu!r}: an HDU index is >= 0 (0 = primary)")
         if self.reject == "range":
@@ -221,6 +234,26 @@ class CombineOptions:
     def weighted(self) -> bool:
         """Weights change the result only for mean and sum."""
         return self.weights.kind != "none" and self.method in ("mean", "sum")
+
+
+def _number(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def _check_stat_rejection_options(o: CombineOptions) -> None:
+    """The options of the esd, ccdclip and pclip rejections (one-line errors)."""
+    if not (_number(o.esd_alpha) and 0 < o.esd_alpha < 1):
+        raise SkystackError(f"invalid --esd-alpha {o.esd_alpha!r}: must be in (0, 1)")
+    if not (_number(o.esd_max_frac) and 0 < o.esd_max_frac < 1):
+        raise SkystackError(f"invalid --esd-max-frac {o.esd_max_frac!r}: must be in (0, 1)")
+    if o.gain is not None and not (_number(o.gain) and o.gain > 0):
+        raise SkystackError(f"invalid --gain {o.gain!r}: must be > 0 (e-/ADU)")
+    if o.rdnoise is not None and not (_number(o.rdnoise) and o.rdnoise >= 0):
+        raise SkystackError(f"invalid --rdnoise {o.rdnoise!r}: must be >= 0 (e-)")
+    if not (_number(o.snoise) and o.snoise >= 0):
+        raise SkystackError(f"invalid --snoise {o.snoise!r}: must be >= 0 (a fraction)")
+    if not (_number(o.pclip) and o.pclip != 0):
+        raise SkystackError(f"invalid --pclip {o.pclip!r}: must be a non-zero number")
 
 
 #: The default of every combine option.

@@ -134,9 +134,11 @@ def normalization(frames: list[Frame], options: CombineOptions) -> tuple[np.ndar
 def frame_params(frames: list[Frame], options: CombineOptions) -> FrameParams:
     """Scale, zero and weights of each frame, and for the noise-model uncertainty (``options``
     resolved) their gain and read noise (:mod:`skystack.uncertainty`)."""
+    from .rejection_noise import check_ccdclip_scaling
     from .uncertainty import noise_arrays
 
     scale, zero = normalization(frames, options)
+    check_ccdclip_scaling(options, scale, zero)
     gain = rdnoise = None
     if options.uncertainty == "model":
         gain, rdnoise = noise_arrays(frames)

@@ -32,6 +32,7 @@ from .core.stack_loop import (
 from .io.provenance import exposure_seconds
 from .io.sigma import ResampledSigma, resolve_uncertainty, sigma_source
 from .normalization import frame_params
+from .rejection_noise import check_ccdclip_resampling
 from .uncertainty import uncertainty_sinks
 
 __all__ = ["Grid", "frame_wcs", "frames_off_grid", "stack_frames", "stack_tile_plan",
@@ -63,6 +64,7 @@ def stack_frames(frames: list[Frame], grid: Grid, options: CombineOptions, backe
                                progress=progress, max_tile_rows=max_tile_rows, step=step)
         return replace(stats, seconds=time.perf_counter() - t0)
     options = resolve_uncertainty(frames, options)
+    check_ccdclip_resampling(options, conserve_flux)
     params = frame_params(frames, options)
     sigma = None
     if options.uncertainty == "propagate":

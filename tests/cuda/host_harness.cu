@@ -101,3 +101,6 @@ extern "C" void sk_host_sort(int nmax, float* v) {
     case 64: sk::SortNet<64>::sort(v); break;
   }
 }
+
+// Student t quantile of sk_reject_stat.cuh (t with P(|T| > t) = p), for the accuracy test.
+extern "C" double sk_host_student_t(double p, int df) { return sk::student_t_two_tailed(p, df); }

@@ -47,6 +47,9 @@ class Reject(IntEnum):
     PERCENTILE = 4
     WINSOR = 5
     LINFIT = 6
+    ESD = 7
+    CCDCLIP = 8
+    PCLIP = 9
     PCTCLIP = 10
 
 
@@ -73,6 +76,12 @@ _FIELDS: tuple[tuple[str, type, str], ...] = (
     ("phigh", np.float64, ""),
     ("pctclip_lo", np.float64, "pctclip: largest relative distance below the median kept"),
     ("pctclip_hi", np.float64, "pctclip: largest relative distance above the median kept"),
+    ("esd_alpha", np.float64, "esd: significance of the generalized ESD test"),
+    ("esd_max_frac", np.float64, "esd: most outliers, a fraction of the valid values"),
+    ("gain", np.float64, "ccdclip: e-/ADU of the raw (unscaled) values"),
+    ("rdnoise", np.float64, "ccdclip: read noise, e-"),
+    ("snoise", np.float64, "ccdclip: sensitivity noise, a fraction of the signal"),
+    ("pclip", np.float64, "pclip: percentile pixel, a fraction (|p| < 1) or number of values"),
 )
 
 #: The record of run-time options every combine kernel reads (``sk::CombineParams`` in C).
@@ -106,6 +115,13 @@ def kernel_params(options: CombineOptions) -> np.ndarray:
     rec["phigh"] = options.phigh
     rec["pctclip_lo"] = options.pctclip_low
     rec["pctclip_hi"] = options.pctclip_high
+    rec["esd_alpha"] = options.esd_alpha
+    rec["esd_max_frac"] = options.esd_max_frac
+    # Unresolved (no ccdclip): NaN, never read by the kernels.
+    rec["gain"] = np.nan if options.gain is None else options.gain
+    rec["rdnoise"] = np.nan if options.rdnoise is None else options.rdnoise
+    rec["snoise"] = options.snoise
+    rec["pclip"] = options.pclip
     return rec
 
 

@@ -3,10 +3,11 @@
 A spec is ``METHOD[+REJECT][:key=value,...]`` with the option names of
 :func:`skystack.combine_options` (``center``, ``spread``, ``sigma``, ``sigma_low``,
 ``sigma_high``, ``maxiters``, ``nlow``, ``nhigh``, ``plow``, ``phigh``, ``low``, ``high``,
-``pctclip_low``, ``pctclip_high``), e.g.
+``pctclip_low``, ``pctclip_high``, ``esd_alpha``, ``esd_max_frac``, ``gain``, ``rdnoise``,
+``snoise``, ``pclip``), e.g.
 ``median``, ``mean+sigclip:spread=mad,sigma=4`` or ``mean+minmax:nhigh=2``; or one of the
 aliases of :data:`ALIASES` (``sigclip``, ``sigclip-mad``, ``minmax``, ``percentile``,
-``winsor``, ``linfit``, ``pctclip``).
+``winsor``, ``linfit``, ``pctclip``, ``esd``, ``ccdclip``, ``pclip``).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from dataclasses import dataclass
 from ..api import combine_options
 from ..config import METHODS, REJECTIONS
 from ..errors import SkystackError
+from .truth import GAIN, READ_NOISE
 
 #: Short names for the usual choices of astronomers, in the order of the default comparison:
 #: plain mean (best noise, no rejection), median (robust, ~25 % more noise), sigma clipping
@@ -32,12 +34,18 @@ ALIASES: dict[str, str] = {
     "winsor": "mean+winsor:sigma=3,maxiters=5",
     "linfit": "mean+linfit:sigma=3,maxiters=5",
     "pctclip": "mean+pctclip:pctclip_low=0.2,pctclip_high=0.1",
+    # Siril's GESDT values (at most 0.3 n outliers, 5 %); IRAF's ccdclip with the synthetic
+    # stacks' own noise model (gain e-/ADU, read noise e-: skystack.bench.truth); IRAF's pclip.
+    "esd": "mean+esd:esd_alpha=0.05,esd_max_frac=0.3",
+    "ccdclip": f"mean+ccdclip:sigma=3,gain={GAIN:g},rdnoise={READ_NOISE * GAIN:g},snoise=0",
+    "pclip": "mean+pclip:pclip=-0.5,sigma=3",
 }
 DEFAULT_METHODS = tuple(ALIASES)
 
 _INT_KEYS = {"maxiters", "nlow", "nhigh"}
 _FLOAT_KEYS = {"sigma", "sigma_low", "sigma_high", "plow", "phigh", "low", "high",
-               "pctclip_low", "pctclip_high"}
+               "pctclip_low", "pctclip_high",
+               "esd_alpha", "esd_max_frac", "gain", "rdnoise", "snoise", "pclip"}
 _TEXT_KEYS = {"center", "spread"}
 
 
@@ -86,6 +94,14 @@ class MethodSpec:
             inner = sig + ("" if o["maxiters"] == 5 else f",{o['maxiters'] or '∞'} it")
         elif reject == "pctclip":
             inner = f"-{o['pctclip_low']:g}/+{o['pctclip_high']:g}×median"
+        elif reject == "esd":
+            inner = f"α={o['esd_alpha']:g},≤{o['esd_max_frac']:g}"
+        elif reject == "ccdclip":
+            g, rn = ("hdr" if o[k] is None else f"{o[k]:g}" for k in ("gain", "rdnoise"))
+            inner = (f"{o['center']},{o['sigma_low']:g}σ/{o['sigma_high']:g}σ,g={g},rn={rn},"
+                     f"sn={o['snoise']:g}")
+        elif reject == "pclip":
+            inner = f"{o['pclip']:g},{o['sigma_low']:g}σ/{o['sigma_high']:g}σ"
         else:
             inner = f"{o.get('low')},{o.get('high')}"
         return f"{o['method']}+{reject}({inner})"
@@ -139,6 +155,13 @@ def parse_method(text: str) -> MethodSpec:
         keep.update(pctclip_low=opts.pctclip_low, pctclip_high=opts.pctclip_high)
     elif reject == "range":
         keep.update(low=opts.range_low, high=opts.range_high)
+    elif reject == "esd":
+        keep.update(esd_alpha=opts.esd_alpha, esd_max_frac=opts.esd_max_frac)
+    elif reject == "ccdclip":
+        keep.update(center=opts.center, sigma_low=opts.sigma_low, sigma_high=opts.sigma_high,
+                    gain=opts.gain, rdnoise=opts.rdnoise, snoise=opts.snoise)
+    elif reject == "pclip":
+        keep.update(pclip=opts.pclip, sigma_low=opts.sigma_low, sigma_high=opts.sigma_high)
     return MethodSpec(spec=text.strip(), options=tuple(keep.items()))
 
 

@@ -42,6 +42,7 @@ from ..config import CombineOptions
 from ..exposure import MAX_EXPTIME
 from ..normalization import frame_weights
 from ..regrid.header_wcs import wcs_cards
+from ..rejection_noise import stat_rejection_cards
 from ..uncertainty import effective_noise, noise_arrays
 from .inputs import Frame
 from .labels import fits_label
@@ -132,6 +133,7 @@ def build_header(frames: list[Frame], options: CombineOptions, backend: str) -> 
     elif options.reject == "pctclip":
         h["PCTCLO"] = (options.pctclip_low, "pctclip: max (median - x) / |median| kept")
         h["PCTCHI"] = (options.pctclip_high, "pctclip: max (x - median) / |median| kept")
+    stat_rejection_cards(h, options)  # esd, ccdclip, pclip
     h["SCALEBY"] = (options.scale, "multiplicative normalisation to frame 1")
     h["ZEROBY"] = (options.zero, "additive normalisation to frame 1")
     h["WEIGHTS"] = (options.weights.describe(), "frame weights (mean and sum)")

@@ -19,6 +19,7 @@ from astropy.io import fits
 
 from ..config import CombineOptions
 from ..errors import SkystackError
+from ..rejection_noise import resolve_ccd_noise
 from ..uncertainty import frame_noise, raw_with_bias
 from .reader import BITPIX_DTYPES, RawFitsSource, Tile
 
@@ -126,7 +127,9 @@ class ResampledSigma:
 def resolve_uncertainty(frames, options: CombineOptions) -> CombineOptions:
     """``options`` with ``uncertainty`` made concrete (``auto`` decided from the inputs' headers,
     :mod:`skystack.uncertainty`), after checking that the inputs support it (one-line error
-    naming the first frame that does not; ``propagate`` needs a :func:`sigma_source`)."""
+    naming the first frame that does not; ``propagate`` needs a :func:`sigma_source`). Also
+    resolves ccdclip's gain and read noise (:mod:`skystack.rejection_noise`)."""
+    options = resolve_ccd_noise(frames, options)
     mode = options.uncertainty
     if mode == "auto":
         ok = all(None not in frame_noise(f) and not raw_with_bias(f) for f in frames)

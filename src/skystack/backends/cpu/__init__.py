@@ -27,6 +27,7 @@ def available_cpus() -> int:
 
 def needs_order_statistics(options: CombineOptions) -> bool:
     """True when the combine needs sorted values (median, or rank/sigma rejection)."""
+    # Every rejection but range works on sorted values.
     return options.method == "median" or options.reject not in ("none", "range")
 
 

@@ -39,6 +39,7 @@ from numba import njit
 
 from ..kernel_interface import Method, Reject
 from .rejections import linfit_range, pctclip_range, winsor_lanes
+from .rejections_stat import REJ_CCDCLIP, REJ_ESD, REJ_PCLIP, esd_lambda_table, stat_ranges
 
 # The codes of skystack.backends.kernel_interface as plain ints: Numba freezes them into the code.
 MEAN, SUM, MEDIAN, MIN, MAX = (int(Method[m]) for m in ("MEAN", "SUM", "MEDIAN", "MIN", "MAX"))
@@ -586,7 +587,10 @@ def combine_sorted(block, p0, p1, pairs, scale, zero, weights, params, chunk, ou
     work = (np.empty((nf, chunk), np.float32), np.empty(chunk, np.int32),
             np.empty(chunk, np.int32), np.empty(chunk, np.int32), np.empty(chunk, np.float64),
             np.empty(chunk, np.float64), np.empty(chunk, np.uint8), np.empty(chunk, np.int32))
-    vector_finish = sigclip and not weighted and method != MEDIAN
+    # esd, ccdclip and pclip: per-lane ranges (rejections_stat), finished like sigclip's.
+    stat = reject == REJ_ESD or reject == REJ_CCDCLIP or reject == REJ_PCLIP
+    lam = esd_lambda_table(nf if reject == REJ_ESD else 2, params.esd_alpha)
+    vector_finish = (sigclip or stat) and not weighted and method != MEDIAN
     for c0 in range(p0, p1, chunk):
         b = min(chunk, p1 - c0)
         for q in range(b):
@@ -618,6 +622,14 @@ def combine_sorted(block, p0, p1, pairs, scale, zero, weights, params, chunk, ou
                 _finish_ranges(method, scratch, b, c0, lo_arr, hi_arr, cen, spread, out_img,
                                out_unc, out_cnt)
                 continue  # every lane done
+        if stat:
+            stat_ranges(reject, scratch, b, nvalid, col, use_median, sigma_lo, sigma_hi,
+                        params.esd_max_frac, lam, params.gain, params.rdnoise, params.snoise,
+                        np.float64(scale[0]), np.float64(zero[0]), params.pclip, lo_arr, hi_arr)
+            if vector_finish:
+                _finish_ranges(method, scratch, b, c0, lo_arr, hi_arr, cen, spread, out_img,
+                               out_unc, out_cnt)
+                continue
         for q in range(b):
             n = nvalid[q]
             pix = c0 + q
@@ -630,7 +642,7 @@ def combine_sorted(block, p0, p1, pairs, scale, zero, weights, params, chunk, ou
                 col[i] = scratch[i, q]
             lo = 0
             hi = n
-            if sigclip or winsor:
+            if sigclip or winsor or stat:
                 lo = lo_arr[q]
                 hi = hi_arr[q]
             elif reject == REJ_MINMAX:

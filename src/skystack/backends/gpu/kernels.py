@@ -23,6 +23,8 @@ __all__ = ["KernelChoice", "kernels_dir", "assemble_source", "choose_combine_ker
 
 # The warp kernel holds 32 * ITEMS values per pixel; 64 items per lane is the register limit.
 WARP_ITEMS = (4, 8, 16, 32, 64)
+# The 64-item warp kernel has no registers to spare for ccdclip (kernels/sk_reject_stat.cuh).
+CCDCLIP_MAX_GPU_FRAMES = 32 * 32
 MAX_GPU_FRAMES = 32 * WARP_ITEMS[-1]
 THREADS_PER_BLOCK = 128
 # The translation units of the backend: each is assembled and compiled on its own.
@@ -77,6 +79,7 @@ class KernelChoice:
 
 
 def _needs_order_statistics(options: CombineOptions) -> bool:
+    # Every rejection but range works on sorted values.
     return options.method == "median" or options.reject not in ("none", "range")
 
 
@@ -105,6 +108,9 @@ def choose_combine_kernel(n_frames: int, options: CombineOptions) -> KernelChoic
     for size in GPU_REGISTER_SIZES:
         if n_frames <= size:
             return _small(size)
+    if options.reject == "ccdclip" and n_frames > CCDCLIP_MAX_GPU_FRAMES:
+        raise SkystackError(f"the GPU backend clips at most {CCDCLIP_MAX_GPU_FRAMES} frames per "
+                            f"pixel with --reject ccdclip (got {n_frames}); use --backend cpu")
     for items in WARP_ITEMS:
         if n_frames <= 32 * items:
             if items > _ITERATIVE_SIRIL_ITEMS and options.reject in ("winsor", "linfit"):
