@@ -148,7 +148,7 @@ def stack(inputs, output: str | os.PathLike | None = None, *, reference=None,
     header = InProcess().stack(
         frames, wcs_list, grid, opts, output,
         header_for=lambda describe: stack_header(frames, opts, describe, grid, interp,
-                                                 conserve_flux, extra),
+                                                 conserve_flux, extra, wcs_list),
         interp=interp, conserve_flux=conserve_flux, backend=backend, overwrite=overwrite,
         progress=progress, threads=threads, max_tile_rows=max_tile_rows, sinks=[sink]).header
     from astropy.nddata import CCDData, StdDevUncertainty
@@ -210,16 +210,17 @@ def stack_to_file(inputs, output: str | os.PathLike, *, grid: Grid | None = None
     return executor_for(cluster).stack(
         frames, wcs_list, grid, opts, output,
         header_for=lambda describe: stack_header(frames, opts, describe, grid, interp,
-                                                 conserve_flux, extra_header),
+                                                 conserve_flux, extra_header, wcs_list),
         interp=interp, conserve_flux=conserve_flux, backend=backend, overwrite=overwrite,
         progress=progress, threads=threads, max_tile_rows=max_tile_rows).path
 
 
 def stack_header(frames, opts, describe: str, grid: Grid, interp: str, conserve_flux: bool,
-                 extra_header: fits.Header | None = None) -> fits.Header:
+                 extra_header: fits.Header | None = None, wcs_list=None) -> fits.Header:
     """The header of a stack: provenance (``describe`` names the backend) with the grid's WCS,
-    INTERP, CONSFLUX, BUNIT (``adu`` if the inputs give none) and ``extra_header`` cards."""
-    header = _grid_header(build_header(frames, opts, describe), grid)
+    INTERP, CONSFLUX, BUNIT (``adu`` if the inputs give none) and ``extra_header`` cards;
+    ``wcs_list``: the frames' WCS (star matching of ``--scale stars``)."""
+    header = _grid_header(build_header(frames, opts, describe, wcs_list), grid)
     header["INTERP"] = (interp, "resampling onto the output grid")
     header["CONSFLUX"] = (bool(conserve_flux), "values scaled by pixel-area ratio")
     if "BUNIT" not in header:

@@ -53,7 +53,7 @@ def stack_frames(frames: list[Frame], grid: Grid, options: CombineOptions, backe
     if wcs_list is None:
         wcs_list = [frame_wcs(f) for f in frames]
     options = resolve_uncertainty(frames, options)
-    params = frame_params(frames, options)
+    params = frame_params(frames, options, wcs_list)
     sigma = None
     if options.uncertainty == "propagate":
         sigma = ResampledSigma(frames, [sigma_source(f) for f in frames], wcs_list, grid,

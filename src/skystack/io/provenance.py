@@ -33,7 +33,7 @@ from astropy.io import fits
 from .._version import __version__
 from ..config import CombineOptions
 from ..exposure import MAX_EXPTIME
-from ..normalization import frame_weights
+from ..normalization import frame_params, frame_weights
 from ..regrid.header_wcs import wcs_cards
 from ..uncertainty import effective_noise, noise_arrays
 from .inputs import Frame
@@ -82,8 +82,10 @@ def _isot(mjd: float) -> str:
     return Time(mjd, format="mjd", scale="utc").isot
 
 
-def build_header(frames: list[Frame], options: CombineOptions, backend: str) -> fits.Header:
-    """The provenance header of a combine of ``frames`` (see module docstring)."""
+def build_header(frames: list[Frame], options: CombineOptions, backend: str,
+                 wcs_list=None) -> fits.Header:
+    """The provenance header of a combine of ``frames`` (see module docstring; ``wcs_list``:
+    the frames' WCS in a reprojected stack, for the star matching of ``--scale stars``)."""
     h = fits.Header()
     first = frames[0].header
     for key in SHARED_KEYS:
@@ -116,6 +118,7 @@ def build_header(frames: list[Frame], options: CombineOptions, backend: str) -> 
     h["SCALEBY"] = (options.scale, "multiplicative normalisation to frame 1")
     h["ZEROBY"] = (options.zero, "additive normalisation to frame 1")
     h["WEIGHTS"] = (options.weights.describe(), "frame weights (mean and sum)")
+    frame_value_cards(h, frames, options, wcs_list)
     noise_cards(h, frames, options)
 
     exptimes = []
@@ -192,6 +195,24 @@ def noise_cards(header, frames, options: CombineOptions) -> None:
         header["RDNOISE"] = (float(r_eff), f"[e-] effective, {options.method} of {n}")
     else:
         header["HISTORY"] = "RDNOISE not written: not every input has one"
+
+
+def frame_value_cards(header, frames, options: CombineOptions, wcs_list=None) -> None:
+    """Each frame's scale ``SCAL001``…, zero ``ZERO001``… and weight ``WGHT001``… (the values
+    the combine used; first 999 frames, numbered as ``IMCMB001``…), each only when that
+    normalisation or weighting is asked for. Measured values (:mod:`skystack.frame_measures`)
+    are measured once: the combine reuses them."""
+    if options.scale == "none" and options.zero == "none" and not options.weighted:
+        return
+    params = frame_params(frames, options, wcs_list)
+    kinds = (("SCAL", options.scale != "none", params.scale, f"scale by {options.scale}"),
+             ("ZERO", options.zero != "none", params.zero, f"zero by {options.zero}"),
+             ("WGHT", options.weighted, params.weights,
+              f"weight ({options.weights.describe()})"))
+    for prefix, wanted, values, what in kinds:
+        if wanted:
+            for i, v in enumerate(np.asarray(values, np.float64)[:999], start=1):
+                header[f"{prefix}{i:03d}"] = (float(f"{v:.7g}"), f"IMCMB{i:03d} {what}")
 
 
 def _add_wcs(out: fits.Header, header: fits.Header) -> None:
