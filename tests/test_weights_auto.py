@@ -202,3 +202,29 @@ def test_cli_accepts_the_measured_options(tmp_path):
     h = fits.getheader(out)
     assert h["SCALEBY"] == "stars" and h["WEIGHTS"] == "bgnoise"
     assert h["SCAL002"] == pytest.approx(1.25, rel=0.01)
+
+
+def test_stack_matches_stars_on_the_sky(tmp_path):
+    """Frames pointed differently (a WCS each): stars are matched through the WCS, not by
+    pixel; with pixel matching the shifted stars would not match at all."""
+    from astropy.wcs import WCS
+
+    x, y, flux = star_field(30, seed=5)
+    t = [1.0, 0.7, 1.2]
+    shifts = [(0, 0), (9, -6), (-7, 5)]
+    paths = []
+    for k, (tk, (dx, dy)) in enumerate(zip(t, shifts)):
+        rng = np.random.default_rng(k)
+        img = tk * render(3.0, stars=(x + dx, y + dy, flux)) + rng.normal(0, 4.0, SHAPE)
+        w = WCS(naxis=2)
+        w.wcs.ctype = ["RA---TAN", "DEC--TAN"]
+        w.wcs.crval = [150.0, 30.0]
+        w.wcs.crpix = [64.5 + dx, 64.5 + dy]
+        w.wcs.cdelt = [-1 / 3600, 1 / 3600]
+        p = tmp_path / f"w{k}.fits"
+        fits.PrimaryHDU(img.astype(np.float32), header=w.to_header()).writeto(p)
+        paths.append(str(p))
+    r = skystack.stack(paths, scale="stars", method="mean", backend="cpu")
+    np.testing.assert_allclose(cards(r.meta, "SCAL", 3), 1 / np.array(t), rtol=0.015)
+    with pytest.raises(SkystackError, match="aligned frames"):
+        skystack.stack(paths, scale="regression", backend="cpu")

@@ -24,6 +24,7 @@ from .io.inputs import load_frames
 from .io.lock import output_lock, remove_leftovers, temporary_pattern
 from .io.provenance import build_header, wcs_cards
 from .io.writer import check_output_path
+from .normalization import frame_params
 from .pipeline import ArraySink
 from .regrid.grid import grid_from_header, grid_from_reference, optimal_grid
 from .regrid.interp import pixel_area_ratio, resample
@@ -220,7 +221,8 @@ def stack_header(frames, opts, describe: str, grid: Grid, interp: str, conserve_
     """The header of a stack: provenance (``describe`` names the backend) with the grid's WCS,
     INTERP, CONSFLUX, BUNIT (``adu`` if the inputs give none) and ``extra_header`` cards;
     ``wcs_list``: the frames' WCS (star matching of ``--scale stars``)."""
-    header = _grid_header(build_header(frames, opts, describe, wcs_list), grid)
+    header = _grid_header(build_header(frames, opts, describe,
+                                       frame_params(frames, opts, wcs_list)), grid)
     header["INTERP"] = (interp, "resampling onto the output grid")
     header["CONSFLUX"] = (bool(conserve_flux), "values scaled by pixel-area ratio")
     if "BUNIT" not in header:

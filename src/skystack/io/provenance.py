@@ -33,7 +33,6 @@ from astropy.io import fits
 from .._version import __version__
 from ..config import CombineOptions
 from ..exposure import MAX_EXPTIME
-from ..normalization import frame_params, frame_weights
 from ..regrid.header_wcs import wcs_cards
 from ..uncertainty import effective_noise, noise_arrays
 from .inputs import Frame
@@ -83,9 +82,11 @@ def _isot(mjd: float) -> str:
 
 
 def build_header(frames: list[Frame], options: CombineOptions, backend: str,
-                 wcs_list=None) -> fits.Header:
-    """The provenance header of a combine of ``frames`` (see module docstring; ``wcs_list``:
-    the frames' WCS in a reprojected stack, for the star matching of ``--scale stars``)."""
+                 params=None) -> fits.Header:
+    """The provenance header of a combine of ``frames`` (see module docstring); ``params``:
+    the frames' :class:`~skystack.core.records.FrameParams` (scale, zero, weights) the combine
+    uses, written per frame (:func:`frame_value_cards`); without them, no per-frame values
+    and, for weighted combines, no effective GAIN."""
     h = fits.Header()
     first = frames[0].header
     for key in SHARED_KEYS:
@@ -118,8 +119,9 @@ def build_header(frames: list[Frame], options: CombineOptions, backend: str,
     h["SCALEBY"] = (options.scale, "multiplicative normalisation to frame 1")
     h["ZEROBY"] = (options.zero, "additive normalisation to frame 1")
     h["WEIGHTS"] = (options.weights.describe(), "frame weights (mean and sum)")
-    frame_value_cards(h, frames, options, wcs_list)
-    noise_cards(h, frames, options)
+    if params is not None:
+        frame_value_cards(h, options, params)
+    noise_cards(h, frames, options, None if params is None else params.weights)
 
     exptimes = []
     for f in frames:
@@ -165,9 +167,10 @@ _UNCMETH_COMMENT = {"scatter": "UNCERT: scatter between the kept values",
                     "propagate": "UNCERT: propagated from the inputs' uncertainty"}
 
 
-def noise_cards(header, frames, options: CombineOptions) -> None:
+def noise_cards(header, frames, options: CombineOptions, weights=None) -> None:
     """Write ``UNCMETH`` and the product's effective ``GAIN``/``RDNOISE`` (derivation in
-    :mod:`skystack.uncertainty`) into ``header``, with HISTORY saying why either is missing."""
+    :mod:`skystack.uncertainty`) into ``header``, with HISTORY saying why either is missing;
+    ``weights``: the frames' weights (needed when ``options.weighted``)."""
     mode = options.uncertainty
     if mode in _UNCMETH_COMMENT:
         header["UNCMETH"] = (mode, _UNCMETH_COMMENT[mode])
@@ -181,12 +184,14 @@ def noise_cards(header, frames, options: CombineOptions) -> None:
         why = f"no effective value for {options.method}"
     elif options.scale != "none":
         why = "frames scaled (--scale)"
+    elif options.weighted and weights is None:
+        why = "frame weights not given"
     if why is not None:
         header["HISTORY"] = f"GAIN, RDNOISE not written: {why}"
         return
     n = len(frames)
     have_rn = not np.isnan(rdnoise).any()
-    w = frame_weights(frames, options) if options.weighted else np.ones(n)
+    w = np.asarray(weights, np.float64) if options.weighted else np.ones(n)
     g_eff, r_eff = effective_noise(options.method, n, gain, rdnoise if have_rn else None, w)
     mixed = np.unique(gain).size > 1
     header["GAIN"] = (float(g_eff), f"[e-/ADU] effective, {options.method} of {n}"
@@ -197,14 +202,12 @@ def noise_cards(header, frames, options: CombineOptions) -> None:
         header["HISTORY"] = "RDNOISE not written: not every input has one"
 
 
-def frame_value_cards(header, frames, options: CombineOptions, wcs_list=None) -> None:
+def frame_value_cards(header, options: CombineOptions, params) -> None:
     """Each frame's scale ``SCAL001``…, zero ``ZERO001``… and weight ``WGHT001``… (the values
-    the combine used; first 999 frames, numbered as ``IMCMB001``…), each only when that
-    normalisation or weighting is asked for. Measured values (:mod:`skystack.frame_measures`)
-    are measured once: the combine reuses them."""
+    the combine uses, from ``params``; first 999 frames, numbered as ``IMCMB001``…), each only
+    when that normalisation or weighting is asked for."""
     if options.scale == "none" and options.zero == "none" and not options.weighted:
         return
-    params = frame_params(frames, options, wcs_list)
     kinds = (("SCAL", options.scale != "none", params.scale, f"scale by {options.scale}"),
              ("ZERO", options.zero != "none", params.zero, f"zero by {options.zero}"),
              ("WGHT", options.weighted, params.weights,
