@@ -10,7 +10,7 @@ Definitions (frame k, the first frame is the reference; the combine uses ``v * s
 * **Background noise** ``sigma_k``: the robust standard deviation of a pixel sample (up to
   :data:`NOISE_PIXELS` pixels in 32 bands of rows, :func:`skystack.normalization.sample_rows`):
   values beyond 3 sigma of the median are clipped, sigma = 1.4826 x the median absolute
-  deviation, iterated until no value is clipped (at most 10 times). Stars and cosmic rays are
+  deviation, iterated until no value is clipped (at most 5 times). Stars and cosmic rays are
   clipped away; what remains is the sky's pixel-to-pixel noise.
 * ``--weights bgnoise``: ``w_k = 1 / (s_k sigma_k)^2``, the inverse variance of the *scaled*
   values (the zero offset does not change it).
@@ -26,7 +26,7 @@ Definitions (frame k, the first frame is the reference; the combine uses ``v * s
   mapped onto the reference's pixels (identity for ``combine``: the frames are aligned; through
   both WCS for ``stack``), matched within ``max(2, FWHM)`` pixels (saturated and edge stars
   left out), and measured with the same circular aperture (radius 2.5 x the larger median FWHM)
-  and local sky (clipped median of an annulus) in both frames. ``s_k`` is the median of the
+  and local sky (sep's background map) in both frames. ``s_k`` is the median of the
   flux ratios ``F_ref / F_k`` after 3-sigma clipping (MAD) in log space; at least
   :data:`MIN_MATCHED` matches are needed. Star regions: the central :data:`STAR_REGION`
   square of large frames.
@@ -53,8 +53,8 @@ from .core.frame import Frame
 from .core.tiles import Tile
 from .errors import SkystackError
 
-NOISE_PIXELS = 250_000
-STAR_REGION = 2048
+NOISE_PIXELS = 65_536  # the MAD sigma of 65k values is good to ~0.4 %
+STAR_REGION = 1024
 MIN_MATCHED = 3
 BLOCK = 8
 _MAD_TO_SIGMA = 1.482602218505602
@@ -64,7 +64,7 @@ MEASURED_SCALES = ("stars", "regression")
 MEASURED_ZEROS = ("regression",)
 
 
-def robust_sigma(values: np.ndarray, clip: float = 3.0, maxiters: int = 10) -> float:
+def robust_sigma(values: np.ndarray, clip: float = 3.0, maxiters: int = 5) -> float:
     """Standard deviation of ``values`` (finite, 1-D) from the MAD after iterative clipping at
     ``clip`` sigma about the median; NaN for fewer than 2 values."""
     v = np.asarray(values, np.float64)
@@ -102,16 +102,22 @@ def star_region(shape: tuple[int, int]) -> Tile:
 
 @dataclass
 class FrameStars:
-    """A frame's star region (pixels, NaN = no data), its tile and its stars (full-frame
-    pixel coordinates)."""
+    """A frame's star region: its tile, its stars (positions relative to the tile) and, for
+    photometry, its sky-subtracted pixels (0 where missing) and their missing-data mask."""
 
-    pixels: np.ndarray
     tile: Tile
-    stars: object  # skystack.register.stars.StarList, positions relative to ``tile``
+    stars: object  # skystack.register.stars.StarList
+    subtracted: np.ndarray | None = None
+    bad: np.ndarray | None = None
 
 
-def frame_stars(frame: Frame) -> FrameStars:
-    """Read a frame's star region and detect its stars; error naming the file without any."""
+def frame_stars(frame: Frame, photometry: bool = False) -> FrameStars:
+    """Read a frame's star region and detect its stars (``photometry``: keep its pixels less
+    the sky, sep's background map on 32-pixel meshes: clipped per mesh, so neighbouring stars
+    do not lift it as an annulus mean would, and it follows offsets and gradients); a one-line
+    error naming the file when it has no stars."""
+    import sep
+
     from .register.stars import measure_stars
 
     tile = star_region(frame.shape)
@@ -121,7 +127,13 @@ def frame_stars(frame: Frame) -> FrameStars:
     if stars.n_stars == 0 or not math.isfinite(stars.median_fwhm):
         raise SkystackError(f"{frame.label}: no stars detected, cannot measure its "
                             "star weight or star scale")
-    return FrameStars(pixels, tile, stars)
+    if not photometry:
+        return FrameStars(tile, stars)
+    bad = ~np.isfinite(pixels)
+    clean = np.where(bad, np.float32(0), pixels)
+    mesh = int(min(32, max(8, min(pixels.shape) // 4)))
+    sky = sep.Background(clean, mask=bad, bw=mesh, bh=mesh, fw=3, fh=3)
+    return FrameStars(tile, stars, clean - sky.back(), bad)
 
 
 def star_weight(fs: FrameStars) -> float:
@@ -154,35 +166,15 @@ def _clipped_median(values: np.ndarray, clip: float = 3.0) -> float:
     return float(np.median(v))
 
 
-def _annulus_sky(data: np.ndarray, x: float, y: float, r_in: float, r_out: float) -> float:
-    """Clipped median of the pixels between ``r_in`` and ``r_out`` (neighbouring stars in the
-    annulus are clipped away; a mean would take their light)."""
-    r0, r1 = int(y - r_out), int(y + r_out) + 2
-    c0, c1 = int(x - r_out), int(x + r_out) + 2
-    stamp = data[r0:r1, c0:c1]
-    yy, xx = np.mgrid[r0:r1, c0:c1]
-    d2 = (xx - x) ** 2 + (yy - y) ** 2
-    ring = stamp[(d2 >= r_in * r_in) & (d2 <= r_out * r_out)]
-    ring = ring[np.isfinite(ring)]
-    return _clipped_median(ring) if ring.size >= 8 else math.nan
-
-
-def _aperture_flux(pixels: np.ndarray, x: np.ndarray, y: np.ndarray, r: float) -> np.ndarray:
-    """Flux in circles of radius ``r`` (exact pixel overlap) less the local sky (clipped
-    median of an annulus r+3 .. r+8) times the area; NaN where the aperture or its annulus
-    touches missing data or the region's edge."""
+def _aperture_flux(fs: FrameStars, x: np.ndarray, y: np.ndarray, r: float) -> np.ndarray:
+    """Flux above the sky in circles of radius ``r`` (exact pixel overlap) of a frame's
+    sky-subtracted region; NaN where the aperture touches missing data or the region's edge."""
     import sep
 
-    data = np.ascontiguousarray(pixels, np.float64)
-    bad = ~np.isfinite(data)
-    clean = np.where(bad, 0.0, data)
-    r_in, r_out = r + 3.0, r + 8.0
-    flux, _, flag = sep.sum_circle(clean, x, y, r, mask=bad, subpix=0)
-    edge = ((x - r_out - 1 < 0) | (y - r_out - 1 < 0) | (x + r_out + 1 > data.shape[1] - 1)
-            | (y + r_out + 1 > data.shape[0] - 1))
-    sky = np.array([math.nan if e else _annulus_sky(data, xi, yi, r_in, r_out)
-                    for xi, yi, e in zip(x, y, edge)])
-    flux = flux - sky * math.pi * r * r
+    data = fs.subtracted
+    flux, _, flag = sep.sum_circle(data, x, y, r, mask=fs.bad, subpix=0)
+    edge = ((x - r < 0) | (y - r < 0) | (x + r > data.shape[1] - 1)
+            | (y + r > data.shape[0] - 1))
     return np.where(edge | (flag != 0), np.nan, flux)
 
 
@@ -214,9 +206,9 @@ def star_flux_ratio(ref: FrameStars, other: FrameStars, label: str, to_ref=None)
         single = np.isin(r_idx, uniq[counts == 1])
         r_idx, o_idx = r_idx[single], o_idx[single]
         radius = 2.5 * fwhm
-        f_ref = _aperture_flux(ref.pixels, ref.stars.x[good_r][r_idx],
+        f_ref = _aperture_flux(ref, ref.stars.x[good_r][r_idx],
                                ref.stars.y[good_r][r_idx], radius)
-        f_oth = _aperture_flux(other.pixels, other.stars.x[good_o][o_idx],
+        f_oth = _aperture_flux(other, other.stars.x[good_o][o_idx],
                                other.stars.y[good_o][o_idx], radius)
         ok = np.isfinite(f_ref) & np.isfinite(f_oth) & (f_ref > 0) & (f_oth > 0)
         ratio = np.log(f_ref[ok] / f_oth[ok])
@@ -372,20 +364,15 @@ def _measure(frames, options, base_scale, wcs_list) -> Measured:
     stars = None
     scale = zero_fit = weights = None
     if star_kinds:
-        if options.scale == "stars":
-            ref = frame_stars(frames[0])
-            stars = [ref]
-            scale = np.ones(len(frames))
-            for k, f in enumerate(frames[1:], start=1):
-                fs = frame_stars(f)
+        photometry = options.scale == "stars"
+        ref = frame_stars(frames[0], photometry)
+        stars = [FrameStars(ref.tile, ref.stars)]
+        scale = np.ones(len(frames)) if photometry else None
+        for k, f in enumerate(frames[1:], start=1):
+            fs = frame_stars(f, photometry)
+            if photometry:
                 scale[k] = star_flux_ratio(ref, fs, f.label, _to_reference(wcs_list, k))
-                if wkind in ("stars", "psf-signal"):
-                    stars.append(FrameStars(np.empty((0, 0), np.float32), fs.tile, fs.stars))
-        else:
-            stars = []
-            for f in frames:
-                fs = frame_stars(f)
-                stars.append(FrameStars(np.empty((0, 0), np.float32), fs.tile, fs.stars))
+            stars.append(FrameStars(fs.tile, fs.stars))  # the pixels are not kept
     if options.scale == "regression":
         if wcs_list is not None:
             raise SkystackError("--scale regression compares pixels of aligned frames: use it "
