@@ -228,3 +228,26 @@ def test_stack_matches_stars_on_the_sky(tmp_path):
     np.testing.assert_allclose(cards(r.meta, "SCAL", 3), 1 / np.array(t), rtol=0.015)
     with pytest.raises(SkystackError, match="aligned frames"):
         skystack.stack(paths, scale="regression", backend="cpu")
+
+
+def test_night_stack_weights_by_background_noise(tmp_path):
+    """The night's stacks take the measured weights too (recorded per light)."""
+    import glob
+
+    from skystack.night.run import run_night
+    from tests.tiny_night import write_lights
+
+    raw = tmp_path / "raw"
+    raw.mkdir()
+    paths = write_lights(raw, "m1", "M1", "R", n=3)
+    for path, extra in zip(paths, [0.0, 6.0, 0.0]):  # light 2 gets more sky noise
+        with fits.open(path, mode="update") as hl:
+            rng = np.random.default_rng(7)
+            hl[0].data = hl[0].data + rng.normal(0, extra, hl[0].data.shape).astype(np.float32)
+    run_night(str(raw), str(tmp_path / "out"), backend="cpu", previews=False,
+              weights="bgnoise")
+    (product,) = [p for p in glob.glob(str(tmp_path / "out" / "**" / "*.fits"), recursive=True)
+                  if fits.getheader(p).get("WEIGHTS") == "bgnoise"]
+    w = cards(fits.getheader(product), "WGHT", 3)
+    expected = np.array([1 / 9, 1 / (9 + 36), 1 / 9])  # noise 3, sqrt(3^2 + 6^2), 3
+    np.testing.assert_allclose(w / w[0], expected / expected[0], rtol=0.08)

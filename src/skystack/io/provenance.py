@@ -6,7 +6,8 @@ Keywords written (all in the primary header):
   printable ASCII, non-ASCII characters escaped: :func:`skystack.io.labels.fits_label`);
 * ``COMBMETH``, ``REJECT`` and the parameters of the rejection used (``SIGLOW``, ``SIGHIGH``,
   ``SIGCEN``, ``SIGSPRD``, ``MAXITERS``, ``NLOW``, ``NHIGH``, ``RNGLOW``, ``RNGHIGH``, ``PCLOW``,
-  ``PCHIGH``), ``SCALEBY``, ``ZEROBY``, ``WEIGHTS``;
+  ``PCHIGH``), ``SCALEBY``, ``ZEROBY``, ``WEIGHTS``, and each frame's values used, ``SCAL001``…,
+  ``ZERO001``…, ``WGHT001``… (only those asked for; :func:`frame_value_cards`);
 * ``EXPTIME``: the sum of the inputs' for ``sum``, their mean otherwise;
 * ``DATE-OBS``/``MJD-OBS``: start of the earliest frame; ``DATE-END``/``MJD-END``: end of the
   latest (start + EXPTIME); ``DATE-AVG``/``MJD-AVG``: exposure-weighted mean of the frames'
