@@ -21,6 +21,7 @@ from .io.selection import selection_from
 from .io.sigma import resolve_uncertainty
 from .io.units import common_unit, unit_key
 from .io.writer import check_output_path
+from .normalization import frame_params
 from .pipeline import ArraySink
 
 if TYPE_CHECKING:  # astropy.nddata costs ~0.25 s to import: only when a CCDData is returned
@@ -213,7 +214,7 @@ def combine_header(frames, opts, describe: str,
                    extra_header: fits.Header | None = None) -> fits.Header:
     """The header of a combine: provenance (``describe`` names the backend), BUNIT (``adu`` if
     the inputs give none) and ``extra_header`` cards (added, or replacing those there)."""
-    header = build_header(frames, opts, describe)
+    header = build_header(frames, opts, describe, frame_params(frames, opts))
     if "BUNIT" not in header:
         header["BUNIT"] = ("adu", "assumed: inputs give no BUNIT")
     cosmetic_cards(header, frames)

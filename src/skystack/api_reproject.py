@@ -28,6 +28,7 @@ from .io.inputs import load_frames
 from .io.lock import output_lock, remove_leftovers, temporary_pattern
 from .io.provenance import build_header, wcs_cards
 from .io.writer import check_output_path
+from .normalization import frame_params
 from .pipeline import ArraySink
 from .regrid.grid import grid_from_header, grid_from_reference, optimal_grid
 from .regrid.interp import pixel_area_ratio, resample
@@ -180,7 +181,7 @@ def stack(inputs, output: str | os.PathLike | None = None, *, reference=None,
     header = InProcess().stack(
         frames, wcs_list, grid, opts, output,
         header_for=lambda describe: stack_header(frames, opts, describe, grid, interp,
-                                                 conserve_flux, extra),
+                                                 conserve_flux, extra, wcs_list),
         interp=interp, conserve_flux=conserve_flux, backend=backend, overwrite=overwrite,
         progress=progress, threads=threads, max_tile_rows=max_tile_rows, sinks=[sink],
         drizzle=drizzle).header
@@ -252,7 +253,7 @@ def stack_to_file(inputs, output: str | os.PathLike, *, grid: Grid | None = None
     return executor_for(cluster).stack(
         frames, wcs_list, grid, opts, output,
         header_for=lambda describe: stack_header(frames, opts, describe, grid, interp,
-                                                 conserve_flux, extra_header),
+                                                 conserve_flux, extra_header, wcs_list),
         interp=interp, conserve_flux=conserve_flux, backend=backend, overwrite=overwrite,
         progress=progress, threads=threads, max_tile_rows=max_tile_rows,
         **({"drizzle": drizzle} if drizzle is not None else {})).path
@@ -294,10 +295,12 @@ def _drizzle_grid(drizzle, grid: Grid, opts, extra_header: fits.Header | None):
 
 
 def stack_header(frames, opts, describe: str, grid: Grid, interp: str, conserve_flux: bool,
-                 extra_header: fits.Header | None = None) -> fits.Header:
+                 extra_header: fits.Header | None = None, wcs_list=None) -> fits.Header:
     """The header of a stack: provenance (``describe`` names the backend) with the grid's WCS,
-    INTERP, CONSFLUX, BUNIT (``adu`` if the inputs give none) and ``extra_header`` cards."""
-    header = _grid_header(build_header(frames, opts, describe), grid)
+    INTERP, CONSFLUX, BUNIT (``adu`` if the inputs give none) and ``extra_header`` cards;
+    ``wcs_list``: the frames' WCS (star matching of ``--scale stars``)."""
+    header = _grid_header(build_header(frames, opts, describe,
+                                       frame_params(frames, opts, wcs_list)), grid)
     mark_resampled_cfa(header)  # allowed only with cfa_as_mono (refuse_resampled_cfa)
     header["INTERP"] = (interp, "resampling onto the output grid")
     header["CONSFLUX"] = (bool(conserve_flux), "values scaled by pixel-area ratio")

@@ -130,7 +130,8 @@ def _add_combine_options(p: argparse.ArgumentParser) -> None:
                         f"a number of values, negative = below ({d.pclip:g})")
     g.add_argument("--weights", default=d.weights.kind,
                    help="none, exptime, invvar:KEY (KEY = variance), noise:KEY (KEY = sigma), "
-                        "w1,w2,... or @file (mean and sum only)")
+                        "w1,w2,... or @file; measured: bgnoise (1/sky variance), stars "
+                        "(N/FWHM^2), psf-signal ((star flux/noise)^2) (mean and sum only)")
     _add_choice(g, "scale", "multiplicative normalisation to the first frame")
     _add_choice(g, "zero", "additive normalisation to the first frame")
     _add_choice(g, "uncertainty", "UNCERT plane: scatter between frames, noise model from "

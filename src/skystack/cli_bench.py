@@ -90,9 +90,11 @@ def add_bench_parser(sub) -> argparse.ArgumentParser:
     b.add_argument("--repeats", type=int, metavar="R",
                    help="timed runs of each skystack contestant, median kept (default 3; "
                         "peers run once unless --quick)")
-    b.add_argument("--zero", default="median", choices=CHOICES["zero"],
+    # The peers get frames normalised by bench.run.normalise, which knows the statistics
+    # kinds only (not the star or regression fits of skystack.frame_measures).
+    b.add_argument("--zero", default="median", choices=_plain(CHOICES["zero"]),
                    help="additive normalisation of skystack's combines (default: median)")
-    b.add_argument("--scale", default="none", choices=CHOICES["scale"],
+    b.add_argument("--scale", default="none", choices=_plain(CHOICES["scale"]),
                    help="multiplicative normalisation (default: none)")
     b.add_argument("--seed", type=int, help="seed of the synthetic stack")
     b.add_argument("--threads", type=int, help="skystack CPU threads (default: all cores)")
@@ -101,6 +103,13 @@ def add_bench_parser(sub) -> argparse.ArgumentParser:
     b.add_argument("-q", "--quiet", action="store_true", help="no progress or summary")
     b.add_argument("-v", "--verbose", action="store_true", help="log details")
     return b
+
+
+def _plain(kinds: tuple[str, ...]) -> list[str]:
+    """The normalisation kinds that are not measured from stars or by regression."""
+    from .frame_measures import MEASURED_SCALES, MEASURED_ZEROS
+
+    return [k for k in kinds if k not in MEASURED_SCALES + MEASURED_ZEROS]
 
 
 def settings_from_args(a: argparse.Namespace):

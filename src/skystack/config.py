@@ -22,8 +22,9 @@ REJECTIONS = ("none", "sigclip", "minmax", "range", "percentile", "winsor", "lin
               "esd", "ccdclip", "pclip")
 CENTERS = ("median", "mean")
 SPREADS = ("std", "mad")
-SCALES = ("none", "median", "mean", "exposure")
-ZEROS = ("none", "median", "mean")
+# stars, regression: measured from the pixels (skystack.frame_measures).
+SCALES = ("none", "median", "mean", "exposure", "stars", "regression")
+ZEROS = ("none", "median", "mean", "regression")
 BACKENDS = ("auto", "cpu", "gpu")
 # How the UNCERT plane is computed (skystack.uncertainty); "auto" is resolved from the inputs.
 UNCERTAINTIES = ("auto", "scatter", "model", "propagate")
@@ -77,7 +78,9 @@ class Weights:
 
     kind: ``none``; ``exptime`` (weight = EXPTIME); ``invvar`` (weight = 1 / header[key], the key
     holding a variance); ``noise`` (weight = 1 / header[key]**2, the key holding a noise sigma);
-    ``values`` (one weight per frame, given).
+    ``values`` (one weight per frame, given); measured from the pixels
+    (:mod:`skystack.frame_measures`): ``bgnoise`` (1 / background variance of the scaled
+    frame), ``stars`` (stars / FWHM^2), ``psf-signal`` ((star flux / noise)^2).
     """
 
     kind: str = "none"
@@ -86,14 +89,15 @@ class Weights:
 
     @classmethod
     def parse(cls, spec: str | Sequence[float] | None) -> Weights:
-        """Parse ``none``, ``exptime``, ``invvar:KEY``, ``noise:KEY``, ``1,2,3`` or ``@file``."""
+        """Parse ``none``, ``exptime``, ``bgnoise``, ``stars``, ``psf-signal``, ``invvar:KEY``,
+        ``noise:KEY``, ``1,2,3`` or ``@file``."""
         if spec is None:
             return cls()
         if not isinstance(spec, str):
             return cls("values", values=_positive_weights(spec, "weights"))
         text = spec.strip()
         low = text.lower()
-        if low in ("none", "exptime"):
+        if low in ("none", "exptime", "bgnoise", "stars", "psf-signal"):
             return cls(low)
         for kind in ("invvar", "noise"):
             if low.startswith(kind + ":") and text[len(kind) + 1:].strip():
@@ -109,8 +113,8 @@ class Weights:
         if re.fullmatch(r"[0-9eE.+,\s-]+", text):
             return cls("values", values=_positive_weights(text.split(","), "--weights"))
         raise SkystackError(
-            f"invalid --weights {spec!r}: use none, exptime, invvar:KEY, noise:KEY, "
-            "a comma-separated list or @file")
+            f"invalid --weights {spec!r}: use none, exptime, bgnoise, stars, psf-signal, "
+            "invvar:KEY, noise:KEY, a comma-separated list or @file")
 
     def describe(self) -> str:
         if self.kind in ("invvar", "noise"):

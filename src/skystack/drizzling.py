@@ -271,7 +271,7 @@ def drizzle_frames(frames: list[Frame], grid: Grid, options: CombineOptions, sin
     from drizzle.resample import Drizzle
 
     t0 = time.perf_counter()
-    fp = frame_params(frames, options)
+    fp = frame_params(frames, options, wcs_list)
     drizzlers = [FrameDrizzler(f, w, grid, params, float(fp.scale[k]), float(fp.zero[k]),
                                float(fp.weights[k]), conserve_flux, step)
                  for k, (f, w) in enumerate(zip(frames, wcs_list))]

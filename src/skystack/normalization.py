@@ -8,6 +8,9 @@ Conventions (IRAF ``imcombine``-like, normalised to the first frame):
   seconds, at most 1e6 (:mod:`skystack.exposure`); otherwise a one-line error names the file.
 * ``zero``: after scaling, ``z_k = Z_0 - s_k Z_k`` is added, Z being the median or clipped mean.
 * The combined value is computed on ``v * s_k + z_k`` (float32 arithmetic).
+* Measured from the pixels (:mod:`skystack.frame_measures`): ``scale`` ``stars`` (star flux
+  ratios) or ``regression``, ``zero`` ``regression``, weights ``bgnoise``, ``stars`` and
+  ``psf-signal``.
 
 Statistics come from a sample of 32 evenly spaced bands of rows, about a million pixels per frame
 (every row of frames smaller than that), NaNs ignored; this reads a small fraction of a large
@@ -17,51 +20,20 @@ stack in a few dozen reads per frame.
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 
 import numpy as np
 
 from .config import CombineOptions
 from .core.frame import Frame
 from .core.records import FrameParams
-from .core.tiles import Tile
 from .errors import SkystackError
 from .exposure import exptime_problem
+from .frame_measures import MEASURED_SCALES, MEASURED_WEIGHTS, cached, measure
+from .sampling import SAMPLE_BANDS, SAMPLE_PIXELS, frame_sample, read_rows, sample_rows
 
-SAMPLE_PIXELS = 1_000_000
-
-
-SAMPLE_BANDS = 32
-
-
-def sample_rows(shape: tuple[int, int], target: int = SAMPLE_PIXELS) -> np.ndarray:
-    """Row indices giving about ``target`` pixels (all rows if fewer): ``SAMPLE_BANDS`` evenly
-    spaced bands of consecutive rows, so that a sample costs a few dozen reads, not one per row.
-    """
-    rows, cols = shape
-    n = min(rows, max(1, math.ceil(target / cols)))
-    if n >= rows:
-        return np.arange(rows)
-    bands = min(SAMPLE_BANDS, n)
-    per_band = math.ceil(n / bands)
-    starts = np.linspace(0, rows - per_band, bands).round().astype(int)
-    return np.unique((starts[:, None] + np.arange(per_band)[None, :]).ravel())
-
-
-def _runs(rows: np.ndarray) -> list[tuple[int, int, int]]:
-    """(first row, end row, position in ``rows``) of each run of consecutive sorted rows."""
-    breaks = np.flatnonzero(np.diff(rows) != 1) + 1
-    starts = np.concatenate(([0], breaks))
-    ends = np.concatenate((breaks, [len(rows)]))
-    return [(int(rows[a]), int(rows[b - 1]) + 1, int(a)) for a, b in zip(starts, ends)]
-
-
-def frame_sample(frame: Frame, rows: np.ndarray) -> np.ndarray:
-    """The finite pixels of the given (sorted, unique) rows of a frame, as a float32 1-D array."""
-    out = np.empty((len(rows), frame.shape[1]), np.float32)
-    for r0, r1, pos in _runs(np.asarray(rows)):
-        frame.source.read(Tile(r0, r1, 0, frame.shape[1]), out[pos:pos + r1 - r0])
-    values = out.ravel()
-    return values[np.isfinite(values)]
+__all__ = ["SAMPLE_BANDS", "SAMPLE_PIXELS", "frame_sample", "read_rows", "sample_rows",
+           "normalization", "frame_params", "frame_weights", "frame_statistic"]
 
 
 def frame_statistic(frame: Frame, kind: str, rows: np.ndarray) -> float:
@@ -103,8 +75,17 @@ def exposure_time(frame: Frame, purpose: str) -> float:
     return float(frame.header["EXPTIME"])
 
 
-def normalization(frames: list[Frame], options: CombineOptions) -> tuple[np.ndarray, np.ndarray]:
-    """Per-frame ``(scale, zero)`` as float32 arrays (see module docstring)."""
+def normalization(frames: list[Frame], options: CombineOptions, wcs_list=None,
+                  ) -> tuple[np.ndarray, np.ndarray]:
+    """Per-frame ``(scale, zero)`` as float32 arrays (see module docstring; ``stars`` and
+    ``regression``: :mod:`skystack.frame_measures`, ``wcs_list`` for a reprojected stack)."""
+    key = ("normalization", options.scale, options.zero,
+           None if wcs_list is None else tuple(id(w) for w in wcs_list))
+    return cached(frames, key, lambda: _normalization(frames, options, wcs_list))
+
+
+def _normalization(frames: list[Frame], options: CombineOptions, wcs_list,
+                   ) -> tuple[np.ndarray, np.ndarray]:
     n = len(frames)
     scale = np.ones(n, np.float64)
     zero = np.zeros(n, np.float64)
@@ -125,28 +106,41 @@ def normalization(frames: list[Frame], options: CombineOptions) -> tuple[np.ndar
             if v == 0:
                 raise SkystackError(f"{f.label}: {options.scale} is 0, cannot scale by it")
         scale = s[0] / s
+    elif options.scale in MEASURED_SCALES:
+        scale = measured(frames, options, wcs_list).scale
     if options.zero in ("median", "mean"):
         z = stat(options.zero)
         zero = z[0] - scale * z
+    elif options.zero == "regression":
+        zero = measured(frames, options, wcs_list).zero_fit
     return scale.astype(np.float32), zero.astype(np.float32)
 
 
-def frame_params(frames: list[Frame], options: CombineOptions) -> FrameParams:
+def measured(frames: list[Frame], options: CombineOptions, wcs_list=None):
+    """The pixel-measured normalisation and weights (:func:`skystack.frame_measures.measure`),
+    the other scale kinds given for the bgnoise weight and the regression zero."""
+    plain = replace(options, scale="none") if options.scale in MEASURED_SCALES else options
+    plain = replace(plain, zero="none")
+    return measure(frames, options, lambda: normalization(frames, plain)[0], wcs_list)
+
+
+def frame_params(frames: list[Frame], options: CombineOptions, wcs_list=None) -> FrameParams:
     """Scale, zero and weights of each frame, and for the noise-model uncertainty (``options``
     resolved) their gain and read noise (:mod:`skystack.uncertainty`)."""
     from .rejection_noise import check_ccdclip_scaling
     from .uncertainty import noise_arrays
 
-    scale, zero = normalization(frames, options)
+    scale, zero = normalization(frames, options, wcs_list)
     check_ccdclip_scaling(options, scale, zero)
     gain = rdnoise = None
     if options.uncertainty == "model":
         gain, rdnoise = noise_arrays(frames)
-    return FrameParams(scale=scale, zero=zero, weights=frame_weights(frames, options),
+    return FrameParams(scale=scale, zero=zero,
+                       weights=frame_weights(frames, options, wcs_list),
                        gain=gain, rdnoise=rdnoise)
 
 
-def frame_weights(frames: list[Frame], options: CombineOptions) -> np.ndarray:
+def frame_weights(frames: list[Frame], options: CombineOptions, wcs_list=None) -> np.ndarray:
     """Per-frame weights (float64, positive); all ones when unweighted.
 
     Also refuses options that would keep nothing of this many frames: every combine path
@@ -161,6 +155,8 @@ def frame_weights(frames: list[Frame], options: CombineOptions) -> np.ndarray:
         if len(w.values) != n:
             raise SkystackError(f"--weights gives {len(w.values)} weights for {n} frames")
         return np.asarray(w.values, np.float64)
+    if w.kind in MEASURED_WEIGHTS:  # bgnoise, stars, psf-signal
+        return measured(frames, options, wcs_list).weights
     purpose = f"--weights {w.describe()}"
     if w.kind == "exptime":
         return np.array([exposure_time(f, purpose) for f in frames])

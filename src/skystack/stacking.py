@@ -65,7 +65,7 @@ def stack_frames(frames: list[Frame], grid: Grid, options: CombineOptions, backe
         return replace(stats, seconds=time.perf_counter() - t0)
     options = resolve_uncertainty(frames, options)
     check_ccdclip_resampling(options, conserve_flux)
-    params = frame_params(frames, options)
+    params = frame_params(frames, options, wcs_list)
     sigma = None
     if options.uncertainty == "propagate":
         sigma = ResampledSigma(frames, [sigma_source(f) for f in frames], wcs_list, grid,

@@ -150,7 +150,7 @@ def stack_on_cluster(frames, wcs_list, grid, opts, output, *, cluster, header_fo
         by_host = local_threads_by_host(client)
         header = header_for(_worker_description(client, backend, threads, by_host))
         _cluster_header(header, client)
-        params = frame_params(frames, opts)
+        params = frame_params(frames, opts, wcs_list)
         exptimes = np.nan_to_num(np.array([exposure_seconds(f.header) for f in frames],
                                           np.float32))
         # The in-process run resamples with as many threads as its CPU backend has, and plans

@@ -6,8 +6,10 @@ Keywords written (all in the primary header):
   printable ASCII, non-ASCII characters escaped: :func:`skystack.io.labels.fits_label`);
 * ``COMBMETH``, ``REJECT`` and the parameters of the rejection used (``SIGLOW``, ``SIGHIGH``,
   ``SIGCEN``, ``SIGSPRD``, ``MAXITERS``, ``NLOW``, ``NHIGH``, ``RNGLOW``, ``RNGHIGH``, ``PCLOW``,
-  ``PCHIGH``), ``SCALEBY``, ``ZEROBY``, ``WEIGHTS``; the input selection when one was made
-  (``SELWHERE``, ``NWHEREX``, ``NEXCLUDE`` and a HISTORY line: :mod:`skystack.io.selection`);
+  ``PCHIGH``), ``SCALEBY``, ``ZEROBY``, ``WEIGHTS``, and each frame's values used, ``SCAL001``…,
+  ``ZERO001``…, ``WGHT001``… (only those asked for; :func:`frame_value_cards`); the input
+  selection when one was made (``SELWHERE``, ``NWHEREX``, ``NEXCLUDE`` and a HISTORY line:
+  :mod:`skystack.io.selection`);
 * ``EXPTIME``: the sum of the inputs' for ``sum``, their mean otherwise;
 * ``DATE-OBS``/``MJD-OBS``: start of the earliest frame; ``DATE-END``/``MJD-END``: end of the
   latest (start + EXPTIME); ``DATE-AVG``/``MJD-AVG``: exposure-weighted mean of the frames'
@@ -40,7 +42,6 @@ from .._version import __version__
 from ..colour.cfa import common_cfa
 from ..config import CombineOptions
 from ..exposure import MAX_EXPTIME
-from ..normalization import frame_weights
 from ..regrid.header_wcs import wcs_cards
 from ..rejection_noise import stat_rejection_cards
 from ..uncertainty import effective_noise, noise_arrays
@@ -91,8 +92,12 @@ def _isot(mjd: float) -> str:
     return Time(mjd, format="mjd", scale="utc").isot
 
 
-def build_header(frames: list[Frame], options: CombineOptions, backend: str) -> fits.Header:
-    """The provenance header of a combine of ``frames`` (see module docstring)."""
+def build_header(frames: list[Frame], options: CombineOptions, backend: str,
+                 params=None) -> fits.Header:
+    """The provenance header of a combine of ``frames`` (see module docstring); ``params``:
+    the frames' :class:`~skystack.core.records.FrameParams` (scale, zero, weights) the combine
+    uses, written per frame (:func:`frame_value_cards`); without them, no per-frame values
+    and, for weighted combines, no effective GAIN."""
     h = fits.Header()
     first = frames[0].header
     for key in SHARED_KEYS:
@@ -139,7 +144,9 @@ def build_header(frames: list[Frame], options: CombineOptions, backend: str) -> 
     h["WEIGHTS"] = (options.weights.describe(), "frame weights (mean and sum)")
     for key, value, comment in options.selection:  # --where/--exclude (io/selection.py)
         h.append((key, value, comment) if key != "HISTORY" else (key, value), end=True)
-    noise_cards(h, frames, options)
+    if params is not None:
+        frame_value_cards(h, options, params)
+    noise_cards(h, frames, options, None if params is None else params.weights)
     saturation_cards(h, frames)
 
     exptimes = []
@@ -186,9 +193,10 @@ _UNCMETH_COMMENT = {"scatter": "UNCERT: scatter between the kept values",
                     "propagate": "UNCERT: propagated from the inputs' uncertainty"}
 
 
-def noise_cards(header, frames, options: CombineOptions) -> None:
+def noise_cards(header, frames, options: CombineOptions, weights=None) -> None:
     """Write ``UNCMETH`` and the product's effective ``GAIN``/``RDNOISE`` (derivation in
-    :mod:`skystack.uncertainty`) into ``header``, with HISTORY saying why either is missing."""
+    :mod:`skystack.uncertainty`) into ``header``, with HISTORY saying why either is missing;
+    ``weights``: the frames' weights (needed when ``options.weighted``)."""
     mode = options.uncertainty
     if mode in _UNCMETH_COMMENT:
         header["UNCMETH"] = (mode, _UNCMETH_COMMENT[mode])
@@ -202,12 +210,14 @@ def noise_cards(header, frames, options: CombineOptions) -> None:
         why = f"no effective value for {options.method}"
     elif options.scale != "none":
         why = "frames scaled (--scale)"
+    elif options.weighted and weights is None:
+        why = "frame weights not given"
     if why is not None:
         header["HISTORY"] = f"GAIN, RDNOISE not written: {why}"
         return
     n = len(frames)
     have_rn = not np.isnan(rdnoise).any()
-    w = frame_weights(frames, options) if options.weighted else np.ones(n)
+    w = np.asarray(weights, np.float64) if options.weighted else np.ones(n)
     g_eff, r_eff = effective_noise(options.method, n, gain, rdnoise if have_rn else None, w)
     mixed = np.unique(gain).size > 1
     header["GAIN"] = (float(g_eff), f"[e-/ADU] effective, {options.method} of {n}"
@@ -216,6 +226,22 @@ def noise_cards(header, frames, options: CombineOptions) -> None:
         header["RDNOISE"] = (float(r_eff), f"[e-] effective, {options.method} of {n}")
     else:
         header["HISTORY"] = "RDNOISE not written: not every input has one"
+
+
+def frame_value_cards(header, options: CombineOptions, params) -> None:
+    """Each frame's scale ``SCAL001``…, zero ``ZERO001``… and weight ``WGHT001``… (the values
+    the combine uses, from ``params``; first 999 frames, numbered as ``IMCMB001``…), each only
+    when that normalisation or weighting is asked for."""
+    if options.scale == "none" and options.zero == "none" and not options.weighted:
+        return
+    kinds = (("SCAL", options.scale != "none", params.scale, f"scale by {options.scale}"),
+             ("ZERO", options.zero != "none", params.zero, f"zero by {options.zero}"),
+             ("WGHT", options.weighted, params.weights,
+              f"weight ({options.weights.describe()})"))
+    for prefix, wanted, values, what in kinds:
+        if wanted:
+            for i, v in enumerate(np.asarray(values, np.float64)[:999], start=1):
+                header[f"{prefix}{i:03d}"] = (float(f"{v:.7g}"), f"IMCMB{i:03d} {what}")
 
 
 def _add_wcs(out: fits.Header, header: fits.Header) -> None:

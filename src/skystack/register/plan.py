@@ -85,7 +85,7 @@ def registration_grid(result: RegistrationResult, wcs: WCS | None = None,
     it has no sky coordinates). When the reference has no real WCS (``result.has_sky`` False)
     the grid carries a pixel-only ``product_wcs`` (:func:`~.wcs.pixel_wcs`): a product must
     not claim sky coordinates it does not have."""
-    from ..stacking import Grid
+    from ..core.grid import Grid
     from .wcs import pixel_wcs
 
     if wcs is None:
@@ -116,7 +116,7 @@ def keep_frames_on_grid(frames: list, wcs_list: list, grid,
 
     A frame that misses the grid would contribute no pixel: it is neither resampled nor
     counted in NCOMBINE/IMCMB/EXPTIME."""
-    from ..stacking import frames_off_grid
+    from ..core.grid import frames_off_grid
 
     header = header if header is not None else fits.Header()
     off = set(frames_off_grid(wcs_list, [f.shape for f in frames], grid))
@@ -139,7 +139,7 @@ def _check_align(align: str) -> None:
 
 def _own_wcs(frame):
     """The frame's celestial WCS from its header, or the SkystackError saying why not."""
-    from ..stacking import frame_wcs
+    from ..core.grid import frame_wcs
 
     try:
         return frame_wcs(frame)
