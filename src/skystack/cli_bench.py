@@ -21,10 +21,17 @@ methods (--methods, space-separated; default: all nine aliases):
   pctclip                     mean+pctclip:pctclip_low=0.2,pctclip_high=0.1 (Siril's percentile)
   METHOD[+REJECT][:k=v,...]   any other, with skystack combine's options in snake_case
 
+sections (--sections): combine (the methods above; default), resampling (stack --interp
+  bilinear/nearest/lanczos3/lanczos4/drizzle on dithered, rotated frames with WCS: flux,
+  FWHM broadening, noise and its correlation), weights (--weights none/exptime/bgnoise/
+  psf-signal/stars, --scale stars/median/regression on frames of unequal noise: noise against
+  the optimal inverse-variance stack, flux bias); --quick runs all three
+
 outputs in DIR: bench.md, bench.csv, bench.json, time_vs_n.png, noise.png, rejection.png
 
 examples:
   skystack bench --quick -o bench-quick
+  skystack bench --sections resampling,weights --frames 16 --size 512x512 -o bench-resample
   skystack bench --frames 30 --size 2048x2048 --methods median sigclip-mad -o bench-30
   skystack bench --inputs 'lights/*.fits' --peers numpy,astropy -o bench-mine
   skystack bench --methods 'mean+sigclip:spread=mad,sigma=4' mean --peers none -o b
@@ -87,6 +94,12 @@ def add_bench_parser(sub) -> argparse.ArgumentParser:
     b.add_argument("--sweep", type=_counts, metavar="N,N,...",
                    help="frame counts for the time-against-N plot (default N/4, N/2, 2N; "
                         "--quick 4,16,32)")
+    b.add_argument("--sections", default=None, metavar="LIST",
+                   help="what to compare, comma-separated: combine (methods and rejections; "
+                        "the default), resampling (stack --interp bilinear, nearest, lanczos3/4, "
+                        "drizzle; peers reproject and drizzle), weights (--weights and "
+                        "--scale/--zero choices on frames of unequal noise), or all "
+                        "(--quick: all)")
     b.add_argument("--repeats", type=int, metavar="R",
                    help="timed runs of each skystack contestant, median kept (default 3; "
                         "peers run once unless --quick)")
@@ -116,7 +129,7 @@ def settings_from_args(a: argparse.Namespace):
     """:class:`~skystack.bench.run.BenchSettings` from parsed arguments (validated)."""
     from .bench import peers as peer_mod
     from .bench.methods import DEFAULT_METHODS, parse_methods
-    from .bench.run import FULL, QUICK, BenchSettings
+    from .bench.run import FULL, QUICK, SECTIONS, BenchSettings
     from .bench.truth import SEED
 
     preset = QUICK if a.quick else FULL
@@ -141,6 +154,13 @@ def settings_from_args(a: argparse.Namespace):
         raise SkystackError(f"invalid --repeats {repeats}: must be at least 1")
     if a.sweep is not None and any(n < 2 for n in a.sweep):
         raise SkystackError("invalid --sweep: every frame count must be at least 2")
+    sections = _list((a.sections or ("all" if a.quick else "combine")).lower())
+    if sections == ["all"]:
+        sections = list(SECTIONS)
+    bad = set(sections) - set(SECTIONS)
+    if bad or not sections:
+        raise SkystackError(f"invalid --sections {a.sections!r}: choose from "
+                            f"{', '.join(SECTIONS)} or all")
     hdu = int(a.hdu) if a.hdu is not None and a.hdu.lstrip("-").isdigit() else a.hdu
     return BenchSettings(
         out_dir=a.output, frames=frames, shape=a.size or preset["shape"],
@@ -149,7 +169,8 @@ def settings_from_args(a: argparse.Namespace):
         peers=tuple(dict.fromkeys(peers)), inputs=a.inputs, hdu=hdu, quick=a.quick,
         sweep=a.sweep if a.sweep is not None else preset["sweep"], repeats=repeats,
         zero=a.zero, scale=a.scale, seed=SEED if a.seed is None else a.seed,
-        timeout=a.timeout, threads=a.threads, overwrite=a.overwrite)
+        timeout=a.timeout, threads=a.threads, overwrite=a.overwrite,
+        sections=tuple(dict.fromkeys(sections)))
 
 
 def run_bench(a: argparse.Namespace) -> int:

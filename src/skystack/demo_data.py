@@ -869,3 +869,10 @@ def truth_image(night: SampleNight, object_name: str, filter_name: str, wcs: WCS
                              frame["fwhm"]) / GAIN
         out += t["sky"][filter_name] * frame["sky_scale"] * frame["exptime"]
     return out / len(names)
+
+
+# Public names of the dithered-frame geometry, for the resampling benchmark
+# (skystack.bench.dithered) that builds frames the same way.
+reference_wcs = _reference_wcs
+frame_wcs = _frame_wcs
+frame_positions = _frame_positions

@@ -15,6 +15,7 @@ import math
 from pathlib import Path
 
 from ..io.atomic import atomic_write
+from .report_sections import EXTRA_CSV_COLUMNS, section_csv_rows, section_markdown
 
 OUTPUT_FILES = ("bench.md", "bench.csv", "bench.json", "time_vs_n.png", "noise.png",
                 "rejection.png")
@@ -25,6 +26,7 @@ CSV_COLUMNS = [
     "bg_bias_sigma", "cr_rms_sigma", "cr_max_sigma", "trail_rms_sigma", "trail_max_sigma",
     "artefact_rms_sigma", "artefact_max_sigma", "faint_bias_pct", "faint_bias_err_pct",
     "bright_bias_pct", "bright_bias_err_pct", "good_rejected_pct", "note", "error",
+    *EXTRA_CSV_COLUMNS,
 ]
 
 
@@ -48,6 +50,14 @@ def contestant(row: dict) -> str:
 
 
 def render_markdown(report: dict) -> str:
+    if "combine" not in report["settings"].get("sections", ["combine"]):
+        m = report["machine"]
+        quick = ", quick" if report["settings"]["quick"] else ""
+        return "\n".join([
+            f"# skystack bench ({report['date']}{quick})",
+            "", f"- machine: {m.get('cpu_model')}, {m.get('cpu_count')} CPUs, "
+            f"{m.get('mem_total_gib')} GiB; python {m.get('python')}, numpy {m.get('numpy')}, "
+            f"skystack {m.get('skystack')}", *section_markdown(report), ""])
     s, m = report["settings"], report["machine"]
     truth = report["mode"] == "synthetic"
     title = f"# skystack bench ({report['date']}{', quick' if s['quick'] else ''})"
@@ -138,6 +148,7 @@ def render_markdown(report: dict) -> str:
         for name, pts in series.items():
             by_n = dict(pts)
             lines.append(f"| {name} | " + " | ".join(_f(by_n.get(n), ".4f") for n in ns) + " |")
+    lines += section_markdown(report)
     lines.append("")
     return "\n".join(lines)
 
@@ -163,6 +174,9 @@ def render_csv(report: dict) -> str:
         for r in report.get(kind, []):
             w.writerow({**{k: "" for k in CSV_COLUMNS}, "kind": "main" if kind == "results"
                         else "sweep", **{k: ("" if v is None else v) for k, v in r.items()}})
+    for r in section_csv_rows(report):
+        w.writerow({**{k: "" for k in CSV_COLUMNS},
+                    **{k: ("" if v is None else v) for k, v in r.items()}})
     return buf.getvalue()
 
 
@@ -277,8 +291,11 @@ def write_outputs(report: dict, out_dir: str | Path, overwrite: bool) -> list[st
         with atomic_write(out / name, overwrite=overwrite) as tmp:
             Path(tmp).write_text(text, encoding="utf-8")
         written.append(str(out / name))
-    for name, plot in (("time_vs_n.png", plot_time_vs_n), ("noise.png", plot_noise),
-                       ("rejection.png", plot_rejection)):
+    plots = (("time_vs_n.png", plot_time_vs_n), ("noise.png", plot_noise),
+             ("rejection.png", plot_rejection))
+    if "combine" not in report["settings"].get("sections", ["combine"]):
+        plots = ()  # the plots show the combine methods only
+    for name, plot in plots:
         with atomic_write(out / name, overwrite=overwrite) as tmp:
             plot(report, tmp)
         written.append(str(out / name))

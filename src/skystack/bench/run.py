@@ -9,6 +9,10 @@
 4. All of them are timed in a worker process (:mod:`.speed`), which keeps the outputs of the
    main stack; the quality of each output is then measured here (:mod:`.quality`).
 5. The report (:mod:`.report`).
+
+With ``sections`` other than ``combine``, the resampling (:mod:`.resampling`) and frame-weights
+(:mod:`.weighting`) comparisons run after it, on their own synthetic frames of the same number
+and size, timed in this process; their tables join the same report.
 """
 
 from __future__ import annotations
@@ -28,6 +32,10 @@ from ..errors import SkystackError
 from . import peers as peer_mod
 from . import quality, report, speed, truth
 from .methods import DEFAULT_METHODS, MethodSpec, parse_methods
+
+#: What a run compares: combine methods (the default), resampling (``skystack stack --interp``
+#: and drizzle, :mod:`.resampling`) and frame weights / normalisation (:mod:`.weighting`).
+SECTIONS = ("combine", "resampling", "weights")
 
 QUICK = {"frames": 8, "shape": (256, 256), "sweep": (4, 16, 32), "repeats": 3}
 FULL = {"frames": 20, "shape": (1024, 1024), "sweep": None, "repeats": 3}
@@ -55,6 +63,7 @@ class BenchSettings:
     timeout: float = 900.0
     threads: int | None = None
     overwrite: bool = False
+    sections: tuple[str, ...] = ("combine",)
 
     def sweep_counts(self, n: int) -> list[int]:
         counts = self.sweep if self.sweep is not None else (max(3, n // 4), max(3, n // 2),
@@ -169,7 +178,47 @@ def run_suite(s: BenchSettings, log: Callable[[str], None] | None = print) -> di
     say = log or (lambda _msg: None)
     t_start = time.perf_counter()
     out_dir = report.check_output_dir(s.out_dir, s.overwrite)
+    bad = set(s.sections) - set(SECTIONS)
+    if bad or not s.sections:
+        raise SkystackError(f"invalid --sections {','.join(sorted(bad)) or '(none)'}: choose "
+                            f"from {', '.join(SECTIONS)} or all")
+    if s.inputs and ("resampling" in s.sections or "weights" in s.sections):
+        raise SkystackError("--sections resampling/weights run on synthetic frames with a "
+                            "known truth: not with --inputs")
+    if ("resampling" in s.sections or "weights" in s.sections) and \
+            (s.frames < 3 or min(s.shape) < 64):
+        raise SkystackError(f"--frames {s.frames} --size {s.shape[1]}x{s.shape[0]}: the "
+                            "resampling and weights sections need at least 3 frames of 64x64")
+    if "combine" in s.sections:
+        rep = _combine_report(s, say)
+    else:
+        rep = {"schema": "skystack-bench/1", "date": dt.date.today().isoformat(),
+               "mode": "synthetic", "machine": speed.machine_facts(), "notes": [],
+               "settings": {"frames": s.frames, "shape": list(s.shape), "quick": s.quick,
+                            "seed": s.seed, "threads": s.threads, "repeats": s.repeats},
+               "results": [], "sweep": []}
+    rep["settings"]["sections"] = list(s.sections)
+    if "resampling" in s.sections:
+        from .resampling import RESAMPLING_PEERS, run_resampling
 
+        say(f"resampling: {s.frames} dithered frames of {s.shape[1]}x{s.shape[0]}")
+        rep["resampling"] = run_resampling(s.frames, s.shape, s.seed, repeats=s.repeats,
+                                           threads=s.threads,
+                                           peers=RESAMPLING_PEERS if s.peers else (),
+                                           say=say)
+    if "weights" in s.sections:
+        from .weighting import run_weighting
+
+        say(f"weights: {s.frames} frames of {s.shape[1]}x{s.shape[0]}, unequal noise")
+        rep["weights"] = run_weighting(s.frames, s.shape, s.seed, repeats=s.repeats,
+                                       threads=s.threads, say=say)
+    rep["seconds_total"] = round(time.perf_counter() - t_start, 1)
+    rep["files"] = report.write_outputs(rep, out_dir, overwrite=True)
+    return rep
+
+
+def _combine_report(s: BenchSettings, say: Callable[[str], None]) -> dict:
+    """The combine methods' comparison: the report without ``files`` and ``seconds_total``."""
     stack = None
     if s.inputs:
         cube, labels, exptimes = load_inputs(s.inputs, s.hdu)
@@ -260,9 +309,7 @@ def run_suite(s: BenchSettings, log: Callable[[str], None] | None = print) -> di
         "memory": speed.__doc__.split("How it is measured\n------------------\n")[1].strip(),
         "data": data, "backends": backend_status, "peers": peer_status, "notes": notes,
         "results": main_rows, "sweep": sweep_rows,
-        "seconds_total": round(time.perf_counter() - t_start, 1),
     }
-    rep["files"] = report.write_outputs(rep, out_dir, overwrite=True)
     return rep
 
 
