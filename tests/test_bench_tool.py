@@ -126,7 +126,8 @@ def test_method_specs():
 def test_bench_quick_end_to_end(tmp_path, capsys):
     out = tmp_path / "bench"
     args = ["bench", "--quick", "--size", "64x64", "--frames", "6", "--sweep", "4,8",
-            "--repeats", "1", "--peers", "numpy,astropy,swarp", "-o", str(out), "-q"]
+            "--repeats", "1", "--peers", "numpy,astropy,swarp", "--sections", "combine",
+            "-o", str(out), "-q"]
     assert main(args) == 0
     for name in ("bench.md", "bench.csv", "bench.json", "time_vs_n.png", "noise.png",
                  "rejection.png"):

@@ -76,7 +76,8 @@ def add_bench_parser(sub) -> argparse.ArgumentParser:
     b.add_argument("--overwrite", action="store_true",
                    help="replace the results of an earlier run in DIR")
     b.add_argument("--quick", action="store_true",
-                   help="8 frames of 256x256 and N = 4..32 for the time plot (under a minute)")
+                   help="8 frames of 256x256, N = 4..32 for the time plot and every section "
+                        "(under a minute)")
     b.add_argument("--frames", type=int, metavar="N",
                    help="frames in the synthetic stack (default 20; --quick 8)")
     b.add_argument("--size", type=_size, metavar="WxH",

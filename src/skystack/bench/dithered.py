@@ -41,7 +41,7 @@ BRIGHT_FLUX = 1e4  # stars at least this bright give the flux ratios (S/N > ~100
 
 EXPTIMES = (120.0, 60.0, 180.0, 300.0)  # s, cycled; frame 0 is the reference
 SKY_RATE = 4.0  # ADU/s
-MOON_FACTOR = 2.5  # sky brightness of one frame in four
+MOON_FACTOR = 2.5  # sky brightness of one frame in three (every exposure time in turn)
 TRANSPARENCY = (0.5, 1.0)
 UNEQUAL_FWHM = (2.6, 3.6)
 UNEQUAL_FLUX_RATE = (10.0, 1500.0)  # ADU/s per star, log-uniform
@@ -205,7 +205,7 @@ def make_unequal(n_frames: int, shape: tuple[int, int], seed: int = SEED) -> Une
     transparency = rng.uniform(*TRANSPARENCY, n_frames)
     transparency[0] = 1.0
     sky = SKY_RATE * exptime
-    sky[3::4] *= MOON_FACTOR
+    sky[2::3] *= MOON_FACTOR
     fwhm = rng.uniform(*UNEQUAL_FWHM, n_frames)
     frames = []
     for k in range(n_frames):

@@ -70,7 +70,8 @@ def weights_markdown(section: dict) -> list[str]:
         f"ADU; equal weights would give {d['equal_vs_optimal']:.3f} in theory); flux ratio: "
         f"median over {d['bright_stars']} bright stars of aperture flux against frame 0's "
         "truth; flux bias: all stars' summed flux; bg bias in units of the optimal σ; time "
-        "includes measuring the frames, ratio to equal weights.", "",
+        "includes measuring the frames, ratio to equal weights. A wrong scale shows in the "
+        "flux ratio (its noise is then on another scale too).", "",
         "| weights | scale | zero | noise / optimal | flux ratio | flux bias % | bg bias (σ) "
         "| seconds | time ratio |", "|---|---|---|---:|---:|---:|---:|---:|---:|"]
     for r in section["rows"]:

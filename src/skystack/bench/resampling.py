@@ -36,6 +36,7 @@ import importlib.util
 import math
 import statistics
 import time
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -100,7 +101,9 @@ def _reproject_op(ds: DitheredStack, r: Resampler) -> Callable[[], np.ndarray]:
         planes = [reproject_interp((f.data, f.wcs), ds.grid_wcs, shape_out=ds.truth.shape,
                                    order=r.kwargs["order"], return_footprint=False)
                   for f in ds.frames]
-        return np.nanmean(planes, axis=0)
+        with warnings.catch_warnings():  # grid pixels no frame covers stay NaN
+            warnings.simplefilter("ignore", RuntimeWarning)
+            return np.nanmean(planes, axis=0)
     return op
 
 
