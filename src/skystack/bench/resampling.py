@@ -226,7 +226,7 @@ def run_resampling(n_frames: int, shape: tuple[int, int], seed: int, repeats: in
                 t0 = time.perf_counter()
                 image = op()
                 times.append(time.perf_counter() - t0)
-        except (SkystackError, ValueError, RuntimeError) as exc:
+        except (SkystackError, ValueError, RuntimeError, ImportError) as exc:
             row["error"] = f"{type(exc).__name__}: {exc}"
             rows.append(row)
             say(f"resampling {r.label} · {r.engine}: {row['error']}")
