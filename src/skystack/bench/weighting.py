@@ -92,8 +92,7 @@ def weighted_quality(us: UnequalStack, image: np.ndarray,
     out: dict = {"noise_vs_optimal": float(resid[bg].std() / opt) if bg.any() else None,
                  "bg_bias_sigma": float(resid[bg].mean() / opt) if bg.any() else None}
     measured = quality.aperture_photometry(image, us.star_x, us.star_y, ref.r_ap, ref.r_in,
-                                           ref.r_out, model=us.star_image,
-                                           exclude=~us.background_mask)
+                                           ref.r_out, model=us.star_image)
     ok = ref.bright & np.isfinite(measured)
     out["flux_ratio"] = float(np.median(measured[ok] / ref.true_flux[ok])) if ok.any() else None
     out["flux_bias_pct"], out["flux_bias_err_pct"] = quality.flux_bias(measured, ref.true_flux)
