@@ -7,7 +7,11 @@ Modules, one concern each:
 * :mod:`.quality` -- quality metrics against the truth, or by leave-one-out on real frames;
 * :mod:`.peers` -- the same methods done by numpy, bottleneck, astropy, ccdproc and SWarp;
 * :mod:`.speed` -- timing and peak memory of every contestant in a separate worker process;
-* :mod:`.report` -- Markdown, CSV, JSON and PNG outputs;
+* :mod:`.dithered` -- dithered frames with WCS and frames of unequal noise, with their truth;
+* :mod:`.resampling` -- ``stack --interp`` methods and drizzle against reproject and drizzle;
+* :mod:`.weighting` -- ``--weights`` / ``--scale`` / ``--zero`` against the optimal stack;
+* :mod:`.report` -- Markdown, CSV, JSON and PNG outputs (:mod:`.report_sections`: the tables
+  of the resampling and weights sections);
 * :mod:`.run` -- the orchestration behind the command line.
 """
 
