@@ -159,7 +159,7 @@ def _add_combine_options(p: argparse.ArgumentParser) -> None:
 
 
 INTERP_CHOICES = ("bilinear", "nearest", "lanczos3", "lanczos4")  # api_reproject.INTERPOLATIONS
-DEBAYER_CHOICES = ("bilinear", "mhc")  # colour.debayer.DEBAYER_METHODS
+DEBAYER_CHOICES = ("bilinear", "mhc", "menon")  # colour.debayer.DEBAYER_METHODS
 
 
 def _combine_kwargs(a: argparse.Namespace) -> dict:
@@ -277,7 +277,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "none, the default then)")
     add_drizzle_options(n)
     n.add_argument("--debayer", choices=DEBAYER_CHOICES, default="bilinear",
-                   help="demosaicing of colour (BAYERPAT) lights (default: bilinear)")
+                   help="demosaicing of colour (BAYERPAT) lights (default: bilinear; mhc: "
+                        "Malvar-He-Cutler; menon: directional, Menon 2007)")
     _add_tile_options(n, "stacks on sky tiles instead of one grid per object: "
                          "stacks/<TILE>_<FILTER>.fits and stacks/tiles.json "
                          "(see skystack.night.tiles)")
