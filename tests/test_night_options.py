@@ -141,3 +141,10 @@ def test_night_drizzle_rejection_and_options_errors(mono_raw, tmp_path, capsys):
     assert main(["night", str(mono_raw), "-o", out, "--interp", "drizzle", "--reject", "none",
                  "--no-previews", "-q"]) == 0
     assert fits.getval(tmp_path / "o" / "stacks" / "M1_V.fits", "INTERP") == "drizzle"
+
+
+def test_cli_debayer_choices_are_the_engines():
+    from skystack.cli import DEBAYER_CHOICES
+    from skystack.colour.debayer import DEBAYER_METHODS
+
+    assert DEBAYER_CHOICES == DEBAYER_METHODS
