@@ -28,8 +28,8 @@ from ..errors import SkystackError
 __all__ = ["DRIZZLE_KEYS", "DRIZZLE_NO_REJECT", "check_debayer", "drizzle_stack_options"]
 
 DRIZZLE_KEYS = ("pixfrac", "drizzle_kernel", "drizzle_scale")
-DRIZZLE_NO_REJECT = ("night: --interp drizzle stacks without rejection (reject none): a drizzle "
-                     "co-add sees one frame at a time")
+# A HISTORY card's text (72 characters at most: one card).
+DRIZZLE_NO_REJECT = "night: --interp drizzle: reject none (drizzle sees one frame at a time)"
 
 
 def check_debayer(method: str) -> str:
