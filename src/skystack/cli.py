@@ -159,6 +159,7 @@ def _add_combine_options(p: argparse.ArgumentParser) -> None:
 
 
 INTERP_CHOICES = ("bilinear", "nearest", "lanczos3", "lanczos4")  # api_reproject.INTERPOLATIONS
+DEBAYER_CHOICES = ("bilinear", "mhc", "menon")  # colour.debayer.DEBAYER_METHODS
 
 
 def _combine_kwargs(a: argparse.Namespace) -> dict:
@@ -215,7 +216,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_align_options(s)
     s.add_argument("--cfa-as-mono", action="store_true",
                    help="stack colour (BAYERPAT) frames as monochrome, mixing their colours")
-    s.add_argument("--debayer", choices=("bilinear", "mhc"), default=None,
+    s.add_argument("--debayer", choices=DEBAYER_CHOICES, default=None,
                    help="demosaic colour (BAYERPAT) frames and stack R, G, B into "
                         "OUT_R/_G/_B.fits (default for colour frames: bilinear)")
     _add_combine_options(s)
@@ -270,8 +271,14 @@ def build_parser() -> argparse.ArgumentParser:
                      f"{night['spread']} --sigma {night['sigma_high']:g} --maxiters "
                      f"{night['maxiters']} unless told otherwise.")
     add_align_options(n, default="auto", align_help=NIGHT_ALIGN_HELP)
-    n.add_argument("--interp", default="bilinear", choices=INTERP_CHOICES,
-                   help="resampling of the stacks (default: bilinear)")
+    n.set_defaults(reject=None)  # None: sigclip, or none with --interp drizzle (night.options)
+    n.add_argument("--interp", default="bilinear", choices=(*INTERP_CHOICES, "drizzle"),
+                   help="resampling of the stacks (default: bilinear; drizzle: with --reject "
+                        "none, the default then)")
+    add_drizzle_options(n)
+    n.add_argument("--debayer", choices=DEBAYER_CHOICES, default="bilinear",
+                   help="demosaicing of colour (BAYERPAT) lights (default: bilinear; mhc: "
+                        "Malvar-He-Cutler; menon: directional, Menon 2007)")
     _add_tile_options(n, "stacks on sky tiles instead of one grid per object: "
                          "stacks/<TILE>_<FILTER>.fits and stacks/tiles.json "
                          "(see skystack.night.tiles)")
@@ -472,6 +479,7 @@ def _run_night(a: argparse.Namespace) -> int:
     mem_limit = kwargs.pop("mem_limit")
     kwargs.pop("hdu")
     kwargs["interp"] = a.interp
+    kwargs.update(drizzle_kwargs(a), debayer=a.debayer)
     tiles = tiles_from_options(a.tiles, a.pixel_scale, a.tile_margin, a.tiles_from)
     result = run_night(a.raw, a.output, backend=a.backend, overwrite=a.overwrite, tiles=tiles,
                        overscan=a.overscan, trim=a.trim, save_calibrated=a.save_calibrated,

@@ -160,7 +160,7 @@ def drizzle_header(params: DrizzleParams, weights_kind: str) -> fits.Header:
     header["DRZKERN"] = (params.kernel, "drizzle kernel")
     header["DRZPFRAC"] = (float(params.pixfrac), "drizzle pixfrac (drop side, input px)")
     header["DRZSCALE"] = (float(params.scale), "output pixel side / grid pixel side")
-    header["DRZBKND"] = ("cpu", "drizzle package on the CPU, whatever the backend")
+    header["DRZBKND"] = ("cpu", "drizzle package on the CPU, any backend")
     header["DRZWHT"] = ("exptime" if weights_kind == "exptime" else "weights",
                         "EXPMAP = sum of frame weight x overlap")
     header["UNCMETH"] = ("scatter", "UNCERT: weighted scatter of drizzled frames")

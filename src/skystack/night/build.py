@@ -27,6 +27,7 @@ from ..io.inputs import Frame, load_frames
 from ..io.reader import Tile
 from . import masters as mst
 from .calibrate import Calibration, calibrated_frame
+from .colour import NIGHT_DEBAYER
 from .plan import BadpixJob, CalibrationChoice, Camera, NightPlan, RawFrame, calibration_choice
 from .products import (
     FINGERPRINT_KEY,
@@ -49,6 +50,8 @@ class NightBuild:
     cluster = None  # a distributed.Client when run_night(cluster=...): products run on it
     cosmetic = "mask"  # run_night(cosmetic=...): the lights' bad pixels NaN or interpolated
     show_progress = False  # run_night(progress=True): NightProgress on a terminal
+    debayer = NIGHT_DEBAYER  # run_night(debayer=...): colour lights' demosaicing
+    stack_history: tuple = ()  # HISTORY lines of every stack (night.options)
 
     def __init__(self, plan: NightPlan, out_dir: str, *, backend: str, overwrite: bool,
                  stack_options: dict, save_calibrated: bool, threads: int | None, mem_limit,
@@ -225,6 +228,8 @@ class NightBuild:
                                        "selection": self.selection}
                     if self.align != "wcs":  # the star reference is chosen among all of them
                         recipe["object_lights"] = [f.path for f in self.plan.object_lights[key]]
+                    if job.channel is not None and self.debayer != NIGHT_DEBAYER:
+                        recipe["debayer"] = self.debayer  # default left out: old stacks fresh
                 identities = [file_identity(f.path) for f in job.frames]
                 fp = fingerprint(job.kind, [], recipe, identities=identities)
                 self.input_records[job.path] = input_records(identities)
@@ -293,10 +298,20 @@ class NightBuild:
         product.status = "reused"
         for f in job.frames:
             rec = self.records[f.name]
-            rec.group = os.path.relpath(job.path, self.out)
+            self._record_group(rec, job)
             rec.masters = self.choice(f, role).used
             rec.used = True
         return True
+
+    def _record_group(self, rec, job) -> None:
+        """The product a frame goes into, in its record; a colour light goes into its
+        object's three plane stacks (one job each, R, G, B): all three are listed."""
+        path = job.path and os.path.relpath(job.path, self.out)
+        if getattr(job, "channel", None) is not None and rec.group:
+            if path not in rec.group.split(", "):
+                rec.group = f"{rec.group}, {path}"
+        else:
+            rec.group = path
 
     def frames_for(self, job, role: str) -> list[tuple]:
         """(raw record, calibrated frame) for each frame of ``job`` that can be opened."""
@@ -304,7 +319,7 @@ class NightBuild:
         for f in job.frames:
             rec = self.records[f.name]
             choice = self.choice(f, role)
-            rec.group = job.path and os.path.relpath(job.path, self.out)
+            self._record_group(rec, job)
             rec.masters = choice.used
             try:
                 pairs.append((rec, self.light(f) if role == "light"

@@ -3,7 +3,8 @@
 Masters and calibration stay in CFA space (a bias, dark or flat is combined photosite by
 photosite and keeps the Bayer cards; a colour flat is normalised per colour channel:
 :func:`skystack.night.masters.normalise_flat`). The lights are then debayered
-(:data:`NIGHT_DEBAYER`, :func:`skystack.colour.debayer`) after calibration:
+(``run_night(debayer=...)``, ``night --debayer``, default :data:`NIGHT_DEBAYER`;
+:func:`skystack.colour.debayer`) after calibration:
 
 * alignment (WCS or stars) is made on the *green* planes of the object's lights
   (:func:`green_frames`), once for the three colours;
@@ -12,7 +13,7 @@ photosite and keeps the Bayer cards; a colour flat is normalised per colour chan
   filter of their own (no FILTER, or a luminance / clear / UV-IR-cut one), else
   ``<FILTER>_R`` …; ``stacks/<OBJECT>_R.fits`` … are ordinary stacks with ``CFACHAN`` and
   ``DEBAYER`` in the header, and the night's RGB composite is made from the three planes as
-  from three filters.
+  from three filters. A light's record in ``summary.json`` names its three plane stacks.
 
 Lights mixing colour and monochrome frames in one group are refused by the plan (one line
 naming a frame of each).

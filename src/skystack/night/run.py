@@ -83,7 +83,7 @@ def run_night(raw_dir, out_dir: str | os.PathLike, *, backend: str = "auto",
               gain_normalise: bool = False, tiles=None, saturation: float | None = None,
               cosmetic: str = "mask", where: str | None = None,
               exclude: str | os.PathLike | None = None, progress: bool = False,
-              **stack_options) -> NightResult:
+              debayer: str = "bilinear", **stack_options) -> NightResult:
     """Reduce a night of raw frames (see module docstring).
 
     Parameters
@@ -134,16 +134,22 @@ def run_night(raw_dir, out_dir: str | os.PathLike, *, backend: str = "auto",
     progress
         A per-product progress line on stderr when it is a terminal
         (:class:`skystack.progress.NightProgress`).
+    debayer
+        Demosaicing of colour (Bayer) lights: ``"bilinear"`` (default) or ``"mhc"``
+        (:data:`skystack.colour.debayer.DEBAYER_METHODS`); in the colour stacks' recipe.
     **stack_options
         Combine options for the stacks (default :data:`STACK_OPTIONS`), and
         ``cosmic_rays="lacosmic"`` (``cr_sigclip``, ``cr_objlim``): each calibrated light's
         cosmic rays masked before its stack (:mod:`skystack.cosmetics.cosmic_rays`).
+        ``interp="drizzle"`` with ``pixfrac``, ``drizzle_kernel``, ``drizzle_scale`` drizzles
+        the stacks; without a ``reject`` given they are then made with ``reject="none"``
+        (logged, HISTORY in the stacks: :mod:`skystack.night.options`).
     """
-    from ..api import combine_options
     from ..api_reproject import check_interp
     from ..cosmetics.cosmic_rays import split_options
     from ..cosmetics.interpolate import COSMETIC_MODES
     from ..io.selection import selection_from
+    from .options import check_debayer, drizzle_stack_options
 
     t0 = time.perf_counter()
     out = os.fspath(out_dir)
@@ -160,9 +166,13 @@ def run_night(raw_dir, out_dir: str | os.PathLike, *, backend: str = "auto",
     # the default is left out, so that products made before the option existed stay fresh.
     if stack_options.get("interp") == "bilinear":
         del stack_options["interp"]
-    combine_options(**{k: v for k, v in {**STACK_OPTIONS, **rest}.items()
-                       if k != "interp"})  # validate before any work
-    check_interp(stack_options.get("interp", "bilinear"))
+    # Drizzle options resolved (or removed), reject none by default with drizzle; the combine
+    # options are validated there, before any work.
+    stack_options, stack_history = drizzle_stack_options(stack_options, STACK_OPTIONS,
+                                                         log or (lambda s: None))
+    if stack_options.get("interp") != "drizzle":
+        check_interp(stack_options.get("interp", "bilinear"))
+    check_debayer(debayer)
     from ..register import MODELS
     from ..register.align import select_frames
 
@@ -189,7 +199,8 @@ def run_night(raw_dir, out_dir: str | os.PathLike, *, backend: str = "auto",
                 log=log or (lambda s: None), align=align, align_model=align_model,
                 selection=selection, gain_normalise=gain_normalise, tiles=tiles,
                 saturation=saturation, cosmetic=cosmetic,
-                inputs_selection=inputs_selection, progress=progress))
+                inputs_selection=inputs_selection, progress=progress, debayer=debayer,
+                stack_history=stack_history))
     except SkystackError:
         if created:  # refused before writing anything: leave no empty OUT_DIR behind
             with contextlib.suppress(OSError):
@@ -226,6 +237,8 @@ def _run_locked(raw_dir, out: str, t0: float, cluster, options: dict) -> NightRe
                        selection=selection, gain_normalise=options["gain_normalise"])
     night.cosmetic = options["cosmetic"]
     night.show_progress = options["progress"]
+    night.debayer = options["debayer"]
+    night.stack_history = options["stack_history"]
     planned = night.fingerprints()
 
     def build() -> None:

@@ -35,7 +35,7 @@ from ..register.plan import (
     registration_grid,
 )
 from .ccds import ccd_consistency, consistency_warnings, frame_ccd, is_mosaic, union_grid
-from .colour import NIGHT_DEBAYER, green_frames, plane_frame
+from .colour import green_frames, plane_frame
 from .plan import Camera, StackJob
 from .products import atomic_path
 from .summary import Product, measurement_dict, registration_dict
@@ -59,8 +59,8 @@ def object_alignment(night, obj: str, camera: Camera):
     alignment = None
     if lights:
         t0 = time.perf_counter()
-        alignment = align_frames(green_frames(lights), night.align, model=night.align_model,
-                                 threads=night.threads)
+        alignment = align_frames(green_frames(lights, night.debayer), night.align,
+                                 model=night.align_model, threads=night.threads)
         if alignment.mode == "stars":
             result = alignment.result
             ref = lights[result.reference_index] if result.reference_index is not None \
@@ -191,8 +191,10 @@ def build_stack(night, job: StackJob, product: Product, header: fits.Header,
     else:
         header["GRIDREF"] = gridref_card(os.path.basename(ref.path or ref.label))
     if job.channel is not None:  # colour lights: this stack's plane, debayered after calibration
-        usable = [plane_frame(f, job.channel) for f in usable]
-        header.extend(plane_cards(job.channel, NIGHT_DEBAYER), update=True)
+        usable = [plane_frame(f, job.channel, night.debayer) for f in usable]
+        header.extend(plane_cards(job.channel, night.debayer), update=True)
+    for line in night.stack_history:  # e.g. drizzle without rejection (night.options)
+        header.add_history(line)
     with atomic_path(job.path, overwrite=True, stable=night.cluster is not None) as tmp:
         stack_to_file(usable, tmp, grid=grid, extra_header=header, overwrite=True,
                       wcs_list=wcs_list, **night.stack_options, **night.common())
