@@ -269,6 +269,7 @@ def lanczos_band(region: np.ndarray, r_lo: int, height: int, x: np.ndarray, y: n
     rows, cols = out.shape
     wx = np.empty(2 * a)
     wy = np.empty(2 * a)
+    col = np.empty(2 * a)
     table = _weight_table(a)
     band_hi = r_lo + region.shape[0]
     for r in range(rows):
@@ -308,13 +309,19 @@ def lanczos_band(region: np.ndarray, r_lo: int, height: int, x: np.ndarray, y: n
                     and j_last == y0 + a:
                 # Fast path away from the edges: 2a x 2a taps (loops of a constant length),
                 # weights summing to 1; a NaN tap makes acc NaN and sends it to the general path.
-                acc = 0.0
+                # Rows are folded into 2a column sums first: the inner loop then updates 2a
+                # independent sums from contiguous pixels, which the compiler vectorises (a
+                # chain of dependent adds per row halved Lanczos-4's speed).
+                for ki in range(2 * a):
+                    col[ki] = 0.0
                 for kj in range(2 * a):
                     row = region[j_first - r_lo + kj]
-                    row_acc = 0.0
+                    wj = wy[kj]
                     for ki in range(2 * a):
-                        row_acc += wx[ki] * np.float64(row[i_first + ki])
-                    acc += wy[kj] * row_acc
+                        col[ki] += wj * np.float64(row[i_first + ki])
+                acc = 0.0
+                for ki in range(2 * a):
+                    acc += wx[ki] * col[ki]
             if math.isnan(acc):  # at an edge or NaN taps: leave them out, renormalise
                 acc = 0.0
                 wsum = 0.0
