@@ -258,6 +258,44 @@ def _table_weights(t: float, a: int, table: np.ndarray, w: np.ndarray) -> None:
 
 
 @njit(nogil=True, cache=True, inline="always")
+def _inner_taps4(region: np.ndarray, j0: int, i0: int, wx: np.ndarray, wy: np.ndarray) -> float:
+    """``sum_j wy[j] sum_i wx[i] region[j0 + j, i0 + i]`` over the 8x8 taps, summed as column
+    sums over the rows first (each column in row order), then ``wx`` times the column sums in
+    column order: the general loop of :func:`lanczos_band`, with the eight column sums in
+    named locals (registers) instead of an array that the compiler must store every row."""
+    c0 = c1 = c2 = c3 = c4 = c5 = c6 = c7 = 0.0
+    for kj in range(8):
+        row = region[j0 + kj]
+        w = wy[kj]
+        c0 += w * np.float64(row[i0])
+        c1 += w * np.float64(row[i0 + 1])
+        c2 += w * np.float64(row[i0 + 2])
+        c3 += w * np.float64(row[i0 + 3])
+        c4 += w * np.float64(row[i0 + 4])
+        c5 += w * np.float64(row[i0 + 5])
+        c6 += w * np.float64(row[i0 + 6])
+        c7 += w * np.float64(row[i0 + 7])
+    return (wx[0] * c0 + wx[1] * c1 + wx[2] * c2 + wx[3] * c3 + wx[4] * c4 + wx[5] * c5
+            + wx[6] * c6 + wx[7] * c7)
+
+
+@njit(nogil=True, cache=True, inline="always")
+def _inner_taps3(region: np.ndarray, j0: int, i0: int, wx: np.ndarray, wy: np.ndarray) -> float:
+    """:func:`_inner_taps4` for the 6x6 taps of Lanczos-3."""
+    c0 = c1 = c2 = c3 = c4 = c5 = 0.0
+    for kj in range(6):
+        row = region[j0 + kj]
+        w = wy[kj]
+        c0 += w * np.float64(row[i0])
+        c1 += w * np.float64(row[i0 + 1])
+        c2 += w * np.float64(row[i0 + 2])
+        c3 += w * np.float64(row[i0 + 3])
+        c4 += w * np.float64(row[i0 + 4])
+        c5 += w * np.float64(row[i0 + 5])
+    return wx[0] * c0 + wx[1] * c1 + wx[2] * c2 + wx[3] * c3 + wx[4] * c4 + wx[5] * c5
+
+
+@njit(nogil=True, cache=True, inline="always")
 def lanczos_band(region: np.ndarray, r_lo: int, height: int, x: np.ndarray, y: np.ndarray,
                  out: np.ndarray, a: int) -> None:
     """Clamped Lanczos-``a`` samples of a frame given by a band of its rows (as
@@ -312,16 +350,21 @@ def lanczos_band(region: np.ndarray, r_lo: int, height: int, x: np.ndarray, y: n
                 # Rows are folded into 2a column sums first: the inner loop then updates 2a
                 # independent sums from contiguous pixels, which the compiler vectorises (a
                 # chain of dependent adds per row halved Lanczos-4's speed).
-                for ki in range(2 * a):
-                    col[ki] = 0.0
-                for kj in range(2 * a):
-                    row = region[j_first - r_lo + kj]
-                    wj = wy[kj]
+                if a == 4:
+                    acc = _inner_taps4(region, j_first - r_lo, i_first, wx, wy)
+                elif a == 3:
+                    acc = _inner_taps3(region, j_first - r_lo, i_first, wx, wy)
+                else:
                     for ki in range(2 * a):
-                        col[ki] += wj * np.float64(row[i_first + ki])
-                acc = 0.0
-                for ki in range(2 * a):
-                    acc += wx[ki] * col[ki]
+                        col[ki] = 0.0
+                    for kj in range(2 * a):
+                        row = region[j_first - r_lo + kj]
+                        wj = wy[kj]
+                        for ki in range(2 * a):
+                            col[ki] += wj * np.float64(row[i_first + ki])
+                    acc = 0.0
+                    for ki in range(2 * a):
+                        acc += wx[ki] * col[ki]
             if math.isnan(acc):  # at an edge or NaN taps: leave them out, renormalise
                 acc = 0.0
                 wsum = 0.0
