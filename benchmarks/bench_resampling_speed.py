@@ -3,7 +3,7 @@
 Usage::
 
     python benchmarks/bench_resampling_speed.py [--n 10] [--size 1024] [--repeat 5]
-        [--methods bilinear,lanczos3,lanczos4,drizzle] [--threads 2]
+        [--methods bilinear,lanczos3,lanczos4,drizzle] [--threads 2] [--write]
 
 The same ``n`` float32 frames of ``size``² (TAN WCS, dithered by up to 20 px, rotated by up to
 ±1°, stars on a sky of 1000 ADU with noise and cosmic rays; the synthetic night of
@@ -12,12 +12,14 @@ mean with sigma clipping for the interpolations, mean without rejection for driz
 cannot reject). Numba kernels are compiled and cached by an untimed warm-up. The machine this
 runs on may be shared, so the methods are run interleaved (one round = each method once) for
 ``repeat`` rounds and the best time of each is kept; the table gives it and its ratio to
-bilinear's best (the issue's goal: each new method within 2x bilinear).
+bilinear's best (the issue's goal: each new method within 2x bilinear). ``--write`` also saves
+the table as ``results/cpu-resampling-<date>.md``.
 """
 
 from __future__ import annotations
 
 import argparse
+import datetime as dt
 import sys
 import tempfile
 import time
@@ -76,6 +78,7 @@ def main(argv=None) -> int:
     ap.add_argument("--repeat", type=int, default=5)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--methods", default="bilinear,lanczos3,lanczos4,drizzle")
+    ap.add_argument("--write", action="store_true")
     args = ap.parse_args(argv)
     methods = args.methods.split(",")
     if "bilinear" not in methods:
@@ -93,11 +96,15 @@ def main(argv=None) -> int:
                 best[m] = min(best[m], run_once(paths, m, args.threads))
             print(f"round {r + 1}: " + ", ".join(f"{m} {best[m]:.2f}s" for m in methods),
                   file=sys.stderr)
-    print(f"{args.n} frames {args.size}x{args.size}, threads {args.threads}, best of "
-          f"{args.repeat} interleaved rounds\n")
-    print("| method | best (s) | / bilinear |\n|---|---:|---:|")
-    for m in methods:
-        print(f"| {m} | {best[m]:.2f} | {best[m] / best['bilinear']:.2f} |")
+    lines = [f"{args.n} frames {args.size}x{args.size}, threads {args.threads}, best of "
+             f"{args.repeat} interleaved rounds", "",
+             "| method | best (s) | / bilinear |", "|---|---:|---:|"]
+    lines += [f"| {m} | {best[m]:.2f} | {best[m] / best['bilinear']:.2f} |" for m in methods]
+    print("\n".join(lines))
+    if args.write:
+        out = HERE / "results" / f"cpu-resampling-{dt.date.today().isoformat()}.md"
+        out.write_text("\n".join(lines) + "\n")
+        print(f"wrote {out}", file=sys.stderr)
     return 0
 
 

