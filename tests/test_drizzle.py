@@ -70,6 +70,23 @@ def test_matches_drizzle_package_and_tiles_do_not_matter():
     np.testing.assert_array_equal(tiled.expmap, whole.expmap)
 
 
+
+@pytest.mark.parametrize("rows", [1, 2, 3])
+def test_bands_reached_by_a_single_input_row_equal_the_whole_drizzle(rows):
+    # Frames offset by whole rows and a bit: thin bands at a frame's top or bottom edge get
+    # drops from that frame's edge row only, a box the drizzle package refuses on its own.
+    rng = np.random.default_rng(5)
+    shifts = [(0, 0, 0), (0.3, 6.45, 0.4), (-0.2, -7.3, -0.3)]
+    data = [rng.normal(50, 3, (24, 24)) for _ in shifts]
+    hdus = _hdus(shifts, data)
+    whole = stack(hdus, interp="drizzle", backend="cpu")
+    assert whole.data.shape[0] > 30  # the grid reaches past every frame's edge rows
+    banded = stack(hdus, interp="drizzle", backend="cpu", max_tile_rows=rows)
+    np.testing.assert_array_equal(banded.data, whole.data)
+    np.testing.assert_array_equal(banded.uncertainty.array, whole.uncertainty.array)
+    np.testing.assert_array_equal(banded.coverage, whole.coverage)
+    np.testing.assert_array_equal(banded.expmap, whole.expmap)
+
 def _star(shape, x0, y0, flux, sigma=1.5):
     from scipy.special import erf
 

@@ -224,6 +224,12 @@ class FrameDrizzler:
         if span is None or self.weight <= 0:
             return False
         lo, hi = span
+        if hi - lo < 2:
+            # drizzle refuses a box of one input row ("too few valid pixels"); a neighbouring
+            # row's drops miss the band's inner rows (it is not in the span), so adding it
+            # changes nothing there.
+            hi = min(self.frame.shape[0], lo + 2)
+            lo = max(0, hi - 2)
         # One more row each side: drizzle derives a pixel's corners from its neighbours' map.
         plo, phi = max(0, lo - 1), min(self.frame.shape[0], hi + 1)
         cols = self.frame.shape[1]

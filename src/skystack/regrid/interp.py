@@ -31,7 +31,9 @@ with ``mode='constant', cval=nan``), checked against it in ``tests/test_reprojec
 
 The kernels are Numba functions compiled with ``nogil=True, cache=True`` (no ``parallel``, so the
 disk cache works): callers may run them on row bands from several threads. Arithmetic is float64;
-results are stored as float32.
+results are stored as float32. The Lanczos kernels let the compiler fuse multiply-adds
+(``fastmath={'contract'}``, as nvcc does on the GPU; no other fast-math licence, so NaN tests
+stay): 12-16 % faster, differences at float64 rounding only.
 """
 
 from __future__ import annotations
@@ -258,6 +260,44 @@ def _table_weights(t: float, a: int, table: np.ndarray, w: np.ndarray) -> None:
 
 
 @njit(nogil=True, cache=True, inline="always")
+def _inner_taps4(region: np.ndarray, j0: int, i0: int, wx: np.ndarray, wy: np.ndarray) -> float:
+    """``sum_j wy[j] sum_i wx[i] region[j0 + j, i0 + i]`` over the 8x8 taps, summed as column
+    sums over the rows first (each column in row order), then ``wx`` times the column sums in
+    column order: the general loop of :func:`lanczos_band`, with the eight column sums in
+    named locals (registers) instead of an array that the compiler must store every row."""
+    c0 = c1 = c2 = c3 = c4 = c5 = c6 = c7 = 0.0
+    for kj in range(8):
+        row = region[j0 + kj]
+        w = wy[kj]
+        c0 += w * np.float64(row[i0])
+        c1 += w * np.float64(row[i0 + 1])
+        c2 += w * np.float64(row[i0 + 2])
+        c3 += w * np.float64(row[i0 + 3])
+        c4 += w * np.float64(row[i0 + 4])
+        c5 += w * np.float64(row[i0 + 5])
+        c6 += w * np.float64(row[i0 + 6])
+        c7 += w * np.float64(row[i0 + 7])
+    return (wx[0] * c0 + wx[1] * c1 + wx[2] * c2 + wx[3] * c3 + wx[4] * c4 + wx[5] * c5
+            + wx[6] * c6 + wx[7] * c7)
+
+
+@njit(nogil=True, cache=True, inline="always")
+def _inner_taps3(region: np.ndarray, j0: int, i0: int, wx: np.ndarray, wy: np.ndarray) -> float:
+    """:func:`_inner_taps4` for the 6x6 taps of Lanczos-3."""
+    c0 = c1 = c2 = c3 = c4 = c5 = 0.0
+    for kj in range(6):
+        row = region[j0 + kj]
+        w = wy[kj]
+        c0 += w * np.float64(row[i0])
+        c1 += w * np.float64(row[i0 + 1])
+        c2 += w * np.float64(row[i0 + 2])
+        c3 += w * np.float64(row[i0 + 3])
+        c4 += w * np.float64(row[i0 + 4])
+        c5 += w * np.float64(row[i0 + 5])
+    return wx[0] * c0 + wx[1] * c1 + wx[2] * c2 + wx[3] * c3 + wx[4] * c4 + wx[5] * c5
+
+
+@njit(nogil=True, cache=True, inline="always")
 def lanczos_band(region: np.ndarray, r_lo: int, height: int, x: np.ndarray, y: np.ndarray,
                  out: np.ndarray, a: int) -> None:
     """Clamped Lanczos-``a`` samples of a frame given by a band of its rows (as
@@ -269,6 +309,7 @@ def lanczos_band(region: np.ndarray, r_lo: int, height: int, x: np.ndarray, y: n
     rows, cols = out.shape
     wx = np.empty(2 * a)
     wy = np.empty(2 * a)
+    col = np.empty(2 * a)
     table = _weight_table(a)
     band_hi = r_lo + region.shape[0]
     for r in range(rows):
@@ -308,13 +349,23 @@ def lanczos_band(region: np.ndarray, r_lo: int, height: int, x: np.ndarray, y: n
                     and j_last == y0 + a:
                 # Fast path away from the edges: 2a x 2a taps (loops of a constant length),
                 # weights summing to 1; a NaN tap makes acc NaN and sends it to the general path.
-                acc = 0.0
-                for kj in range(2 * a):
-                    row = region[j_first - r_lo + kj]
-                    row_acc = 0.0
+                # Rows are folded into 2a column sums first (_inner_taps4/3): 2a independent
+                # sums per row instead of one chain of dependent adds (a few % faster).
+                if a == 4:
+                    acc = _inner_taps4(region, j_first - r_lo, i_first, wx, wy)
+                elif a == 3:
+                    acc = _inner_taps3(region, j_first - r_lo, i_first, wx, wy)
+                else:
                     for ki in range(2 * a):
-                        row_acc += wx[ki] * np.float64(row[i_first + ki])
-                    acc += wy[kj] * row_acc
+                        col[ki] = 0.0
+                    for kj in range(2 * a):
+                        row = region[j_first - r_lo + kj]
+                        wj = wy[kj]
+                        for ki in range(2 * a):
+                            col[ki] += wj * np.float64(row[i_first + ki])
+                    acc = 0.0
+                    for ki in range(2 * a):
+                        acc += wx[ki] * col[ki]
             if math.isnan(acc):  # at an edge or NaN taps: leave them out, renormalise
                 acc = 0.0
                 wsum = 0.0
@@ -333,14 +384,14 @@ def lanczos_band(region: np.ndarray, r_lo: int, height: int, x: np.ndarray, y: n
             out[r, c] = lo if v < lo else (hi if v > hi else v)  # clamp (NaN stays NaN)
 
 
-@njit(nogil=True, cache=True)
+@njit(nogil=True, cache=True, fastmath={'contract'})
 def lanczos3_band(region: np.ndarray, r_lo: int, height: int, x: np.ndarray, y: np.ndarray,
                   out: np.ndarray) -> None:
     """:func:`lanczos3` of a frame given by a band of its rows (see :func:`lanczos_band`)."""
     lanczos_band(region, r_lo, height, x, y, out, 3)
 
 
-@njit(nogil=True, cache=True)
+@njit(nogil=True, cache=True, fastmath={'contract'})
 def lanczos4_band(region: np.ndarray, r_lo: int, height: int, x: np.ndarray, y: np.ndarray,
                   out: np.ndarray) -> None:
     """:func:`lanczos4` of a frame given by a band of its rows (see :func:`lanczos_band`)."""
