@@ -8,6 +8,8 @@ value, is computed; the header's ``UNCMETH`` says which was used:
     standard error of the mean, of the sum, ``sqrt(pi/2)`` x that of the mean from the IQR for
     the median). Needs no header, but is itself noisy at small N (about 1/sqrt(2(N-1)) relative,
     35 % at N = 5).
+    With rejection, the mean's and sum's is the winsorized (Tukey-McLaughlin) standard error
+    (``backends/cpu/kernels.py``, ``_winsorized_se_of_mean``).
 ``model``
     From a CCD noise model, per kept frame (values in ADU, gain g in e-/ADU, read noise r in e-,
     both from each frame's header: ``GAIN``; ``RDNOISE``, ``READNOIS`` or ``RON``)::
