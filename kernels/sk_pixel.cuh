@@ -227,25 +227,27 @@ SK_HD void sigclip_range(const Col& col, int n, const CombineParams& p, int* fa,
   *fb = clamp_int(n - col.count_gt(upper), lo, n);
 }
 
-// Tukey-McLaughlin standard error of the mean of the sorted range [lo, hi) of the n sorted valid
+// Tukey-McLaughlin standard error of the mean of the sorted range [lo, hi) of n sorted valid
 // values: s_w sqrt(n) / h, h = hi - lo, s_w the ddof = 1 standard deviation of the winsorized
-// sample (values below the range set to col[lo], above it to col[hi-1]). The kept values' own
-// scatter over sqrt(h) ignores that the trim points move with the data (2x too small for an
-// interquartile mean of Gaussian data). s / sqrt(n) when nothing is trimmed; NaN when h < 2.
+// sample (values below the range set to xlo = x[lo], above it to xhi = x[hi-1]). The kept values'
+// own scatter over sqrt(h) ignores that the trim points move with the data (2x too small for an
+// interquartile mean of Gaussian data). From the kept range's mean and ssd by the parallel-axis
+// theorem, O(1). s / sqrt(n) when nothing is trimmed; NaN when h < 2.
 // (backends/cpu/kernels.py, _winsorized_se_of_mean.)
-template <class Col>
-SK_HD double winsorized_se_of_mean(const Col& col, int n, int lo, int hi) {
+SK_HD double winsorized_se_of_mean(int n, int lo, int hi, double mean, double ssd, double xlo,
+                                   double xhi) {
   int h = hi - lo;
   if (h < 2) return f64_nan();
-  double xlo = (double)col.at(lo);
-  double xhi = (double)col.at(hi - 1);
   double nlo = (double)lo;
   double nhi = (double)(n - hi);
-  double mean = (col.sum(lo, hi) + nlo * xlo + nhi * xhi) / (double)n;
-  double dlo = xlo - mean;
-  double dhi = xhi - mean;
-  double ssd = col.ssd(lo, hi, mean) + nlo * dlo * dlo + nhi * dhi * dhi;
-  return sqrt_f64(ssd / (double)(n - 1)) * sqrt_f64((double)n) / (double)h;
+  double hf = (double)h;
+  double nf = (double)n;
+  double mean_w = (hf * mean + nlo * xlo + nhi * xhi) / nf;
+  double d = mean - mean_w;
+  double dlo = xlo - mean_w;
+  double dhi = xhi - mean_w;
+  double ssd_w = ssd + hf * d * d + nlo * dlo * dlo + nhi * dhi * dhi;
+  return sqrt_f64(ssd_w / (nf - 1.0)) * sqrt_f64(nf) / hf;
 }
 
 // Unweighted combined value and standard error of the sorted range [lo, hi) of the n sorted
@@ -267,15 +269,16 @@ SK_HD PixelResult reduce_sorted_range(int method, const Col& col, int n, int lo,
     return r;
   }
   double mean = col.sum(lo, hi) / (double)m;
+  double ssd = col.ssd(lo, hi, mean);
   if (method == MEAN || method == SUM) {
     PixelResult r;
     r.count = m;
-    double se = winsorized_se_of_mean(col, n, lo, hi);
+    double se = winsorized_se_of_mean(n, lo, hi, mean, ssd, (double)col.at(lo),
+                                      (double)col.at(hi - 1));
     r.value = (method == MEAN) ? mean : mean * (double)m;
     r.uncertainty = (method == MEAN) ? se : se * (double)m;
     return r;
   }
-  double ssd = col.ssd(lo, hi, mean);
   return moments_to_result(method, m, (double)m, (double)m, mean * (double)m, ssd,
                            (double)col.at(lo), (double)col.at(hi - 1));
 }
@@ -337,9 +340,10 @@ SK_HD PixelResult reduce_weighted(int method, const FrameView& fr, const Combine
   PixelResult r = moments_to_result(method, hi - lo, v1, v2, swx, ssd, (double)vlo, (double)vhi);
   int h = hi - lo;
   if (h < n && h > 1) {
-    double se_w = winsorized_se_of_mean(col, n, lo, hi);
     double m_h = col.sum(lo, hi) / (double)h;
-    double se_naive = sqrt_f64(col.ssd(lo, hi, m_h) / (double)(h - 1)) / sqrt_f64((double)h);
+    double ssd_h = col.ssd(lo, hi, m_h);
+    double se_w = winsorized_se_of_mean(n, lo, hi, m_h, ssd_h, (double)vlo, (double)vhi);
+    double se_naive = sqrt_f64(ssd_h / (double)(h - 1)) / sqrt_f64((double)h);
     if (se_naive > 0.0) {
       r.uncertainty *= se_w / se_naive;
     } else {

@@ -224,26 +224,29 @@ def _ssd_of_range(col, lo, hi, mean):
     return s
 
 
-@njit(nogil=True, cache=True)
-def _winsorized_se_of_mean(col, n, lo, hi):
-    """Tukey-McLaughlin standard error of the mean of the sorted range [lo, hi) of the ``n``
-    sorted valid values ``col[:n]``: ``s_w sqrt(n) / h`` with h = hi - lo and s_w the ddof=1
-    standard deviation of the winsorized sample (values below the range set to col[lo], above
-    it to col[hi-1]). The kept values' own scatter over sqrt(h) ignores that the trim points
-    move with the data, and is 2x too small for an interquartile mean of Gaussian data.
-    Equals s / sqrt(n) when nothing is trimmed; NaN when fewer than two values are kept."""
+@njit(nogil=True, cache=True, inline="always")
+def _winsorized_se_of_mean(n, lo, hi, mean, ssd, xlo, xhi):
+    """Tukey-McLaughlin standard error of the mean of the sorted range [lo, hi) of ``n`` sorted
+    valid values: ``s_w sqrt(n) / h`` with h = hi - lo and s_w the ddof=1 standard deviation of
+    the winsorized sample (values below the range set to xlo = x[lo], above it to xhi = x[hi-1]).
+    The kept values' own scatter over sqrt(h) ignores that the trim points move with the data,
+    and is 2x too small for an interquartile mean of Gaussian data. From the kept range's
+    ``mean`` and ``ssd`` (sum of squared deviations) by the parallel-axis theorem: O(1), no
+    further pass. s / sqrt(n) when nothing is trimmed; NaN when fewer than two values are kept.
+    """
     h = hi - lo
     if h < 2:
         return np.nan
-    xlo = col[lo]
-    xhi = col[hi - 1]
     nlo = np.float64(lo)
     nhi = np.float64(n - hi)
-    mean = (_mean_of_range(col, lo, hi) * h + nlo * xlo + nhi * xhi) / n
-    dlo = xlo - mean
-    dhi = xhi - mean
-    ssd = _ssd_of_range(col, lo, hi, mean) + nlo * dlo * dlo + nhi * dhi * dhi
-    return math.sqrt(ssd / (n - 1)) * math.sqrt(np.float64(n)) / h
+    hf = np.float64(h)
+    nf = np.float64(n)
+    mean_w = (hf * mean + nlo * xlo + nhi * xhi) / nf
+    d = mean - mean_w
+    dlo = xlo - mean_w
+    dhi = xhi - mean_w
+    ssd_w = ssd + hf * d * d + nlo * dlo * dlo + nhi * dhi * dhi
+    return math.sqrt(ssd_w / (nf - 1.0)) * math.sqrt(nf) / hf
 
 
 @njit(nogil=True, cache=True)
@@ -259,11 +262,10 @@ def _reduce_sorted_range(method, col, n, lo, hi):
         iqr = _percentile_of_range(col, lo, hi, 0.75) - _percentile_of_range(col, lo, hi, 0.25)
         return med, MEDIAN_SE_FACTOR * (iqr / IQR_TO_SIGMA) / math.sqrt(m)
     mean = _mean_of_range(col, lo, hi)
-    if method == MEAN:
-        return mean, _winsorized_se_of_mean(col, n, lo, hi)
-    if method == SUM:
-        return mean * m, _winsorized_se_of_mean(col, n, lo, hi) * m
     ssd = _ssd_of_range(col, lo, hi, mean)
+    if method == MEAN or method == SUM:
+        se = _winsorized_se_of_mean(n, lo, hi, mean, ssd, col[lo], col[hi - 1])
+        return (mean, se) if method == MEAN else (mean * m, se * m)
     return _moments_to_result(method, m, float(m), float(m), mean * m, ssd, col[lo],
                               col[hi - 1])
 
@@ -326,9 +328,10 @@ def _reduce_weighted(method, block, pix, scale, zero, weights, use_range, range_
     value, unc = _moments_to_result(method, hi - lo, v1, v2, swx, ssd, vlo, vhi)
     if hi - lo < n and hi - lo > 1:
         h = hi - lo
-        se_w = _winsorized_se_of_mean(col, n, lo, hi)
         m_h = _mean_of_range(col, lo, hi)
-        se_naive = math.sqrt(_ssd_of_range(col, lo, hi, m_h) / (h - 1)) / math.sqrt(h)
+        ssd_h = _ssd_of_range(col, lo, hi, m_h)
+        se_w = _winsorized_se_of_mean(n, lo, hi, m_h, ssd_h, vlo, vhi)
+        se_naive = math.sqrt(ssd_h / (h - 1)) / math.sqrt(h)
         if se_naive > 0.0:
             unc = unc * (se_w / se_naive)
         else:
@@ -403,35 +406,6 @@ def _range_mean_ssd(scratch, b, lo, hi, mean, ssd):
             inside = (k >= lo[q]) & (k < hi[q])
             d = (np.float64(row[q]) - mean[q]) if inside else 0.0
             ssd[q] += d * d
-
-
-@njit(nogil=True, cache=True, fastmath=_REASSOC, error_model="numpy")
-def _range_winsorized_ssd(scratch, b, nvalid, lo, hi, wins):
-    """Sum of squared deviations of each lane's winsorized sample into ``wins[3]``: its
-    ``nvalid[q]`` sorted valid values clamped to ``[x[lo[q]], x[hi[q]-1]]`` (on sorted values,
-    clamping is winsorizing). ``wins[0:3]`` are scratch (ends, then the mean); vector loops."""
-    nf = scratch.shape[0]
-    xlo = wins[0]
-    xhi = wins[1]
-    mean = wins[2]
-    ssd = wins[3]
-    for q in range(b):
-        xlo[q] = np.float64(scratch[min(lo[q], nf - 1), q])
-        xhi[q] = np.float64(scratch[max(hi[q] - 1, 0), q])
-        mean[q] = 0.0
-        ssd[q] = 0.0
-    for k in range(nf):
-        row = scratch[k]
-        for q in range(b):
-            x = min(max(np.float64(row[q]), xlo[q]), xhi[q])
-            mean[q] += x if k < nvalid[q] else 0.0
-    for q in range(b):
-        mean[q] = mean[q] / np.float64(max(nvalid[q], 1))
-    for k in range(nf):
-        row = scratch[k]
-        for q in range(b):
-            d = min(max(np.float64(row[q]), xlo[q]), xhi[q]) - mean[q]
-            ssd[q] += d * d if k < nvalid[q] else 0.0
 
 
 @njit(nogil=True, cache=True, error_model="numpy")
@@ -580,26 +554,22 @@ def _sigclip_lockstep(scratch, b, nvalid, pairs, use_median, use_mad, sigma_lo, 
 
 
 @njit(nogil=True, cache=True, fastmath=_REASSOC, error_model="numpy")
-def _finish_ranges(method, scratch, b, c0, nvalid, lo, hi, sums, ssd, wins, out_img, out_unc,
+def _finish_ranges(method, scratch, b, c0, nvalid, lo, hi, sums, ssd, out_img, out_unc,
                    out_cnt):
     """Unweighted mean / sum / min / max of each lane's sorted range ``[lo[q], hi[q])`` of its
     ``nvalid[q]`` valid values and its standard error (as :func:`_reduce_sorted_range`: the
-    winsorized one for mean and sum; ``wins`` is (4, chunk) float64 scratch), with loops over
-    rows and lanes that LLVM vectorises: divisions and square roots then cost a vector
-    instruction per few lanes instead of a scalar one per pixel, which dominated."""
+    winsorized one for mean and sum), with loops over rows and lanes that LLVM vectorises:
+    divisions and square roots then cost a vector instruction per few lanes instead of a scalar
+    one per pixel, which dominated."""
     nf = scratch.shape[0]
     _range_mean_ssd(scratch, b, lo, hi, sums, ssd)  # sums: the mean
-    winsorized = method == MEAN or method == SUM
-    if winsorized:
-        _range_winsorized_ssd(scratch, b, nvalid, lo, hi, wins)
-    wssd = wins[3]
     for q in range(b):
         m = hi[q] - lo[q]
         mf = np.float64(m)
-        nv = np.float64(nvalid[q])
         s = math.sqrt(ssd[q] / (mf - 1.0)) if m > 1 else np.nan
-        # Winsorized SE of the mean: s_w sqrt(n) / h (see _winsorized_se_of_mean).
-        se_w = math.sqrt(wssd[q] / (nv - 1.0)) * math.sqrt(nv) / mf if m > 1 else np.nan
+        xlo = np.float64(scratch[min(lo[q], nf - 1), q])
+        xhi = np.float64(scratch[max(hi[q] - 1, 0), q])
+        se_w = _winsorized_se_of_mean(nvalid[q], lo[q], hi[q], sums[q], ssd[q], xlo, xhi)
         if method == MEAN:
             value = sums[q]
             unc = se_w
@@ -662,7 +632,6 @@ def combine_sorted(block, p0, p1, pairs, scale, zero, weights, params, chunk, ou
     lo_arr = np.zeros(chunk, np.int32)
     hi_arr = np.zeros(chunk, np.int32)
     active = np.zeros(chunk, np.uint8)
-    wins = np.empty((4, chunk), np.float64)  # _finish_ranges' winsorized-variance scratch
     work = (np.empty((nf, chunk), np.float32), np.empty(chunk, np.int32),
             np.empty(chunk, np.int32), np.empty(chunk, np.int32), np.empty(chunk, np.float64),
             np.empty(chunk, np.float64), np.empty(chunk, np.uint8), np.empty(chunk, np.int32))
@@ -699,7 +668,7 @@ def combine_sorted(block, p0, p1, pairs, scale, zero, weights, params, chunk, ou
                               hi_arr, active, work)
             if vector_finish:
                 _finish_ranges(method, scratch, b, c0, nvalid, lo_arr, hi_arr, cen, spread,
-                               wins, out_img, out_unc, out_cnt)
+                               out_img, out_unc, out_cnt)
                 continue  # every lane done
         if stat:
             stat_ranges(reject, scratch, b, nvalid, col, use_median, sigma_lo, sigma_hi,
@@ -707,7 +676,7 @@ def combine_sorted(block, p0, p1, pairs, scale, zero, weights, params, chunk, ou
                         np.float64(scale[0]), np.float64(zero[0]), params.pclip, lo_arr, hi_arr)
             if vector_finish:
                 _finish_ranges(method, scratch, b, c0, nvalid, lo_arr, hi_arr, cen, spread,
-                               wins, out_img, out_unc, out_cnt)
+                               out_img, out_unc, out_cnt)
                 continue
         for q in range(b):
             n = nvalid[q]
