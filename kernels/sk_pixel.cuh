@@ -227,9 +227,33 @@ SK_HD void sigclip_range(const Col& col, int n, const CombineParams& p, int* fa,
   *fb = clamp_int(n - col.count_gt(upper), lo, n);
 }
 
-// Unweighted combined value and standard error of the sorted range [lo, hi).
+// Tukey-McLaughlin standard error of the mean of the sorted range [lo, hi) of n sorted valid
+// values: s_w sqrt(n) / h, h = hi - lo, s_w the ddof = 1 standard deviation of the winsorized
+// sample (values below the range set to xlo = x[lo], above it to xhi = x[hi-1]). The kept values'
+// own scatter over sqrt(h) ignores that the trim points move with the data (2x too small for an
+// interquartile mean of Gaussian data). From the kept range's mean and ssd by the parallel-axis
+// theorem, O(1). s / sqrt(n) when nothing is trimmed; NaN when h < 2.
+// (backends/cpu/kernels.py, _winsorized_se_of_mean.)
+SK_HD double winsorized_se_of_mean(int n, int lo, int hi, double mean, double ssd, double xlo,
+                                   double xhi) {
+  int h = hi - lo;
+  if (h < 2) return f64_nan();
+  double nlo = (double)lo;
+  double nhi = (double)(n - hi);
+  double hf = (double)h;
+  double nf = (double)n;
+  double mean_w = (hf * mean + nlo * xlo + nhi * xhi) / nf;
+  double d = mean - mean_w;
+  double dlo = xlo - mean_w;
+  double dhi = xhi - mean_w;
+  double ssd_w = ssd + hf * d * d + nlo * dlo * dlo + nhi * dhi * dhi;
+  return sqrt_f64(ssd_w / (nf - 1.0)) * sqrt_f64(nf) / hf;
+}
+
+// Unweighted combined value and standard error of the sorted range [lo, hi) of the n sorted
+// valid values; mean and sum take the winsorized standard error.
 template <class Col>
-SK_HD PixelResult reduce_sorted_range(int method, const Col& col, int lo, int hi) {
+SK_HD PixelResult reduce_sorted_range(int method, const Col& col, int n, int lo, int hi) {
   int m = hi - lo;
   if (method == MEDIAN) {
     PixelResult r;
@@ -246,6 +270,15 @@ SK_HD PixelResult reduce_sorted_range(int method, const Col& col, int lo, int hi
   }
   double mean = col.sum(lo, hi) / (double)m;
   double ssd = col.ssd(lo, hi, mean);
+  if (method == MEAN || method == SUM) {
+    PixelResult r;
+    r.count = m;
+    double se = winsorized_se_of_mean(n, lo, hi, mean, ssd, (double)col.at(lo),
+                                      (double)col.at(hi - 1));
+    r.value = (method == MEAN) ? mean : mean * (double)m;
+    r.uncertainty = (method == MEAN) ? se : se * (double)m;
+    return r;
+  }
   return moments_to_result(method, m, (double)m, (double)m, mean * (double)m, ssd,
                            (double)col.at(lo), (double)col.at(hi - 1));
 }
@@ -269,10 +302,12 @@ struct KeptSelector {
 // Weighted mean or sum of the values kept in the sorted range [lo, hi). Weights belong to frames
 // and sorting lost each value's frame, so the kept values are found again in frame order by value:
 // strictly inside (col[lo], col[hi-1]) always, and equal to an end only as many times as that
-// value occurs inside the range (ties at a rank cut go to the earliest frames).
+// value occurs inside the range (ties at a rank cut go to the earliest frames). With rejection
+// the standard error is the weighted one times the unweighted winsorized / naive ratio; where the
+// kept values are all equal (naive SE 0), the unweighted winsorized SE (x sum w for the sum).
 template <class Col>
 SK_HD PixelResult reduce_weighted(int method, const FrameView& fr, const CombineParams& p,
-                                  const Col& col, int lo, int hi) {
+                                  const Col& col, int n, int lo, int hi) {
   float vlo = col.at(lo);
   float vhi = col.at(hi - 1);
   int need_lo = clamp_int(col.count_le((double)vlo), lo, hi) - lo;
@@ -302,7 +337,20 @@ SK_HD PixelResult reduce_weighted(int method, const FrameView& fr, const Combine
       ssd += fr.weights[k] * d * d;
     }
   }
-  return moments_to_result(method, hi - lo, v1, v2, swx, ssd, (double)vlo, (double)vhi);
+  PixelResult r = moments_to_result(method, hi - lo, v1, v2, swx, ssd, (double)vlo, (double)vhi);
+  int h = hi - lo;
+  if (h < n && h > 1) {
+    double m_h = col.sum(lo, hi) / (double)h;
+    double ssd_h = col.ssd(lo, hi, m_h);
+    double se_w = winsorized_se_of_mean(n, lo, hi, m_h, ssd_h, (double)vlo, (double)vhi);
+    double se_naive = sqrt_f64(ssd_h / (double)(h - 1)) / sqrt_f64((double)h);
+    if (se_naive > 0.0) {
+      r.uncertainty *= se_w / se_naive;
+    } else {
+      r.uncertainty = (method == MEAN) ? se_w : se_w * v1;
+    }
+  }
+  return r;
 }
 
 }  // namespace sk
@@ -352,9 +400,9 @@ SK_HD PixelResult combine_sorted_pixel(const Col& col, int n, const CombineParam
   }
   if (hi <= lo) return empty_result();
   if (p.weighted && (p.method == MEAN || p.method == SUM)) {
-    return reduce_weighted(p.method, fr, p, col, lo, hi);
+    return reduce_weighted(p.method, fr, p, col, n, lo, hi);
   }
-  return reduce_sorted_range(p.method, col, lo, hi);
+  return reduce_sorted_range(p.method, col, n, lo, hi);
 }
 
 // Mean, sum, min or max of the valid values of one pixel without order statistics: one pass,

@@ -216,9 +216,30 @@ def _pclip_keep(v, nf, pclip, sigma_low, sigma_high):
     return (v >= med - sigma_low * spread) & (v <= med + sigma_high * spread)
 
 
+def winsorized_se(cube: np.ndarray, keep: np.ndarray, valid: np.ndarray) -> np.ndarray:
+    """Tukey-McLaughlin standard error of the mean of the kept values, per pixel: s_w sqrt(n) / h
+    with n the valid values, h the kept ones and s_w the ddof=1 standard deviation of the valid
+    values clipped to [min kept, max kept] (the winsorized sample). NaN where h < 2."""
+    x = cube.astype(np.float64)
+    lo = np.where(keep, x, np.inf).min(axis=0)
+    hi = np.where(keep, x, -np.inf).max(axis=0)
+    with np.errstate(invalid="ignore"):
+        xw = np.where(valid, np.clip(x, lo, hi), np.nan)
+    n = valid.sum(axis=0)
+    h = keep.sum(axis=0)
+    with np.errstate(invalid="ignore", divide="ignore"), _quiet():
+        se = np.nanstd(xw, axis=0, ddof=1) * np.sqrt(n) / h
+    return np.where(h >= 2, se, np.nan)
+
+
 def reduce_kept(cube: np.ndarray, keep: np.ndarray, method: str,
-                weights: np.ndarray | None = None):
-    """(image, uncertainty, count) of the kept values, float64, NaN where nothing is kept."""
+                weights: np.ndarray | None = None, valid: np.ndarray | None = None):
+    """(image, uncertainty, count) of the kept values, float64, NaN where nothing is kept.
+
+    The mean's and sum's uncertainty with rejection is the winsorized one (:func:`winsorized_se`,
+    weighted: the weighted SE times its ratio to the naive unweighted one); ``valid``, the values
+    the rejection saw (default: the finite ones; range rejection: ``keep``)."""
+    valid = np.isfinite(cube) if valid is None else valid
     x = np.where(keep, cube.astype(np.float64), np.nan)
     n = keep.sum(axis=0)
     with np.errstate(invalid="ignore", divide="ignore"), _quiet():
@@ -236,10 +257,16 @@ def reduce_kept(cube: np.ndarray, keep: np.ndarray, method: str,
             ssd = (wk * np.nan_to_num(x - mean) ** 2).sum(0)
             s = np.sqrt(ssd / (v1 - v2 / v1))
             s = np.where(n >= 2, s, np.nan)
-            if method == "mean":
-                value, unc = mean, s * np.sqrt(v2) / v1
-            elif method == "sum":
-                value, unc = mean * v1, s * np.sqrt(v2)
+            if method in ("mean", "sum"):
+                se_w = winsorized_se(cube, keep, valid)
+                s_naive = np.nanstd(x, axis=0, ddof=1) / np.sqrt(n)
+                trimmed = (n < valid.sum(axis=0)) & (n >= 2)
+                ratio = np.where(trimmed, se_w / s_naive, 1.0)  # se_w itself when unweighted
+                se = np.where(trimmed & (s_naive == 0), se_w, s * np.sqrt(v2) / v1 * ratio)
+                if method == "mean":
+                    value, unc = mean, se
+                else:
+                    value, unc = mean * v1, se * v1
             elif method == "min":
                 value, unc = np.nanmin(x, 0), s
             elif method == "max":

@@ -224,9 +224,35 @@ def _ssd_of_range(col, lo, hi, mean):
     return s
 
 
+@njit(nogil=True, cache=True, inline="always")
+def _winsorized_se_of_mean(n, lo, hi, mean, ssd, xlo, xhi):
+    """Tukey-McLaughlin standard error of the mean of the sorted range [lo, hi) of ``n`` sorted
+    valid values: ``s_w sqrt(n) / h`` with h = hi - lo and s_w the ddof=1 standard deviation of
+    the winsorized sample (values below the range set to xlo = x[lo], above it to xhi = x[hi-1]).
+    The kept values' own scatter over sqrt(h) ignores that the trim points move with the data,
+    and is 2x too small for an interquartile mean of Gaussian data. From the kept range's
+    ``mean`` and ``ssd`` (sum of squared deviations) by the parallel-axis theorem: O(1), no
+    further pass. s / sqrt(n) when nothing is trimmed; NaN when fewer than two values are kept.
+    """
+    h = hi - lo
+    if h < 2:
+        return np.nan
+    nlo = np.float64(lo)
+    nhi = np.float64(n - hi)
+    hf = np.float64(h)
+    nf = np.float64(n)
+    mean_w = (hf * mean + nlo * xlo + nhi * xhi) / nf
+    d = mean - mean_w
+    dlo = xlo - mean_w
+    dhi = xhi - mean_w
+    ssd_w = ssd + hf * d * d + nlo * dlo * dlo + nhi * dhi * dhi
+    return math.sqrt(ssd_w / (nf - 1.0)) * math.sqrt(nf) / hf
+
+
 @njit(nogil=True, cache=True)
-def _reduce_sorted_range(method, col, lo, hi):
-    """Combined value and standard error of the unweighted sorted range [lo, hi)."""
+def _reduce_sorted_range(method, col, n, lo, hi):
+    """Combined value and standard error of the unweighted sorted range [lo, hi) of the ``n``
+    sorted valid values in ``col``; mean and sum take the winsorized standard error."""
     m = hi - lo
     if method == MEDIAN:
         med = _median_of_range(col, lo, hi)
@@ -237,14 +263,20 @@ def _reduce_sorted_range(method, col, lo, hi):
         return med, MEDIAN_SE_FACTOR * (iqr / IQR_TO_SIGMA) / math.sqrt(m)
     mean = _mean_of_range(col, lo, hi)
     ssd = _ssd_of_range(col, lo, hi, mean)
+    if method == MEAN or method == SUM:
+        se = _winsorized_se_of_mean(n, lo, hi, mean, ssd, col[lo], col[hi - 1])
+        return (mean, se) if method == MEAN else (mean * m, se * m)
     return _moments_to_result(method, m, float(m), float(m), mean * m, ssd, col[lo],
                               col[hi - 1])
 
 
 @njit(nogil=True, cache=True)
 def _reduce_weighted(method, block, pix, scale, zero, weights, use_range, range_lo, range_hi,
-                     col, lo, hi):
-    """Weighted mean or sum of the values kept in the sorted range [lo, hi).
+                     col, n, lo, hi):
+    """Weighted mean or sum of the values kept in the sorted range [lo, hi) of the ``n`` sorted
+    valid values in ``col``. Its standard error is the weighted one times the unweighted
+    winsorized / naive ratio (see :func:`_winsorized_se_of_mean`); where the kept values are all
+    equal (naive SE 0), the unweighted winsorized SE (times the sum of weights for the sum).
 
     Weights belong to frames, and sorting lost the frame of each value, so the kept values are
     found again in frame order by value: strictly inside (col[lo], col[hi-1]) always, and equal to
@@ -293,7 +325,18 @@ def _reduce_weighted(method, block, pix, scale, zero, weights, use_range, range_
         if kept[k]:
             d = np.float64(block[k, pix] * scale[k] + zero[k]) - mean
             ssd += weights[k] * d * d
-    return _moments_to_result(method, hi - lo, v1, v2, swx, ssd, vlo, vhi)
+    value, unc = _moments_to_result(method, hi - lo, v1, v2, swx, ssd, vlo, vhi)
+    if hi - lo < n and hi - lo > 1:
+        h = hi - lo
+        m_h = _mean_of_range(col, lo, hi)
+        ssd_h = _ssd_of_range(col, lo, hi, m_h)
+        se_w = _winsorized_se_of_mean(n, lo, hi, m_h, ssd_h, vlo, vhi)
+        se_naive = math.sqrt(ssd_h / (h - 1)) / math.sqrt(h)
+        if se_naive > 0.0:
+            unc = unc * (se_w / se_naive)
+        else:
+            unc = se_w if method == MEAN else se_w * v1
+    return value, unc
 
 
 @njit(nogil=True, cache=True)
@@ -511,23 +554,28 @@ def _sigclip_lockstep(scratch, b, nvalid, pairs, use_median, use_mad, sigma_lo, 
 
 
 @njit(nogil=True, cache=True, fastmath=_REASSOC, error_model="numpy")
-def _finish_ranges(method, scratch, b, c0, lo, hi, sums, ssd, out_img, out_unc, out_cnt):
-    """Unweighted mean / sum / min / max of each lane's sorted range ``[lo[q], hi[q])`` and
-    its standard error (as :func:`_moments_to_result` with unit weights), with loops over rows
-    and lanes that LLVM vectorises: divisions and square roots then cost a vector instruction
-    per few lanes instead of a scalar one per pixel, which dominated."""
+def _finish_ranges(method, scratch, b, c0, nvalid, lo, hi, sums, ssd, out_img, out_unc,
+                   out_cnt):
+    """Unweighted mean / sum / min / max of each lane's sorted range ``[lo[q], hi[q])`` of its
+    ``nvalid[q]`` valid values and its standard error (as :func:`_reduce_sorted_range`: the
+    winsorized one for mean and sum), with loops over rows and lanes that LLVM vectorises:
+    divisions and square roots then cost a vector instruction per few lanes instead of a scalar
+    one per pixel, which dominated."""
     nf = scratch.shape[0]
     _range_mean_ssd(scratch, b, lo, hi, sums, ssd)  # sums: the mean
     for q in range(b):
         m = hi[q] - lo[q]
         mf = np.float64(m)
         s = math.sqrt(ssd[q] / (mf - 1.0)) if m > 1 else np.nan
+        xlo = np.float64(scratch[min(lo[q], nf - 1), q])
+        xhi = np.float64(scratch[max(hi[q] - 1, 0), q])
+        se_w = _winsorized_se_of_mean(nvalid[q], lo[q], hi[q], sums[q], ssd[q], xlo, xhi)
         if method == MEAN:
             value = sums[q]
-            unc = s * math.sqrt(mf) / mf
+            unc = se_w
         elif method == SUM:
             value = sums[q] * mf
-            unc = s * math.sqrt(mf)
+            unc = se_w * mf
         elif method == MIN:
             value = np.float64(scratch[min(lo[q], nf - 1), q])
             unc = s
@@ -619,16 +667,16 @@ def combine_sorted(block, p0, p1, pairs, scale, zero, weights, params, chunk, ou
                               sigma_hi, maxiters, dev, cen, spread, lower, upper, lo_arr,
                               hi_arr, active, work)
             if vector_finish:
-                _finish_ranges(method, scratch, b, c0, lo_arr, hi_arr, cen, spread, out_img,
-                               out_unc, out_cnt)
+                _finish_ranges(method, scratch, b, c0, nvalid, lo_arr, hi_arr, cen, spread,
+                               out_img, out_unc, out_cnt)
                 continue  # every lane done
         if stat:
             stat_ranges(reject, scratch, b, nvalid, col, use_median, sigma_lo, sigma_hi,
                         params.esd_max_frac, lam, params.gain, params.rdnoise, params.snoise,
                         np.float64(scale[0]), np.float64(zero[0]), params.pclip, lo_arr, hi_arr)
             if vector_finish:
-                _finish_ranges(method, scratch, b, c0, lo_arr, hi_arr, cen, spread, out_img,
-                               out_unc, out_cnt)
+                _finish_ranges(method, scratch, b, c0, nvalid, lo_arr, hi_arr, cen, spread,
+                               out_img, out_unc, out_cnt)
                 continue
         for q in range(b):
             n = nvalid[q]
@@ -660,7 +708,7 @@ def combine_sorted(block, p0, p1, pairs, scale, zero, weights, params, chunk, ou
                 continue
             if weighted:
                 value, unc = _reduce_weighted(method, block, pix, scale, zero, weights,
-                                              use_range, range_lo, range_hi, col, lo, hi)
+                                              use_range, range_lo, range_hi, col, n, lo, hi)
             else:
-                value, unc = _reduce_sorted_range(method, col, lo, hi)
+                value, unc = _reduce_sorted_range(method, col, n, lo, hi)
             _store_result(value, unc, hi - lo, pix, out_img, out_unc, out_cnt)
