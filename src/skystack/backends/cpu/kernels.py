@@ -590,7 +590,7 @@ def combine_sorted(block, p0, p1, pairs, scale, zero, weights, params, chunk, ou
     # esd, ccdclip and pclip: per-lane ranges (rejections_stat), finished like sigclip's.
     stat = reject == REJ_ESD or reject == REJ_CCDCLIP or reject == REJ_PCLIP
     lam = esd_lambda_table(nf if reject == REJ_ESD else 2, params.esd_alpha)
-    vector_finish = (sigclip or stat) and not weighted and method != MEDIAN
+    vector_finish = (sigclip or winsor or stat) and not weighted and method != MEDIAN
     for c0 in range(p0, p1, chunk):
         b = min(chunk, p1 - c0)
         for q in range(b):
@@ -614,6 +614,10 @@ def combine_sorted(block, p0, p1, pairs, scale, zero, weights, params, chunk, ou
             _median_all_valid(scratch, b, c0, nf, out_img, out_unc, out_cnt)
         if winsor:
             winsor_lanes(scratch, b, nvalid, sigma_lo, sigma_hi, maxiters, lo_arr, hi_arr)
+            if vector_finish:
+                _finish_ranges(method, scratch, b, c0, lo_arr, hi_arr, cen, spread, out_img,
+                               out_unc, out_cnt)
+                continue
         if sigclip:
             _sigclip_lockstep(scratch, b, nvalid, pairs, use_median, use_mad, sigma_lo,
                               sigma_hi, maxiters, dev, cen, spread, lower, upper, lo_arr,
