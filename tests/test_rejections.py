@@ -87,7 +87,8 @@ def test_winsor_lockstep_sigma_is_the_definitions():
     pre1 = np.vstack([np.zeros(g), np.cumsum(d, axis=0)])
     pre2 = np.vstack([np.zeros(g), np.cumsum(d * d, axis=0)])
     sig = np.array([np.std(xs[a[j]:b[j], j], ddof=1) for j in range(g)])
-    _winsor_refine(xs, pre1, pre2, g, a, b, med, (b - a).astype(np.float64), sig)
+    _winsor_refine(xs, pre1, pre2, g, a, b, med, (b - a).astype(np.float64), sig,
+                   np.empty((13, g)), np.empty((5, g), np.int64))
     want = [winsor_sigma(xs[a[j]:b[j], j], med[j]) for j in range(g)]
     np.testing.assert_allclose(sig, want, rtol=1e-10)
 

@@ -198,13 +198,14 @@ def _clamp_indices_all(xs, pre1, pre2, g, a_, b_, lo, hi, i1, i2, bl1, bu1, bl2,
 
 
 @njit(nogil=True, cache=True, error_model="numpy")
-def _winsor_refine(xs, pre1, pre2, g, a_, b_, med, cnt, sig):
+def _winsor_refine(xs, pre1, pre2, g, a_, b_, med, cnt, sig, fw, iw):
     """Refine sigma by winsorizing (module docstring) for lanes ``0 <= j < g`` in lockstep.
 
     Column ``j`` of ``xs`` holds lane j's sorted values (float64), of which the range
     ``[a_[j], b_[j])`` (``cnt[j]`` values, median ``med[j]``) is winsorized; ``pre1[i, j]`` /
     ``pre2[i, j]`` are the sums of ``d = x - med`` / ``d**2`` over the range's rows below ``i``.
-    ``sig[j]``: the starting sigma, replaced by the refined one.
+    ``sig[j]``: the starting sigma, replaced by the refined one. ``fw`` (13 x >= g float64) and
+    ``iw`` (5 x >= g int64): scratch.
 
     The values clamped to ``med -+ 1.5 s`` are the first and last ones of the range, so that a
     step needs only the two clamp indices and two prefix-sum differences. Each step checks,
@@ -214,25 +215,13 @@ def _winsor_refine(xs, pre1, pre2, g, a_, b_, med, cnt, sig):
     the new sigma of every lane is computed in a second vector loop. Lanes that have converged
     leave the lockstep once they are half of those stepping.
     """
-    slot = np.empty(g, np.int64)  # lane of each stepping slot
-    cm = np.empty(g, np.float64)
-    m = np.empty(g, np.float64)
-    s = np.empty(g, np.float64)
-    lo = np.empty(g, np.float64)
-    hi = np.empty(g, np.float64)
-    i1 = np.empty(g, np.int64)
-    i2 = np.empty(g, np.int64)
+    slot, i1, i2, fix = iw[0], iw[1], iw[2], iw[3]  # slot: the lane of each stepping slot
+    cm, m, s, lo, hi = fw[0], fw[1], fw[2], fw[3], fw[4]
     # Values either side of each clamp bound: x[i1 - 1] < lo <= x[i1], x[i2 - 1] <= hi < x[i2].
-    bl1 = np.empty(g, np.float64)
-    bu1 = np.empty(g, np.float64)
-    bl2 = np.empty(g, np.float64)
-    bu2 = np.empty(g, np.float64)
-    sum1 = np.empty(g, np.float64)  # sums of d, d**2 over the unclamped values [i1, i2)
-    sum2 = np.empty(g, np.float64)
-    nlo = np.empty(g, np.float64)
-    nhi = np.empty(g, np.float64)
-    going = np.empty(g, np.uint8)
-    fix = np.empty(g, np.int64)
+    bl1, bu1, bl2, bu2 = fw[5], fw[6], fw[7], fw[8]
+    sum1, sum2 = fw[9], fw[10]  # sums of d, d**2 over the unclamped values [i1, i2)
+    nlo, nhi = fw[11], fw[12]
+    going = iw[4]
     for j in range(g):
         slot[j] = j
         cm[j] = med[j]
@@ -331,10 +320,21 @@ def _winsor_refine(xs, pre1, pre2, g, a_, b_, med, cnt, sig):
 
 
 @njit(nogil=True, cache=True, error_model="numpy")
-def winsor_lanes(scratch, nlanes, nvalid, sigma_lo, sigma_hi, maxiters, lo_arr, hi_arr):
+def winsor_scratch(nf, lanes):
+    """Scratch of :func:`winsor_lanes` for chunks of up to ``lanes`` lanes of ``nf`` values
+    (allocated once per combine: some hundred KB, which allocated per chunk cost page faults)."""
+    group = max(8, min(lanes, _GROUP_BYTES // (24 * (nf + 1))))
+    return (np.empty((nf, group), np.float64), np.empty((nf + 1, group), np.float64),
+            np.empty((nf + 1, group), np.float64), np.empty((16, group), np.float64),
+            np.empty((5, group), np.int64), np.empty((5, group), np.int64))
+
+
+@njit(nogil=True, cache=True, error_model="numpy")
+def winsor_lanes(scratch, nlanes, nvalid, sigma_lo, sigma_hi, maxiters, lo_arr, hi_arr, work):
     """Kept ranges of winsorized sigma clipping (module docstring; ``maxiters < 0``: until
     nothing changes) of every lane ``q < nlanes`` of a sorted chunk (``scratch[:, q]`` holds
-    lane q's ``nvalid[q]`` values sorted, float32), into ``lo_arr`` / ``hi_arr``.
+    lane q's ``nvalid[q]`` values sorted, float32), into ``lo_arr`` / ``hi_arr``; ``work``:
+    :func:`winsor_scratch`.
 
     Lanes advance together, in groups: each iteration gathers the lanes still clipping, takes
     their median (a read at the range's middle), prefix sums about it and plain sample sigma
@@ -344,18 +344,11 @@ def winsor_lanes(scratch, nlanes, nvalid, sigma_lo, sigma_hi, maxiters, lo_arr, 
     clipping.
     """
     nf = scratch.shape[0]
-    group = max(8, _GROUP_BYTES // (24 * (nf + 1)))
-    xs = np.empty((nf, group), np.float64)
-    pre1 = np.empty((nf + 1, group), np.float64)
-    pre2 = np.empty((nf + 1, group), np.float64)
-    act = np.empty(group, np.int64)  # lanes still clipping (q - q0)
-    a_ = np.empty(group, np.int64)  # each lane's range
-    b_ = np.empty(group, np.int64)
-    ja = np.empty(group, np.int64)  # per slot j: the range, count, median, sigma of lane act[j]
-    jb = np.empty(group, np.int64)
-    jn = np.empty(group, np.float64)
-    jm = np.empty(group, np.float64)
-    js = np.empty(group, np.float64)
+    xs, pre1, pre2, fw, iw, jw = work
+    group = xs.shape[1]
+    act, a_, b_, ja, jb = jw[0], jw[1], jw[2], jw[3], jw[4]  # a_, b_: each lane's range
+    # per slot j: the range (ja, jb), count, median, sigma of lane act[j]
+    jn, jm, js = fw[13], fw[14], fw[15]
     for q0 in range(0, nlanes, group):
         g = min(group, nlanes - q0)
         nact = 0
@@ -404,7 +397,7 @@ def winsor_lanes(scratch, nlanes, nvalid, sigma_lo, sigma_hi, maxiters, lo_arr, 
                 mm = jn[j]
                 s1 = pre1[nf, j]
                 js[j] = math.sqrt(max(pre2[nf, j] - s1 * s1 / mm, 0.0) / (mm - 1.0))
-            _winsor_refine(xs, pre1, pre2, nact, ja, jb, jm, jn, js)
+            _winsor_refine(xs, pre1, pre2, nact, ja, jb, jm, jn, js, fw, iw)
             # The iteration's rejection: values below / above the bounds leave the range.
             it += 1
             keep = 0
