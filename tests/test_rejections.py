@@ -55,13 +55,14 @@ def test_cpu_matches_reference(n, method, reject, opts):
 
 
 
-@pytest.mark.parametrize("maxiters", [5, 0])
-def test_winsor_whole_chunks_match_reference(maxiters):
+@pytest.mark.parametrize("maxiters,nans", [(5, 0.03), (0, 0.0)])
+def test_winsor_whole_chunks_match_reference(maxiters, nans):
     """winsor steps hundreds of pixels in lockstep (backends/cpu/rejections.winsor_lanes:
     lanes leave as they converge, a few need many more steps or iterations than the rest):
-    one tile of whole sorted chunks, with NaNs, heavy tails and pixels of 0-2 valid values,
-    keeps exactly the reference's values."""
-    cube = make_stack(n=25, shape=(48, 64), seed=18, outlier_fraction=0.05)
+    one tile of whole sorted chunks, with heavy tails, with NaNs and pixels of 0-2 valid values
+    or with every value valid (a path of its own), keeps exactly the reference's values."""
+    cube = make_stack(n=25, shape=(48, 64), seed=18, outlier_fraction=0.05, nan_fraction=nans,
+                      dead_pixels=nans > 0)
     rng = np.random.default_rng(18)
     cube[:, 20:30] += (rng.standard_t(2, (25, 10, 64)) * 8).astype(np.float32)
     opts = dict(sigma_low=2.5, sigma_high=3.0, maxiters=maxiters)

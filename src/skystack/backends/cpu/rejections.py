@@ -379,7 +379,25 @@ def winsor_lanes(scratch, nlanes, nvalid, sigma_lo, sigma_hi, maxiters, lo_arr, 
             for j in range(nact):
                 pre1[0, j] = 0.0
                 pre2[0, j] = 0.0
-            for k in range(nf):
+            full = nact == g
+            for j in range(nact):
+                full = full and ja[j] == 0 and jb[j] == nf
+            for k in range(nf if full else 0):
+                # Every lane of the group, each with all its rows (the first iteration, and
+                # usually every value valid): no gather, no mask, a loop that vectorises.
+                src = scratch[k, q0:q0 + g]
+                row = xs[k]
+                p1 = pre1[k]
+                p2 = pre2[k]
+                n1 = pre1[k + 1]
+                n2 = pre2[k + 1]
+                for j in range(g):
+                    x = np.float64(src[j])
+                    row[j] = x
+                    d = x - jm[j]
+                    n1[j] = p1[j] + d
+                    n2[j] = p2[j] + d * d
+            for k in range(0 if full else nf):
                 src = scratch[k]
                 row = xs[k]
                 p1 = pre1[k]
