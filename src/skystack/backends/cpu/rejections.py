@@ -338,10 +338,11 @@ def winsor_lanes(scratch, nlanes, nvalid, sigma_lo, sigma_hi, maxiters, lo_arr, 
 
     Lanes advance together, in groups: each iteration gathers the lanes still clipping, takes
     their median (a read at the range's middle), prefix sums about it and plain sample sigma
-    in loops over rows that vectorise across lanes, refines sigma for all of them at once
-    (:func:`_winsor_refine`) and moves each range's ends past the values beyond the bounds.
-    This replaced a per-pixel loop of winsorizing steps, which took 2.5x the time of sigma
-    clipping.
+    in loops over rows (a vectorised one where every lane of the group holds all its values),
+    refines sigma for all of them at once (:func:`_winsor_refine`) and moves each range's ends
+    past the values beyond the bounds. This replaced a per-pixel loop of winsorizing steps:
+    2.7x the time of sigma clipping's combine before, 2.1x after (25 frames of 1024^2,
+    benchmarks/bench_rejections.py).
     """
     nf = scratch.shape[0]
     xs, pre1, pre2, fw, iw, jw = work
