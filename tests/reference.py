@@ -88,20 +88,28 @@ def _per_pixel_sorted(cube, valid, kept_slice):
     return keep
 
 
+def winsor_sigma(x, med):
+    """Winsorized sigma of the values ``x`` about ``med``, from its definition: the sample
+    sigma, refined by winsorizing at ``med -+ 1.5 s`` (``s = 1.134 std``, ddof 1) until it
+    changes by at most 5e-4 of itself (at most 50 steps)."""
+    s = np.std(x, ddof=1)
+    for _ in range(50):
+        w = np.clip(x, med - 1.5 * s, med + 1.5 * s)
+        s_new = 1.134 * np.std(w, ddof=1)
+        done = abs(s_new - s) <= 5e-4 * s
+        s = s_new
+        if done:
+            break
+    return s
+
+
 def _winsor_kept(y, sigma_low, sigma_high, maxiters, min_kept=3):
     """Winsorized sigma clipping from its definition, on sorted values; returns (lo, hi)."""
     lo, hi, it = 0, len(y), 0
     while hi - lo >= min_kept:
         x = y[lo:hi]
         med = np.median(x)
-        s = np.std(x, ddof=1)
-        for _ in range(50):
-            w = np.clip(x, med - 1.5 * s, med + 1.5 * s)
-            s_new = 1.134 * np.std(w, ddof=1)
-            done = abs(s_new - s) <= 5e-4 * s
-            s = s_new
-            if done:
-                break
+        s = winsor_sigma(x, med)
         kept = np.flatnonzero((x >= med - sigma_low * s) & (x <= med + sigma_high * s))
         if kept.size == 0:
             break

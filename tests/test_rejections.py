@@ -54,6 +54,45 @@ def test_cpu_matches_reference(n, method, reject, opts):
     _check(*_cpu(cube, method=method, reject=reject, **opts), cube, reject, opts, method)
 
 
+
+@pytest.mark.parametrize("maxiters,nans", [(5, 0.03), (0, 0.0)])
+def test_winsor_whole_chunks_match_reference(maxiters, nans):
+    """winsor steps hundreds of pixels in lockstep (backends/cpu/rejections.winsor_lanes:
+    lanes leave as they converge, a few need many more steps or iterations than the rest):
+    one tile of whole sorted chunks, with heavy tails, with NaNs and pixels of 0-2 valid values
+    or with every value valid (a path of its own), keeps exactly the reference's values."""
+    cube = make_stack(n=25, shape=(48, 64), seed=18, outlier_fraction=0.05, nan_fraction=nans,
+                      dead_pixels=nans > 0)
+    rng = np.random.default_rng(18)
+    cube[:, 20:30] += (rng.standard_t(2, (25, 10, 64)) * 8).astype(np.float32)
+    opts = dict(sigma_low=2.5, sigma_high=3.0, maxiters=maxiters)
+    r = skystack.combine(cube, backend="cpu", threads=1, method="mean", reject="winsor", **opts)
+    _check(r.data, r.uncertainty.array, r.count, cube, "winsor", opts, "mean")
+
+
+def test_winsor_lockstep_sigma_is_the_definitions():
+    """The refined sigma of every lane of a lockstep group (cpu/rejections._winsor_refine:
+    converged lanes must keep their sigma while the others step on) equals the definition's,
+    on lanes that need from 2 to 20+ steps and partial ranges."""
+    from skystack.backends.cpu.rejections import _winsor_refine
+    from tests.reference import winsor_sigma
+
+    rng = np.random.default_rng(7)
+    nf, g = 25, 600
+    xs = np.sort(rng.standard_t(2, (nf, g)) * 10 + 1000, axis=0)
+    a = rng.integers(0, 4, g)
+    b = nf - rng.integers(0, 4, g)
+    med = np.array([np.median(xs[a[j]:b[j], j]) for j in range(g)])
+    inside = (np.arange(nf)[:, None] >= a) & (np.arange(nf)[:, None] < b)
+    d = np.where(inside, xs - med, 0.0)
+    pre1 = np.vstack([np.zeros(g), np.cumsum(d, axis=0)])
+    pre2 = np.vstack([np.zeros(g), np.cumsum(d * d, axis=0)])
+    sig = np.array([np.std(xs[a[j]:b[j], j], ddof=1) for j in range(g)])
+    _winsor_refine(xs, pre1, pre2, g, a, b, med, (b - a).astype(np.float64), sig,
+                   np.empty((13, g)), np.empty((5, g), np.int64))
+    want = [winsor_sigma(xs[a[j]:b[j], j], med[j]) for j in range(g)]
+    np.testing.assert_allclose(sig, want, rtol=1e-10)
+
 def test_rejections_remove_outliers_and_keep_the_rest():
     """One cosmic ray per pixel, far above Gaussian noise: each method drops it (and pctclip
     nothing else at 30 % of the median)."""

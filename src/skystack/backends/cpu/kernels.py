@@ -38,7 +38,7 @@ import numpy as np
 from numba import njit
 
 from ..kernel_interface import Method, Reject
-from .rejections import linfit_range, pctclip_range, winsor_lanes
+from .rejections import linfit_range, pctclip_range, winsor_lanes, winsor_scratch
 from .rejections_stat import REJ_CCDCLIP, REJ_ESD, REJ_PCLIP, esd_lambda_table, stat_ranges
 
 # The codes of skystack.backends.kernel_interface as plain ints: Numba freezes them into the code.
@@ -622,6 +622,7 @@ def combine_sorted(block, p0, p1, pairs, scale, zero, weights, params, chunk, ou
     col = np.empty(nf, np.float64)
     pre = np.empty((3, nf + 1), np.float64)  # prefix sums of linfit (rejections.py)
     winsor = reject == REJ_WINSOR  # all lanes of a chunk together (rejections.winsor_lanes)
+    winsor_work = winsor_scratch(nf, chunk if winsor else 1)
     # Sigma clipping iterates on all lanes of a chunk in lockstep (see _sigclip_lockstep).
     sigclip = reject == REJ_SIGCLIP
     dev = np.empty((max(nf, 2) if sigclip else 1, chunk), np.float64)
@@ -638,7 +639,8 @@ def combine_sorted(block, p0, p1, pairs, scale, zero, weights, params, chunk, ou
     # esd, ccdclip and pclip: per-lane ranges (rejections_stat), finished like sigclip's.
     stat = reject == REJ_ESD or reject == REJ_CCDCLIP or reject == REJ_PCLIP
     lam = esd_lambda_table(nf if reject == REJ_ESD else 2, params.esd_alpha)
-    vector_finish = (sigclip or stat) and not weighted and method != MEDIAN
+    linfit = reject == REJ_LINFIT
+    vector_finish = (sigclip or winsor or stat or linfit) and not weighted and method != MEDIAN
     for c0 in range(p0, p1, chunk):
         b = min(chunk, p1 - c0)
         for q in range(b):
@@ -661,7 +663,12 @@ def combine_sorted(block, p0, p1, pairs, scale, zero, weights, params, chunk, ou
             # finish them with vector loops across the chunk; the others take the scalar path.
             _median_all_valid(scratch, b, c0, nf, out_img, out_unc, out_cnt)
         if winsor:
-            winsor_lanes(scratch, b, nvalid, sigma_lo, sigma_hi, maxiters, lo_arr, hi_arr)
+            winsor_lanes(scratch, b, nvalid, sigma_lo, sigma_hi, maxiters, lo_arr, hi_arr,
+                         winsor_work)
+            if vector_finish:
+                _finish_ranges(method, scratch, b, c0, lo_arr, hi_arr, cen, spread, out_img,
+                               out_unc, out_cnt)
+                continue
         if sigclip:
             _sigclip_lockstep(scratch, b, nvalid, pairs, use_median, use_mad, sigma_lo,
                               sigma_hi, maxiters, dev, cen, spread, lower, upper, lo_arr,
@@ -678,6 +685,16 @@ def combine_sorted(block, p0, p1, pairs, scale, zero, weights, params, chunk, ou
                 _finish_ranges(method, scratch, b, c0, nvalid, lo_arr, hi_arr, cen, spread,
                                out_img, out_unc, out_cnt)
                 continue
+        if linfit and vector_finish:
+            # Per-pixel ranges (rejections.linfit_range), then the vector finish of sigclip.
+            for q in range(b):
+                for i in range(nvalid[q]):
+                    col[i] = scratch[i, q]
+                lo_arr[q], hi_arr[q] = linfit_range(col, nvalid[q], sigma_lo, sigma_hi,
+                                                    maxiters, pre)
+            _finish_ranges(method, scratch, b, c0, lo_arr, hi_arr, cen, spread, out_img, out_unc,
+                           out_cnt)
+            continue
         for q in range(b):
             n = nvalid[q]
             pix = c0 + q
