@@ -666,8 +666,8 @@ def combine_sorted(block, p0, p1, pairs, scale, zero, weights, params, chunk, ou
             winsor_lanes(scratch, b, nvalid, sigma_lo, sigma_hi, maxiters, lo_arr, hi_arr,
                          winsor_work)
             if vector_finish:
-                _finish_ranges(method, scratch, b, c0, lo_arr, hi_arr, cen, spread, out_img,
-                               out_unc, out_cnt)
+                _finish_ranges(method, scratch, b, c0, nvalid, lo_arr, hi_arr, cen, spread,
+                               out_img, out_unc, out_cnt)
                 continue
         if sigclip:
             _sigclip_lockstep(scratch, b, nvalid, pairs, use_median, use_mad, sigma_lo,
@@ -692,8 +692,8 @@ def combine_sorted(block, p0, p1, pairs, scale, zero, weights, params, chunk, ou
                     col[i] = scratch[i, q]
                 lo_arr[q], hi_arr[q] = linfit_range(col, nvalid[q], sigma_lo, sigma_hi,
                                                     maxiters, pre)
-            _finish_ranges(method, scratch, b, c0, lo_arr, hi_arr, cen, spread, out_img, out_unc,
-                           out_cnt)
+            _finish_ranges(method, scratch, b, c0, nvalid, lo_arr, hi_arr, cen, spread, out_img,
+                           out_unc, out_cnt)
             continue
         for q in range(b):
             n = nvalid[q]
