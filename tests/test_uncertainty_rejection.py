@@ -115,6 +115,9 @@ CASES = [
     ("winsor", dict(sigma_low=2.0, sigma_high=2.5, maxiters=5)),
     ("esd", dict(esd_alpha=0.2, esd_max_frac=0.45)),
     ("pclip", dict(pclip=0.3)),
+    ("linfit", dict(sigma_low=2.0, sigma_high=2.0, maxiters=5)),
+    ("pctclip", dict(pctclip_low=0.02, pctclip_high=0.02)),
+    ("ccdclip", dict(gain=1.0, rdnoise=5.0)),
 ]
 
 
