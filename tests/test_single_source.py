@@ -69,10 +69,20 @@ def test_api_defaults_are_combine_options_defaults():
 
 
 def test_night_defaults_are_one_table():
+    """The night parser's defaults are NIGHT_STACK_OPTIONS; ``--reject`` alone defaults to None
+    ("not chosen"), which the night resolves to the table's rejection (or to none with
+    ``--interp drizzle``: skystack.night.options)."""
+    from skystack.night.options import drizzle_stack_options
+
     assert STACK_OPTIONS is NIGHT_STACK_OPTIONS
     actions = _combination_actions("night")
     for name, value in NIGHT_STACK_OPTIONS.items():
-        assert actions[name].default == value
+        assert actions[name].default == (None if name == "reject" else value)
+    resolved, _ = drizzle_stack_options({"reject": None}, NIGHT_STACK_OPTIONS, lambda s: None)
+    assert {**NIGHT_STACK_OPTIONS, **resolved}["reject"] == NIGHT_STACK_OPTIONS["reject"]
+    drizzled, _ = drizzle_stack_options({"reject": None, "interp": "drizzle"},
+                                        NIGHT_STACK_OPTIONS, lambda s: None)
+    assert drizzled["reject"] == "none"
 
 
 def test_an_unknown_choice_names_the_allowed_values():

@@ -272,6 +272,10 @@ def build_parser() -> argparse.ArgumentParser:
                      f"{night['maxiters']} unless told otherwise.")
     add_align_options(n, default="auto", align_help=NIGHT_ALIGN_HELP)
     n.set_defaults(reject=None)  # None: sigclip, or none with --interp drizzle (night.options)
+    for action in n._actions:  # its help names the night's default, not combine's
+        if action.dest == "reject":
+            action.help = (f"outlier rejection before the statistic (default: {night['reject']}; "
+                           "none with --interp drizzle)")
     n.add_argument("--interp", default="bilinear", choices=(*INTERP_CHOICES, "drizzle"),
                    help="resampling of the stacks (default: bilinear; drizzle: with --reject "
                         "none, the default then)")
