@@ -3,9 +3,15 @@
 Instead of interpolating each frame at the output pixel centres, every input pixel is shrunk by
 ``pixfrac`` (its side times pixfrac, about its centre) and its value is poured onto the output
 pixels that "drop" overlaps, weighted by the overlap area and the frame's weight (Fruchter &
-Hook 2002). The algorithm is the ``drizzle`` package's own (:class:`drizzle.resample.Drizzle`,
-its C kernel ``tdriz``), wrapped here on the CPU; kernels ``square`` (the classic drizzle),
-``turbo`` (an axis-aligned square drop: faster, approximate under rotation) and ``point``.
+Hook 2002). The algorithm is the ``drizzle`` package's (:class:`drizzle.resample.Drizzle`, its
+C kernel ``tdriz``), rewritten as Numba kernels in :mod:`skystack.regrid.drizzle_kernel` that
+agree with it to float32 rounding (``tests/test_drizzle_kernel.py``: every kernel, pixfrac,
+rotation and scale against the package on the same pixel maps), so that one pass gives the
+image, the weight map and the scatter sums at once and parts of a frame drizzle on several
+threads (the package's kernel runs on one thread, twice per frame for the scatter: 12x
+bilinear's time on this project's 2-core VM, against 3-4x now); kernels ``square`` (the
+classic drizzle), ``turbo`` (an axis-aligned square drop: faster, approximate under rotation)
+and ``point``.
 
 Conventions
     The pixel map of a frame (:func:`skystack.regrid.pixmap.pixel_map` run from the frame to
@@ -39,13 +45,17 @@ Memory and tiles
     The output is drizzled one band of rows at a time (:func:`skystack.core.tiles.plan_tiles`
     within ``--mem-limit``): for each band and frame only the input rows whose drops can land
     in the band are read and mapped (from each input row's range of output rows, measured once
-    per frame), with one more row on each side so drizzle sees the same neighbours as on the
-    whole frame; the band's result is identical to drizzling the whole output at once
-    (``tests/test_drizzle.py``). Memory holds a few planes of one band plus one frame's band of
-    input rows: it does not grow with the number of frames.
-Backend
-    Drizzle runs on the CPU (the drizzle package) whatever ``--backend`` says: ``--backend gpu``
-    is logged and the header's ``SKYSBKND``/``DRZBKND`` say CPU.
+    per frame), with one more row on each side for the corners' interpolation; every drop is
+    clipped to the band, so a band holds exactly what it would as part of the whole output
+    (``tests/test_drizzle.py``). Memory holds five float64 sums and COUNT for one band plus one
+    frame's band of input rows: it does not grow with the number of frames.
+Threads and backend
+    Within a band, a frame's input pixels are cut into chunks of rows (or of columns, for frames
+    rotated by about 90 degrees) whose output rows are bounded; chunks whose bounds do not
+    overlap run on ``workers`` threads at once, the others in later passes
+    (:func:`skystack.regrid.drizzle_kernel.chunk_passes`), so no two threads add to one pixel.
+    Drizzle runs on the CPU whatever ``--backend`` says: ``--backend gpu`` is logged and the
+    header's ``SKYSBKND``/``DRZBKND`` say CPU.
 """
 
 from __future__ import annotations
@@ -53,6 +63,7 @@ from __future__ import annotations
 import logging
 import math
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
@@ -66,6 +77,13 @@ from .core.records import RunStats
 from .core.tiles import Tile, plan_tiles
 from .errors import SkystackError
 from .normalization import frame_params
+from .regrid.drizzle_kernel import (
+    KERNEL_CODES,
+    chunk_passes,
+    chunk_row_reach,
+    drizzle_chunks,
+    row_extents,
+)
 from .regrid.pixmap import pixel_map
 
 __all__ = ["KERNELS", "DrizzleParams", "drizzle_params", "scaled_grid", "drizzle_header",
@@ -76,10 +94,6 @@ log = logging.getLogger("skystack")
 KERNELS = ("square", "turbo", "point")
 # Rows of input pixel map computed at once when measuring a frame's row ranges.
 _MAP_PIXELS = 1 << 21
-# Output pixels drizzled beyond each side of a band and then dropped: drizzle's C kernel does
-# not give the outermost output row/column of its array all of a drop's overlap (measured: a
-# band's last row got 0.98 of its weight), so a band's edge pixels are drizzled as inner ones.
-PAD = 2
 # Fraction of a full overlap (weight) below which a frame is not counted in COUNT at a pixel.
 _MIN_OVERLAP = 1e-3
 
@@ -160,7 +174,7 @@ def drizzle_header(params: DrizzleParams, weights_kind: str) -> fits.Header:
     header["DRZKERN"] = (params.kernel, "drizzle kernel")
     header["DRZPFRAC"] = (float(params.pixfrac), "drizzle pixfrac (drop side, input px)")
     header["DRZSCALE"] = (float(params.scale), "output pixel side / grid pixel side")
-    header["DRZBKND"] = ("cpu", "drizzle package on the CPU, any backend")
+    header["DRZBKND"] = ("cpu", "drizzle kernels on the CPU, any backend")
     header["DRZWHT"] = ("exptime" if weights_kind == "exptime" else "weights",
                         "EXPMAP = sum of frame weight x overlap")
     header["UNCMETH"] = ("scatter", "UNCERT: weighted scatter of drizzled frames")
@@ -186,21 +200,20 @@ class FrameDrizzler:
         self.row_lo = np.full(rows, np.inf)
         self.row_hi = np.full(rows, -np.inf)
         band = max(1, _MAP_PIXELS // cols)
-        dets = []
+        areas = []
         for r0 in range(0, rows, band):
             x, y = self._map(r0, min(rows, r0 + band))
-            with np.errstate(all="ignore"):
-                self.row_lo[r0:r0 + y.shape[0]] = np.fmin.reduce(y, axis=1, initial=np.inf)
-                self.row_hi[r0:r0 + y.shape[0]] = np.fmax.reduce(y, axis=1, initial=-np.inf)
-                if y.shape[0] > 1 and cols > 1:  # Jacobian of input -> output, per pixel
-                    det = (np.diff(x, axis=1)[:-1] * np.diff(y, axis=0)[:, :-1]
-                           - np.diff(x, axis=0)[:, :-1] * np.diff(y, axis=1)[:-1])
-                    dets.append(np.abs(det[np.isfinite(det)]))
-        det = np.concatenate(dets) if dets else np.array([])
-        # Output pixels per input pixel (area); the drops' reach, in output rows, follows.
+            lo, hi, area = row_extents(x, y)
+            self.row_lo[r0:r0 + y.shape[0]] = lo
+            self.row_hi[r0:r0 + y.shape[0]] = hi
+            areas.append(area)
+        det = np.concatenate(areas)
+        # Output pixels per input pixel (area); the drops' reach, in output rows, follows:
+        # a corner lies within the neighbouring centres' map, or half a pixel beyond the
+        # frame's edge centres (sqrt(2) output sides at most, under any rotation).
         self.area = float(np.median(det)) if det.size else 1.0
         self.ratio = 1.0 / math.sqrt(self.area)  # output pixel side in input pixels
-        self.reach = 1.0 + math.sqrt(self.area) * (1.0 if params.kernel != "point" else 0.0)
+        self.reach = 1.0 + 1.5 * math.sqrt(self.area) * (params.kernel != "point")
         self.iscale = 1.0 / self.area if conserve_flux else 1.0
 
     def _map(self, r0: int, r1: int) -> tuple[np.ndarray, np.ndarray]:
@@ -210,55 +223,88 @@ class FrameDrizzler:
 
     def input_rows(self, tile: Tile) -> tuple[int, int] | None:
         """Input rows [lo, hi) whose drops can reach ``tile``'s rows, or None."""
-        lo, hi = tile.r0 - PAD - self.reach, tile.r1 - 1 + PAD + self.reach
+        lo, hi = tile.r0 - self.reach, tile.r1 - 1 + self.reach
         near = (self.row_hi >= lo) & (self.row_lo <= hi)
         hit = np.flatnonzero(near)
         return None if hit.size == 0 else (int(hit[0]), int(hit[-1]) + 1)
 
-    def add(self, tile: Tile, drizzles, offset: float) -> bool:
-        """Drizzle the frame onto ``tile``: ``drizzles`` = (values, squared deviations from
-        ``offset``) :class:`~drizzle.resample.Drizzle` objects of the tile's shape plus
-        :data:`PAD` pixels on every side (see :func:`drizzle_frames`). Returns
-        whether any input row was drizzled."""
+    def add(self, tile: Tile, sums: _BandSums, offset: float, pool) -> bool:
+        """Drizzle the frame onto ``tile``'s ``sums`` (its ``frame`` plane zeroed first).
+        Returns whether any input row could reach the band."""
         span = self.input_rows(tile)
         if span is None or self.weight <= 0:
             return False
         lo, hi = span
-        if hi - lo < 2:
-            # drizzle refuses a box of one input row ("too few valid pixels"); a neighbouring
-            # row's drops miss the band's inner rows (it is not in the span), so adding it
-            # changes nothing there.
-            hi = min(self.frame.shape[0], lo + 2)
-            lo = max(0, hi - 2)
-        # One more row each side: drizzle derives a pixel's corners from its neighbours' map.
+        # One more row each side: a pixel's corners are interpolated from its neighbours.
         plo, phi = max(0, lo - 1), min(self.frame.shape[0], hi + 1)
         cols = self.frame.shape[1]
         data = np.empty((phi - plo, cols), np.float32)
         self.frame.source.read(Tile(plo, phi, 0, cols), data)
         x, y = self._map(plo, phi)
-        pixmap = np.empty((phi - plo, cols, 2), np.float64)
-        pixmap[..., 0] = x - (tile.c0 - PAD)
-        pixmap[..., 1] = y - (tile.r0 - PAD)
+        x -= tile.c0
+        y -= tile.r0
         # Normalised (v * scale + zero) and, with --conserve-flux, times the area ratio.
         data *= np.float32(self.scale * self.iscale)
         data += np.float32(self.zero * self.iscale)
-        good = np.isfinite(data) & np.isfinite(x) & np.isfinite(y)
-        data[~good] = 0.0
-        weight = np.where(good, np.float32(self.weight), np.float32(0.0))
-        centred = data - np.float32(offset)
-        box = {"xmin": 0, "xmax": cols - 1, "ymin": lo - plo, "ymax": hi - 1 - plo}
-        common = {"pixfrac": self.params.pixfrac, "pixel_scale_ratio": self.ratio,
-                  "in_units": "cps", **box}
-        values, squares = drizzles
-        values.add_image(data, 1.0, pixmap, data2=np.ones_like(data), weight_map=weight,
-                         **common)
-        squares.add_image(centred * centred, 1.0, pixmap, weight_map=weight, **common)
+        weight = np.full(data.shape, np.float32(self.weight))
+        pfo = self.params.pixfrac * math.sqrt(self.area) / 2 if self.params.kernel == "turbo" \
+            else 0.0
+        sums.frame[...] = 0.0
+        passes = _passes(y, lo - plo, hi - plo, pfo, pool)
+        args = (data, weight, x, y)
+        kernel, pixfrac, ratio = KERNEL_CODES[self.params.kernel], self.params.pixfrac, self.ratio
+        for chunks in passes:
+            parts = [chunks] if pool is None else np.array_split(chunks, _workers(pool))
+            jobs = [(*args, part, kernel, pixfrac, ratio, offset, *sums.planes())
+                    for part in parts if part.shape[0]]
+            if pool is None or len(jobs) == 1:
+                for job in jobs:
+                    drizzle_chunks(*job)
+            else:
+                for future in [pool.submit(drizzle_chunks, *job) for job in jobs]:
+                    future.result()
         return True
+
+
+# Input pixels per chunk side: chunks of one pass run on different threads.
+_CHUNK = 16
+
+
+def _workers(pool) -> int:
+    return max(1, getattr(pool, "_max_workers", 1))
+
+
+def _passes(y: np.ndarray, r0: int, r1: int, pfo: float, pool) -> list[np.ndarray]:
+    """The rows [r0, r1) of the input as chunks (row0, row1, col0, col1) grouped into passes
+    whose chunks cannot write the same output pixel (:func:`chunk_passes`), so that a pass's
+    chunks can run on different threads: chunks of rows, or of columns when rows leave too
+    little to run at once (frames rotated by about 90 degrees to the grid). One pass of one
+    chunk without a pool."""
+    rows, cols = y.shape
+    workers = 1 if pool is None else _workers(pool)
+    if workers == 1:
+        return [np.array([[r0, r1, 0, cols]], np.int64)]
+    # Rounding to the nearest output row and a turbo drop's half-side widen the bound.
+    margin = 1.0 + pfo
+    best: list[np.ndarray] = []
+    for axis in ("rows", "cols"):
+        if axis == "rows":
+            chunks = np.array([[r, min(r1, r + _CHUNK), 0, cols] for r in range(r0, r1, _CHUNK)],
+                              np.int64)
+        else:
+            chunks = np.array([[r0, r1, c, min(cols, c + _CHUNK)]
+                               for c in range(0, cols, _CHUNK)], np.int64)
+        passes = [chunks[p] for p in chunk_passes(chunk_row_reach(y, chunks, margin))]
+        if not best or len(passes) < len(best):
+            best = passes
+        if len(chunks) >= 2 * workers * len(passes):  # enough chunks per pass already
+            break
+    return best
 
 
 def _offset(first: FrameDrizzler) -> float:
     """A typical drizzled value (the first frame's median, normalised) subtracted before
-    squaring, so the float32 E[v^2] - E[v]^2 does not lose the variance under a background."""
+    squaring, so E[v^2] - E[v]^2 does not lose the variance under a bright background."""
     from .normalization import frame_statistic, sample_rows
 
     value = frame_statistic(first.frame, "median", sample_rows(first.frame.shape))
@@ -266,62 +312,69 @@ def _offset(first: FrameDrizzler) -> float:
     return float(value) if math.isfinite(value) else 0.0
 
 
+class _BandSums:
+    """The float64 sums of one band (:func:`skystack.regrid.drizzle_kernel.drizzle_chunks`)
+    and its COUNT."""
+
+    def __init__(self, shape: tuple[int, int]) -> None:
+        self.weight, self.values, self.squared_weight, self.deviations, self.frame = (
+            np.zeros(shape) for _ in range(5))
+        self.count = np.zeros(shape, np.int32)
+
+    def planes(self) -> tuple[np.ndarray, ...]:
+        return self.weight, self.values, self.squared_weight, self.deviations, self.frame
+
+
 def drizzle_frames(frames: list[Frame], grid: Grid, options: CombineOptions, sinks, *,
                    wcs_list: list[WCS], params: DrizzleParams, conserve_flux: bool = False,
                    progress=None, max_tile_rows: int | None = None,
-                   step: int = 32) -> RunStats:
+                   step: int = 32, workers: int = 1) -> RunStats:
     """Drizzle ``frames`` onto ``grid`` band by band into ``sinks`` (module docstring): each
     sink gets ``write_tile(tile, image, uncertainty, count, mask=count == 0,
     extras={"EXPMAP": weight map})``. ``options`` validated, with ``method`` mean and
-    ``reject`` none (:func:`drizzle_params`)."""
-    from drizzle.resample import Drizzle
-
+    ``reject`` none (:func:`drizzle_params`); ``workers`` threads drizzle the parts of a frame
+    that cannot write the same output pixel."""
     t0 = time.perf_counter()
     fp = frame_params(frames, options, wcs_list)
     drizzlers = [FrameDrizzler(f, w, grid, params, float(fp.scale[k]), float(fp.zero[k]),
                                float(fp.weights[k]), conserve_flux, step)
                  for k, (f, w) in enumerate(zip(frames, wcs_list))]
     offset = _offset(drizzlers[0])
-    # Per output pixel: 2 drizzles x (image, weight, squared-weight image) + COUNT + a copy.
-    tiles = plan_tiles(grid.shape, 8, options.mem_limit, max_rows=max_tile_rows)
-    for i, tile in enumerate(tiles):
-        padded = (tile.shape[0] + 2 * PAD, tile.shape[1] + 2 * PAD)
-        values = Drizzle(kernel=params.kernel, out_shape=padded, disable_ctx=True)
-        squares = Drizzle(kernel=params.kernel, out_shape=padded, disable_ctx=True)
-        count = np.zeros(padded, np.int32)
-        for d in drizzlers:
-            before = values.out_wht.copy() if values.out_wht is not None else None
-            if d.add(tile, (values, squares), offset):
-                # Counted where it added more than a thousandth of a full overlap: a drop's
-                # edge brushing a neighbour by rounding (1e-9 of a pixel) is not a contribution.
-                floor = _MIN_OVERLAP * d.weight
-                count += values.out_wht - (0.0 if before is None else before) > floor
-        _write(sinks, tile, values, squares, count, offset)
-        if progress is not None:
-            progress(i + 1, len(tiles))
+    # Per output pixel: five float64 sums, COUNT and the written planes (< 8 frames' worth).
+    tiles = plan_tiles(grid.shape, 8, options.mem_limit, max_rows=max_tile_rows, min_tiles=2)
+    pool = ThreadPoolExecutor(workers, thread_name_prefix="skystack-drizzle") \
+        if workers > 1 else None
+    try:
+        for i, tile in enumerate(tiles):
+            sums = _BandSums(tile.shape)
+            for d in drizzlers:
+                if d.add(tile, sums, offset, pool):
+                    # Counted where it added more than a thousandth of a full overlap: a drop's
+                    # edge brushing a neighbour by rounding is not a contribution.
+                    sums.count += sums.frame > _MIN_OVERLAP * d.weight
+            _write(sinks, tile, sums, offset)
+            if progress is not None:
+                progress(i + 1, len(tiles))
+    finally:
+        if pool is not None:
+            pool.shutdown()
     return RunStats(len(frames), len(tiles), tiles[0].shape, time.perf_counter() - t0, 0.0, 0.0)
 
 
-def _write(sinks, tile: Tile, values, squares, count: np.ndarray, offset: float) -> None:
+def _write(sinks, tile: Tile, sums: _BandSums, offset: float) -> None:
     """Image, UNCERT (weighted scatter, module docstring), COUNT, EXPMAP of one band."""
-    inner = (slice(PAD, PAD + tile.shape[0]), slice(PAD, PAD + tile.shape[1]))
-    if values.out_wht is None or values.out_img2 is None:  # no frame reached the band
-        nan = np.full(tile.shape, np.nan, np.float32)
-        image, uncert, weight = nan, nan, np.zeros(tile.shape, np.float32)
-        count = np.zeros(tile.shape, np.int32)
-    else:
-        weight = values.out_wht[inner]
-        count = count[inner]
-        empty = ~(weight > 0)
-        image = values.out_img[inner].astype(np.float32, copy=True)
-        image[empty] = np.nan
-        with np.errstate(all="ignore"):
-            mean_dev = image.astype(np.float64) - offset
-            var = np.maximum(squares.out_img[inner].astype(np.float64) - mean_dev ** 2, 0.0)
-            v = values.out_img2[0][inner].astype(np.float64)
-            uncert = np.sqrt(var * v / (1.0 - v)).astype(np.float32)
-        uncert[empty | (count < 2) | ~(v < 1.0 - 1e-6)] = np.nan
-        count = np.where(empty, 0, count).astype(np.int32)
+    weight = sums.weight
+    empty = ~(weight > 0)
+    with np.errstate(all="ignore"):
+        mean = sums.values / weight
+        mean_dev = mean - offset
+        var = np.maximum(sums.deviations / weight - mean_dev ** 2, 0.0)
+        v = sums.squared_weight / weight ** 2
+        uncert = np.sqrt(var * v / (1.0 - v)).astype(np.float32)
+    image = mean.astype(np.float32)
+    image[empty] = np.nan
+    count = np.where(empty, 0, sums.count).astype(np.int32)
+    uncert[empty | (count < 2) | ~(v < 1.0 - 1e-6)] = np.nan
     for sink in sinks:
         sink.write_tile(tile, image, uncert, count, mask=count == 0,
-                        extras={"EXPMAP": np.asarray(weight, np.float32)})
+                        extras={"EXPMAP": weight.astype(np.float32)})

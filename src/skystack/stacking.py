@@ -61,7 +61,8 @@ def stack_frames(frames: list[Frame], grid: Grid, options: CombineOptions, backe
 
         stats = drizzle_frames(frames, grid, replace(options, uncertainty="scatter"), sinks,
                                wcs_list=wcs_list, params=drizzle, conserve_flux=conserve_flux,
-                               progress=progress, max_tile_rows=max_tile_rows, step=step)
+                               progress=progress, max_tile_rows=max_tile_rows, step=step,
+                               workers=workers)
         return replace(stats, seconds=time.perf_counter() - t0)
     options = resolve_uncertainty(frames, options)
     check_ccdclip_resampling(options, conserve_flux)
