@@ -153,6 +153,15 @@ def test_one_line_errors(kwargs, message):
     assert "\n" not in str(err.value)
 
 
+@pytest.mark.parametrize("shape", [(30, 1), (1, 30)])
+def test_frames_one_pixel_wide_are_a_one_line_error(shape):
+    # Without neighbours a pixel's drop has no footprint: the product would be all NaN.
+    hdus = _hdus([(0, 0, 0), (0.5, 0.5, 0)], [np.ones(shape), np.ones(shape)])
+    with pytest.raises(SkystackError, match="drizzle needs frames of at least 2x2") as err:
+        stack(hdus, backend="cpu", interp="drizzle")
+    assert "\n" not in str(err.value)
+
+
 def test_cli_drizzle_and_its_error(tmp_path, capsys):
     rng = np.random.default_rng(2)
     paths = []

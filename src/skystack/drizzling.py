@@ -197,6 +197,11 @@ class FrameDrizzler:
         self.scale, self.zero, self.weight = scale, zero, weight
         self.step = step
         rows, cols = frame.shape
+        if rows < 2 or cols < 2:
+            # A pixel's footprint comes from its neighbours' positions: a frame one pixel
+            # wide would drizzle nothing (its drops have no area) or at a guessed scale.
+            raise SkystackError(f"{frame.label}: {rows}x{cols} pixels; drizzle needs frames of "
+                                "at least 2x2 pixels (use --interp bilinear)")
         self.row_lo = np.full(rows, np.inf)
         self.row_hi = np.full(rows, -np.inf)
         band = max(1, _MAP_PIXELS // cols)
