@@ -15,7 +15,8 @@ count output is poisoned before each run and checked to be fully written):
 * ceilings: device-to-device copy bandwidth (bytes read + written per second) and pinned
   host-to-device and device-to-host bandwidths;
 * every combine kernel (``KERNEL_CASES``: mean, sum, median, two sigma clips, minmax and
-  percentile rejection; sky + ~2 % outliers) for N in {5, 9, 16, 25, 32, 64, 200, 1000} on a
+  percentile rejection, and issue 18's winsor, linfit, pctclip, esd, ccdclip and pclip; sky +
+  ~2 % outliers) for N in {5, 9, 16, 25, 32, 64, 200, 1000} on a
   frame-major block resident on the GPU. Bytes moved = 4 N + 12 per pixel (read the stack once,
   write image, uncertainty, count); ``fraction_of_ceiling`` = achieved / device copy bandwidth.
   The peers on the same resident data: ``cupy_median`` (``cupy.median`` along axis 0),
@@ -26,13 +27,16 @@ count output is poisoned before each run and checked to be fully written):
   device budget capped below the stack size so that it streams; compared with the pinned
   host-to-device bandwidth (for the bytes shipped) and with just reading the same tiles
   (``read_only``); and ``end_to_end_cpu`` vs ``end_to_end_gpu`` on the same subset of frames;
-* ``reproject_bilinear``, ``reproject_nearest``, ``reproject_bilinear_flux``: the
+* ``reproject_bilinear``, ``reproject_nearest``, ``reproject_bilinear_flux``,
+  ``reproject_lanczos3``, ``reproject_lanczos4``: the
   ``reproject_tile`` kernel (kernels/reproject.cu) on one staged tile resident on the GPU:
   ``bench_reproject.py``'s scene (n² TAN-SIP frame rotated 20° onto an n² TAN grid rotated -5°,
   about 70 % overlap), staged exactly as the stack loop stages it. Bytes moved = the staged
   input read (the frame's band of pixels, node maps, tables) + the float32 output written; the
   output is poisoned before every run and checked to be fully written, and a band of rows is
-  compared with the CPU backend (``cpu_mismatches``: pixels not bit-identical); the peer
+  compared with the CPU backend (``cpu_mismatches``: pixels not bit-identical;
+  ``cpu_max_rel_diff``: the largest relative difference, expected ~1e-7 for Lanczos, whose
+  weights come from a table on the CPU and from polynomials on the GPU); the peer
   ``dfreproject_bilinear`` (PyTorch, on the GPU) on the same frame and grid, timed from host
   array to host array against skystack's host staging + kernel;
 * ``stack_end_to_end_gpu`` vs ``stack_end_to_end_cpu``: ``skystack.stack_to_file`` of dithered,
@@ -74,6 +78,15 @@ KERNEL_CASES = {
                                sigma=3.0, maxiters=5),
     "sigclip_mean_std": dict(method="mean", reject="sigclip", center="mean", spread="std",
                              sigma=3.0, maxiters=5),
+    # Issue 18's rejections (goal: >= 50 % of the copy ceiling, like the others).
+    "winsor_mean": dict(method="mean", reject="winsor"),
+    "linfit_mean": dict(method="mean", reject="linfit"),
+    "pctclip_mean": dict(method="mean", reject="pctclip"),
+    "esd_mean": dict(method="mean", reject="esd"),
+    # make_block's values are 1000 ADU with sigma 10 ADU: gain 10 e-/ADU and 10 e- of read
+    # noise model sigma = sqrt(1 + 1000 / 10) = 10.05 ADU.
+    "ccdclip_mean": dict(method="mean", reject="ccdclip", gain=10.0, rdnoise=10.0),
+    "pclip_mean": dict(method="mean", reject="pclip"),
 }
 
 
@@ -269,11 +282,15 @@ def cpu_backend_rows(host: np.ndarray, cpu) -> list[dict]:
 
 # A value no resampled pixel can take (inputs are ~1000, NaN is a legitimate output).
 POISON = -3.0e38
-REPROJECT_CASES = {"reproject_bilinear": (False, False), "reproject_nearest": (True, False),
-                   "reproject_bilinear_flux": (False, True)}
+# name: (interpolation, conserve flux)
+REPROJECT_CASES = {"reproject_bilinear": ("bilinear", False),
+                   "reproject_nearest": ("nearest", False),
+                   "reproject_bilinear_flux": ("bilinear", True),
+                   "reproject_lanczos3": ("lanczos3", False),
+                   "reproject_lanczos4": ("lanczos4", False)}
 
 
-def reproject_staging(n: int, nearest: bool = False, flux: bool = False):
+def reproject_staging(n: int, interp: str = "bilinear", flux: bool = False):
     """Host side of the reprojection benchmark (NumPy and astropy only, no CuPy): the scene of
     bench_reproject.py staged as one tile covering the whole grid, exactly as the stack loop
     (skystack.backends.gpu.stack_streaming) stages a tile.
@@ -292,26 +309,27 @@ def reproject_staging(n: int, nearest: bool = False, flux: bool = False):
         stack_geometry,
     )
     from skystack.io.reader import Tile
+    from skystack.regrid.interp import reach
     from skystack.stacking import Grid
 
     wcs_in, wcs_out, image = scene(n)
     geom = stack_geometry([wcs_in], [(n, n)], Grid(wcs_out, (n, n)))
     tile = Tile(0, n, 0, n)
-    (region,) = frame_regions(geom, 0, [tile])
-    layout = layout_tile(geom, tile, [region], nearest=nearest, conserve_flux=flux)
+    (region,) = frame_regions(geom, 0, [tile], reach(interp))
+    layout = layout_tile(geom, tile, [region], interp=interp, conserve_flux=flux)
     staged = np.zeros(layout.spec.nbytes, np.uint8)
     pack_tile(staged, geom, layout)
     band_view(staged, layout, 0)[...] = image[region.r0:region.r1, region.c0:region.c1]
     return layout, staged, image, wcs_in, wcs_out
 
 
-def reproject_cpu_rows(image, wcs_in, wcs_out, n: int, rows: int, nearest: bool,
+def reproject_cpu_rows(image, wcs_in, wcs_out, n: int, rows: int, interp: str,
                        flux: bool) -> np.ndarray:
     """The CPU backend's values for output rows [0, rows) of the benchmark's tile."""
     from skystack.regrid import pixel_area_ratio, pixel_map, resample
 
     x, y = pixel_map(wcs_in, wcs_out, (n, n), rows=slice(0, rows))
-    values = resample(image, x, y, "nearest" if nearest else "bilinear")
+    values = resample(image, x, y, interp)
     if flux:
         values *= pixel_area_ratio(x, y).astype(np.float32)
     return values
@@ -324,9 +342,9 @@ def reproject_benchmarks(ceiling: float, n: int) -> list[dict]:
 
     dev = CupyDevice()
     rows = []
-    for name, (nearest, flux) in REPROJECT_CASES.items():
+    for name, (interp, flux) in REPROJECT_CASES.items():
         t0 = time.perf_counter()
-        layout, host, image, wcs_in, wcs_out = reproject_staging(n, nearest, flux)
+        layout, host, image, wcs_in, wcs_out = reproject_staging(n, interp, flux)
         staging_s = time.perf_counter() - t0
         staged = cp.asarray(host)
         npix = layout.spec.npix
@@ -338,10 +356,14 @@ def reproject_benchmarks(ceiling: float, n: int) -> list[dict]:
         # Against the CPU backend on a band of rows (with flux, the band's last row is a tile
         # border on the CPU only: left out).
         band = min(n, 256)
-        want = reproject_cpu_rows(image, wcs_in, wcs_out, n, band, nearest, flux)
+        want = reproject_cpu_rows(image, wcs_in, wcs_out, n, band, interp, flux)
         got = cp.asnumpy(block[:band * n]).reshape(band, n)
         check = slice(0, band - 1 if flux else band)
         same = (got[check] == want[check]) | (np.isnan(got[check]) & np.isnan(want[check]))
+        both = np.isfinite(got[check]) & np.isfinite(want[check])
+        # Lanczos weights: a table on the CPU, polynomials on the GPU (both within 3e-8).
+        rel = np.abs(got[check][both] - want[check][both]) / np.maximum(
+            np.abs(want[check][both]), 1e-30)
         reg = layout.regions[0]
         nbytes = layout.spec.nbytes + 4 * npix
         rows.append(row(name, 1, (n, n), secs, nbytes, ceiling, kernel=name,
@@ -349,6 +371,9 @@ def reproject_benchmarks(ceiling: float, n: int) -> list[dict]:
                         output_bytes=4 * npix, gpix_per_s=npix / secs / 1e9,
                         host_staging_seconds=staging_s,
                         cpu_mismatches=int((~same).sum()),
+                        cpu_max_rel_diff=float(rel.max(initial=0.0)),
+                        cpu_nan_pattern_differs=int((np.isnan(got[check])
+                                                     != np.isnan(want[check])).sum()),
                         footprint_fraction=float(cp.isfinite(block).mean())))
         if name == "reproject_bilinear":
             rows.append(dfreproject_peer(image, wcs_in, wcs_out, n, want, rows[-1]))
@@ -582,11 +607,11 @@ def dry_run_rows(folder: Path, profile: dict) -> tuple[list, list]:
         rows += cpu_backend_rows(host, cpu)
     cpu.close()
     n = profile["reproject_n"]
-    for name, (nearest, flux) in REPROJECT_CASES.items():
+    for name, (interp, flux) in REPROJECT_CASES.items():
         t0 = time.perf_counter()
-        layout, _, image, wcs_in, wcs_out = reproject_staging(n, nearest, flux)
+        layout, _, image, wcs_in, wcs_out = reproject_staging(n, interp, flux)
         staging_s = time.perf_counter() - t0
-        reproject_cpu_rows(image, wcs_in, wcs_out, n, min(n, 64), nearest, flux)
+        reproject_cpu_rows(image, wcs_in, wcs_out, n, min(n, 64), interp, flux)
         rows.append(skipped(name, "no GPU", host_staging_seconds=staging_s,
                             staged_bytes=layout.spec.nbytes))
     rows.append(skipped("dfreproject_bilinear", "no GPU"))
