@@ -54,6 +54,7 @@ import datetime as dt
 import json
 import os
 import re
+import signal
 import statistics
 import subprocess
 import sys
@@ -112,11 +113,26 @@ def cuda_seconds(fn, repeats: int = 5, before=None) -> float:
     return statistics.median(times)
 
 
+# Every row made so far and the ceilings once measured: what is written if the session's time
+# cap stops the run (SIGTERM from session.sh's timeout) before the end.
+_COLLECTED: list[dict] = []
+_CEILINGS: dict = {}
+
+
+class _CutShort(Exception):
+    """SIGTERM arrived: write what was measured."""
+
+
+def _on_sigterm(signum, frame):
+    raise _CutShort
+
+
 def row(name, n, shape, seconds, nbytes, ceiling=None, **extra):
     gbps = nbytes / seconds / 1e9
     r = {"name": name, "n": n, "shape": list(shape), "seconds": seconds, "gb_per_s": gbps,
          "fraction_of_ceiling": (gbps / ceiling) if ceiling else None}
     r.update(extra)
+    _COLLECTED.append(r)
     print(f"{name:>22} n={n:<5} {str(tuple(shape)):>16} {seconds * 1e3:10.3f} ms "
           f"{gbps:9.1f} GB/s" + (f"  {gbps / ceiling:6.1%} of ceiling" if ceiling else ""),
           flush=True)
@@ -154,6 +170,7 @@ def skipped(name: str, reason: str, **extra) -> dict:
     r = {"name": name, "n": None, "shape": None, "seconds": None, "gb_per_s": None,
          "fraction_of_ceiling": None, "skipped": reason}
     r.update(extra)
+    _COLLECTED.append(r)
     print(f"{name:>22} skipped: {reason}", flush=True)
     return r
 
@@ -661,6 +678,7 @@ def device_name() -> str | None:
 def measure(profile: dict, workdir: str | None) -> tuple[dict, list, list]:
     """(ceilings, rows, notes) of every GPU measurement at the profile's sizes."""
     ceil = ceilings(profile["ceiling_bytes"])
+    _CEILINGS.update(ceil)
     print(json.dumps(ceil), flush=True)
     rows = kernel_benchmarks(ceil["device_copy_gb_per_s"], profile["kernel_bytes"],
                              profile["n_values"])
@@ -732,8 +750,15 @@ def main(argv=None) -> int:
     else:
         import cupy as cp
 
-        ceil, rows, notes = measure(profile, args.workdir)
         cupy_version = cp.__version__
+        signal.signal(signal.SIGTERM, _on_sigterm)
+        try:
+            ceil, rows, notes = measure(profile, args.workdir)
+        except _CutShort:
+            ceil, rows = dict(_CEILINGS), list(_COLLECTED)
+            notes = [f"cut short by SIGTERM (the session's time cap) after {len(rows)} rows: "
+                     "the measurements after the last row did not run"]
+            print(notes[0], flush=True)
     try:
         commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True,
                                 cwd=REPO).stdout.strip() or "unknown"

@@ -69,3 +69,35 @@ def test_wheel_list_pins_one_version_of_each_package_and_nothing_preinstalled():
                              "matplotlib", "pytest", "tqdm", "tifffile"}
     assert {"astropy", "pyerfa", "astropy-iers-data", "reproject", "sep",
             "dfreproject"} <= set(names)
+
+
+def test_bench_gpu_writes_what_it_measured_when_the_time_cap_stops_it(tmp_path, monkeypatch):
+    # session.sh's timeout sends SIGTERM: the rows measured so far are written, with a note.
+    import signal
+    import types
+
+    sys.path.insert(0, str(REPO / "benchmarks"))
+    import bench_gpu
+
+    def measure(profile, workdir):
+        bench_gpu._CEILINGS.update({"device_copy_gb_per_s": 1000.0,
+                                    "pinned_h2d_gb_per_s": 50.0, "pinned_d2h_gb_per_s": 50.0})
+        bench_gpu.row("sum", 5, (10, 10), 0.001, 1e6, 1000.0)
+        os.kill(os.getpid(), signal.SIGTERM)
+        bench_gpu.row("never", 5, (10, 10), 0.001, 1e6, 1000.0)
+        raise AssertionError("SIGTERM did not stop the measurements")
+
+    monkeypatch.setattr(bench_gpu, "measure", measure)
+    monkeypatch.setattr(bench_gpu, "device_name", lambda: "Fake GPU")
+    monkeypatch.setitem(sys.modules, "cupy", types.SimpleNamespace(__version__="0"))
+    monkeypatch.setattr(bench_gpu, "_COLLECTED", [])
+    previous = signal.getsignal(signal.SIGTERM)
+    try:
+        assert bench_gpu.main(["--session", "--out", str(tmp_path), "--stem", "cut"]) == 0
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    result = json.loads((tmp_path / "cut.json").read_text())
+    assert [r["name"] for r in result["benchmarks"]] == ["sum"]
+    assert result["ceilings"]["device_copy_gb_per_s"] == 1000.0
+    assert "cut short by SIGTERM" in result["notes"][0]
+    assert "cut short" in (tmp_path / "cut.md").read_text()
