@@ -17,6 +17,7 @@ import skystack
 from skystack.backends.cpu import CpuBackend
 from skystack.backends.gpu.kernels import choose_combine_kernel
 from skystack.backends.kernel_interface import Reject, kernel_params
+from skystack.clip_efficiency import value_clip_factors
 from skystack.io.inputs import load_frames
 from skystack.pipeline import ArraySink, combine_frames
 from tests.fake_device import FakeDevice, FakeGpuBackend
@@ -32,9 +33,13 @@ CASES = [
 ]
 
 
-def _check(img, unc, cnt, cube, reject, opts, method):
+def _check(img, unc, cnt, cube, reject, opts, method, factor=1.0):
+    """``factor``: the product's UNCCLIP (a value-clipped mean's UNCERT is the winsorized SE
+    times it: skystack.clip_efficiency, tested against ground truth in
+    test_uncertainty_rejection.py)."""
     keep = keep_mask(cube, reject, **opts)
     value, unc_ref, count = reduce_kept(cube, keep, method)
+    unc_ref = unc_ref * factor
     np.testing.assert_array_equal(cnt, count)
     rtol = 1e-6 if method == "median" else 1e-5
     np.testing.assert_allclose(img, value, rtol=rtol, atol=1e-4, equal_nan=True)
@@ -43,7 +48,7 @@ def _check(img, unc, cnt, cube, reject, opts, method):
 
 def _cpu(cube, **kw):
     r = skystack.combine(cube, backend="cpu", max_tile_rows=6, **kw)
-    return r.data, r.uncertainty.array, r.count
+    return r.data, r.uncertainty.array, r.count, r.meta.get("UNCCLIP", 1.0)
 
 
 @pytest.mark.parametrize("n", [3, 15, 40])
@@ -51,7 +56,8 @@ def _cpu(cube, **kw):
 @pytest.mark.parametrize("method", ["mean", "median"])
 def test_cpu_matches_reference(n, method, reject, opts):
     cube = make_stack(n=n, shape=(13, 17), seed=n + len(reject), outlier_fraction=0.06)
-    _check(*_cpu(cube, method=method, reject=reject, **opts), cube, reject, opts, method)
+    img, unc, cnt, factor = _cpu(cube, method=method, reject=reject, **opts)
+    _check(img, unc, cnt, cube, reject, opts, method, factor)
 
 
 
@@ -67,7 +73,8 @@ def test_winsor_whole_chunks_match_reference(maxiters, nans):
     cube[:, 20:30] += (rng.standard_t(2, (25, 10, 64)) * 8).astype(np.float32)
     opts = dict(sigma_low=2.5, sigma_high=3.0, maxiters=maxiters)
     r = skystack.combine(cube, backend="cpu", threads=1, method="mean", reject="winsor", **opts)
-    _check(r.data, r.uncertainty.array, r.count, cube, "winsor", opts, "mean")
+    _check(r.data, r.uncertainty.array, r.count, cube, "winsor", opts, "mean",
+           r.meta["UNCCLIP"])
 
 
 def test_winsor_lockstep_sigma_is_the_definitions():
@@ -101,7 +108,7 @@ def test_rejections_remove_outliers_and_keep_the_rest():
     cube[7] += 5000.0
     for reject, opts in [("winsor", {}), ("linfit", {}), ("pctclip", dict(pctclip_low=0.3,
                                                                          pctclip_high=0.3))]:
-        img, _, cnt = _cpu(cube, reject=reject, **opts)
+        img, _, cnt, _ = _cpu(cube, reject=reject, **opts)
         assert (cnt <= 19).all(), reject
         clean = np.delete(cube, 7, axis=0).astype(np.float64)
         assert np.abs(img - clean.mean(0)).max() < 15.0, reject
@@ -121,7 +128,7 @@ def test_pctclip_median_zero_rejects_nothing_and_negative_uses_magnitude():
     cube[:, 0, 0] = [-3.0, 0.0, 0.0, 0.0, 50.0]          # median 0: no relative distance
     cube[:, 0, 1] = [-100.0, -101.0, -99.0, -150.0, -60.0]  # median -100: |median| scales
     cube[:, 1, :] = 7.0
-    img, _, cnt = _cpu(cube, reject="pctclip", pctclip_low=0.2, pctclip_high=0.2)
+    img, _, cnt, _ = _cpu(cube, reject="pctclip", pctclip_low=0.2, pctclip_high=0.2)
     assert cnt[0, 0] == 5 and img[0, 0] == pytest.approx(47.0 / 5)
     assert cnt[0, 1] == 3 and img[0, 1] == pytest.approx(-100.0)
     assert (cnt[1] == 5).all()
@@ -137,7 +144,7 @@ def test_permutation_invariant_and_constant_data_untouched(n, seed, reject):
     np.testing.assert_array_equal(a[2], b[2])
     np.testing.assert_allclose(a[0], b[0], rtol=1e-6)
     const = np.full((n, 2, 3), 42.5, np.float32)
-    img, _, cnt = _cpu(const, reject=reject, sigma=0.5)
+    img, _, cnt, _ = _cpu(const, reject=reject, sigma=0.5)
     assert (cnt == n).all() and (img == 42.5).all()
 
 
@@ -154,7 +161,10 @@ def test_streamed_fake_gpu_equals_cpu_and_reference():
         gpu, cpu = results
         np.testing.assert_array_equal(gpu.image, cpu.image)
         np.testing.assert_array_equal(gpu.count, cpu.count)
-        _check(gpu.image, gpu.uncertainty, gpu.count, cube, reject, opts, "mean")
+        np.testing.assert_array_equal(gpu.uncertainty, cpu.uncertainty)
+        clip = value_clip_factors(options, None, len(cube))
+        _check(gpu.image, gpu.uncertainty, gpu.count, cube, reject, opts, "mean",
+               1.0 if clip is None else np.sqrt(clip.scatter))
 
 
 def test_model_uncertainty_uses_the_kept_count():
@@ -174,7 +184,9 @@ def test_model_uncertainty_uses_the_kept_count():
     r = skystack.combine(frames, reject="winsor", uncertainty="model", backend="cpu")
     assert (r.count[:5] <= 8).all() and (r.count[5:] == 9).mean() > 0.8  # kept counts vary
     var_k = np.maximum(r.data.astype(np.float64), 0) / gain + (rdnoise / gain) ** 2
-    np.testing.assert_allclose(r.uncertainty.array, np.sqrt(var_k / r.count), rtol=1e-5)
+    # Times the winsor clip's factor (skystack.clip_efficiency), the header's UNCCLIP.
+    np.testing.assert_allclose(r.uncertainty.array,
+                               np.sqrt(var_k / r.count) * r.meta["UNCCLIP"], rtol=1e-5)
 
 
 def test_options_codes_and_validation():

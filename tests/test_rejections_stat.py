@@ -42,9 +42,13 @@ CASES = [
 METHODS = ("mean", "median", "sum")
 
 
-def _check(img, unc, cnt, cube, reject, opts, method):
+def _check(img, unc, cnt, cube, reject, opts, method, factor=1.0):
+    """``factor``: the product's UNCCLIP (a value-clipped mean's UNCERT is the winsorized SE
+    times it: skystack.clip_efficiency, tested against ground truth in
+    test_uncertainty_rejection.py)."""
     keep = keep_mask(cube, reject, **opts)
     value, unc_ref, count = reduce_kept(cube, keep, method)
+    unc_ref = unc_ref * factor
     np.testing.assert_array_equal(cnt, count)
     np.testing.assert_allclose(img, value, rtol=1e-5, atol=1e-4, equal_nan=True)
     np.testing.assert_allclose(unc, unc_ref, rtol=1e-4, atol=1e-4, equal_nan=True)
@@ -56,7 +60,8 @@ def _check(img, unc, cnt, cube, reject, opts, method):
 def test_cpu_matches_reference(n, method, reject, opts):
     cube = make_stack(n=n, shape=(9, 13), seed=n + 31 * len(reject) + len(method))
     r = skystack.combine(cube, backend="cpu", threads=1, method=method, reject=reject, **opts)
-    _check(r.data, r.uncertainty.array, r.count, cube, reject, opts, method)
+    _check(r.data, r.uncertainty.array, r.count, cube, reject, opts, method,
+           r.meta.get("UNCCLIP", 1.0))
 
 
 def test_student_t_quantile_accuracy_cpu():
@@ -236,7 +241,15 @@ def test_ccdclip_gain_from_headers_and_uncert_model():
     np.testing.assert_allclose(r.data, value, rtol=1e-5)
     # UNCERT of the noise model for a mean of COUNT frames of one gain (independent formula).
     expect = np.sqrt((np.maximum(value, 0) / gain + (rdnoise / gain) ** 2) / count)
-    np.testing.assert_allclose(r.uncertainty.array, expect, rtol=1e-4)
+    # Times the clip's factor (skystack.clip_efficiency: for ccdclip the skipped mean's formula
+    # at c = 3), the header's UNCCLIP.
+    from scipy.stats import norm
+
+    from skystack.clip_efficiency import skipped_mean_variance
+
+    assert r.meta["UNCCLIP"] == pytest.approx(
+        np.sqrt(skipped_mean_variance(3.0)[0] * (2 * norm.cdf(3.0) - 1)), rel=1e-5)
+    np.testing.assert_allclose(r.uncertainty.array, expect * r.meta["UNCCLIP"], rtol=1e-4)
 
 
 def test_ccdclip_needs_agreeing_noise_and_one_normalisation():
@@ -329,6 +342,7 @@ def test_weighted_mean_of_the_kept_values(reject, opts):
     value, unc, count = reduce_kept(cube, keep, "mean", w)
     np.testing.assert_array_equal(r.count, count)
     np.testing.assert_allclose(r.data, value, rtol=1e-5, atol=1e-4, equal_nan=True)
+    unc = unc * r.meta["UNCCLIP"]  # the clip's factor for these weights (clip_efficiency)
     np.testing.assert_allclose(r.uncertainty.array, unc, rtol=1e-4, atol=1e-4, equal_nan=True)
 
 
@@ -361,4 +375,6 @@ def test_uncert_propagated_for_pclip():
     keep = keep_mask(cube, "pclip")
     np.testing.assert_array_equal(r.count, keep.sum(0))
     assert (r.count < 7).any()
-    np.testing.assert_allclose(r.uncertainty.array, 3.0 / np.sqrt(r.count), rtol=1e-5)
+    np.testing.assert_allclose(r.uncertainty.array,
+                               3.0 / np.sqrt(r.count) * r.meta["UNCCLIP"], rtol=1e-5)
+    assert r.meta["UNCCLIP"] > 1.0

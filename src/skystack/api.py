@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 
 from astropy.io import fits
 
+from .clip_efficiency import clip_cards
 from .config import DEFAULTS, CombineOptions, Weights
 from .cosmetics.cosmic_rays import clean_frames, split_options
 from .cosmetics.provenance import cosmetic_cards
@@ -214,7 +215,9 @@ def combine_header(frames, opts, describe: str,
                    extra_header: fits.Header | None = None) -> fits.Header:
     """The header of a combine: provenance (``describe`` names the backend), BUNIT (``adu`` if
     the inputs give none) and ``extra_header`` cards (added, or replacing those there)."""
-    header = build_header(frames, opts, describe, frame_params(frames, opts))
+    params = frame_params(frames, opts)
+    header = build_header(frames, opts, describe, params)
+    clip_cards(header, opts, params)  # UNCCLIP, beside UNCMETH
     if "BUNIT" not in header:
         header["BUNIT"] = ("adu", "assumed: inputs give no BUNIT")
     cosmetic_cards(header, frames)

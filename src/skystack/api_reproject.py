@@ -15,6 +15,7 @@ from astropy.wcs import WCS
 
 from .api import header_unit, load_checked, refuse_input_as_output
 from .backends import get_backend
+from .clip_efficiency import clip_cards
 from .colour.cfa import mark_resampled_cfa, refuse_resampled_cfa
 from .config import check_choice as _check_choice
 from .config import check_threads
@@ -299,8 +300,10 @@ def stack_header(frames, opts, describe: str, grid: Grid, interp: str, conserve_
     """The header of a stack: provenance (``describe`` names the backend) with the grid's WCS,
     INTERP, CONSFLUX, BUNIT (``adu`` if the inputs give none) and ``extra_header`` cards;
     ``wcs_list``: the frames' WCS (star matching of ``--scale stars``)."""
-    header = _grid_header(build_header(frames, opts, describe,
-                                       frame_params(frames, opts, wcs_list)), grid)
+    params = frame_params(frames, opts, wcs_list)
+    header = _grid_header(build_header(frames, opts, describe, params), grid)
+    if interp != "drizzle":  # drizzle's UNCERT is its own weighted scatter
+        clip_cards(header, opts, params)  # UNCCLIP, beside UNCMETH
     mark_resampled_cfa(header)  # allowed only with cfa_as_mono (refuse_resampled_cfa)
     header["INTERP"] = (interp, "resampling onto the output grid")
     header["CONSFLUX"] = (bool(conserve_flux), "values scaled by pixel-area ratio")

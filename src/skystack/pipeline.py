@@ -18,6 +18,7 @@ from dataclasses import replace
 import numpy as np
 
 from .backends.base import Backend
+from .clip_efficiency import clip_variance_factors
 from .config import CombineOptions
 from .core.combine_loop import Progress
 from .core.frame import Frame
@@ -75,7 +76,8 @@ def combine_frames(frames: list[Frame], options: CombineOptions, backend: Backen
     sigma = None
     if options.uncertainty == "propagate":
         sigma = TileSigma([sigma_source(f) for f in frames])
-    sinks = uncertainty_sinks(sinks, options, params, sigma)  # UNCERT: skystack.uncertainty
+    sinks = uncertainty_sinks(sinks, options, params, sigma,  # UNCERT: skystack.uncertainty
+                              clip_variance_factors(options, params))
     stats = backend.run_combine(frames, options, params, sinks, progress=progress,
                                 max_tile_rows=max_tile_rows, read_workers=read_workers)
     stats = replace(stats, seconds=time.perf_counter() - t0)

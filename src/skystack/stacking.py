@@ -19,6 +19,7 @@ import numpy as np
 from astropy.wcs import WCS
 
 from .backends.base import Backend
+from .clip_efficiency import clip_variance_factors
 from .config import CombineOptions
 from .core.frame import Frame
 from .core.grid import Grid, frame_wcs, frames_off_grid
@@ -71,7 +72,8 @@ def stack_frames(frames: list[Frame], grid: Grid, options: CombineOptions, backe
     if options.uncertainty == "propagate":
         sigma = ResampledSigma(frames, [sigma_source(f) for f in frames], wcs_list, grid,
                                interp, conserve_flux, step)
-    sinks = uncertainty_sinks(sinks, options, params, sigma)  # UNCERT: skystack.uncertainty
+    sinks = uncertainty_sinks(sinks, options, params, sigma,  # UNCERT: skystack.uncertainty
+                              clip_variance_factors(options, params))
     exptimes = np.nan_to_num(np.array([exposure_seconds(f.header) for f in frames], np.float32))
     stats = backend.run_stack(frames, grid, options, params, sinks, wcs_list=wcs_list,
                               exptimes=exptimes, interp=interp, conserve_flux=conserve_flux,

@@ -9,7 +9,8 @@ value, is computed; the header's ``UNCMETH`` says which was used:
     the median). Needs no header, but is itself noisy at small N (about 1/sqrt(2(N-1)) relative,
     35 % at N = 5).
     With rejection, the mean's and sum's is the winsorized (Tukey-McLaughlin) standard error
-    (``backends/cpu/kernels.py``, ``_winsorized_se_of_mean``).
+    (``backends/cpu/kernels.py``, ``_winsorized_se_of_mean``); after a value clip the mean's is
+    then multiplied by :mod:`skystack.clip_efficiency`'s factor (header ``UNCCLIP``).
 ``model``
     From a CCD noise model, per kept frame (values in ADU, gain g in e-/ADU, read noise r in e-,
     both from each frame's header: ``GAIN``; ``RDNOISE``, ``READNOIS`` or ``RON``)::
@@ -30,7 +31,10 @@ value, is computed; the header's ``UNCMETH`` says which was used:
     After minmax or percentile rejection (rank trims), the mean's and sum's var is multiplied by
     the Gaussian trimmed-mean factor of :mod:`skystack.trim_efficiency` (also for
     ``propagate``): var / n overstates a trimmed mean's variance (1.7x for the interquartile
-    mean). Other rejections keep var / n.
+    mean). After a value clip (sigclip, winsor, linfit, esd, pclip, ccdclip) the mean's var / n
+    understates it (1.55x for a 2-sigma clip of 20 frames): it is multiplied by the factor of
+    :mod:`skystack.clip_efficiency` (also for ``propagate``, and for ``scatter``, whose
+    winsorized standard error misses the same effect). pctclip keeps var / n.
 
     The result is nearly noise-free (it only inherits the combined value's noise through x).
     For stacks it is the noise before resampling: bilinear interpolation smooths each pixel
@@ -223,20 +227,24 @@ def _model_terms(params: FrameParams, w: np.ndarray,
 
 
 def model_variance(image: np.ndarray, count: np.ndarray, options: CombineOptions,
-                   params: FrameParams, *, as_sigma: bool = False) -> np.ndarray:
+                   params: FrameParams, *, as_sigma: bool = False,
+                   clip_factor: float | None = None) -> np.ndarray:
     """Variance (float64) of each combined value by the noise model (module docstring); with
-    ``as_sigma`` the standard error (float32)."""
+    ``as_sigma`` the standard error (float32). ``clip_factor``: the variance factor of a value
+    clip (:func:`skystack.clip_efficiency.clip_variance_factors`), None for none."""
     w = _weights(params, options)
-    return _rank_trimmed(options, count, len(w), as_sigma, lambda sigma: _combined_variance(
-        options.method, image, count, w, terms=_model_terms(params, w), as_sigma=sigma))
+    return _rank_trimmed(options, count, w, as_sigma, clip_factor, lambda sigma: (
+        _combined_variance(options.method, image, count, w, terms=_model_terms(params, w),
+                           as_sigma=sigma)))
 
 
 def propagated_variance(sigma: np.ndarray, image: np.ndarray, count: np.ndarray,
                         options: CombineOptions, params: FrameParams, *,
-                        as_sigma: bool = False) -> np.ndarray:
+                        as_sigma: bool = False, clip_factor: float | None = None) -> np.ndarray:
     """Variance (float64) of each combined value from the inputs' sigma, a block
     ``(n_frames, rows, cols)`` (NaN = none), by the approximation of the module docstring;
-    with ``as_sigma`` the standard error (float32)."""
+    with ``as_sigma`` the standard error (float32); ``clip_factor`` as for
+    :func:`model_variance`."""
     w = _weights(params, options)
     s = np.asarray(params.scale, np.float64)
     acc = np.zeros(sigma.shape[1:], np.float64)
@@ -248,16 +256,19 @@ def propagated_variance(sigma: np.ndarray, image: np.ndarray, count: np.ndarray,
         nvalid += ok
     with np.errstate(divide="ignore", invalid="ignore"):
         mean_var = np.where(nvalid > 0, acc / nvalid, np.nan)
-    return _rank_trimmed(options, count, len(w), as_sigma, lambda sigma: _combined_variance(
-        options.method, image, count, w, a_map=mean_var, as_sigma=sigma))
+    return _rank_trimmed(options, count, w, as_sigma, clip_factor, lambda sigma: (
+        _combined_variance(options.method, image, count, w, a_map=mean_var, as_sigma=sigma)))
 
 
-def _rank_trimmed(options: CombineOptions, count: np.ndarray, n_frames: int, as_sigma: bool,
-                  variance):
+def _rank_trimmed(options: CombineOptions, count: np.ndarray, w: np.ndarray, as_sigma: bool,
+                  clip_factor: float | None, variance):
     """``variance(as_sigma)``, for a mean or sum after minmax / percentile rejection times the
     Gaussian trimmed-mean factor of :mod:`skystack.trim_efficiency` (var / COUNT overstates
-    it: 1.41x the true SE of an interquartile mean)."""
-    factor = rank_trim_variance_factor(count, options, n_frames)
+    it: 1.41x the true SE of an interquartile mean), after a value clip times ``clip_factor``
+    (var / COUNT understates it; :mod:`skystack.clip_efficiency`)."""
+    factor = rank_trim_variance_factor(count, options, len(w))
+    if factor is None:
+        factor = clip_factor
     if factor is None:
         return variance(as_sigma)
     var = variance(False) * factor
@@ -282,20 +293,23 @@ class _UncertaintySink:
 
     takes_kept = True
 
-    def __init__(self, sinks, options: CombineOptions, params: FrameParams, sigma=None):
+    def __init__(self, sinks, options: CombineOptions, params: FrameParams, sigma=None,
+                 clip_factor: float | None = None):
         self.sinks = list(sinks)
         self.options = options
         self.params = params
         self.sigma = sigma
+        self.clip_factor = clip_factor
 
     def write_tile(self, tile, image, uncertainty, count, *, mask=None, extras=None,
                    kept=None) -> None:
         kept = count if kept is None else kept
         if self.options.uncertainty == "model":
-            unc = model_variance(image, kept, self.options, self.params, as_sigma=True)
+            unc = model_variance(image, kept, self.options, self.params, as_sigma=True,
+                                 clip_factor=self.clip_factor)
         else:
             unc = propagated_variance(self.sigma.read(tile), image, kept, self.options,
-                                      self.params, as_sigma=True)
+                                      self.params, as_sigma=True, clip_factor=self.clip_factor)
         more = {}
         if mask is not None:
             more["mask"] = mask
@@ -305,18 +319,37 @@ class _UncertaintySink:
             sink.write_tile(tile, image, unc, count, **more)
 
 
-def uncertainty_sinks(sinks, options: CombineOptions, params: FrameParams, sigma=None) -> list:
-    """``sinks`` as they should receive tiles for ``options.uncertainty``: unchanged for
-    ``scatter`` (the kernels' own), else behind a sink that computes UNCERT from the tile's image
-    and count (``model``) or from ``sigma`` (``propagate``: an object whose ``read(tile)``
-    returns the inputs' sigma on the tile, ``(n_frames, rows, cols)``)."""
+class _ScaledUncertaintySink:
+    """Multiplies every tile's uncertainty by ``factor`` before handing it to ``sinks``."""
+
+    def __init__(self, sinks, factor: float):
+        self.sinks = list(sinks)
+        self.factor = np.float32(factor)
+
+    def write_tile(self, tile, image, uncertainty, count, **more) -> None:
+        unc = None if uncertainty is None else uncertainty * self.factor
+        for sink in self.sinks:
+            sink.write_tile(tile, image, unc, count, **more)
+
+
+def uncertainty_sinks(sinks, options: CombineOptions, params: FrameParams, sigma=None,
+                      clip: tuple[float, float] | None = None) -> list:
+    """``sinks`` as they should receive tiles for ``options.uncertainty``: for ``scatter`` the
+    kernels' own, else behind a sink that computes UNCERT from the tile's image and count
+    (``model``) or from ``sigma`` (``propagate``: an object whose ``read(tile)`` returns the
+    inputs' sigma on the tile, ``(n_frames, rows, cols)``). ``clip``: the variance factors
+    ``(scatter, model)`` of a value clip (:func:`skystack.clip_efficiency.clip_variance_factors`,
+    computed by the callers, which sit above the engines), None for none."""
     mode = options.uncertainty
     if mode == "scatter":
-        return list(sinks)
+        if clip is None:
+            return list(sinks)
+        return [_ScaledUncertaintySink(sinks, math.sqrt(clip[0]))]
     if mode == "auto":
         raise ValueError("uncertainty 'auto' must be resolved first "
                          "(skystack.io.sigma.resolve_uncertainty)")
     if mode == "propagate" and sigma is None:
         raise SkystackError("--uncertainty propagate needs the inputs' uncertainty "
                             "(not available on this path)")
-    return [_UncertaintySink(sinks, options, params, sigma)]
+    return [_UncertaintySink(sinks, options, params, sigma,
+                             None if clip is None else clip[1])]
