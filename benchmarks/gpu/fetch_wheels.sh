@@ -67,7 +67,8 @@ import importlib
 import skystack
 from skystack.backends.gpu.kernels import kernels_dir
 for name in ("astropy", "reproject", "reproject.mosaicking", "sep", "ccdproc", "bottleneck",
-             "hypothesis", "dask.array", "distributed"):
+             "hypothesis", "dask.array", "distributed", "xisf", "astroscrappy", "drizzle",
+             "colour_demosaicing"):
     importlib.import_module(name)
 assert (kernels_dir() / "combine.cu").is_file(), "kernels missing from the skystack wheel"
 try:
