@@ -241,8 +241,11 @@ def block_sample(frame: Frame, rows: np.ndarray) -> np.ndarray:
 
 
 def _block_noise(values: np.ndarray) -> float:
-    """Noise of one block mean: the robust sigma of neighbour differences over sqrt(2)."""
-    return robust_sigma(np.diff(values)) / math.sqrt(2.0)
+    """Noise of one block mean: the robust sigma of neighbour differences over sqrt(2). Blocks
+    that are NaN (a masked or missing pixel) are left out: one NaN made the noise NaN and the
+    Deming fit fall back to equal noise in both frames."""
+    values = np.asarray(values)
+    return robust_sigma(np.diff(values[np.isfinite(values)])) / math.sqrt(2.0)
 
 
 def deming_fit(x: np.ndarray, y: np.ndarray, sx: float, sy: float,
