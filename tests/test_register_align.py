@@ -258,3 +258,17 @@ def test_one_alignment_decision_for_stack_and_night_subsets(night):
     assert "f_0.fits" in choice.skipped[0].reason
     assert align_frames(mixed[:2], "auto").mode == "wcs"
     assert dict(alignment_cards(by_wcs, on_gridref=True)) == {"ALIGN": "wcs"}
+
+
+def test_cli_register_selects_by_exclude_list_and_header(night, tmp_path, capsys):
+    # --exclude drops the frame without stars (which alone made the exit code 1); --where
+    # on a header value every frame has keeps them all, one nobody has keeps nothing.
+    excl = tmp_path / "bad.txt"
+    excl.write_text("clouds.fits  # no stars\n")
+    out = tmp_path / "t.csv"
+    code = main(["register", *night["plain"], night["clouds"], "--exclude", str(excl),
+                 "--where", "NAXIS1 > 0", "-o", str(out), "-q"])
+    assert code == 0
+    assert len(Table.read(out, format="ascii.csv")) == 4
+    assert main(["register", *night["plain"], "--where", "NAXIS1 < 0", "-q"]) == 2
+    assert "\n" not in capsys.readouterr().err.strip()

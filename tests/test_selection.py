@@ -194,3 +194,15 @@ def test_mef_hdu_all_selection_by_primary_header(tmp_path):
             np.testing.assert_allclose(hdul[name].data, np.mean(cubes[k][:2], axis=0),
                                        rtol=1e-6)
         assert hdul[0].header["NEXCLUDE"] == 1 and hdul[0].header["NWHEREX"] == 1
+
+
+def test_cli_inspect_where_keeps_only_the_selected_frames(tmp_path, capsys):
+    _write_set(tmp_path)
+    assert main(["inspect", str(tmp_path)]) == 0
+    every = capsys.readouterr().out
+    assert "flat" in every.lower()
+    assert main(["inspect", str(tmp_path), "--where", "IMAGETYP=DARK"]) == 0
+    darks = capsys.readouterr().out
+    assert "dark" in darks.lower() and "flat" not in darks.lower()
+    assert main(["inspect", str(tmp_path), "--where", "EXPTIME=999"]) == 2
+    assert capsys.readouterr().err.count("\n") == 1

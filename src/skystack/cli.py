@@ -294,6 +294,7 @@ def build_parser() -> argparse.ArgumentParser:
     ins.add_argument("files", nargs="+", metavar="FILES",
                      help="FITS files, directories, glob patterns or @list.txt files")
     ins.add_argument("--plot", metavar="DIR", help="write histograms and images as PNG to DIR")
+    _add_selection(ins)
     _add_common(ins)
 
     d = sub.add_parser("demo", help="write a synthetic night of raw frames to DIR and stack it")
@@ -506,10 +507,11 @@ def _run_night(a: argparse.Namespace) -> int:
 
 
 def _run_inspect(a: argparse.Namespace) -> int:
+    from .io.selection import selection_from
     from .night.inspect import format_inspect_table, inspect_frames
     from .night.scan import scan
 
-    result = scan(a.files)
+    result = scan(a.files, selection_from(a.where, a.exclude))
     if not result.frames:  # nothing readable at all: an input error, not an empty report
         first = result.skipped[0] if result.skipped else None
         reason = f"{first.path}: {first.reason}" if first else \

@@ -83,6 +83,11 @@ def add_register_parser(sub) -> argparse.ArgumentParser:
     r.add_argument("--overwrite", action="store_true", help="replace an existing table")
     r.add_argument("--hdu", help="HDU index or EXTNAME (default: first image HDU)")
     r.add_argument("--threads", type=int, help="frames measured at once (default: 2)")
+    g = r.add_argument_group("frame selection by header (skystack.io.selection)")
+    g.add_argument("--exclude", metavar="FILE", help="text file listing frames not to use "
+                   "(paths or file names, # comments)")
+    g.add_argument("--where", metavar="EXPR", help="header selection, e.g. 'FILTER=R and "
+                   "EXPTIME>=60' (=, !=, <, <=, >, >=, and, or, parentheses)")
     _add_selection(r)
     r.add_argument("-q", "--quiet", action="store_true", help="no table on the terminal")
     r.add_argument("-v", "--verbose", action="store_true", help="log details")
@@ -95,7 +100,8 @@ def run_register(a: argparse.Namespace) -> int:
 
     from .errors import SkystackError
     from .io.atomic import atomic_write
-    from .io.inputs import load_frames
+    from .io.inputs import load_frames, load_selected_frames
+    from .io.selection import selection_from
     from .register import format_register_table, register_frames, register_table, select_frames
 
     if a.output is not None:
@@ -105,7 +111,8 @@ def run_register(a: argparse.Namespace) -> int:
         if os.path.exists(a.output) and not a.overwrite:
             raise SkystackError(f"{a.output}: output exists (use --overwrite to replace it)")
     hdu = int(a.hdu) if a.hdu is not None and a.hdu.lstrip("-").isdigit() else a.hdu
-    frames = load_frames(a.files, hdu=hdu)
+    frames, _ = load_selected_frames(a.files, hdu=hdu,
+                                     selection=selection_from(a.where, a.exclude))
     reference = load_frames([a.reference], hdu=hdu)[0] if a.reference else None
     result = register_frames(frames, reference=reference, model=a.model, threads=a.threads)
     selection = select_frames(result.measurements, max_fwhm=a.max_fwhm,
