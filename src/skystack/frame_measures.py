@@ -31,8 +31,10 @@ Definitions (frame k, the first frame is the reference; the combine uses ``v * s
   :data:`MIN_MATCHED` matches are needed. Star regions: the central :data:`STAR_REGION`
   square of large frames.
 * ``--scale regression`` / ``--zero regression``: each frame's sample is regressed on the
-  reference's sample at the same pixels (``combine``; the frames must be aligned). Both are
-  first averaged in 8x8 blocks (noise down 8x, and star flux kept whatever the seeing), then
+  reference's sample at the same pixels (``combine``: the frames are aligned) or at the same
+  sky positions (``stack``: frame k resampled bilinearly onto the reference's pixels, the
+  reference smoothed to match that resampling: :mod:`skystack.sky_sample`). Both are first
+  averaged in 8x8 blocks (noise down 8x, and star flux kept whatever the seeing), then
   ``ref = a x + b`` is fitted by Deming regression (errors in both variables, their variance
   ratio from the two frames' measured block noise; ordinary least squares would bias the slope
   low by the noise of x) with 3-sigma (MAD) clipping of the residuals, iterated until stable.
@@ -280,11 +282,13 @@ def deming_fit(x: np.ndarray, y: np.ndarray, sx: float, sy: float,
 
 
 def regression_params(frames: list[Frame], scale: np.ndarray | None,
-                      ) -> tuple[np.ndarray, np.ndarray]:
+                      wcs_list=None) -> tuple[np.ndarray, np.ndarray]:
     """``(s, z)`` of each frame by regression on the reference (module docstring); ``scale``
-    given: only the zero, for those scales."""
+    given: only the zero, for those scales. ``wcs_list``: the frames' WCS when they are not
+    aligned (a stack): each frame is compared with the reference at the same sky positions
+    (:func:`skystack.sky_sample.matched_block_samples`)."""
     shapes = {f.shape for f in frames}
-    if len(shapes) > 1:
+    if len(shapes) > 1 and wcs_list is None:
         raise SkystackError(f"{frames[-1].label}: --scale/--zero regression compares pixels "
                             "and needs frames of one shape (aligned)")
     rows = regression_rows(frames[0].shape)
@@ -296,12 +300,21 @@ def regression_params(frames: list[Frame], scale: np.ndarray | None,
     s = np.ones(len(frames))
     z = np.zeros(len(frames))
     for k, f in enumerate(frames[1:], start=1):
-        x = y if f is frames[0] else block_sample(f, rows)
+        yk, syk = y, sy
+        if f is frames[0]:
+            x = y
+        elif wcs_list is None:
+            x = block_sample(f, rows)
+        else:
+            from .sky_sample import matched_block_samples
+
+            yk, x = matched_block_samples(frames[0], f, wcs_list[0], wcs_list[k], rows, BLOCK)
+            syk = _block_noise(yk)
         if scale is None:
-            s[k], z[k] = deming_fit(x, y, _block_noise(x), sy, f.label)
+            s[k], z[k] = deming_fit(x, yk, _block_noise(x), syk, f.label)
         else:
             s[k] = scale[k]
-            z[k] = _clipped_median(y - scale[k] * x)
+            z[k] = _clipped_median(yk - scale[k] * x)
     return s, z
 
 
@@ -377,16 +390,10 @@ def _measure(frames, options, base_scale, wcs_list) -> Measured:
                 scale[k] = star_flux_ratio(ref, fs, f.label, _to_reference(wcs_list, k))
             stars.append(FrameStars(fs.tile, fs.stars))  # the pixels are not kept
     if options.scale == "regression":
-        if wcs_list is not None:
-            raise SkystackError("--scale regression compares pixels of aligned frames: use it "
-                                "with combine, or --scale stars to stack")
-        scale, zero_fit = regression_params(frames, None)
+        scale, zero_fit = regression_params(frames, None, wcs_list)
     if options.zero == "regression" and zero_fit is None:
-        if wcs_list is not None:
-            raise SkystackError("--zero regression compares pixels of aligned frames: use it "
-                                "with combine, or --zero median to stack")
         s = scale if scale is not None else np.asarray(base_scale(), np.float64)
-        _, zero_fit = regression_params(frames, s)
+        _, zero_fit = regression_params(frames, s, wcs_list)
     if wkind == "bgnoise":
         s = scale if scale is not None else np.asarray(base_scale(), np.float64)
         weights = np.array([1.0 / (sk * background_sigma(f)) ** 2 for sk, f in zip(s, frames)])
