@@ -300,3 +300,11 @@ def test_night_stack_weights_by_background_noise(tmp_path):
     w = cards(fits.getheader(product), "WGHT", 3)
     expected = np.array([1 / 9, 1 / (9 + 36), 1 / 9])  # noise 3, sqrt(3^2 + 6^2), 3
     np.testing.assert_allclose(w / w[0], expected / expected[0], rtol=0.08)
+
+
+def test_stack_regression_of_frames_sharing_too_little_sky_is_one_line_error(tmp_path):
+    paths = _pointed_frames(tmp_path, [(0, 0, 0), (120, 0, 0), (0, 0, 0)],
+                            np.array([1.0, 0.8, 1.0]), np.zeros(3))
+    with pytest.raises(SkystackError, match="p1.fits: shares only 0 of the sampled") as err:
+        skystack.stack(paths, scale="regression", backend="cpu")
+    assert "\n" not in str(err.value) and "p0.fits" in str(err.value)

@@ -59,6 +59,8 @@ NOISE_PIXELS = 65_536  # the MAD sigma of 65k values is good to ~0.4 %
 STAR_REGION = 1024
 MIN_MATCHED = 3
 BLOCK = 8
+# Blocks of sky a stack's frame must share with the reference for a regression.
+MIN_COMMON_BLOCKS = 30
 _MAD_TO_SIGMA = 1.482602218505602
 
 MEASURED_WEIGHTS = ("bgnoise", "stars", "psf-signal")
@@ -309,6 +311,12 @@ def regression_params(frames: list[Frame], scale: np.ndarray | None,
             from .sky_sample import matched_block_samples
 
             yk, x = matched_block_samples(frames[0], f, wcs_list[0], wcs_list[k], rows, BLOCK)
+            common = int(np.sum(np.isfinite(yk) & np.isfinite(x)))
+            if common < MIN_COMMON_BLOCKS:
+                raise SkystackError(
+                    f"{f.label}: shares only {common} of the sampled {BLOCK}x{BLOCK}-pixel blocks "
+                    f"with the reference frame {frames[0].label} (at least {MIN_COMMON_BLOCKS}): "
+                    "too little sky in common for --scale/--zero regression")
             syk = _block_noise(yk)
         if scale is None:
             s[k], z[k] = deming_fit(x, yk, _block_noise(x), syk, f.label)
