@@ -242,3 +242,51 @@ def test_model_and_propagated_uncertainty_of_rank_trims(n, reject, opts, source)
     # The model's UNCERT is nearly noise-free: only the empirical SD's 0.5 % sampling error
     # (and, for value clips, the factor's own: 0.4 %).
     assert abs(ratio - 1.0) < 0.03, f"{source} {reject} {opts} N={n}: {ratio:.3f}"
+
+
+def _shifted_stack_frames(tmp_path, n_frames=10, rows=300, cols=120, step=12, sigma=5.0,
+                          header=None):
+    """Frames of pure noise about 1000 ADU, each shifted by ``step`` whole pixels along x (no
+    resampling smoothing), so that the stack's coverage runs from 1 to ``n_frames`` in bands
+    of ``step`` columns."""
+    from astropy.io import fits
+    from astropy.wcs import WCS
+
+    rng = np.random.default_rng(11)
+    paths = []
+    for k in range(n_frames):
+        w = WCS(naxis=2)
+        w.wcs.ctype = ["RA---TAN", "DEC--TAN"]
+        w.wcs.crval = [150.0, 2.0]
+        w.wcs.crpix = [cols / 2 + 0.5 - step * k, rows / 2 + 0.5]
+        w.wcs.cdelt = [-1 / 3600, 1 / 3600]
+        h = w.to_header()
+        h.update(header or {})
+        data = rng.normal(1000.0, sigma, (rows, cols)).astype(np.float32)
+        p = tmp_path / f"s{k}.fits"
+        fits.PrimaryHDU(data, header=h).writeto(p)
+        paths.append(str(p))
+    return paths
+
+
+@pytest.mark.parametrize("source", ["scatter", "model"])
+@pytest.mark.parametrize("opts", [dict(reject="sigclip", sigma_low=5.0, sigma_high=3.0,
+                                       spread="mad"),
+                                  dict(reject="sigclip", sigma=2.0)])
+def test_stack_uncertainty_follows_each_pixels_coverage(tmp_path, source, opts):
+    # The clip's factor depends on the number of valid values (MAD 5/3 sigma: 1.30 at 3, 1.05
+    # at 10 frames); a stack's edges have fewer. Truth per coverage: the scatter of the stacked
+    # pure-noise values across the pixels of that coverage.
+    gain = 4.0  # the model's sigma at 1000 ADU: sqrt(1000 / 4 + (20 / 4)^2) = 16.6 ADU
+    sigma = math.sqrt(1000.0 / gain + (20.0 / gain) ** 2)
+    paths = _shifted_stack_frames(tmp_path, sigma=sigma,
+                                  header={"GAIN": gain, "RDNOISE": 20.0, "BIASSUB": True})
+    r = skystack.stack(paths, method="mean", uncertainty=source, backend="cpu", **opts)
+    assert r.meta["UNCMETH"] == source
+    unc = np.asarray(r.uncertainty.array, np.float64)
+    value = np.asarray(r.data, np.float64)
+    for n in (3, 4, 6, 10):
+        sel = (r.coverage == n) & np.isfinite(unc)
+        assert sel.sum() > 2000
+        ratio = math.sqrt(np.mean(unc[sel] ** 2)) / value[sel].std(ddof=1)
+        assert abs(ratio - 1.0) < 0.06, f"{source} {opts} coverage {n}: {ratio:.3f}"

@@ -228,10 +228,10 @@ def _model_terms(params: FrameParams, w: np.ndarray,
 
 def model_variance(image: np.ndarray, count: np.ndarray, options: CombineOptions,
                    params: FrameParams, *, as_sigma: bool = False,
-                   clip_factor: float | None = None) -> np.ndarray:
+                   clip_factor: np.ndarray | float | None = None) -> np.ndarray:
     """Variance (float64) of each combined value by the noise model (module docstring); with
     ``as_sigma`` the standard error (float32). ``clip_factor``: the variance factor of a value
-    clip (:func:`skystack.clip_efficiency.clip_variance_factors`), None for none."""
+    clip, per pixel or one (:mod:`skystack.clip_efficiency`), None for none."""
     w = _weights(params, options)
     return _rank_trimmed(options, count, w, as_sigma, clip_factor, lambda sigma: (
         _combined_variance(options.method, image, count, w, terms=_model_terms(params, w),
@@ -240,7 +240,8 @@ def model_variance(image: np.ndarray, count: np.ndarray, options: CombineOptions
 
 def propagated_variance(sigma: np.ndarray, image: np.ndarray, count: np.ndarray,
                         options: CombineOptions, params: FrameParams, *,
-                        as_sigma: bool = False, clip_factor: float | None = None) -> np.ndarray:
+                        as_sigma: bool = False,
+                        clip_factor: np.ndarray | float | None = None) -> np.ndarray:
     """Variance (float64) of each combined value from the inputs' sigma, a block
     ``(n_frames, rows, cols)`` (NaN = none), by the approximation of the module docstring;
     with ``as_sigma`` the standard error (float32); ``clip_factor`` as for
@@ -261,7 +262,7 @@ def propagated_variance(sigma: np.ndarray, image: np.ndarray, count: np.ndarray,
 
 
 def _rank_trimmed(options: CombineOptions, count: np.ndarray, w: np.ndarray, as_sigma: bool,
-                  clip_factor: float | None, variance):
+                  clip_factor: np.ndarray | float | None, variance):
     """``variance(as_sigma)``, for a mean or sum after minmax / percentile rejection times the
     Gaussian trimmed-mean factor of :mod:`skystack.trim_efficiency` (var / COUNT overstates
     it: 1.41x the true SE of an interquartile mean), after a value clip times ``clip_factor``
@@ -286,6 +287,17 @@ def effective_noise(method: str, n_frames: int, gain: np.ndarray, rdnoise: np.nd
     return g_eff, (g_eff * math.sqrt(var[0]) if rdnoise is not None else None)
 
 
+def _clip_at(table: np.ndarray | None, count: np.ndarray, kept) -> np.ndarray | float | None:
+    """The value-clip factor table looked up per pixel: by ``count`` (a stack's coverage, the
+    valid values) when ``kept`` is given, else at the number of frames (a combine's COUNT is
+    the kept values; its pixels rarely lack valid ones)."""
+    if table is None:
+        return None
+    if kept is None:
+        return float(table[-1])
+    return table[np.clip(np.asarray(count), 0, len(table) - 1)]
+
+
 class _UncertaintySink:
     """Replaces the uncertainty of every tile before handing it to ``sinks`` (see
     :func:`uncertainty_sinks`). ``takes_kept``: stacks pass the count of kept values as
@@ -294,22 +306,23 @@ class _UncertaintySink:
     takes_kept = True
 
     def __init__(self, sinks, options: CombineOptions, params: FrameParams, sigma=None,
-                 clip_factor: float | None = None):
+                 clip_table: np.ndarray | None = None):
         self.sinks = list(sinks)
         self.options = options
         self.params = params
         self.sigma = sigma
-        self.clip_factor = clip_factor
+        self.clip_table = clip_table
 
     def write_tile(self, tile, image, uncertainty, count, *, mask=None, extras=None,
                    kept=None) -> None:
+        factor = _clip_at(self.clip_table, count, kept)
         kept = count if kept is None else kept
         if self.options.uncertainty == "model":
             unc = model_variance(image, kept, self.options, self.params, as_sigma=True,
-                                 clip_factor=self.clip_factor)
+                                 clip_factor=factor)
         else:
             unc = propagated_variance(self.sigma.read(tile), image, kept, self.options,
-                                      self.params, as_sigma=True, clip_factor=self.clip_factor)
+                                      self.params, as_sigma=True, clip_factor=factor)
         more = {}
         if mask is not None:
             more["mask"] = mask
@@ -320,31 +333,36 @@ class _UncertaintySink:
 
 
 class _ScaledUncertaintySink:
-    """Multiplies every tile's uncertainty by ``factor`` before handing it to ``sinks``."""
+    """Multiplies every tile's uncertainty by the square root of the value-clip variance
+    factor (per pixel by coverage in stacks) before handing it to ``sinks``."""
 
-    def __init__(self, sinks, factor: float):
+    takes_kept = True
+
+    def __init__(self, sinks, table: np.ndarray):
         self.sinks = list(sinks)
-        self.factor = np.float32(factor)
+        self.table = np.sqrt(table).astype(np.float32)
 
-    def write_tile(self, tile, image, uncertainty, count, **more) -> None:
-        unc = None if uncertainty is None else uncertainty * self.factor
+    def write_tile(self, tile, image, uncertainty, count, *, kept=None, **more) -> None:
+        factor = _clip_at(self.table, count, kept)
+        unc = None if uncertainty is None else (uncertainty * factor).astype(np.float32)
         for sink in self.sinks:
             sink.write_tile(tile, image, unc, count, **more)
 
 
 def uncertainty_sinks(sinks, options: CombineOptions, params: FrameParams, sigma=None,
-                      clip: tuple[float, float] | None = None) -> list:
+                      clip: tuple[np.ndarray, np.ndarray] | None = None) -> list:
     """``sinks`` as they should receive tiles for ``options.uncertainty``: for ``scatter`` the
     kernels' own, else behind a sink that computes UNCERT from the tile's image and count
     (``model``) or from ``sigma`` (``propagate``: an object whose ``read(tile)`` returns the
-    inputs' sigma on the tile, ``(n_frames, rows, cols)``). ``clip``: the variance factors
-    ``(scatter, model)`` of a value clip (:func:`skystack.clip_efficiency.clip_variance_factors`,
-    computed by the callers, which sit above the engines), None for none."""
+    inputs' sigma on the tile, ``(n_frames, rows, cols)``). ``clip``: the variance-factor
+    tables ``(scatter, model)`` by number of valid frames of a value clip
+    (:func:`skystack.clip_efficiency.clip_variance_factors`, computed by the callers, which sit
+    above the engines), None for none."""
     mode = options.uncertainty
     if mode == "scatter":
         if clip is None:
             return list(sinks)
-        return [_ScaledUncertaintySink(sinks, math.sqrt(clip[0]))]
+        return [_ScaledUncertaintySink(sinks, clip[0])]
     if mode == "auto":
         raise ValueError("uncertainty 'auto' must be resolved first "
                          "(skystack.io.sigma.resolve_uncertainty)")
