@@ -169,7 +169,7 @@ def _options_key(options):
                    weights=type(options.weights)())
 
 
-@lru_cache(maxsize=64)
+@lru_cache(maxsize=1024)  # a table takes about 20 entries
 def _simulated(options, weights: tuple) -> ClipFactors:
     from .backends.base import FrameParams, TileOutputs
     from .backends.cpu import CpuBackend
