@@ -22,6 +22,7 @@ from .cli_register import (
     align_kwargs,
     run_register,
 )
+from .cli_selection import add_header_selection, header_selection_kwargs
 from .config import BACKENDS, CHOICES, DEFAULTS, NIGHT_STACK_OPTIONS
 from .errors import SkystackError
 from .interrupts import Interrupted, exit_code, signals_interrupt
@@ -172,19 +173,7 @@ def _combine_kwargs(a: argparse.Namespace) -> dict:
                 esd_max_frac=a.esd_max_frac, gain=a.gain, rdnoise=a.rdnoise, snoise=a.snoise,
                 pclip=a.pclip, saturation=a.saturation,
                 cosmic_rays=a.cosmic_rays, cr_sigclip=a.cr_sigclip, cr_objlim=a.cr_objlim,
-                **_selection_kwargs(a))
-
-
-def _add_selection(p: argparse.ArgumentParser) -> None:
-    g = p.add_argument_group("frame selection (skystack.io.selection)")
-    g.add_argument("--exclude", metavar="FILE", help="text file listing frames not to use "
-                   "(paths or file names, # comments)")
-    g.add_argument("--where", metavar="EXPR", help="header selection, e.g. 'IMAGETYP=DARK and "
-                   "EXPTIME>=60' (=, !=, <, <=, >, >=, and, or, parentheses)")
-
-
-def _selection_kwargs(a: argparse.Namespace) -> dict:
-    return {k: getattr(a, k) for k in ("where", "exclude") if getattr(a, k, None) is not None}
+                **header_selection_kwargs(a))
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -200,7 +189,7 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("-o", "--output", required=True, help="output FITS file")
     c.add_argument("--overwrite", action="store_true", help="replace an existing output")
     _add_combine_options(c)
-    _add_selection(c)
+    add_header_selection(c)
     _add_cluster_options(c)
     _add_common(c)
 
@@ -220,7 +209,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="demosaic colour (BAYERPAT) frames and stack R, G, B into "
                         "OUT_R/_G/_B.fits (default for colour frames: bilinear)")
     _add_combine_options(s)
-    _add_selection(s)
+    add_header_selection(s)
     _add_cluster_options(s)
     _add_common(s)
 
@@ -239,7 +228,7 @@ def build_parser() -> argparse.ArgumentParser:
                                     "for a directory, its frames classified as by 'night'")
     i.add_argument("files", nargs="+", metavar="FILES", help="FITS files or a directory")
     i.add_argument("--hdu", type=_hdu, help="HDU index or EXTNAME (default: first image HDU)")
-    _add_selection(i)
+    add_header_selection(i)
     _add_common(i)
 
     n = sub.add_parser("night", help="masters, calibration and one aligned stack per object and "
@@ -264,7 +253,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "other frames (default: interpolated values are not measurements), or "
                         "interpolated from their good neighbours")
     _add_combine_options(n)
-    _add_selection(n)
+    add_header_selection(n)
     night = NIGHT_STACK_OPTIONS
     n.set_defaults(**night)
     n.description = (f"Stacks are combined with --reject {night['reject']} --spread "
@@ -294,7 +283,7 @@ def build_parser() -> argparse.ArgumentParser:
     ins.add_argument("files", nargs="+", metavar="FILES",
                      help="FITS files, directories, glob patterns or @list.txt files")
     ins.add_argument("--plot", metavar="DIR", help="write histograms and images as PNG to DIR")
-    _add_selection(ins)
+    add_header_selection(ins)
     _add_common(ins)
 
     d = sub.add_parser("demo", help="write a synthetic night of raw frames to DIR and stack it")
@@ -354,7 +343,7 @@ def _run_stack_tiles(a: argparse.Namespace) -> int:
     if a.reference or a.grid_header or a.crop != "union" or a.align == "stars":
         raise SkystackError("--tiles/--tiles-from fix the grids: --reference, --grid-header, "
                             "--crop and --align stars do not apply")
-    if _selection_kwargs(a):
+    if header_selection_kwargs(a):
         raise SkystackError("--where/--exclude do not apply to --tiles/--tiles-from yet")
     t0 = time.perf_counter()
     products = stack_files_on_tiles(

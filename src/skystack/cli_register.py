@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import argparse
 
+from .cli_selection import add_header_selection
+
 __all__ = ["add_register_parser", "run_register", "add_align_options", "align_kwargs"]
 
 MODELS = ("shift", "similarity", "affine", "poly2", "poly3")
@@ -83,11 +85,7 @@ def add_register_parser(sub) -> argparse.ArgumentParser:
     r.add_argument("--overwrite", action="store_true", help="replace an existing table")
     r.add_argument("--hdu", help="HDU index or EXTNAME (default: first image HDU)")
     r.add_argument("--threads", type=int, help="frames measured at once (default: 2)")
-    g = r.add_argument_group("frame selection by header (skystack.io.selection)")
-    g.add_argument("--exclude", metavar="FILE", help="text file listing frames not to use "
-                   "(paths or file names, # comments)")
-    g.add_argument("--where", metavar="EXPR", help="header selection, e.g. 'FILTER=R and "
-                   "EXPTIME>=60' (=, !=, <, <=, >, >=, and, or, parentheses)")
+    add_header_selection(r)
     _add_selection(r)
     r.add_argument("-q", "--quiet", action="store_true", help="no table on the terminal")
     r.add_argument("-v", "--verbose", action="store_true", help="log details")

@@ -56,7 +56,6 @@ __all__ = ["VALUE_CLIPS", "ClipFactors", "value_clip_factors", "clip_factor_tabl
            "clip_variance_factors", "clip_cards", "skipped_mean_variance"]
 
 VALUE_CLIPS = ("sigclip", "winsor", "linfit", "esd", "pclip", "ccdclip")
-_SIMULATED = ("sigclip", "winsor", "linfit", "esd", "pclip")
 _SEED = 20261205
 _UNIT = NormalDist()
 

@@ -233,9 +233,10 @@ class FrameDrizzler:
         hit = np.flatnonzero(near)
         return None if hit.size == 0 else (int(hit[0]), int(hit[-1]) + 1)
 
-    def add(self, tile: Tile, sums: _BandSums, offset: float, pool) -> bool:
-        """Drizzle the frame onto ``tile``'s ``sums`` (its ``frame`` plane zeroed first).
-        Returns whether any input row could reach the band."""
+    def add(self, tile: Tile, sums: _BandSums, offset: float, pool, workers: int) -> bool:
+        """Drizzle the frame onto ``tile``'s ``sums`` (its ``frame`` plane zeroed first), on
+        ``pool``'s ``workers`` threads (None, 1: here). Returns whether any input row could
+        reach the band."""
         span = self.input_rows(tile)
         if span is None or self.weight <= 0:
             return False
@@ -255,11 +256,11 @@ class FrameDrizzler:
         pfo = self.params.pixfrac * math.sqrt(self.area) / 2 if self.params.kernel == "turbo" \
             else 0.0
         sums.frame[...] = 0.0
-        passes = _passes(y, lo - plo, hi - plo, pfo, pool)
+        passes = _passes(y, lo - plo, hi - plo, pfo, workers if pool is not None else 1)
         args = (data, weight, x, y)
         kernel, pixfrac, ratio = KERNEL_CODES[self.params.kernel], self.params.pixfrac, self.ratio
         for chunks in passes:
-            parts = [chunks] if pool is None else np.array_split(chunks, _workers(pool))
+            parts = [chunks] if pool is None else np.array_split(chunks, workers)
             jobs = [(*args, part, kernel, pixfrac, ratio, offset, *sums.planes())
                     for part in parts if part.shape[0]]
             if pool is None or len(jobs) == 1:
@@ -275,19 +276,14 @@ class FrameDrizzler:
 _CHUNK = 16
 
 
-def _workers(pool) -> int:
-    return max(1, getattr(pool, "_max_workers", 1))
-
-
-def _passes(y: np.ndarray, r0: int, r1: int, pfo: float, pool) -> list[np.ndarray]:
+def _passes(y: np.ndarray, r0: int, r1: int, pfo: float, workers: int) -> list[np.ndarray]:
     """The rows [r0, r1) of the input as chunks (row0, row1, col0, col1) grouped into passes
     whose chunks cannot write the same output pixel (:func:`chunk_passes`), so that a pass's
     chunks can run on different threads: chunks of rows, or of columns when rows leave too
     little to run at once (frames rotated by about 90 degrees to the grid). One pass of one
-    chunk without a pool."""
+    chunk for one worker."""
     rows, cols = y.shape
-    workers = 1 if pool is None else _workers(pool)
-    if workers == 1:
+    if workers <= 1:
         return [np.array([[r0, r1, 0, cols]], np.int64)]
     # Rounding to the nearest output row and a turbo drop's half-side widen the bound.
     margin = 1.0 + pfo
@@ -353,7 +349,7 @@ def drizzle_frames(frames: list[Frame], grid: Grid, options: CombineOptions, sin
         for i, tile in enumerate(tiles):
             sums = _BandSums(tile.shape)
             for d in drizzlers:
-                if d.add(tile, sums, offset, pool):
+                if d.add(tile, sums, offset, pool, workers):
                     # Counted where it added more than a thousandth of a full overlap: a drop's
                     # edge brushing a neighbour by rounding is not a contribution.
                     sums.count += sums.frame > _MIN_OVERLAP * d.weight

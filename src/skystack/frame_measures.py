@@ -54,6 +54,7 @@ from .config import CombineOptions
 from .core.frame import Frame
 from .core.tiles import Tile
 from .errors import SkystackError
+from .sky_sample import block_means, matched_block_samples
 
 NOISE_PIXELS = 65_536  # the MAD sigma of 65k values is good to ~0.4 %
 STAR_REGION = 1024
@@ -238,10 +239,7 @@ def block_sample(frame: Frame, rows: np.ndarray) -> np.ndarray:
     block has any missing pixel; 1-D."""
     from .sampling import read_rows
 
-    cols = frame.shape[1] // BLOCK * BLOCK
-    data = read_rows(frame, rows)[:, :cols]
-    blocks = data.reshape(len(rows) // BLOCK, BLOCK, cols // BLOCK, BLOCK)
-    return blocks.mean(axis=(1, 3), dtype=np.float64).ravel()
+    return block_means(read_rows(frame, rows), BLOCK)
 
 
 def _block_noise(values: np.ndarray) -> float:
@@ -308,8 +306,6 @@ def regression_params(frames: list[Frame], scale: np.ndarray | None,
         elif wcs_list is None:
             x = block_sample(f, rows)
         else:
-            from .sky_sample import matched_block_samples
-
             yk, x = matched_block_samples(frames[0], f, wcs_list[0], wcs_list[k], rows, BLOCK)
             common = int(np.sum(np.isfinite(yk) & np.isfinite(x)))
             if common < MIN_COMMON_BLOCKS:

@@ -27,7 +27,7 @@ from numba import njit
 
 from .core.frame import Frame
 
-__all__ = ["matched_block_samples"]
+__all__ = ["matched_block_samples", "block_means"]
 
 
 @njit(nogil=True, cache=True)
@@ -71,7 +71,10 @@ def _rows_or_nan(frame: Frame, r0: int, r1: int) -> np.ndarray:
     return out
 
 
-def _block_means(values: np.ndarray, block: int) -> np.ndarray:
+def block_means(values: np.ndarray, block: int) -> np.ndarray:
+    """Means of the ``block`` x ``block`` blocks of ``values`` (rows a multiple of ``block``;
+    columns beyond the last whole block left out), float64, NaN where a block has a NaN;
+    1-D, row of blocks by row of blocks."""
     rows, cols = values.shape
     cols = cols // block * block
     blocks = values[:, :cols].reshape(rows // block, block, cols // block, block)
@@ -110,7 +113,7 @@ def matched_block_samples(ref: Frame, frame: Frame, ref_wcs, wcs, rows: np.ndarr
                              if my.shape[0] > 1 else np.nan]])
         if not np.all(np.isfinite(jac)) or abs(np.linalg.det(jac)) < 1e-12:
             ys.append(np.full(((r1 - r0) // block) * (cols // block), np.nan))
-            xs.append(_block_means(sampled, block))
+            xs.append(block_means(sampled, block))
             continue
         inv = np.linalg.inv(jac)  # frame-k pixel offsets -> reference pixel offsets
         vx = fx * (1.0 - fx)
@@ -121,6 +124,6 @@ def matched_block_samples(ref: Frame, frame: Frame, ref_wcs, wcs, rows: np.ndarr
         band = _rows_or_nan(ref, r0 - 1, r1 + 1)
         smoothed = np.empty((r1 - r0, cols), np.float64)
         _smooth_matched(band.astype(np.float64), muu, mvv, muv, smoothed)
-        ys.append(_block_means(smoothed, block))
-        xs.append(_block_means(sampled, block))
+        ys.append(block_means(smoothed, block))
+        xs.append(block_means(sampled, block))
     return np.concatenate(ys), np.concatenate(xs)

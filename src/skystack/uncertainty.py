@@ -233,7 +233,7 @@ def model_variance(image: np.ndarray, count: np.ndarray, options: CombineOptions
     ``as_sigma`` the standard error (float32). ``clip_factor``: the variance factor of a value
     clip, per pixel or one (:mod:`skystack.clip_efficiency`), None for none."""
     w = _weights(params, options)
-    return _rank_trimmed(options, count, w, as_sigma, clip_factor, lambda sigma: (
+    return _times_efficiency(options, count, w, as_sigma, clip_factor, lambda sigma: (
         _combined_variance(options.method, image, count, w, terms=_model_terms(params, w),
                            as_sigma=sigma)))
 
@@ -257,11 +257,11 @@ def propagated_variance(sigma: np.ndarray, image: np.ndarray, count: np.ndarray,
         nvalid += ok
     with np.errstate(divide="ignore", invalid="ignore"):
         mean_var = np.where(nvalid > 0, acc / nvalid, np.nan)
-    return _rank_trimmed(options, count, w, as_sigma, clip_factor, lambda sigma: (
+    return _times_efficiency(options, count, w, as_sigma, clip_factor, lambda sigma: (
         _combined_variance(options.method, image, count, w, a_map=mean_var, as_sigma=sigma)))
 
 
-def _rank_trimmed(options: CombineOptions, count: np.ndarray, w: np.ndarray, as_sigma: bool,
+def _times_efficiency(options: CombineOptions, count: np.ndarray, w: np.ndarray, as_sigma: bool,
                   clip_factor: np.ndarray | float | None, variance):
     """``variance(as_sigma)``, for a mean or sum after minmax / percentile rejection times the
     Gaussian trimmed-mean factor of :mod:`skystack.trim_efficiency` (var / COUNT overstates

@@ -38,6 +38,7 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 from astropy.io import fits
 
+from ..clip_efficiency import clip_variance_factors
 from ..core.stack_loop import stack_tile_plan
 from ..core.tiles import plan_tiles
 from ..errors import SkystackError
@@ -113,6 +114,7 @@ def combine_on_cluster(frames, opts, output, *, cluster, header_for,
         header = header_for(_worker_description(client, backend, threads, by_host))
         _cluster_header(header, client)
         params = frame_params(frames, opts)
+        clip = clip_variance_factors(opts, params)
         tiles = plan_tiles(shape, len(frames), opts.mem_limit, max_rows=max_tile_rows)
         recipe = {"kind": "combine", "sources": [repr(s) for s in specs],
                   "options": repr(replace(opts, mem_limit=None)), "scale": params.scale,
@@ -124,7 +126,8 @@ def combine_on_cluster(frames, opts, output, *, cluster, header_for,
                                   overwrite=overwrite, partial=partial)
 
         def make_job(token, out_spec):
-            return CombineJob(token, specs, opts, params, backend, out_spec, threads, by_host)
+            return CombineJob(token, specs, opts, params, backend, out_spec, threads, by_host,
+                              clip=clip)
 
         files = [p for s in specs for p in spec_files(s)]
         return _run(client, "combine", output, tiles, recipe, files, make_writer, make_job,
@@ -151,6 +154,7 @@ def stack_on_cluster(frames, wcs_list, grid, opts, output, *, cluster, header_fo
         header = header_for(_worker_description(client, backend, threads, by_host))
         _cluster_header(header, client)
         params = frame_params(frames, opts, wcs_list)
+        clip = clip_variance_factors(opts, params)
         exptimes = np.nan_to_num(np.array([exposure_seconds(f.header) for f in frames],
                                           np.float32))
         # The in-process run resamples with as many threads as its CPU backend has, and plans
@@ -177,7 +181,7 @@ def stack_on_cluster(frames, wcs_list, grid, opts, output, *, cluster, header_fo
 
         def make_job(token, out_spec):
             return StackJob(token, specs, opts, params, backend, out_spec, threads, by_host,
-                            frames=shapes, wcs_list=wcs_texts, grid_wcs=grid_text,
+                            clip=clip, frames=shapes, wcs_list=wcs_texts, grid_wcs=grid_text,
                             grid_shape=tuple(grid.shape),
                             exptimes=exptimes, interp=interp, conserve_flux=conserve_flux,
                             step=step, workers=workers)

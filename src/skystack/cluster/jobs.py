@@ -66,6 +66,8 @@ class _JobBase:
     output: OutputSpec
     threads: int | None = None
     threads_by_host: dict = field(default_factory=dict)
+    # Value-clip variance-factor tables (skystack.clip_efficiency), computed once by the driver.
+    clip: tuple | None = None
 
     @property
     def n_frames(self) -> int:

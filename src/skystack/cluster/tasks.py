@@ -21,7 +21,6 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..backends.base import TileOutputs
-from ..clip_efficiency import clip_variance_factors
 from ..core.stack_loop import write_stack_tile
 from ..core.tiles import Tile
 from ..uncertainty import uncertainty_sinks
@@ -134,8 +133,7 @@ def run_tile(job, tile: Tile) -> TileDone:
     t2 = time.perf_counter()
     writer = BandWriter(job.output)
     # The uncertainty the options ask for, computed from the tile as in-process.
-    sinks = uncertainty_sinks([writer], job.options, job.params,
-                              clip=clip_variance_factors(job.options, job.params))
+    sinks = uncertainty_sinks([writer], job.options, job.params, clip=job.clip)
     try:
         if job.kind == "stack":
             write_stack_tile(sinks, tile, out, extra["coverage"], extra["expmap"])

@@ -96,8 +96,7 @@ def _four_corners(m, i: int, j: int, h: float):
 
 
 @njit(nogil=True, cache=True, inline="always")
-def _edge_in_column(x1: float, y1: float, x2: float, y2: float, dx: float, slope: float,
-                    inv_dy: float):
+def _edge_in_column(x1: float, y1: float, x2: float, y2: float, dx: float, slope: float):
     """The part of drizzle's ``sgarea`` that depends on the column only: the edge from
     (x1, y1) to (x2, y2) (x relative to the column's left side, y absolute) clipped to
     ``0 <= x <= 1``. Returns ``(sign, xlo, xhi, y at xlo, y at xhi, x1 y2 - y1 x2)``; sign 0
@@ -272,10 +271,10 @@ def drizzle_chunks(data, weight, mx, my, chunks, kernel, pixfrac, pscale_ratio, 
                     for ii in range(ilo, ihi + 1):
                         # Each edge clipped to the column once; then row by row.
                         u = ii - 0.5
-                        ea = _edge_in_column(x0 - u, y0, x1 - u, y1, da, sa, ia)
-                        eb = _edge_in_column(x1 - u, y1, x2 - u, y2, db, sb, ib)
-                        ec = _edge_in_column(x2 - u, y2, x3 - u, y3, dc, sc, ic)
-                        ed = _edge_in_column(x3 - u, y3, x0 - u, y0, dd, sd, id_)
+                        ea = _edge_in_column(x0 - u, y0, x1 - u, y1, da, sa)
+                        eb = _edge_in_column(x1 - u, y1, x2 - u, y2, db, sb)
+                        ec = _edge_in_column(x2 - u, y2, x3 - u, y3, dc, sc)
+                        ed = _edge_in_column(x3 - u, y3, x0 - u, y0, dd, sd)
                         for jj in range(jlo, jhi + 1):
                             t = jj - 0.5
                             dover = (_edge_in_row(ea, t, da, ia) + _edge_in_row(eb, t, db, ib)
